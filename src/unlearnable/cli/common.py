@@ -1,0 +1,59 @@
+"""Arguments shared by sub-commands, so every command spells them the same way."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from .._io import UnlearnableError
+from ..train.engine import Recipe, get_recipe
+
+
+def add_data_root(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-root", default=None,
+                   help="directory holding datasets (searched before $UNLEARNABLE_DATA and system locations)")
+
+
+def add_train_args(p: argparse.ArgumentParser, arch: str = "convnet", recipe: str = "paper") -> None:
+    """--arch, --epochs, --seed, --recipe, --batch-size, --lr, --device, --data-root, --no-progress."""
+    p.add_argument("--arch", default=arch, help=f"model architecture (default {arch})")
+    p.add_argument("--recipe", default=recipe, help=f"recipe preset: paper, fast, released, adv (default {recipe})")
+    p.add_argument("--epochs", type=int, default=None, help="override the recipe's number of epochs")
+    p.add_argument("--batch-size", type=int, default=None, help="override the recipe's batch size")
+    p.add_argument("--lr", type=float, default=None, help="override the recipe's learning rate")
+    p.add_argument("--seed", type=int, default=0, help="seed for initialization, order and augmentation")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps (default auto)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_data_root(p)
+
+
+def recipe_from_args(args: argparse.Namespace) -> Recipe:
+    r = get_recipe(args.recipe)
+    kw: dict[str, Any] = {}
+    if args.epochs is not None:
+        if args.epochs < 1:
+            raise UnlearnableError("--epochs must be at least 1")
+        kw["epochs"] = args.epochs
+        if r.schedule == "step" and r.milestones:
+            # Keep the preset's milestones at the same fractions of the run.
+            kw["milestones"] = tuple(max(1, round(m * args.epochs / r.epochs)) for m in r.milestones)
+    if args.batch_size is not None:
+        kw["batch_size"] = args.batch_size
+    if args.lr is not None:
+        kw["lr"] = args.lr
+    return r.replace(**kw)
+
+
+def progress_from_args(args: argparse.Namespace) -> bool | None:
+    return False if getattr(args, "no_progress", False) else None
+
+
+def parse_params(items: list[str] | None) -> dict[str, str]:
+    """`--param k=v` pairs as a dict of strings (each method converts to its typed parameters)."""
+    out = {}
+    for it in items or []:
+        if "=" not in it:
+            raise UnlearnableError(f"--param expects key=value, got {it!r}")
+        k, v = it.split("=", 1)
+        out[k.strip().replace("-", "_")] = v.strip()
+    return out

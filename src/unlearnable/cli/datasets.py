@@ -1,0 +1,37 @@
+"""`unlearnable datasets`: what is available, where it was found, how to get what is missing."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..data.resolve import download, survey
+from .common import add_data_root
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("datasets", help="list datasets: found where, or how to get them")
+    add_data_root(p)
+    p.add_argument("--download", metavar="NAME", default=None,
+                   help="download NAME from its official source into --data-root (SHA-256 verified)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.download:
+        root = args.data_root or "data"
+        dest = download(args.download, root)
+        print(f"downloaded {args.download} into {dest}")
+        return 0
+    rows = survey(args.data_root)
+    width = max(len(r.name) for r in rows)
+    missing = 0
+    for r in rows:
+        if r.path is not None:
+            where = "embedded (scikit-learn)" if r.embedded else r.path
+            print(f"  {r.name:<{width}}  found     {where}")
+        else:
+            missing += 1
+            print(f"  {r.name:<{width}}  missing   {r.how_to_get}")
+    if missing:
+        print(f"{missing} missing; put datasets under --data-root DIR or $UNLEARNABLE_DATA")
+    return 0

@@ -1,0 +1,68 @@
+"""The contract every model keeps, and the registry.
+
+Callers pass [0, 1] pixels; normalization lives inside the model so no poison or attack ever
+sees mean/std. `features(x)` is the penultimate embedding and `head` the final linear layer:
+DFR refits `head` on `features`, and nothing else needs to know the architecture.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+from .._io import UnlearnableError
+
+
+class Classifier(nn.Module):
+    """Base class: subclasses build `self.body` (x_normalized -> embedding) and `self.head`."""
+
+    feature_dim: int
+    head: nn.Linear
+
+    def __init__(self, in_channels: int, mean: Sequence[float] | None = None,
+                 std: Sequence[float] | None = None):
+        super().__init__()
+        mean = list(mean) if mean is not None else [0.5] * in_channels
+        std = list(std) if std is not None else [0.25] * in_channels
+        if len(mean) != in_channels or len(std) != in_channels:
+            raise ValueError(f"mean/std need {in_channels} values")
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1))
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Penultimate embedding (B, feature_dim) of [0, 1] images (B, C, H, W)."""
+        return self.embed(self.normalize(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+ModelFactory = Callable[..., Classifier]
+MODELS: dict[str, ModelFactory] = {}
+
+
+def register_model(name: str) -> Callable[[ModelFactory], ModelFactory]:
+    def deco(fn: ModelFactory) -> ModelFactory:
+        MODELS[name] = fn
+        return fn
+    return deco
+
+
+def build_model(name: str, num_classes: int, in_channels: int = 3,
+                image_size: int | tuple[int, int] = 32,
+                mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> Classifier:
+    """Build a registered architecture for images of `in_channels` x `image_size`."""
+    if name not in MODELS:
+        raise UnlearnableError(f"unknown architecture {name!r} (known: {', '.join(sorted(MODELS))})")
+    if isinstance(image_size, int):
+        image_size = (image_size, image_size)
+    return MODELS[name](num_classes=num_classes, in_channels=in_channels, image_size=tuple(image_size),
+                        mean=mean, std=std)

@@ -1,0 +1,384 @@
+"""The training engine: the whole dataset as one tensor on the device, batches sliced from a
+seeded permutation, batched augmentation, a checkpoint per epoch and exact resume.
+
+    from unlearnable.train import fit, RECIPES
+    result = fit(model, (x, y), (x_test, y_test), RECIPES["fast"], seed=0, out_dir="runs/x")
+
+Every random draw of epoch e comes from a generator seeded with (seed, e), so resuming after
+epoch e replays epochs e+1.. exactly as an uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .._io import UnlearnableError, atomic_file
+from .augment import AUGMENTATIONS, LABEL_AUGMENTATIONS, batch_crop, batch_flip_lr
+
+
+@dataclass
+class Recipe:
+    """Hyperparameters of one training run. Defaults: the paper's section 4.2 recipe."""
+
+    epochs: int = 40
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"  # cosine | step | constant
+    milestones: tuple[int, ...] = ()  # epochs at which "step" multiplies the lr by gamma
+    gamma: float = 0.1
+    warmup_epochs: float = 0.0
+    crop_padding: int = 4  # 0 disables the random crop
+    flip: bool = True
+    augment: tuple[str, ...] = ()  # extra names from AUGMENTATIONS / LABEL_AUGMENTATIONS
+    label_smoothing: float = 0.0
+    eval_batch_size: int = 1000
+
+    def replace(self, **kw: Any) -> Recipe:
+        return dataclasses.replace(self, **kw)
+
+    def lr_at(self, t: float) -> float:
+        """Learning rate at fractional epoch t (a pure function, so resume needs no scheduler)."""
+        if self.warmup_epochs and t < self.warmup_epochs:
+            return self.lr * t / self.warmup_epochs
+        if self.schedule == "cosine":
+            return 0.5 * self.lr * (1 + math.cos(math.pi * min(t / max(self.epochs, 1), 1.0)))
+        if self.schedule == "step":
+            return self.lr * self.gamma ** sum(t >= m for m in self.milestones)
+        if self.schedule == "constant":
+            return self.lr
+        raise UnlearnableError(f"unknown lr schedule {self.schedule!r} (cosine, step, constant)")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["milestones"] = list(self.milestones)
+        d["augment"] = list(self.augment)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Recipe:
+        d = dict(d)
+        d["milestones"] = tuple(d.get("milestones", ()))
+        d["augment"] = tuple(d.get("augment", ()))
+        return cls(**d)
+
+
+RECIPES: dict[str, Recipe] = {
+    # Section 4.2 / App. A.1: SGD 0.9, wd 5e-4, lr 0.1 cosine, batch 128, 40 epochs, crop + flip.
+    "paper": Recipe(),
+    # For 2 CPU cores: a few epochs with larger batches; what `--budget quick` uses.
+    "fast": Recipe(epochs=8, batch_size=256, lr=0.05, warmup_epochs=0.5),
+    # The released orthogonal-projection code: 50 epochs, wd 1e-4, lr x0.1 at 25 and 37, with
+    # CutMix and affine/colour augmentation.
+    "released": Recipe(epochs=50, weight_decay=1e-4, schedule="step", milestones=(25, 37),
+                       augment=("affine", "color-jitter", "cutmix")),
+    # Adversarial training baseline (section 4.4.2): 100 epochs, lr x0.1 at 75 and 90.
+    "adv": Recipe(epochs=100, schedule="step", milestones=(75, 90)),
+}
+
+
+def get_recipe(name: str) -> Recipe:
+    if name not in RECIPES:
+        raise UnlearnableError(f"unknown recipe {name!r} (known: {', '.join(RECIPES)})")
+    return RECIPES[name]
+
+
+# A batch loss: (model, x, y_soft_or_hard, generator) -> (loss, logits). Attacks such as
+# adversarial training replace the default cross-entropy with their own.
+BatchLoss = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
+
+
+def cross_entropy_loss(label_smoothing: float = 0.0) -> BatchLoss:
+    def loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator):
+        logits = model(x)
+        return F.cross_entropy(logits, y, label_smoothing=label_smoothing), logits
+    return loss
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UnlearnableError("--device cuda asked for, but CUDA is not available")
+    return dev
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+
+
+def as_float(xb: torch.Tensor) -> torch.Tensor:
+    return xb.float().div_(255) if xb.dtype == torch.uint8 else xb
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000,
+             transform: Callable[[torch.Tensor], torch.Tensor] | None = None) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy in [0, 1]) of `model` on (x, y); x uint8 or [0, 1] float."""
+    was_training = model.training
+    model.eval()
+    dev = next(model.parameters()).device
+    total_loss, correct = 0.0, 0
+    for s in range(0, len(x), batch_size):
+        xb = as_float(x[s:s + batch_size].to(dev, non_blocking=True))
+        if transform is not None:
+            xb = transform(xb)
+        yb = y[s:s + batch_size].to(dev)
+        with _autocast(dev):
+            logits = model(_layout(xb, dev))
+        total_loss += F.cross_entropy(logits.float(), yb, reduction="sum").item()
+        correct += (logits.argmax(1) == yb).sum().item()
+    model.train(was_training)
+    n = max(len(x), 1)
+    return total_loss / n, correct / n
+
+
+def _autocast(dev: torch.device):
+    # bf16 on CUDA: the speed of half precision without loss scaling.
+    return torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else _nullcontext()
+
+
+class _nullcontext:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *a):
+        return False
+
+
+def _layout(x: torch.Tensor, dev: torch.device) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last) if dev.type == "cuda" else x
+
+
+def crop_padding_for(padding: int, size: int) -> int:
+    """The recipe's padding is for 32-pixel images (4 px); scale it down for smaller images so
+    an 8x8 digit is not shifted by half its width."""
+    return max(1, min(padding, round(padding * size / 32)))
+
+
+def augment_batch(x: torch.Tensor, y: torch.Tensor, recipe: Recipe, gen: torch.Generator,
+                  num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Apply the recipe's augmentations; y stays hard labels unless a label augmentation mixes."""
+    if recipe.crop_padding:
+        x = batch_crop(x, gen, crop_padding_for(recipe.crop_padding, x.shape[-1]))
+    if recipe.flip:
+        x = batch_flip_lr(x, gen)
+    for name in recipe.augment:
+        if name in AUGMENTATIONS:
+            x = AUGMENTATIONS[name](x, gen)
+        elif name in LABEL_AUGMENTATIONS:
+            if y.dtype == torch.int64:
+                y = F.one_hot(y, num_classes).float()
+            x, y = LABEL_AUGMENTATIONS[name](x, y, gen)
+        else:
+            known = ", ".join(sorted([*AUGMENTATIONS, *LABEL_AUGMENTATIONS]))
+            raise UnlearnableError(f"unknown augmentation {name!r} (known: {known})")
+    return x, y
+
+
+@dataclass
+class FitResult:
+    test_accuracy: float | None
+    test_loss: float | None
+    train_accuracy: float
+    train_loss: float
+    epochs: int
+    seconds: float
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _progress_enabled(progress: bool | None) -> bool:
+    if progress is not None:
+        return progress
+    return sys.stderr.isatty()
+
+
+def fit(
+    model: nn.Module,
+    train: tuple[torch.Tensor, torch.Tensor],
+    test: tuple[torch.Tensor, torch.Tensor] | None,
+    recipe: Recipe,
+    seed: int = 0,
+    out_dir: str | os.PathLike[str] | None = None,
+    device: torch.device | str | None = None,
+    progress: bool | None = None,
+    batch_loss: BatchLoss | None = None,
+    test_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    save_checkpoints: bool = True,
+    desc: str = "train",
+    stop_after_epoch: int | None = None,
+) -> FitResult:
+    """Train `model` in place on (x, y) with `recipe`; evaluate on `test` after every epoch.
+
+    x is uint8 or float NCHW in [0, 1]; it is moved to the device once. With `out_dir`, writes
+    `checkpoints/epoch_NNN.pt` (model weights) and `last.pt` (weights + optimizer) after every
+    epoch, appends to `metrics.jsonl`, and resumes from `last.pt` when it exists.
+    `stop_after_epoch` ends the run early as a crash would (used to test resume).
+    """
+    from tqdm.auto import tqdm
+
+    dev = torch.device(device) if device is not None else next(model.parameters()).device
+    model.to(dev)
+    if dev.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+    x, y = train[0].to(dev), train[1].to(dev)
+    n = len(x)
+    if n == 0:
+        raise UnlearnableError("empty training set")
+    num_classes = int(getattr(getattr(model, "head", None), "out_features", int(y.max()) + 1))
+    loss_fn = batch_loss or cross_entropy_loss(recipe.label_smoothing)
+    decay, no_decay = [], []
+    for p in model.parameters():
+        # No weight decay on BatchNorm and bias vectors, as the field's fast trainers do.
+        (no_decay if p.ndim <= 1 else decay).append(p)
+    opt = torch.optim.SGD([{"params": decay, "weight_decay": recipe.weight_decay},
+                           {"params": no_decay, "weight_decay": 0.0}],
+                          lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.nesterov)
+    steps_per_epoch = math.ceil(n / recipe.batch_size)
+
+    start_epoch, history = 0, []
+    out = Path(out_dir) if out_dir is not None else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "checkpoints").mkdir(exist_ok=True)
+        last = out / "last.pt"
+        if last.exists():
+            state = torch.load(last, map_location=dev, weights_only=True)
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+            start_epoch = int(state["epoch"])
+            history = _read_metrics(out / "metrics.jsonl", start_epoch)
+
+    t0 = time.perf_counter() - (history[-1]["elapsed"] if history else 0.0)
+    bar = tqdm(total=recipe.epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch,
+               desc=desc, disable=not _progress_enabled(progress), leave=False, dynamic_ncols=True)
+    try:
+        for epoch in range(start_epoch, recipe.epochs):
+            gen = epoch_generator(seed, epoch)
+            perm = torch.randperm(n, generator=gen).to(dev)
+            model.train()
+            sum_loss = torch.zeros((), device=dev)
+            sum_correct = torch.zeros((), device=dev)
+            for step in range(steps_per_epoch):
+                lr = recipe.lr_at(epoch + step / steps_per_epoch)
+                for g in opt.param_groups:
+                    g["lr"] = lr
+                idx = perm[step * recipe.batch_size:(step + 1) * recipe.batch_size]
+                xb, yb = augment_batch(as_float(x[idx]), y[idx], recipe, gen, num_classes)
+                with _autocast(dev):
+                    loss, logits = loss_fn(model, _layout(xb, dev), yb, gen)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                # Accumulate on the device: a .item() per step would stall a GPU.
+                sum_loss += loss.detach().float() * len(idx)
+                hard = yb if yb.dtype == torch.int64 else yb.argmax(1)
+                sum_correct += (logits.detach().argmax(1) == hard).sum()
+                bar.update(1)
+            rec: dict[str, Any] = {
+                "epoch": epoch + 1,
+                "train_loss": sum_loss.item() / n,
+                "train_accuracy": sum_correct.item() / n,
+                "lr": lr,
+            }
+            if test is not None:
+                rec["test_loss"], rec["test_accuracy"] = evaluate(
+                    model, test[0], test[1], recipe.eval_batch_size, test_transform)
+            rec["elapsed"] = time.perf_counter() - t0
+            history.append(rec)
+            bar.set_postfix(epoch=epoch + 1, loss=f"{rec['train_loss']:.3f}",
+                            test=f"{rec.get('test_accuracy', float('nan')):.3f}")
+            if out is not None:
+                _save_epoch(out, model, opt, epoch + 1, save_checkpoints)
+                with open(out / "metrics.jsonl", "a") as f:
+                    f.write(json.dumps(rec) + "\n")
+            if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
+                break
+    finally:
+        bar.close()
+    final = history[-1] if history else {}
+    return FitResult(
+        test_accuracy=final.get("test_accuracy"), test_loss=final.get("test_loss"),
+        train_accuracy=final.get("train_accuracy", 0.0), train_loss=final.get("train_loss", 0.0),
+        epochs=len(history), seconds=final.get("elapsed", 0.0), history=history,
+    )
+
+
+def _save_epoch(out: Path, model: nn.Module, opt: torch.optim.Optimizer, epoch: int,
+                save_checkpoints: bool) -> None:
+    weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    if save_checkpoints:
+        with atomic_file(out / "checkpoints" / f"epoch_{epoch:03d}.pt") as f:
+            torch.save(weights, f)
+    # last.pt is written after the epoch checkpoint: if it says epoch e, checkpoint e exists.
+    with atomic_file(out / "last.pt") as f:
+        torch.save({"epoch": epoch, "model": weights, "optimizer": opt.state_dict()}, f)
+
+
+def _read_metrics(path: Path, upto_epoch: int) -> list[dict[str, Any]]:
+    """Metrics of epochs <= upto_epoch; rewrites the file without lines of unfinished epochs."""
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            r = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut off by a crash
+        if r.get("epoch", 0) <= upto_epoch:
+            rows.append(r)
+    rows = list({r["epoch"]: r for r in rows}.values())
+    with atomic_file(path, "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows)
+    return rows
+
+
+def checkpoint_paths(run_dir: str | os.PathLike[str]) -> list[tuple[int, Path]]:
+    """(epoch, path) of every per-epoch checkpoint in a run directory, in epoch order."""
+    ck = Path(run_dir) / "checkpoints"
+    out = []
+    for p in sorted(ck.glob("epoch_*.pt")):
+        try:
+            out.append((int(p.stem.split("_")[1]), p))
+        except (IndexError, ValueError):
+            continue
+    return out
+
+
+def load_weights(model: nn.Module, path: str | os.PathLike[str]) -> nn.Module:
+    """Load a checkpoint saved by `fit` (tensors only: `weights_only=True`, never code)."""
+    from .._io import DataError
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise DataError(path, "file not found") from None
+    except Exception as e:  # torch raises several types for a broken or unsafe file
+        raise DataError(path, f"not a loadable weights file ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+    if isinstance(state, dict) and "model" in state and "optimizer" in state:
+        state = state["model"]
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError) as e:
+        raise DataError(path, f"weights do not fit the model ({str(e).splitlines()[0]})") from None
+    return model

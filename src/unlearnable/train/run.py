@@ -1,0 +1,135 @@
+"""A training run on disk: `run.json` (how to rebuild the model), checkpoints, metrics, result.
+
+    RUN_DIR/run.json        arch, model shape, dataset, recipe, seed, versions
+    RUN_DIR/checkpoints/    epoch_001.pt ... (weights only)
+    RUN_DIR/last.pt         weights + optimizer of the last finished epoch (resume)
+    RUN_DIR/metrics.jsonl   one line per epoch
+    RUN_DIR/result.json     test_accuracy (fraction), epochs, seconds, ...
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .._io import UnlearnableError, now_iso, read_json, versions, write_json
+from ..data.imageset import ImageSet
+from ..data.resolve import load_data
+from ..models import Classifier, build_model
+from .engine import FitResult, Recipe, fit, pick_device
+
+
+@dataclass
+class RunSpec:
+    arch: str
+    num_classes: int
+    in_channels: int
+    image_size: tuple[int, int]
+    recipe: Recipe
+    seed: int
+    data: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"arch": self.arch, "num_classes": self.num_classes, "in_channels": self.in_channels,
+                "image_size": list(self.image_size), "recipe": self.recipe.to_dict(),
+                "seed": self.seed, "data": self.data}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunSpec:
+        return cls(d["arch"], d["num_classes"], d["in_channels"], tuple(d["image_size"]),
+                   Recipe.from_dict(d["recipe"]), d["seed"], d.get("data", ""))
+
+    def build(self) -> Classifier:
+        torch.manual_seed(self.seed)  # the initial weights are part of the seeded run
+        return build_model(self.arch, self.num_classes, self.in_channels, self.image_size)
+
+
+def spec_for(data: ImageSet, arch: str, recipe: Recipe, seed: int, data_name: str = "") -> RunSpec:
+    return RunSpec(arch, data.num_classes, data.channels, data.image_size, recipe, seed,
+                   data_name or data.name)
+
+
+def as_tensors(d: ImageSet | tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(uint8 NCHW, int64 labels) of an ImageSet; tensors pass through unchanged."""
+    if isinstance(d, ImageSet):
+        return d.uint8_tensor(), torch.from_numpy(d.labels)
+    return d
+
+
+def train_on(
+    train: ImageSet | tuple[torch.Tensor, torch.Tensor],
+    test: ImageSet | tuple[torch.Tensor, torch.Tensor] | None,
+    spec: RunSpec,
+    out_dir: str | os.PathLike[str] | None = None,
+    device: str = "auto",
+    progress: bool | None = None,
+    extra: dict[str, Any] | None = None,
+    **fit_kw: Any,
+) -> tuple[Classifier, FitResult]:
+    """Build `spec`'s model, train it, and (with `out_dir`) write the run directory.
+
+    `train` may be an ImageSet or ready tensors (x float in [0, 1] or uint8 NCHW, y int64): the
+    attacks train on tensors they have transformed. An existing `out_dir` made with the same
+    spec is resumed; one made with a different spec is refused.
+    """
+    dev = pick_device(device)
+    out = Path(out_dir) if out_dir is not None else None
+    if out is not None:
+        prev = out / "run.json"
+        if prev.exists():
+            old = read_json(prev).get("spec")
+            if old != spec.to_dict():
+                raise UnlearnableError(f"{out}: holds a run with different settings; use another --out")
+        else:
+            out.mkdir(parents=True, exist_ok=True)
+            write_json(prev, {"spec": spec.to_dict(), "created": now_iso(), "versions": versions(),
+                              **(extra or {})})
+    model = spec.build().to(dev)
+    xy = as_tensors(train)
+    txy = as_tensors(test) if test is not None else None
+    res = fit(model, xy, txy, spec.recipe, spec.seed, out, dev, progress, **fit_kw)
+    if out is not None and res.epochs >= spec.recipe.epochs:
+        write_json(out / "result.json", {
+            "test_accuracy": res.test_accuracy, "test_loss": res.test_loss,
+            "train_accuracy": res.train_accuracy, "train_loss": res.train_loss,
+            "epochs": res.epochs, "seconds": round(res.seconds, 3), "arch": spec.arch,
+            "seed": spec.seed, "data": spec.data, "recipe": spec.recipe.to_dict(),
+            "device": str(dev), "num_train": len(xy[0]), "finished": now_iso(), "versions": versions(),
+            **(extra or {}),
+        })
+    return model, res
+
+
+def train_data(
+    data: str | os.PathLike[str],
+    arch: str,
+    recipe: Recipe,
+    seed: int = 0,
+    out_dir: str | os.PathLike[str] | None = None,
+    data_root: str | os.PathLike[str] | None = None,
+    device: str = "auto",
+    progress: bool | None = None,
+) -> tuple[Classifier, FitResult]:
+    """`unlearnable train`: load DATA's train split and its clean test split, train, evaluate."""
+    t0 = time.perf_counter()
+    tr = load_data(data, "train", data_root)
+    te = load_data(data, "test", data_root)
+    if te.chw != tr.chw:
+        raise UnlearnableError(f"test images {te.chw} differ in shape from training images {tr.chw}")
+    spec = spec_for(tr, arch, recipe, seed, str(data))
+    return train_on(tr, te, spec, out_dir, device, progress,
+                    extra={"load_seconds": round(time.perf_counter() - t0, 3)})
+
+
+def load_run(run_dir: str | os.PathLike[str]) -> tuple[RunSpec, dict[str, Any]]:
+    """The spec (to rebuild the model) and the whole run.json of a run directory."""
+    meta = read_json(Path(run_dir) / "run.json")
+    try:
+        return RunSpec.from_dict(meta["spec"]), meta
+    except (KeyError, TypeError) as e:
+        raise UnlearnableError(f"{Path(run_dir) / 'run.json'}: not a run description ({e})") from None

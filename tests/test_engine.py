@@ -1,0 +1,82 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from unlearnable import build_model, fit
+from unlearnable.cli import main
+from unlearnable.train import batch_crop, batch_flip_lr, checkpoint_paths, load_weights
+from unlearnable.train.run import RunSpec, train_on
+
+
+def _xy(ds):
+    return ds.uint8_tensor(), torch.from_numpy(ds.labels)
+
+
+def test_convnet_learns_digits_above_90_percent(digits_train, digits_test, quick_recipe):
+    torch.manual_seed(0)
+    model = build_model("convnet", 10, 1, 8)
+    res = fit(model, _xy(digits_train), _xy(digits_test), quick_recipe, seed=0, progress=False)
+    assert res.test_accuracy > 0.90
+    assert res.epochs == quick_recipe.epochs and len(res.history) == quick_recipe.epochs
+
+
+def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, digits_train, digits_test, quick_recipe):
+    recipe = quick_recipe.replace(epochs=4)
+    spec = RunSpec("convnet", 10, 1, (8, 8), recipe, seed=5, data="digits")
+    full, _ = train_on(digits_train, digits_test, spec, tmp_path / "full", progress=False)
+    # A crash after epoch 2 (the run stops as Ctrl-C would after a finished epoch) ...
+    train_on(digits_train, digits_test, spec, tmp_path / "cut", progress=False, stop_after_epoch=2)
+    assert not (tmp_path / "cut" / "result.json").exists()
+    # ... and the same command again finishes it.
+    resumed, res = train_on(digits_train, digits_test, spec, tmp_path / "cut", progress=False)
+    for (k, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), k
+    lines = (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(s)["epoch"] for s in lines] == [1, 2, 3, 4]
+    assert [e for e, _ in checkpoint_paths(tmp_path / "cut")] == [1, 2, 3, 4]
+    result = json.loads((tmp_path / "cut" / "result.json").read_text())
+    assert 0 <= result["test_accuracy"] <= 1 and result["epochs"] == 4
+    # Every checkpoint loads back into a fresh model (weights_only).
+    m = load_weights(spec.build(), checkpoint_paths(tmp_path / "cut")[-1][1])
+    assert torch.equal(m.head.weight, resumed.head.weight)
+
+
+def test_run_dir_with_other_settings_is_refused(tmp_path, digits_train, quick_recipe):
+    spec = RunSpec("convnet", 10, 1, (8, 8), quick_recipe.replace(epochs=1), 0)
+    train_on(digits_train, None, spec, tmp_path / "r", progress=False)
+    other = RunSpec("convnet", 10, 1, (8, 8), quick_recipe.replace(epochs=2), 0)
+    with pytest.raises(Exception, match="different settings"):
+        train_on(digits_train, None, other, tmp_path / "r", progress=False)
+
+
+def test_batch_augmentations_are_exact_and_seeded():
+    x = torch.arange(2 * 3 * 6 * 6, dtype=torch.float32).view(2, 3, 6, 6)
+    flipped = batch_flip_lr(x, torch.Generator().manual_seed(0))
+    for i in range(2):
+        assert torch.equal(flipped[i], x[i]) or torch.equal(flipped[i], x[i].flip(2))
+    a = batch_crop(x, torch.Generator().manual_seed(1), padding=2)
+    b = batch_crop(x, torch.Generator().manual_seed(1), padding=2)
+    assert torch.equal(a, b) and a.shape == x.shape
+    # A crop is a shift: every non-zero value of the crop appears in the original image.
+    for i in range(2):
+        vals = set(a[i][a[i] != 0].tolist())
+        assert vals <= set(x[i].flatten().tolist())
+
+
+def test_cli_train_writes_result(tmp_path, capsys):
+    rc = main(["train", "digits", "--recipe", "fast", "--epochs", "2", "--out", str(tmp_path / "r"),
+               "--no-progress"])
+    assert rc == 0
+    result = json.loads((tmp_path / "r" / "result.json").read_text())
+    assert 0 < result["test_accuracy"] <= 1 and result["epochs"] == 2
+    assert "clean test accuracy" in capsys.readouterr().out
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    assert main(["train", "no-such-set", "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unknown dataset" in err[0]
+    assert main(["train", "digits", "--arch", "nope", "--out", str(tmp_path / "r2")]) == 2
+    assert "unknown architecture" in capsys.readouterr().err
