@@ -1,10 +1,11 @@
-"""`unlearnable datasets`: what is available, where it was found, how to get what is missing."""
+"""`unlearnable datasets`: what is available, where it was found, how to get what is missing;
+`--download NAME` fetches a dataset from its official source (SHA-256 verified)."""
 
 from __future__ import annotations
 
 import argparse
 
-from ..data.resolve import download, survey
+from ..data.resolve import data_roots, default_download_root, download, survey, user_cache_root
 from .common import add_data_root
 
 
@@ -12,15 +13,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("datasets", help="list datasets: found where, or how to get them")
     add_data_root(p)
     p.add_argument("--download", metavar="NAME", default=None,
-                   help="download NAME from its official source into --data-root (SHA-256 verified)")
+                   help="download NAME from its official source, SHA-256 verified, into --data-root "
+                        "(default: the first $UNLEARNABLE_DATA entry, else ~/.cache/unlearnable/data)")
+    p.add_argument("--no-progress", action="store_true", help="no download progress bar")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     if args.download:
-        root = args.data_root or "data"
-        dest = download(args.download, root)
-        print(f"downloaded {args.download} into {dest}")
+        root = args.data_root or default_download_root()
+        dest = download(args.download, root, progress=False if args.no_progress else None)
+        print(f"downloaded {args.download} into {dest} (checksums verified)")
         return 0
     rows = survey(args.data_root)
     width = max(len(r.name) for r in rows)
@@ -32,6 +35,8 @@ def run(args: argparse.Namespace) -> int:
         else:
             missing += 1
             print(f"  {r.name:<{width}}  missing   {r.how_to_get}")
+    roots = [str(r) for r in data_roots(args.data_root)]
+    print(f"searched: {', '.join(roots + ['system locations', str(user_cache_root())])}")
     if missing:
         print(f"{missing} missing; put datasets under --data-root DIR or $UNLEARNABLE_DATA")
     return 0

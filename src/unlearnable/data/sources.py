@@ -1,0 +1,370 @@
+"""Readers for the standard on-disk formats of clean datasets, and the registry of sources.
+
+Each reader takes the directory that holds a dataset's files and a split ("train" or "test")
+and returns an `ImageSet`. None of them executes code from a file: IDX and .mat are parsed as
+data, the CIFAR pickles go through `restricted_load`.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .._io import DataError
+from .imageset import ImageSet
+from .unpickle import restricted_load_file
+
+FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                   "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer",
+                   "dog", "frog", "horse", "ship", "truck"]
+DIGIT_CLASSES = [str(i) for i in range(10)]
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
+
+
+# ---------------------------------------------------------------------------------------------
+# IDX (MNIST, Fashion-MNIST)
+
+_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
+    """Parse an IDX file (gzipped or not) into an array, checking its header against its size."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+        if raw[:2] == b"\x1f\x8b":
+            raw = gzip.decompress(raw)
+    except FileNotFoundError:
+        raise DataError(path, "file not found") from None
+    except IsADirectoryError:
+        raise DataError(path, "is a directory, not an IDX file") from None
+    except (OSError, EOFError, zlib.error) as e:
+        raise DataError(path, f"truncated or corrupted gzip ({e})") from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
+        raise DataError(path, "not an IDX file (bad magic number)")
+    ndim = raw[3]
+    if len(raw) < 4 + 4 * ndim:
+        raise DataError(path, "truncated IDX header")
+    shape = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
+    dtype = np.dtype(_IDX_DTYPES[raw[2]])
+    need = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    body = raw[4 + 4 * ndim:]
+    if len(body) != need:
+        raise DataError(path, f"IDX header says shape {shape} ({need} bytes) but the file holds {len(body)}")
+    return np.frombuffer(body, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
+
+
+def _find(root: Path, stems: list[str]) -> Path:
+    for stem in stems:
+        for cand in (root / stem, root / f"{stem}.gz"):
+            if cand.is_file():
+                return cand
+    raise DataError(root / stems[0], "file not found (looked for it gzipped and not)")
+
+
+def load_idx_pair(root: Path, split: str, classes: list[str], name: str) -> ImageSet:
+    """MNIST-style IDX image and label files (train-* or t10k-*), gzipped or not, under `root`."""
+    prefix = "train" if split == "train" else "t10k"
+    img_f = _find(root, [f"{prefix}-images-idx3-ubyte", f"{prefix}-images.idx3-ubyte"])
+    lab_f = _find(root, [f"{prefix}-labels-idx1-ubyte", f"{prefix}-labels.idx1-ubyte"])
+    images, labels = read_idx(img_f), read_idx(lab_f)
+    if images.ndim != 3 or images.dtype != np.uint8:
+        raise DataError(img_f, f"expected uint8 (N, H, W) images, got {images.dtype} {images.shape}")
+    if labels.ndim != 1 or labels.dtype != np.uint8:
+        raise DataError(lab_f, f"expected uint8 (N,) labels, got {labels.dtype} {labels.shape}")
+    if len(labels) != len(images):
+        raise DataError(lab_f, f"{len(labels)} labels for {len(images)} images in {img_f.name}")
+    _check_range(lab_f, labels, len(classes))
+    return ImageSet(images[..., None], labels.astype(np.int64), classes, name)
+
+
+# ---------------------------------------------------------------------------------------------
+# CIFAR-10 / CIFAR-100 python batches
+
+def _cifar_batch(path: Path, label_key: bytes, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """(uint8 NHWC images, int64 labels) of one python batch: rows are 1024 red, 1024 green,
+    1024 blue bytes, each channel row-major."""
+    d = restricted_load_file(path)
+    if not isinstance(d, dict) or b"data" not in d or label_key not in d:
+        raise DataError(path, f"not a CIFAR batch (needs keys b'data' and {label_key!r})")
+    data, labels = d[b"data"], np.asarray(d[label_key])
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+        what = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
+        raise DataError(path, f"b'data' must be uint8 (N, 3072), got {what}")
+    if labels.shape != (len(data),) or not np.issubdtype(labels.dtype, np.integer):
+        raise DataError(path, f"{label_key!r} must be {len(data)} integers, got {labels.dtype} {labels.shape}")
+    _check_range(path, labels, num_classes)
+    return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels.astype(np.int64)
+
+
+def _cifar_names(path: Path, key: bytes, fallback: list[str]) -> list[str]:
+    """Class names from a meta pickle; `fallback` (the published names) when the file is absent."""
+    if not path.is_file():
+        return fallback
+    meta = restricted_load_file(path)
+    names = meta.get(key) if isinstance(meta, dict) else None
+    if not isinstance(names, list) or len(names) != len(fallback) or \
+            not all(isinstance(n, (bytes, str)) for n in names):
+        raise DataError(path, f"expected a list of {len(fallback)} names under {key!r}")
+    return [n.decode("utf-8", "replace") if isinstance(n, bytes) else n for n in names]
+
+
+def load_cifar10(root: Path, split: str) -> ImageSet:
+    files = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
+    parts = [_cifar_batch(root / f, b"labels", 10) for f in files]
+    images = np.concatenate([p[0] for p in parts])
+    labels = np.concatenate([p[1] for p in parts])
+    classes = _cifar_names(root / "batches.meta", b"label_names", CIFAR10_CLASSES)
+    return ImageSet(np.ascontiguousarray(images), labels, classes, "cifar10")
+
+
+def load_cifar100(root: Path, split: str) -> ImageSet:
+    f = root / ("train" if split == "train" else "test")
+    images, labels = _cifar_batch(f, b"fine_labels", 100)
+    classes = _cifar_names(root / "meta", b"fine_label_names", [f"class_{i}" for i in range(100)])
+    return ImageSet(np.ascontiguousarray(images), labels, classes, "cifar100")
+
+
+def _check_range(path: Path, labels: np.ndarray, k: int) -> None:
+    if labels.size and (labels.min() < 0 or labels.max() >= k):
+        raise DataError(path, f"labels out of range [0, {k}): min {labels.min()}, max {labels.max()}")
+
+
+# ---------------------------------------------------------------------------------------------
+# SVHN (.mat, cropped digits)
+
+def load_svhn(root: Path, split: str) -> ImageSet:
+    import scipy.io
+
+    f = root / f"{split}_32x32.mat"
+    if not f.is_file():
+        raise DataError(f, "file not found")
+    try:
+        mat = scipy.io.loadmat(f)
+    except Exception as e:  # scipy raises a zoo of types for a broken file
+        raise DataError(f, f"not a readable .mat file ({type(e).__name__}: {e})") from None
+    if "X" not in mat or "y" not in mat:
+        raise DataError(f, "expected variables 'X' and 'y'")
+    x, y = mat["X"], mat["y"].reshape(-1).astype(np.int64)
+    if x.ndim != 4 or x.shape[:3] != (32, 32, 3) or x.dtype != np.uint8:
+        raise DataError(f, f"'X' must be uint8 (32, 32, 3, N), got {x.dtype} {x.shape}")
+    if len(y) != x.shape[3]:
+        raise DataError(f, f"{len(y)} labels for {x.shape[3]} images")
+    if y.size and (y.min() < 1 or y.max() > 10):
+        raise DataError(f, f"'y' must hold labels 1..10 (10 is the digit 0), got min {y.min()}, max {y.max()}")
+    y[y == 10] = 0  # SVHN stores the digit 0 as label 10
+    return ImageSet(np.ascontiguousarray(x.transpose(3, 0, 1, 2)), y, DIGIT_CLASSES, "svhn")
+
+
+# ---------------------------------------------------------------------------------------------
+# ImageFolder: ROOT/{train,test}/CLASS/*.png|jpg
+
+def _class_dirs(d: Path) -> list[Path]:
+    return sorted(p for p in d.iterdir() if p.is_dir() and not p.name.startswith(".")) if d.is_dir() else []
+
+
+def load_image_folder(root: Path, split: str) -> ImageSet:
+    """ROOT/train/CLASS/*.png (and ROOT/test/CLASS/...), or a flat ROOT/CLASS/*.png training set.
+
+    Classes are the sorted folder names of the training split, so a test folder that lacks a
+    class still gets the same label numbers; all images must share one size.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    root = Path(root)
+    split_layout = (root / "train").is_dir()
+    train_dir = root / "train" if split_layout else root
+    d = root / split if split_layout else root
+    if split != "train" and not split_layout:
+        raise DataError(root / split, "no such split (expected ROOT/train/CLASS/ and ROOT/test/CLASS/)")
+    if not d.is_dir():
+        raise DataError(d, "no such split folder")
+    classes = [c.name for c in _class_dirs(train_dir)]
+    if not classes:
+        raise DataError(train_dir, "no class folders (expected ROOT/[train|test]/CLASS/*.png)")
+    index = {c: k for k, c in enumerate(classes)}
+    images, labels, size, mode = [], [], None, None
+    for cdir in _class_dirs(d):
+        if cdir.name not in index:
+            raise DataError(cdir, f"class folder not in the training split's classes {classes}")
+        for f in sorted(cdir.iterdir()):
+            if f.suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            try:
+                with Image.open(f) as im:
+                    im.load()
+                    if mode is None:
+                        mode = "L" if im.mode in ("L", "1", "I;16", "I") else "RGB"
+                    arr = np.asarray(im.convert(mode))
+            except (UnidentifiedImageError, OSError, ValueError) as e:
+                raise DataError(f, f"unreadable image ({e})") from None
+            if size is None:
+                size = arr.shape
+            elif arr.shape != size:
+                raise DataError(f, f"image of shape {arr.shape}, the others are {size}")
+            images.append(arr)
+            labels.append(index[cdir.name])
+    if not images:
+        raise DataError(d, "no images found (.png, .jpg, .jpeg, .bmp)")
+    return ImageSet(np.stack(images), np.asarray(labels, np.int64), classes, root.name)
+
+
+# ---------------------------------------------------------------------------------------------
+# scikit-learn digits: 1,797 8x8 images shipped inside scikit-learn (the embedded tiny set)
+
+def load_digits(root: Path | None, split: str) -> ImageSet:
+    from sklearn.datasets import load_digits as _sk_digits
+
+    d = _sk_digits()
+    images = np.round(d.images * (255.0 / 16.0)).astype(np.uint8)
+    labels = d.target.astype(np.int64)
+    # A fixed split: every fifth image is a test image (360 test, 1,437 train).
+    test = np.arange(len(labels)) % 5 == 0
+    keep = test if split == "test" else ~test
+    return ImageSet(images[keep][..., None], labels[keep], DIGIT_CLASSES, "digits")
+
+
+# ---------------------------------------------------------------------------------------------
+# The registry
+
+@dataclass(frozen=True)
+class Download:
+    """One file of a dataset's official distribution.
+
+    `sha256` is required and always verified; `md5` (what torchvision and the CIFAR page publish)
+    is verified too when given. `mirrors` are tried in order after `url` when it cannot be
+    reached or serves other bytes. An `extract` archive is unpacked into the data root, keeping
+    its top folder (cifar-10-python.tar.gz gives ROOT/cifar-10-batches-py/).
+    """
+
+    url: str
+    sha256: str
+    filename: str
+    extract: bool = False
+    md5: str = ""
+    mirrors: tuple[str, ...] = ()
+
+
+def _files(base: str, mirrors: tuple[str, ...], table: list[tuple[str, str, str]]) -> tuple[Download, ...]:
+    return tuple(Download(base + name, sha, name, md5=md5, mirrors=tuple(m + name for m in mirrors))
+                 for name, sha, md5 in table)
+
+
+# SHA-256 values as published in pytorch/vision, torchvision/prototype/datasets/_builtin/mnist.py
+# (MNIST._CHECKSUMS, FashionMNIST._CHECKSUMS); MD5 values from torchvision/datasets/mnist.py.
+_FASHION_DOWNLOADS = _files(
+    "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",  # Zalando's README
+    ("https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/",),
+    [("train-images-idx3-ubyte.gz", "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
+      "8d4fb7e6c68d591d4c3dfef9ec88bf0d"),
+     ("train-labels-idx1-ubyte.gz", "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
+      "25c81989df183df01b3e8a0aad5dffbe"),
+     ("t10k-images-idx3-ubyte.gz", "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
+      "bef4ecab320f06d8554ea6380940ec79"),
+     ("t10k-labels-idx1-ubyte.gz", "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
+      "bb300cfdad3c16e7a12a480ee83cd310")])
+# yann.lecun.com no longer serves the files reliably; torchvision's maintained mirror comes first,
+# TensorFlow's second.
+_MNIST_DOWNLOADS = _files(
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    ("https://storage.googleapis.com/cvdf-datasets/mnist/",),
+    [("train-images-idx3-ubyte.gz", "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+      "f68b3c2dcbeaaa9fbdd348bbdeb94873"),
+     ("train-labels-idx1-ubyte.gz", "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+      "d53e105ee54ea40749a09fcbcd1e9432"),
+     ("t10k-images-idx3-ubyte.gz", "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+      "9fb629c4189551a2d022fa330f9573f3"),
+     ("t10k-labels-idx1-ubyte.gz", "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+      "ec29112dd5afa0611ce80d1b7f02629c")])
+# SHA-256 as in keras-team/keras keras/datasets/cifar10.py and cifar100.py (`file_hash`) and in
+# pytorch/vision torchvision/prototype/datasets/_builtin/cifar.py (`_SHA256`); MD5 from the
+# CIFAR page (https://www.cs.toronto.edu/~kriz/cifar.html), as torchvision/datasets/cifar.py has.
+_CIFAR10_DOWNLOADS = (Download(
+    "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+    "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce", "cifar-10-python.tar.gz",
+    extract=True, md5="c58f30108f718f92721af3b95e74349a"),)
+_CIFAR100_DOWNLOADS = (Download(
+    "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+    "85cd44d02ba6437773c5bbd22e183051d648de2e7d6b014e1ef29b855ba677a7", "cifar-100-python.tar.gz",
+    extract=True, md5="eb9058c3a382ffc7106e4002c42a8d85"),)
+# SHA-256 as in pytorch/vision torchvision/prototype/datasets/_builtin/svhn.py (SVHN._CHECKSUMS);
+# MD5 from torchvision/datasets/svhn.py. The site serves plain HTTP only; the checksum is what
+# makes that safe.
+_SVHN_DOWNLOADS = _files("http://ufldl.stanford.edu/housenumbers/", (), [
+    ("train_32x32.mat", "435e94d69a87fde4fd4d7f3dd208dfc32cb6ae8af2240d066de1df7508d083b8",
+     "e26dedcc434d2e4c54c9b2d4a06d8373"),
+    ("test_32x32.mat", "cdce80dfb2a2c4c6160906d0bd7c68ec5a99d7ca4831afa54f09182025b6a75b",
+     "eb5a983be6a315427106f1b164d9cef3")])
+
+
+@dataclass(frozen=True)
+class Source:
+    name: str
+    loader: Callable[[Path, str], ImageSet]
+    marker: str  # a file (or glob) whose presence says the directory holds this dataset
+    dirnames: tuple[str, ...]  # sub-directory names to look for under each root
+    system_dirs: tuple[str, ...] = ()
+    how_to_get: str = ""
+    downloads: tuple[Download, ...] = ()
+    shape_chw: tuple[int, int, int] = (1, 28, 28)
+    num_classes: int = 10
+    embedded: bool = False
+    aliases: tuple[str, ...] = field(default=())
+
+
+DATASETS: dict[str, Source] = {}
+
+
+def register_dataset(src: Source) -> Source:
+    DATASETS[src.name] = src
+    for a in src.aliases:
+        DATASETS[a] = src
+    return src
+
+
+register_dataset(Source(
+    "fashion-mnist", lambda r, s: load_idx_pair(r, s, FASHION_CLASSES, "fashion-mnist"),
+    "train-images-idx3-ubyte*", ("fashion-mnist", "fashion_mnist", "FashionMNIST/raw", "FashionMNIST"),
+    system_dirs=("/usr/share/datasets/fashion-mnist",),
+    how_to_get="install Debian's package (sudo apt-get install dataset-fashion-mnist) or run "
+               "`unlearnable datasets --download fashion-mnist`",
+    downloads=_FASHION_DOWNLOADS, aliases=("fmnist", "fashion_mnist"),
+))
+register_dataset(Source(
+    "mnist", lambda r, s: load_idx_pair(r, s, DIGIT_CLASSES, "mnist"),
+    "train-images*idx3-ubyte*", ("mnist", "MNIST/raw", "MNIST"),
+    system_dirs=("/usr/share/datasets/mnist",),
+    how_to_get="run `unlearnable datasets --download mnist`, or put the four IDX files "
+               "(train-images-idx3-ubyte.gz, ...) in DATA_ROOT/mnist",
+    downloads=_MNIST_DOWNLOADS,
+))
+register_dataset(Source(
+    "cifar10", load_cifar10, "data_batch_1", ("cifar-10-batches-py", "cifar10", "cifar-10"),
+    how_to_get="run `unlearnable datasets --download cifar10`, or extract cifar-10-python.tar.gz "
+               "into DATA_ROOT (giving DATA_ROOT/cifar-10-batches-py)",
+    downloads=_CIFAR10_DOWNLOADS, shape_chw=(3, 32, 32), aliases=("cifar-10",),
+))
+register_dataset(Source(
+    "cifar100", load_cifar100, "train", ("cifar-100-python", "cifar100", "cifar-100"),
+    how_to_get="run `unlearnable datasets --download cifar100`, or extract cifar-100-python.tar.gz "
+               "into DATA_ROOT (giving DATA_ROOT/cifar-100-python)",
+    downloads=_CIFAR100_DOWNLOADS, shape_chw=(3, 32, 32), num_classes=100, aliases=("cifar-100",),
+))
+register_dataset(Source(
+    "svhn", load_svhn, "train_32x32.mat", ("svhn", "SVHN"),
+    how_to_get="run `unlearnable datasets --download svhn`, or put train_32x32.mat and "
+               "test_32x32.mat in DATA_ROOT/svhn",
+    downloads=_SVHN_DOWNLOADS, shape_chw=(3, 32, 32),
+))
+register_dataset(Source(
+    "digits", load_digits, "", (), how_to_get="ships with scikit-learn", shape_chw=(1, 8, 8),
+    embedded=True,
+))
