@@ -1,11 +1,9 @@
-"""Model registry: `build_model(name, num_classes, in_channels, image_size)`."""
+"""Model registry: `build_model(name, num_classes, in_channels, image_size)`.
 
-from . import convnet  # noqa: F401  (registers)
+Registered: convnet (small, for CPU), resnet18 (the paper's RN-18), vgg16, googlenet, vit.
+"""
+
+from . import convnet, googlenet, resnet, vgg, vit  # noqa: F401  (each registers itself)
 from .base import MODELS, Classifier, build_model, register_model
-
-try:  # the larger architectures live in their own modules
-    from . import googlenet, resnet, vgg, vit  # noqa: F401
-except ImportError:  # pragma: no cover - while they are being written
-    pass
 
 __all__ = ["MODELS", "Classifier", "build_model", "register_model"]

@@ -83,6 +83,8 @@ RECIPES: dict[str, Recipe] = {
     "paper": Recipe(),
     # For 2 CPU cores: a few epochs with larger batches; what `--budget quick` uses.
     "fast": Recipe(epochs=8, batch_size=256, lr=0.05, warmup_epochs=0.5),
+    # For a few thousand small images (digits, subsets in tests): small batches, few epochs.
+    "tiny": Recipe(epochs=4, batch_size=64, lr=0.05, warmup_epochs=0.5),
     # The released orthogonal-projection code: 50 epochs, wd 1e-4, lr x0.1 at 25 and 37, with
     # CutMix and affine/colour augmentation.
     "released": Recipe(epochs=50, weight_decay=1e-4, schedule="step", milestones=(25, 37),
@@ -275,6 +277,9 @@ def fit(
     try:
         for epoch in range(start_epoch, recipe.epochs):
             gen = epoch_generator(seed, epoch)
+            # Dropout and other in-model randomness draw from the global generator: seed it per
+            # epoch too, so a resumed run replays the same draws.
+            torch.manual_seed(seed * 1_000_003 + epoch)
             perm = torch.randperm(n, generator=gen).to(dev)
             model.train()
             sum_loss = torch.zeros((), device=dev)
