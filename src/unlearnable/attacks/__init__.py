@@ -1,5 +1,9 @@
 """Attacks: ways to learn from a protected dataset anyway. One registry, `ATTACKS`."""
 
+from . import adv_train, augment_defences, squeeze  # noqa: F401  (register)
+from . import mean_sub, ortho_proj  # noqa: F401  (register the paper's attacks)
 from .base import ATTACKS, AttackContext, AttackInfo, best_accuracy, register_attack, run_attack
 
-__all__ = ["ATTACKS", "AttackContext", "AttackInfo", "best_accuracy", "register_attack", "run_attack"]
+from .pgd import pgd
+
+__all__ = ["pgd", "ATTACKS", "AttackContext", "AttackInfo", "best_accuracy", "register_attack", "run_attack"]

@@ -19,10 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+from torch import nn
+
 from .._io import UnlearnableError, now_iso, versions, write_json
 from ..data.imageset import ImageSet
-from ..train.engine import Recipe
-from ..train.run import RunSpec, spec_for, train_on
+from ..train.engine import BatchLoss, Recipe, evaluate
+from ..train.run import RunSpec, as_tensors, spec_for, train_on
 
 
 @dataclass
@@ -90,11 +93,40 @@ def run_attack(name: str, ctx: AttackContext, params: dict[str, str] | None = No
     return result
 
 
+def train_and_evaluate(
+    ctx: AttackContext,
+    train: ImageSet | tuple[torch.Tensor, torch.Tensor] | None = None,
+    recipe: Recipe | None = None,
+    test_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    batch_loss: BatchLoss | None = None,
+    transformed_test: ImageSet | None = None,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Train ctx's architecture on `train` (default: ctx.train) into `ctx.out_dir/train`, then
+    report clean test accuracy, and with `test_transform` (a batch function) or
+    `transformed_test` (the test set already transformed) also the transformed-test accuracy.
+
+    The shared tail of every attack that changes the data or the loss but not the engine.
+    """
+    spec = ctx.spec()
+    if recipe is not None:
+        spec.recipe = recipe
+    t0 = time.perf_counter()
+    model, res = train_on(ctx.train if train is None else train, ctx.test, spec, ctx.out_dir / "train",
+                          ctx.device, ctx.progress, batch_loss=batch_loss)
+    out: dict[str, Any] = {
+        "test_accuracy": res.test_accuracy, "test_loss": res.test_loss,
+        "train_accuracy": res.train_accuracy, "seconds_train": round(time.perf_counter() - t0, 3),
+    }
+    if test_transform is not None or transformed_test is not None:
+        x, y = as_tensors(transformed_test if transformed_test is not None else ctx.test)
+        loss, acc = evaluate(model, x, y, spec.recipe.eval_batch_size, test_transform)
+        out["test_accuracy_transformed_test"] = acc
+        out["test_loss_transformed_test"] = loss
+    return model, out
+
+
 @register_attack("none", "standard training on the protected set (the baseline every attack beats)")
 def no_attack(ctx: AttackContext, params: dict[str, str]) -> dict[str, Any]:
     if params:
         raise UnlearnableError(f"attack 'none' takes no parameters, got {sorted(params)}")
-    t0 = time.perf_counter()
-    _, res = train_on(ctx.train, ctx.test, ctx.spec(), ctx.out_dir / "train", ctx.device, ctx.progress)
-    return {"test_accuracy": res.test_accuracy, "test_loss": res.test_loss,
-            "train_accuracy": res.train_accuracy, "seconds_train": round(time.perf_counter() - t0, 3)}
+    return train_and_evaluate(ctx)[1]

@@ -1,0 +1,259 @@
+"""Orthogonal Projection: learn from a dataset protected by class-wise perturbations.
+
+Sandoval-Segura, Singla, Geiping, Goldblum, Goldstein, "What Can We Learn from Unlearnable
+Datasets?", NeurIPS 2023, Algorithm 1 (arXiv:2305.19254, https://arxiv.org/abs/2305.19254).
+
+Threat model: the attacker holds the protected training set (images and labels) and nothing
+else: no clean data, no knowledge of the poison. A class-wise perturbation is (nearly) linearly
+separable, so a bias-free linear model trained on the raw pixels learns it first: its K rows
+point along the planted patterns (Fig. 3). Removing those K directions from every image,
+
+    X_r = X - (X Q) Q^T,   Q = orthonormal basis of the normalized rows of W   (d x rank),
+
+removes the shortcut and leaves most of the image; a network trained on X_r generalizes.
+
+    from unlearnable.attacks.ortho_proj import LinearParams, fit_linear, projection_basis, project
+    x, y = protected.to_tensor()                                  # (N, C, H, W) in [0, 1]
+    W = fit_linear(x.flatten(1), y, protected.num_classes, LinearParams(), seed=0)  # (K, d)
+    Q, rank = projection_basis(W)                                 # (d, rank) float64
+    x_r = project(x, Q)                                           # same shape, clipped to [0, 1]
+
+Attack `ortho-proj` (`unlearnable attack ortho-proj DATA --out RUN_DIR`): params (defaults)
+linear_epochs (20; 60 with >= 100 classes), linear_lr (0.1), linear_momentum (0.0, as released),
+linear_batch_size (1024), clip (true), chunk (4096), save_recovered (false). It reports
+`test_accuracy` (clean test set, unprojected: the paper's figure) and
+`test_accuracy_transformed_test` (test inputs projected too: the attacker controls its own
+inference; `test_accuracy_projected_test` is the same number under the name issue 4 uses).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .._io import UnlearnableError, atomic_file
+from .._params import from_params, to_dict
+from ..data.imageset import to_uint8
+from ..train.engine import _progress_enabled, pick_device
+from .base import AttackContext, register_attack, train_and_evaluate
+
+PAPER = "Sandoval-Segura et al., NeurIPS 2023, Alg. 1, arXiv:2305.19254"
+
+
+@dataclass
+class LinearParams:
+    """The linear model of step 1 (the paper's App. A.1 and the released code).
+
+    epochs None means 20, or 60 when there are >= 100 classes. The lr is multiplied by `gamma`
+    at each fraction of the epochs in `milestones`. The released script uses plain SGD
+    (momentum 0, no weight decay) and does not shuffle; we shuffle with the seed.
+    """
+
+    epochs: int | None = None
+    lr: float = 0.1
+    momentum: float = 0.0
+    batch_size: int = 1024
+    milestones: tuple[float, ...] = (0.5, 0.75)
+    gamma: float = 0.1
+
+    def epochs_for(self, num_classes: int) -> int:
+        return self.epochs if self.epochs is not None else (60 if num_classes >= 100 else 20)
+
+
+def _as_float(xb: torch.Tensor) -> torch.Tensor:
+    return xb.float().div_(255) if xb.dtype == torch.uint8 else xb.float()
+
+
+def fit_linear(x_flat: torch.Tensor, y: torch.Tensor, num_classes: int,
+               params: LinearParams | None = None, seed: int = 0,
+               device: torch.device | str = "cpu", progress: bool = False) -> torch.Tensor:
+    """Train a bias-free linear classifier on flattened pixels; return W (K, d) float32 on CPU.
+
+    x_flat: (N, d) uint8 or float in [0, 1] (channel-major flattening of NCHW); y: (N,) int64.
+    No normalization, no augmentation: cross-entropy, SGD, batches of a seeded permutation.
+    The init is nn.Linear's (uniform in +-1/sqrt(d)) drawn from the seed. Same seed and device
+    => identical W.
+    """
+    from tqdm.auto import tqdm
+
+    p = params or LinearParams()
+    if x_flat.ndim != 2 or len(x_flat) != len(y):
+        raise UnlearnableError(f"fit_linear: need x (N, d) and y (N,), got {tuple(x_flat.shape)} and {tuple(y.shape)}")
+    dev = torch.device(device)
+    n, d = x_flat.shape
+    gen = torch.Generator().manual_seed(seed)
+    w = ((torch.rand(num_classes, d, generator=gen) * 2 - 1) / d ** 0.5).to(dev).requires_grad_()
+    opt = torch.optim.SGD([w], lr=p.lr, momentum=p.momentum)
+    epochs = p.epochs_for(num_classes)
+    steps = -(-n // p.batch_size)
+    x_dev, y_dev = x_flat.to(dev), y.to(dev)
+    bar = tqdm(total=epochs * steps, desc="linear model", disable=not progress, leave=False)
+    for epoch in range(epochs):
+        lr = p.lr * p.gamma ** sum(epoch >= round(m * epochs) for m in p.milestones)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        perm = torch.randperm(n, generator=gen).to(dev)
+        for s in range(steps):
+            idx = perm[s * p.batch_size:(s + 1) * p.batch_size]
+            loss = F.cross_entropy(_as_float(x_dev[idx]) @ w.T, y_dev[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            bar.update(1)
+    bar.close()
+    return w.detach().float().cpu()
+
+
+@torch.no_grad()
+def linear_accuracy(x_flat: torch.Tensor, y: torch.Tensor, w: torch.Tensor, chunk: int = 8192) -> float:
+    """Accuracy of the bias-free linear model `w` (K, d) on (x_flat (N, d), y)."""
+    w = w.to(x_flat.device).float()
+    correct = 0
+    for s in range(0, len(x_flat), chunk):
+        correct += ((_as_float(x_flat[s:s + chunk]) @ w.T).argmax(1) == y[s:s + chunk].to(x_flat.device)).sum().item()
+    return correct / max(len(x_flat), 1)
+
+
+def projection_basis(w: torch.Tensor | np.ndarray, rtol: float | None = None) -> tuple[torch.Tensor, int]:
+    """Orthonormal basis of the row space of W: (Q (d, rank) float64, rank).
+
+    Rows are normalized to unit length (all-zero rows dropped), then a column-pivoted reduced QR
+    of W^T in float64. Pivoting orders |R_ii| decreasingly, so a rank-deficient W (duplicate or
+    dependent rows) keeps only its first `rank` columns: directions that are really in W's row
+    space, never the arbitrary completions plain QR returns for dependent columns.
+    rank = #{|R_ii| > rtol * |R_00|}, rtol defaulting to max(K, d) * float64 eps (numpy's
+    matrix_rank rule).
+    """
+    import scipy.linalg
+
+    a = np.asarray(w.detach().cpu().numpy() if isinstance(w, torch.Tensor) else w, dtype=np.float64)
+    if a.ndim != 2:
+        raise UnlearnableError(f"projection_basis: W must be (K, d), got shape {a.shape}")
+    norms = np.linalg.norm(a, axis=1)
+    a = a[norms > 0] / norms[norms > 0, None]
+    if len(a) == 0:
+        return torch.zeros(w.shape[1], 0, dtype=torch.float64), 0
+    q, r, _ = scipy.linalg.qr(a.T, mode="economic", pivoting=True)
+    diag = np.abs(np.diag(r))
+    tol = (rtol if rtol is not None else max(a.shape) * np.finfo(np.float64).eps) * diag[0]
+    rank = int((diag > tol).sum())
+    return torch.from_numpy(np.ascontiguousarray(q[:, :rank])), rank
+
+
+@torch.no_grad()
+def project(x: torch.Tensor, q: torch.Tensor | np.ndarray, chunk: int = 4096, clip: bool = True,
+            inplace: bool = False) -> torch.Tensor:
+    """X_r = X - (X Q) Q^T for images x (N, ...) flattened channel-major to (N, d).
+
+    q: (d, r) with orthonormal columns. Computed chunk by chunk in float64 (float32 on devices
+    without float64), so memory is the float32 output plus one chunk: with `inplace` (x float32)
+    the output is x itself, otherwise x (uint8 or float) is left alone and one float32 copy is
+    made. `clip` clamps to [0, 1] (the released code's colour-jitter clamps too); clip=False
+    keeps the exact projection, so (X_r Q) = 0 to rounding.
+    """
+    dev = x.device
+    cdt = torch.float32 if dev.type == "mps" else torch.float64
+    q = (torch.from_numpy(q) if isinstance(q, np.ndarray) else q).to(dev, cdt)
+    n = len(x)
+    d = x[0].numel() if n else q.shape[0]
+    if q.shape[0] != d:
+        raise UnlearnableError(f"project: basis has {q.shape[0]} rows but images have {d} values")
+    if inplace and x.dtype != torch.float32:
+        raise UnlearnableError("project: inplace needs a float32 tensor")
+    out = x if inplace else torch.empty(x.shape, dtype=torch.float32, device=dev)
+    flat_out = out.view(n, d)
+    for s in range(0, n, chunk):
+        xc = x[s:s + chunk].reshape(-1, d).to(cdt, copy=True)
+        if x.dtype == torch.uint8:
+            xc /= 255
+        xc.addmm_(xc @ q, q.T, alpha=-1)  # in place: no second chunk-sized temporary
+        if clip:
+            xc.clamp_(0, 1)
+        flat_out[s:s + chunk] = xc
+    return out
+
+
+@dataclass
+class OrthoProjParams:
+    """Parameters of the `ortho-proj` attack (see the module docstring)."""
+
+    linear_epochs: int | None = None
+    linear_lr: float = 0.1
+    linear_momentum: float = 0.0
+    linear_batch_size: int = 1024
+    clip: bool = True
+    chunk: int = 4096
+    save_recovered: bool = False
+    linear_milestones: tuple[float, ...] = field(default=(0.5, 0.75))
+
+    def linear(self) -> LinearParams:
+        return LinearParams(self.linear_epochs, self.linear_lr, self.linear_momentum,
+                            self.linear_batch_size, self.linear_milestones)
+
+
+def save_linear_weights(path: str | os.PathLike[str], w: torch.Tensor) -> None:
+    """W as float32 .npy (readable with allow_pickle=False), written atomically."""
+    with atomic_file(path, "wb") as f:
+        np.save(f, w.numpy().astype(np.float32), allow_pickle=False)
+
+
+@register_attack("ortho-proj", "Orthogonal Projection: remove the directions a linear model learns, then train",
+                 PAPER)
+def ortho_proj(ctx: AttackContext, params: dict[str, str]) -> dict[str, Any]:
+    from ..viz.plots import plot_weight_rows
+
+    p = from_params(OrthoProjParams, params)
+    dev = pick_device(ctx.device)
+    ds = ctx.train
+    x_u8 = ds.uint8_tensor()  # (N, C, H, W): flattening it is channel-major
+    y = torch.from_numpy(ds.labels)
+    t0 = time.perf_counter()
+    w = fit_linear(x_u8.flatten(1), y, ds.num_classes, p.linear(), ctx.seed, dev,
+                   _progress_enabled(ctx.progress))
+    lin_acc = linear_accuracy(x_u8.flatten(1), y, w)
+    seconds_linear = time.perf_counter() - t0
+    save_linear_weights(ctx.out_dir / "linear_weights.npy", w)
+    plot_weight_rows(w.numpy(), ds.chw, ds.classes, ctx.out_dir / "weights.png",
+                     f"rows of the linear model ({ds.name or ctx.data_name}; train acc {100 * lin_acc:.1f}%)")
+
+    t0 = time.perf_counter()
+    q, rank = projection_basis(w)
+    x_r = project(x_u8, q, p.chunk, p.clip)
+    seconds_projection = time.perf_counter() - t0
+
+    # The attacker controls its own inference, so it may project test inputs too: both figures.
+    _, trained = train_and_evaluate(ctx, (x_r, y), test_transform=lambda xb: project(xb, q, p.chunk, p.clip))
+    out: dict[str, Any] = {
+        **trained, "test_accuracy_projected_test": trained["test_accuracy_transformed_test"],
+        "linear_train_accuracy": lin_acc, "rank": rank, "num_classes": ds.num_classes,
+        "linear_epochs": p.linear().epochs_for(ds.num_classes),
+        "seconds_linear": round(seconds_linear, 3), "seconds_projection": round(seconds_projection, 3),
+        "params_resolved": to_dict(p),
+    }
+    if p.save_recovered:
+        out["recovered"] = str(save_recovered(ctx, x_r, to_dict(p), rank))
+    return out
+
+
+def save_recovered(ctx: AttackContext, x_r: torch.Tensor, params: dict[str, Any], rank: int) -> Path:
+    """Write X_r (rounded to 8 bits) in the project format as method "ortho-proj-recovered"."""
+    from ..data.store import save_dataset
+
+    ds = ctx.train
+    man = ds.meta.get("manifest", {})
+    base = dict(man.get("base") or {"name": ds.name or ctx.data_name})
+    base.pop("sha256_images", None)  # recomputed by save_dataset for the aligned base
+    rec = ds.replace(to_uint8(x_r), name=f"{ds.name}-ortho-proj-recovered", meta={})
+    manifest = {"method": "ortho-proj-recovered", "params": params, "seed": ctx.seed, "rank": rank,
+                "source_dataset": ctx.data_name or ds.name, "paper": PAPER, "base": base,
+                "note": "projected images rounded to 8 bits; the attack itself trains on float32"}
+    clean = ctx.clean if ctx.clean is not None and ctx.clean.images.shape == ds.images.shape else None
+    return save_dataset(ctx.out_dir / "recovered", rec, manifest, base=clean, overwrite=True)
+

@@ -1,0 +1,126 @@
+"""Image shortcut squeezing: destroy small perturbations by compressing the training images.
+
+Liu et al., "Image Shortcut Squeezing: Countering Perturbative Availability Poisons with
+Compression", ICML 2023, https://arxiv.org/abs/2301.13838 (the APBench defences).
+Threat model: the attacker preprocesses every training image (and, with `test=true`, its own
+test inputs) and trains normally.
+
+    unlearnable attack jpeg runs/lsp --param quality=10 --out runs/lsp-jpeg
+    unlearnable attack bit-depth runs/lsp --param bits=2 --out runs/lsp-bits
+    unlearnable attack grayscale runs/lsp --out runs/lsp-grey
+
+Each squeeze is a pure function uint8 NHWC -> uint8 NHWC of the same shape.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .._params import from_params, to_dict
+from .base import AttackContext, register_attack, train_and_evaluate
+
+
+def jpeg_compress(images: np.ndarray, quality: int = 10, workers: int | None = None) -> np.ndarray:
+    """JPEG-encode and decode every image with Pillow at `quality`.
+
+    Pillow's codec releases the GIL, so threads over chunks use every core without pickling
+    the data to worker processes.
+    """
+    from PIL import Image
+
+    if not 1 <= quality <= 95:
+        raise ValueError(f"JPEG quality must be in [1, 95], got {quality}")
+    grey = images.shape[3] == 1
+    out = np.empty_like(images)
+
+    def work(lo: int, hi: int) -> None:
+        for i in range(lo, hi):
+            im = Image.fromarray(images[i, ..., 0] if grey else images[i])
+            buf = io.BytesIO()
+            im.save(buf, format="JPEG", quality=quality)
+            buf.seek(0)
+            dec = np.asarray(Image.open(buf))
+            out[i] = dec[..., None] if grey else dec
+
+    n = len(images)
+    workers = workers or min(8, os.cpu_count() or 1)
+    bounds = np.linspace(0, n, workers * 4 + 1).astype(int)
+    with ThreadPoolExecutor(workers) as ex:
+        list(ex.map(lambda b: work(*b), zip(bounds[:-1], bounds[1:])))
+    return out
+
+
+def bit_depth_reduce(images: np.ndarray, bits: int = 2) -> np.ndarray:
+    """Quantize each channel to 2**bits levels spread over [0, 255] (rounding to nearest)."""
+    if not 1 <= bits <= 8:
+        raise ValueError(f"bits must be in [1, 8], got {bits}")
+    levels = 2 ** bits - 1
+    q = np.round(images.astype(np.float32) * (levels / 255.0))
+    return np.round(q * (255.0 / levels)).astype(np.uint8)
+
+
+def grayscale(images: np.ndarray) -> np.ndarray:
+    """ITU-R 601 luma, repeated over the channels so the model's input shape is unchanged."""
+    if images.shape[3] == 1:
+        return images.copy()
+    luma = images[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    g = np.clip(np.round(luma), 0, 255).astype(np.uint8)
+    return np.repeat(g[..., None], images.shape[3], axis=3)
+
+
+@dataclass
+class JpegParams:
+    quality: int = 10
+    test: bool = False  # also compress the test images (the attacker controls its inference)
+
+
+@dataclass
+class BitDepthParams:
+    bits: int = 2
+    test: bool = False
+
+
+@dataclass
+class GrayscaleParams:
+    test: bool = False
+
+
+def _squeeze_attack(ctx: AttackContext, fn, p: Any) -> dict[str, Any]:
+    squeezed = ctx.train.replace(fn(ctx.train.images))
+    # The clean test set stays the figure of record; with test=true the squeezed test set is
+    # reported as the transformed-test figure.
+    test = ctx.test.replace(fn(ctx.test.images)) if p.test else None
+    _, out = train_and_evaluate(ctx, train=squeezed, transformed_test=test)
+    out["attack_params"] = to_dict(p)
+    out["changed_fraction"] = float((squeezed.images != ctx.train.images).mean())
+    return out
+
+
+@register_attack("jpeg", "JPEG compression of the training images (quality 10)",
+                 "Liu et al. ICML 2023, https://arxiv.org/abs/2301.13838")
+def jpeg_attack(ctx: AttackContext, params: dict[str, str]) -> dict[str, Any]:
+    p = from_params(JpegParams, params)
+    return _squeeze_attack(ctx, lambda im: jpeg_compress(im, p.quality), p)
+
+
+@register_attack("bit-depth", "bit-depth reduction of the training images (2 bits)",
+                 "Liu et al. ICML 2023, https://arxiv.org/abs/2301.13838")
+def bit_depth_attack(ctx: AttackContext, params: dict[str, str]) -> dict[str, Any]:
+    p = from_params(BitDepthParams, params)
+    return _squeeze_attack(ctx, lambda im: bit_depth_reduce(im, p.bits), p)
+
+
+@register_attack("grayscale", "grayscale training images (a no-op on 1-channel data, said in the result)",
+                 "Liu et al. ICML 2023, https://arxiv.org/abs/2301.13838")
+def grayscale_attack(ctx: AttackContext, params: dict[str, str]) -> dict[str, Any]:
+    p = from_params(GrayscaleParams, params)
+    out = _squeeze_attack(ctx, grayscale, p)
+    if ctx.train.channels == 1:
+        out["note"] = "no-op: the dataset has one channel, so grayscale leaves it unchanged"
+    return out

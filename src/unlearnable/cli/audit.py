@@ -1,0 +1,146 @@
+"""`unlearnable audit SUBCOMMAND ...`: the paper's audits, one sub-sub-command each.
+
+    unlearnable audit dfr RUN_DIR [--clean DATA] [--n 5000] [--seed 0]
+    unlearnable audit separability DATA [--of perturbations|images] [--hidden 0|30] [--repeats R]
+
+The first word after `audit` picks an entry of `SUBCOMMANDS`; anything else is handed to the
+entry named by `DEFAULT_SUBCOMMAND`, so the full audit (`unlearnable audit DATA --out DIR`, a
+later issue) plugs in by adding one entry and setting that name, without touching the parser.
+Each entry builds its own argparse parser (prog "unlearnable audit NAME"), so
+`unlearnable audit dfr --help` shows that sub-command's options.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .._io import UnlearnableError, write_json
+from .common import add_data_root
+
+
+@dataclass(frozen=True)
+class AuditCommand:
+    help: str
+    configure: Callable[[argparse.ArgumentParser], None]  # adds the arguments
+    run: Callable[[argparse.Namespace], int]
+
+
+SUBCOMMANDS: dict[str, AuditCommand] = {}
+# The entry that handles `unlearnable audit DATA ...` (no sub-command word); None until the full
+# audit exists.
+DEFAULT_SUBCOMMAND: str | None = None
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    lines = "\n".join(f"  {name:<14} {cmd.help}" for name, cmd in SUBCOMMANDS.items())
+    p = sub.add_parser("audit", help="measure what a protected dataset leaks (dfr, separability)",
+                       description=f"sub-commands:\n{lines}\n\n`unlearnable audit NAME --help` for each.",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("what", nargs="?", metavar="SUBCOMMAND", help=", ".join(SUBCOMMANDS))
+    p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    p.set_defaults(func=dispatch)
+
+
+def sub_parser(name: str) -> argparse.ArgumentParser:
+    cmd = SUBCOMMANDS[name]
+    p = argparse.ArgumentParser(prog=f"unlearnable audit {name}", description=cmd.help)
+    cmd.configure(p)
+    return p
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    if args.what in SUBCOMMANDS:
+        name, argv = args.what, list(args.rest)
+    elif args.what is not None and DEFAULT_SUBCOMMAND is not None:
+        name, argv = DEFAULT_SUBCOMMAND, [args.what, *args.rest]
+    else:
+        raise UnlearnableError(f"audit: choose a sub-command: {', '.join(SUBCOMMANDS)} "
+                               f"(got {args.what!r}; `unlearnable audit --help`)")
+    sub_args = sub_parser(name).parse_args(argv)
+    return SUBCOMMANDS[name].run(sub_args)
+
+
+# --- dfr ------------------------------------------------------------------------------------------
+
+def _dfr_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dir", help="a training run directory with per-epoch checkpoints")
+    p.add_argument("--clean", default=None,
+                   help="clean dataset for the head and the test (default: the run's data, or its base)")
+    p.add_argument("--n", type=int, default=5000, help="clean training images for the head (default 5000)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the clean subset (default 0)")
+    p.add_argument("--max-iter", type=int, default=1000, help="LogisticRegression max_iter (default 1000)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--no-progress", action="store_true")
+    add_data_root(p)
+
+
+def _dfr_run(args: argparse.Namespace) -> int:
+    from ..audits.dfr import dfr_curve, resolve_clean
+
+    if not Path(args.run_dir).is_dir():
+        raise UnlearnableError(f"{args.run_dir}: no such run directory")
+    tr = te = None
+    if args.clean:
+        tr, te = resolve_clean(args.clean, args.data_root)
+    r = dfr_curve(args.run_dir, tr, te, n=args.n, seed=args.seed, device=args.device,
+                  progress=False if args.no_progress else None, data_root=args.data_root,
+                  max_iter=args.max_iter)
+    print(f"DFR {args.run_dir}: max {100 * r['max_dfr_accuracy']:.2f}% at epoch {r['max_dfr_epoch']}, "
+          f"random init {100 * r['random_init_dfr_accuracy']:.2f}% "
+          f"(gain {r['gain_over_random_init_points']:+.2f} points), min loss {r['min_dfr_loss']:.3f} "
+          f"at epoch {r['min_dfr_epoch']} -> {args.run_dir}/dfr.json, dfr.png")
+    return 0
+
+
+# --- separability ---------------------------------------------------------------------------------
+
+def _sep_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("data", help="protected dataset directory (or a dataset name with --of images)")
+    p.add_argument("--of", choices=("perturbations", "images"), default="perturbations",
+                   help="fit delta = x' - x (needs the base set) or the images themselves")
+    p.add_argument("--hidden", type=int, default=0, help="0: linear; 30: one tanh hidden layer of 30")
+    p.add_argument("--steps", type=int, default=500, help="L-BFGS steps (default 500)")
+    p.add_argument("--max-iter", type=int, default=1,
+                   help="L-BFGS iterations per step (default 1; the released script's is 20)")
+    p.add_argument("--lr", type=float, default=0.5)
+    p.add_argument("--repeats", type=int, default=1, help="seeded repeats, mean and std (default 1)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n", type=int, default=None, help="use a seeded random subset of N samples")
+    p.add_argument("--no-early-stop", action="store_true", help="run all steps even after 100%% accuracy")
+    p.add_argument("--out", default=None,
+                   help="JSON file to write (default DATA/separability.json for the default settings, "
+                        "DATA/separability-OF-hiddenH.json otherwise; DATA must be a directory)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--no-progress", action="store_true")
+    add_data_root(p)
+
+
+def _sep_run(args: argparse.Namespace) -> int:
+    from ..audits.separability import separability_of
+    from ..data.resolve import load_data
+
+    ds = load_data(args.data, "train", args.data_root)
+    r = separability_of(ds, args.of, data_root=args.data_root, n=args.n, hidden=args.hidden,
+                        steps=args.steps, lr=args.lr, repeats=args.repeats, seed=args.seed,
+                        max_iter=args.max_iter, early_stop=not args.no_early_stop, device=args.device,
+                        progress=False if args.no_progress else None)
+    r["data"] = str(args.data)
+    out = args.out
+    if out is None and Path(args.data).is_dir():
+        default = args.of == "perturbations" and args.hidden == 0
+        out = Path(args.data) / ("separability.json" if default else f"separability-{args.of}-hidden{args.hidden}.json")
+    if out is not None:
+        write_json(out, r)
+    where = f" -> {out}" if out is not None else " (not saved: pass --out)"
+    print(f"separability of {args.data} {args.of} ({r['settings']['model']}): train accuracy "
+          f"{100 * r['train_accuracy_mean']:.2f}% +- {100 * r['train_accuracy_std']:.2f} over {args.repeats} "
+          f"run(s), {r['seconds']:.1f}s{where}")
+    return 0
+
+
+SUBCOMMANDS["dfr"] = AuditCommand("DFR: clean linear head on each checkpoint's features (Fig. 2)", _dfr_args, _dfr_run)
+SUBCOMMANDS["separability"] = AuditCommand("linear separability of perturbations or images (Tables 2, 6)",
+                                           _sep_args, _sep_run)

@@ -1,0 +1,1 @@
+"""Figures: image grids and plots (matplotlib, Agg backend; PNG written atomically)."""

@@ -1,0 +1,130 @@
+"""Attacks beyond orthogonal projection: PGD, adversarial training, squeezing, augmentation.
+
+Parametrized over the registries, so a newly registered attack or augmentation is tested at once.
+"""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from unlearnable import build_model
+from unlearnable.attacks import ATTACKS, AttackContext, pgd, run_attack
+from unlearnable.attacks.pgd import project_delta
+from unlearnable.attacks.squeeze import bit_depth_reduce, grayscale, jpeg_compress
+from unlearnable.train import AUGMENTATIONS, LABEL_AUGMENTATIONS
+
+
+def _trained_convnet(ds, recipe):
+    from unlearnable import fit
+
+    torch.manual_seed(0)
+    m = build_model("convnet", 10, 1, 8)
+    fit(m, (ds.uint8_tensor(), torch.from_numpy(ds.labels)), None, recipe.replace(epochs=3), 0, progress=False)
+    return m.eval()
+
+
+@pytest.mark.parametrize("norm,eps", [("linf", 8 / 255), ("l2", 0.5)])
+def test_pgd_stays_in_budget_and_raises_the_loss(digits_train, quick_recipe, norm, eps):
+    model = _trained_convnet(digits_train, quick_recipe)
+    x, y = digits_train.to_tensor()
+    x, y = x[:200], y[:200]
+    x_adv = pgd(model, x, y, eps=eps, steps=10, norm=norm, gen=torch.Generator().manual_seed(0))
+    d = (x_adv - x).flatten(1)
+    if norm == "linf":
+        assert d.abs().max() <= eps + 1e-6
+    else:
+        assert d.norm(dim=1).max() <= eps + 1e-5
+    assert x_adv.min() >= 0 and x_adv.max() <= 1
+    ce = torch.nn.functional.cross_entropy
+    with torch.no_grad():
+        assert ce(model(x_adv), y) > ce(model(x), y) + 0.1
+    # Minimizing goes the other way.
+    x_min = pgd(model, x, y, eps=eps, steps=10, norm=norm, minimize=True, random_start=False)
+    with torch.no_grad():
+        assert ce(model(x_min), y) < ce(model(x), y)
+
+
+def test_project_delta_l2_only_shrinks():
+    d = torch.randn(4, 3, 5, 5)
+    p = project_delta(d, 1.0, "l2")
+    assert torch.allclose(p.flatten(1).norm(dim=1), torch.ones(4), atol=1e-5)
+    small = d / d.flatten(1).norm(dim=1).view(-1, 1, 1, 1) * 0.5
+    assert torch.allclose(project_delta(small, 1.0, "l2"), small)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_squeezes_keep_shape_range_and_change_images(channels):
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, size=(16, 32, 32, channels), dtype=np.uint8)
+    for out in (jpeg_compress(img, 10), bit_depth_reduce(img, 2), grayscale(img)):
+        assert out.shape == img.shape and out.dtype == np.uint8
+    assert not np.array_equal(jpeg_compress(img, 10), img)
+    assert set(np.unique(bit_depth_reduce(img, 2))) <= {0, 85, 170, 255}
+    g = grayscale(img)
+    if channels == 1:
+        assert np.array_equal(g, img)  # a no-op on grey data
+    else:
+        assert (g == g[..., :1]).all()  # every channel the same
+
+
+def test_grayscale_attack_on_one_channel_data_says_it_is_a_no_op(tmp_path, digits_train, digits_test, quick_recipe):
+    ctx = AttackContext(digits_train, digits_test, "convnet", quick_recipe.replace(epochs=1), 0,
+                        tmp_path, progress=False)
+    r = run_attack("grayscale", ctx)
+    assert "no-op" in r["note"] and r["changed_fraction"] == 0.0
+
+
+@pytest.mark.parametrize("name", sorted(AUGMENTATIONS))
+def test_augmentations_keep_shape_range_and_are_seeded(name):
+    x = torch.rand(6, 3, 16, 16)
+    a = AUGMENTATIONS[name](x, torch.Generator().manual_seed(1))
+    b = AUGMENTATIONS[name](x, torch.Generator().manual_seed(1))
+    assert a.shape == x.shape and torch.equal(a, b)
+    assert a.min() >= 0 and a.max() <= 1
+    grey = AUGMENTATIONS[name](x[:, :1], torch.Generator().manual_seed(1))
+    assert grey.shape == (6, 1, 16, 16)
+
+
+@pytest.mark.parametrize("name", sorted(LABEL_AUGMENTATIONS))
+def test_label_augmentations_mix_labels_consistently(name):
+    x = torch.rand(8, 3, 16, 16)
+    y = torch.nn.functional.one_hot(torch.arange(8) % 4, 4).float()
+    xm, ym = LABEL_AUGMENTATIONS[name](x, y, torch.Generator().manual_seed(0))
+    assert xm.shape == x.shape and ym.shape == y.shape
+    assert torch.allclose(ym.sum(1), torch.ones(8))
+    assert (ym >= 0).all()
+
+
+def test_cutout_zeroes_a_square():
+    from unlearnable.attacks.augment_defences import batch_cutout
+
+    x = torch.ones(4, 1, 16, 16)
+    out = batch_cutout(x, torch.Generator().manual_seed(0))
+    zeros = (out == 0).flatten(1).sum(1)
+    assert (zeros > 0).all() and (zeros <= 9 * 9).all()
+
+
+@pytest.mark.parametrize("name", sorted(ATTACKS))
+def test_every_attack_runs_and_writes_its_result(tmp_path, name, digits_train, digits_test, quick_recipe):
+    small = digits_train.subset(np.arange(400))
+    ctx = AttackContext(small, digits_test, "convnet", quick_recipe.replace(epochs=1), 0, tmp_path,
+                        progress=False, clean=small, data_name="digits")
+    r = run_attack(name, ctx)
+    saved = json.loads((tmp_path / "result.json").read_text())
+    assert saved["attack"] == name and 0 <= saved["test_accuracy"] <= 1
+    assert saved["test_accuracy_best"] >= saved["test_accuracy"]
+    assert r["seconds_total"] > 0
+
+
+def test_unknown_attack_and_bad_params_are_clear_errors(tmp_path, digits_train, digits_test, quick_recipe):
+    from unlearnable import UnlearnableError
+
+    ctx = AttackContext(digits_train, digits_test, "convnet", quick_recipe, 0, tmp_path, progress=False)
+    with pytest.raises(UnlearnableError, match="unknown attack"):
+        run_attack("nope", ctx)
+    with pytest.raises(UnlearnableError, match="unknown parameter 'quality'"):
+        run_attack("adv-train", ctx, {"quality": "3"})
+    with pytest.raises(UnlearnableError, match="norm must be"):
+        run_attack("adv-train", ctx, {"norm": "l3"})

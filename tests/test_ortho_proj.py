@@ -1,0 +1,198 @@
+"""Orthogonal Projection, class-mean subtraction, the released recipe's augmentations, `attack` CLI."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from unlearnable import load_data, load_dataset_dir, save_dataset
+from unlearnable.attacks import ATTACKS, AttackContext, run_attack
+from unlearnable.attacks.mean_sub import class_means, subtract_class_means
+from unlearnable.attacks.ortho_proj import LinearParams, fit_linear, linear_accuracy, project, projection_basis
+from unlearnable.cli import main
+from unlearnable.train.augment import AUGMENTATIONS, LABEL_AUGMENTATIONS, batch_affine
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """These tests run thousands of tiny ops: one thread avoids OpenMP sync cost (large on a busy
+    machine); the conftest's setting is restored afterwards."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+K = 10
+
+
+def planted(n: int, side: int, eps: float, seed: int, patterns: np.ndarray | None = None):
+    """Random mid-grey images (no clipping) + one +-eps pattern per class: (x uint8 NCHW flat, y, P)."""
+    rng = np.random.default_rng(seed)
+    if patterns is None:
+        patterns = rng.choice([-eps, eps], size=(K, side * side))
+    y = np.arange(n) % K
+    base = rng.uniform(0.3, 0.7, size=(n, side * side))
+    x = np.round((base + patterns[y]) * 255).astype(np.uint8)
+    return torch.from_numpy(x), torch.from_numpy(y).long(), patterns
+
+
+LIN = LinearParams(epochs=20, batch_size=64)
+
+
+def test_linear_rows_recover_the_planted_patterns():
+    x, y, pat = planted(2000, 8, 32 / 255, seed=0)
+    w = fit_linear(x, y, K, LIN, seed=0)
+    assert w.shape == (K, 64)
+    assert linear_accuracy(x, y, w) == 1.0
+    # Softmax only sees differences of rows, and SGD keeps their sum at its (small) init: compare
+    # each row with its pattern minus the mean pattern.
+    centred = torch.from_numpy(pat - pat.mean(0)).float()
+    cos = torch.nn.functional.cosine_similarity(w, centred, dim=1)
+    assert cos.min() >= 0.9, cos
+    assert torch.equal(w, fit_linear(x, y, K, LIN, seed=0))  # seeded
+    assert not torch.equal(w, fit_linear(x, y, K, LIN, seed=1))
+
+
+def test_projection_is_exact_and_removes_the_shortcut():
+    x, y, pat = planted(2000, 8, 32 / 255, seed=0)
+    w = fit_linear(x, y, K, LIN, seed=0)
+    q, rank = projection_basis(w)
+    assert rank == K and q.dtype == torch.float64
+    assert torch.allclose(q.T @ q, torch.eye(rank, dtype=torch.float64), atol=1e-12)
+    xr = project(x, q, chunk=300, clip=False)  # chunks that do not divide N
+    assert xr.dtype == torch.float32 and xr.shape == x.shape
+    assert (xr.double() @ q).abs().max() < 1e-5  # float32 rounding of values ~1
+    moved = x.double() / 255 - xr.double()  # what was removed lies in span(Q)
+    assert (moved - moved @ q @ q.T).abs().max() < 1e-5
+    # Fresh images with the same patterns (held-out, so fitting noise cannot pass for a
+    # shortcut): a linear model reads them perfectly before projection. Removing the exact span
+    # of the patterns leaves chance; removing the learned span (rows ~0.95 aligned) leaves a
+    # residual a fresh linear model still partly reads, but far from the 100 % before.
+    xh, yh, _ = planted(2000, 8, 32 / 255, seed=1, patterns=pat)
+    assert linear_accuracy(xh, yh, fit_linear(x, y, K, LIN, seed=2)) == 1.0
+    q_exact, _ = projection_basis(torch.from_numpy(pat))
+    w_exact = fit_linear(project(x, q_exact), y, K, LIN, seed=2)
+    assert linear_accuracy(project(xh, q_exact), yh, w_exact) < 0.2
+    w_after = fit_linear(xr, y, K, LIN, seed=2)
+    assert linear_accuracy(project(xh, q), yh, w_after) < 0.6
+    clipped = project(x, q)
+    assert clipped.min() >= 0 and clipped.max() <= 1
+    inplace = x.float() / 255
+    assert project(inplace, q, clip=False, inplace=True) is inplace and torch.allclose(inplace, xr)
+
+
+def test_rank_deficient_weights_keep_only_independent_directions():
+    w = torch.randn(4, 50, dtype=torch.float64)
+    dup = torch.cat([w, w[:2] * 3.0, w[:1] + w[1:2]])  # 7 rows spanning 4 dimensions
+    q, rank = projection_basis(dup)
+    assert rank == 4 and q.shape == (50, 4)
+    assert torch.allclose(q.T @ q, torch.eye(4, dtype=torch.float64), atol=1e-12)
+    # span(Q) == row space of W: each row is reproduced by its projection onto Q
+    assert torch.allclose(dup @ q @ q.T, dup, atol=1e-10)
+    assert projection_basis(torch.zeros(3, 5))[1] == 0
+
+
+def test_class_mean_subtraction_equalizes_class_means():
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(rng.integers(60, 200, size=(300, 1, 4, 4), dtype=np.uint8))
+    y = torch.from_numpy(np.arange(300) % 3)
+    for mode in ("global-mean", "affine"):
+        xs = subtract_class_means(x, y, 3, mode)
+        m = class_means(xs, y, 3)
+        assert torch.allclose(m, m[0:1].expand_as(m), atol=1e-6), mode
+        assert xs.min() >= 0 and xs.max() <= 1
+
+
+@pytest.mark.parametrize("name", sorted(AUGMENTATIONS))
+def test_augmentations_are_shaped_bounded_and_seeded(name):
+    x = torch.rand(6, 3, 12, 12)
+    a = AUGMENTATIONS[name](x, torch.Generator().manual_seed(3))
+    b = AUGMENTATIONS[name](x, torch.Generator().manual_seed(3))
+    assert a.shape == x.shape and torch.equal(a, b)
+    assert a.min() >= 0 and a.max() <= 1
+
+
+@pytest.mark.parametrize("name", sorted(LABEL_AUGMENTATIONS))
+def test_label_augmentations_keep_soft_labels(name):
+    x, y = torch.rand(8, 1, 10, 10), torch.eye(4)[torch.arange(8) % 4]
+    for s in range(6):  # some batches mix (p 0.5), some do not
+        xa, ya = LABEL_AUGMENTATIONS[name](x, y, torch.Generator().manual_seed(s))
+        assert xa.shape == x.shape and ya.shape == y.shape
+        assert torch.allclose(ya.sum(1), torch.ones(8))
+
+
+def test_affine_without_rotation_or_shear_is_a_zoom_about_the_centre():
+    x = torch.zeros(1, 1, 9, 9)
+    x[0, 0, 4, 4] = 1.0
+    same = batch_affine(x, torch.Generator().manual_seed(0), 0.0, 0.0, (1.0, 1.0))
+    assert torch.allclose(same, x, atol=1e-6)
+    zoom = batch_affine(x, torch.Generator().manual_seed(0), 0.0, 0.0, (3.0, 3.0))
+    assert zoom[0, 0, 4, 4] == 1.0 and zoom[0, 0].sum() > 3  # the dot grows, centred
+
+
+@pytest.fixture(scope="module")
+def digits16_poison():
+    """Digits upsampled to 16x16 with a class-wise +-64/255 pattern (an effective poison)."""
+    up = lambda d: d.replace(np.kron(d.images, np.ones((1, 2, 2, 1), np.uint8)))  # noqa: E731
+    tr, te = up(load_data("digits")), up(load_data("digits", "test"))
+    pat = np.random.default_rng(0).choice([-64, 64], size=(K, 16, 16, 1))
+    x = np.clip(tr.images.astype(np.int16) + pat[tr.labels], 0, 255).astype(np.uint8)
+    return tr.replace(x, name="digits16-classwise"), te, tr
+
+
+def test_ortho_proj_beats_training_on_the_poison(tmp_path, digits16_poison, quick_recipe):
+    poison, test, clean = digits16_poison
+    recipe = quick_recipe.replace(epochs=5, crop_padding=0)
+    res = {}
+    for name in ("none", "ortho-proj"):
+        ctx = AttackContext(poison, test, "convnet", recipe, 0, tmp_path / name, "cpu", False, clean, "d16")
+        res[name] = run_attack(name, ctx, {"linear_batch_size": "64"} if name == "ortho-proj" else {})
+    op = res["ortho-proj"]
+    assert res["none"]["test_accuracy"] < 0.3  # the poison works ...
+    assert op["test_accuracy_best"] > res["none"]["test_accuracy"] + 0.2  # ... and the attack beats it
+    assert op["linear_train_accuracy"] == 1.0 and op["rank"] == K
+    assert op["test_accuracy_projected_test"] == op["test_accuracy_transformed_test"]
+    for key in ("seconds_linear", "seconds_projection", "seconds_train"):
+        assert op[key] >= 0
+    saved = json.loads((tmp_path / "ortho-proj" / "result.json").read_text())
+    assert saved["test_accuracy"] == op["test_accuracy"]
+    assert (tmp_path / "ortho-proj" / "weights.png").stat().st_size > 1000
+    assert np.load(tmp_path / "ortho-proj" / "linear_weights.npy").shape == (K, 256)
+    assert not (tmp_path / "ortho-proj" / "recovered").exists()  # only on request
+
+
+def test_cli_attack_list_errors_and_save_recovered(tmp_path, digits_train, capsys):
+    rng = np.random.default_rng(0)
+    pat = rng.choice([-32, 32], size=(K, 8, 8, 1))
+    x = np.clip(digits_train.images.astype(np.int16) + pat[digits_train.labels], 0, 255).astype(np.uint8)
+    save_dataset(tmp_path / "p", digits_train.replace(x), {"method": "planted", "base": {"name": "digits"}},
+                 base=digits_train)
+    assert main(["attack", "--list"]) == 0
+    listed = capsys.readouterr().out
+    assert all(n in listed for n in ATTACKS)
+    assert main(["attack", "nope", str(tmp_path / "p"), "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unknown attack 'nope'" in err[0]
+    assert main(["attack", "ortho-proj", str(tmp_path / "p"), "--out", str(tmp_path / "o"), "--epochs", "1",
+                 "--recipe", "fast", "--no-progress", "--save-recovered", "--param", "linear_epochs=3"]) == 0
+    assert "clean test accuracy" in capsys.readouterr().out
+    rec = load_dataset_dir(tmp_path / "o" / "recovered")
+    assert rec.meta["manifest"]["method"] == "ortho-proj-recovered" and len(rec) == len(digits_train)
+    assert rec.meta["manifest"]["perturbation_measured"]["linf_max"] > 0
+    assert main(["attack", "ortho-proj", str(tmp_path / "p"), "--out", str(tmp_path / "o2"),
+                 "--param", "bogus=1", "--epochs", "1"]) == 2
+    assert "unknown parameter 'bogus'" in capsys.readouterr().err
+
+
+def test_mean_sub_runs_without_transformed_test(tmp_path, digits_train, digits_test, quick_recipe):
+    ctx = AttackContext(digits_train, digits_test, "convnet", quick_recipe.replace(epochs=2), 0,
+                        tmp_path, "cpu", False, digits_train, "digits")
+    res = run_attack("mean-sub", ctx, {"mode": "affine"})
+    assert 0 <= res["test_accuracy"] <= 1 and res["test_accuracy_transformed_test"] is None
+    assert res["test_accuracy_best"] == res["test_accuracy"]
+    assert (tmp_path / "class_means.png").exists()
+    with pytest.raises(Exception, match="unknown mode"):
+        run_attack("mean-sub", ctx, {"mode": "nope"})
+
