@@ -36,7 +36,7 @@ DEFAULT_SUBCOMMAND: str | None = None
 
 def register(sub: argparse._SubParsersAction) -> None:
     lines = "\n".join(f"  {name:<14} {cmd.help}" for name, cmd in SUBCOMMANDS.items())
-    p = sub.add_parser("audit", help="measure what a protected dataset leaks (dfr, separability)",
+    p = sub.add_parser("audit", help="does DATA protect? every analysis, a verdict, a report (or: dfr, separability)",
                        description=f"sub-commands:\n{lines}\n\n`unlearnable audit NAME --help` for each.",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("what", nargs="?", metavar="SUBCOMMAND", help=", ".join(SUBCOMMANDS))
@@ -144,3 +144,48 @@ def _sep_run(args: argparse.Namespace) -> int:
 SUBCOMMANDS["dfr"] = AuditCommand("DFR: clean linear head on each checkpoint's features (Fig. 2)", _dfr_args, _dfr_run)
 SUBCOMMANDS["separability"] = AuditCommand("linear separability of perturbations or images (Tables 2, 6)",
                                            _sep_args, _sep_run)
+
+
+# --- the full audit: `unlearnable audit DATA --out DIR` --------------------------------------------
+def _full_args(p: argparse.ArgumentParser) -> None:
+    from ..auditor import BUDGETS
+
+    p.add_argument("data", help="protected dataset directory (or a dataset name)")
+    p.add_argument("--out", required=True, help="audit directory (a rerun continues where it stopped)")
+    p.add_argument("--clean", default=None, help="the clean base dataset, when the manifest does not name it")
+    p.add_argument("--arch", default="convnet", help="architecture (default convnet)")
+    p.add_argument("--budget", default="quick", choices=sorted(BUDGETS),
+                   help="compute: tiny (seconds), quick (CPU minutes), paper (the paper's protocol)")
+    p.add_argument("--epochs", type=int, default=None, help="override the budget's epochs")
+    p.add_argument("--attacks", default=None, help="comma-separated attacks (default: the budget's)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--broken-at", type=float, default=0.8,
+                   help="an attack breaks the protection at this fraction of clean accuracy (default 0.8)")
+    p.add_argument("--leak-points", type=float, default=10.0,
+                   help="DFR gain over a random network, in points, that counts as leaking (default 10)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--no-progress", action="store_true")
+    add_data_root(p)
+
+
+def _full_run(args: argparse.Namespace) -> int:
+    from ..auditor import AuditConfig, Thresholds, run_audit
+    from ..auditor.report import summary_text
+
+    cfg = AuditConfig(arch=args.arch, budget=args.budget, seed=args.seed, epochs=args.epochs,
+                      attacks=tuple(a for a in args.attacks.split(",") if a) if args.attacks else None,
+                      thresholds=Thresholds(args.broken_at, args.leak_points), device=args.device)
+    r = run_audit(args.data, args.out, cfg, clean=args.clean, data_root=args.data_root,
+                  progress=False if args.no_progress else None)
+    print(summary_text([r]))
+    skipped = {n: s.get("reason") for n, s in r["steps"].items() if s.get("status") in ("skipped", "failed")}
+    for n, why in skipped.items():
+        print(f"  {n}: {r['steps'][n]['status']} ({why})")
+    v = r["verdict"]
+    print(f"verdict: {v['overall']} - {v['reason']}\nreport: {Path(args.out) / 'report.html'}")
+    return 0
+
+
+SUBCOMMANDS["run"] = AuditCommand("the full audit: every analysis, a verdict, report.html (default)",
+                                  _full_args, _full_run)
+DEFAULT_SUBCOMMAND = "run"

@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from .._io import UnlearnableError
-from ..train.engine import Recipe, get_recipe
+from ..train.engine import RECIPES, Recipe, get_recipe
 
 
 def add_data_root(p: argparse.ArgumentParser) -> None:
@@ -17,7 +17,7 @@ def add_data_root(p: argparse.ArgumentParser) -> None:
 def add_train_args(p: argparse.ArgumentParser, arch: str = "convnet", recipe: str = "paper") -> None:
     """--arch, --epochs, --seed, --recipe, --batch-size, --lr, --device, --data-root, --no-progress."""
     p.add_argument("--arch", default=arch, help=f"model architecture (default {arch})")
-    p.add_argument("--recipe", default=recipe, help=f"recipe preset: paper, fast, released, adv (default {recipe})")
+    p.add_argument("--recipe", default=recipe, help=f"recipe preset: {', '.join(RECIPES)} (default {recipe})")
     p.add_argument("--epochs", type=int, default=None, help="override the recipe's number of epochs")
     p.add_argument("--batch-size", type=int, default=None, help="override the recipe's batch size")
     p.add_argument("--lr", type=float, default=None, help="override the recipe's learning rate")

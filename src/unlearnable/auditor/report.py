@@ -1,0 +1,238 @@
+"""Render audit results as a self-contained HTML page, Markdown and a one-screen text table.
+
+Every number shown comes from the results dict (what `results.json` holds); figures are PNG
+files next to it, embedded as base64 so the HTML opens offline as one file. The page carries a
+tiny script that records in `<body data-figures>` how many figures decoded, which the browser
+test reads.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+from pathlib import Path
+from typing import Any
+
+# Columns of the paper's Table 3 first, then the other attacks.
+ATTACK_ORDER = ["none", "adv-train", "ortho-proj", "mean-sub", "jpeg", "bit-depth", "grayscale",
+                "cutout", "cutmix", "mixup", "ueraser-lite"]
+ATTACK_TITLES = {"none": "none (standard training)", "adv-train": "adversarial training",
+                 "ortho-proj": "orthogonal projection", "mean-sub": "class-mean subtraction"}
+VERDICT_COLOURS = {"broken": "#c0392b", "leaks features": "#d68910", "holds": "#1e8449",
+                   "inconclusive": "#7f8c8d", "incomplete": "#7f8c8d"}
+
+
+def pct(x: float | None, digits: int = 1) -> str:
+    return "–" if x is None else f"{100 * x:.{digits}f}%"
+
+
+def _ordered(names: list[str] | dict) -> list[str]:
+    names = list(names)
+    return [n for n in ATTACK_ORDER if n in names] + sorted(n for n in names if n not in ATTACK_ORDER)
+
+
+def _img(base: Path, rel: str | None, alt: str, width: int | None = None) -> str:
+    if not rel:
+        return ""
+    p = base / rel
+    if not p.is_file():
+        return f'<p class="missing">figure {html.escape(rel)} is missing</p>'
+    data = base64.b64encode(p.read_bytes()).decode()
+    w = f' style="max-width:{width}px"' if width else ""
+    return f'<figure><img class="fig" alt="{html.escape(alt)}" src="data:image/png;base64,{data}"{w}>' \
+           f'<figcaption>{html.escape(alt)}</figcaption></figure>'
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;
+padding:0 1em;color:#222;line-height:1.45}
+h1{font-size:1.6em;margin-bottom:.2em} h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
+table{border-collapse:collapse;margin:.8em 0;font-size:.93em} th,td{border:1px solid #ccc;padding:.3em .6em;text-align:right}
+th{background:#f4f4f4} td:first-child,th:first-child{text-align:left}
+.verdict{font-size:1.25em;padding:.7em 1em;border-radius:6px;color:#fff;margin:1em 0}
+.tag{display:inline-block;padding:0 .5em;border-radius:4px;color:#fff;font-size:.9em}
+figure{display:inline-block;margin:.5em 1em .5em 0;vertical-align:top} img.fig{max-width:100%;border:1px solid #eee}
+figcaption{font-size:.85em;color:#555} .muted{color:#777;font-size:.9em} code{background:#f6f6f6;padding:0 .2em}
+"""
+_SCRIPT = """<script>
+window.addEventListener('load',function(){var im=document.querySelectorAll('img.fig'),ok=0;
+for(var i=0;i<im.length;i++){if(im[i].complete&&im[i].naturalWidth>0)ok++;}
+document.body.setAttribute('data-figures',ok+'/'+im.length);});
+</script>"""
+
+
+def _tag(v: str) -> str:
+    return f'<span class="tag" style="background:{VERDICT_COLOURS.get(v, "#555")}">{html.escape(v)}</span>'
+
+
+def _table(headers: list[str], rows: list[list[str]], cls: str = "") -> str:
+    head = "".join(f"<th>{h}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
+    return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def attack_rows(res: dict[str, Any]) -> list[list[str]]:
+    per = res.get("verdict", {}).get("per_attack", {})
+    rows = []
+    for name in _ordered(per):
+        v = per[name]
+        rows.append([ATTACK_TITLES.get(name, name), pct(v["test_accuracy"]),
+                     pct(v.get("test_accuracy_transformed_test")), pct(v["accuracy"]),
+                     pct(v["recovered_fraction"], 0), v["verdict"]])
+    return rows
+
+
+def render_audit_html(res: dict[str, Any], base: Path) -> str:
+    """One audit: verdict first, then the evidence."""
+    base = Path(base)
+    ds = res.get("dataset", {})
+    v = res.get("verdict", {})
+    overall = v.get("overall", "incomplete")
+    parts = [f"<h1>Does <code>{html.escape(ds.get('name', '?'))}</code> protect?</h1>",
+             f'<p class="muted">{html.escape(_describe(ds))}</p>',
+             f'<div class="verdict" style="background:{VERDICT_COLOURS.get(overall, "#555")}">'
+             f"Verdict: <b>{html.escape(overall)}</b> — {html.escape(v.get('reason', ''))}</div>"]
+    rows = [[html.escape(r[0]), r[1], r[2], r[3], r[4], _tag(r[5])] for r in attack_rows(res)]
+    parts.append("<h2>Attacks (clean test accuracy)</h2>")
+    parts.append(f"<p>Reference: the same recipe trained on the clean images reaches "
+                 f"<b>{pct(v.get('clean_accuracy'))}</b>. “Transformed test” is the accuracy when the "
+                 f"attacker also transforms its own test inputs; the better of the two is the attack's "
+                 f"result.</p>")
+    parts.append(_table(["attack", "clean test", "transformed test", "result", "of clean", "verdict"],
+                        rows, "verdict-table"))
+    parts.append("<h2>What the network still learns: DFR (the paper's Fig. 2)</h2>")
+    dfr = res.get("dfr")
+    if dfr:
+        parts.append(_table(
+            ["max DFR accuracy", "at epoch", "min DFR loss", "at epoch", "random init", "gain"],
+            [[pct(dfr.get("max_dfr_accuracy")), str(dfr.get("max_dfr_epoch")),
+              f"{dfr.get('min_dfr_loss', float('nan')):.3f}", str(dfr.get("min_dfr_epoch")),
+              pct(dfr.get("random_init_dfr_accuracy")),
+              f"{v.get('dfr_gain_points', 0):+.1f} points"]]))
+    parts.append(_img(base, res.get("figures", {}).get("dfr"), "DFR accuracy per epoch vs standard training"))
+    parts.append("<h2>Learned linear weights (the paper's Fig. 3)</h2>")
+    parts.append(_img(base, res.get("figures", {}).get("weights"),
+                      "rows of the linear model W, one per class (min-max scaled)"))
+    parts.append("<h2>Samples</h2>")
+    parts.append(_img(base, res.get("figures", {}).get("samples"),
+                      "per class: clean, protected, perturbation (amplified), recovered by projection"))
+    sep = res.get("separability", {})
+    if sep:
+        parts.append("<h2>Linear separability (the paper's Tables 2 and 6)</h2>")
+        srows = [[html.escape(k), pct(s.get("train_accuracy_mean")),
+                  pct(s.get("train_accuracy_std"), 2), str(s.get("settings", {}).get("repeats", 1))]
+                 for k, s in sep.items()]
+        parts.append(_table(["of", "train accuracy (mean)", "std", "runs"], srows))
+        parts.append(_img(base, res.get("figures", {}).get("separability"), "linear separability"))
+    parts.append(_provenance_html(res))
+    return _page(f"unlearnable audit: {ds.get('name', '')}", "".join(parts))
+
+
+def _describe(ds: dict[str, Any]) -> str:
+    bits = [f"{ds.get('num_samples', '?')} images {ds.get('shape', '')}",
+            f"{ds.get('num_classes', '?')} classes"]
+    if ds.get("method"):
+        bits.append(f"method {ds['method']} ({ds.get('kind', '?')})")
+    if ds.get("base"):
+        bits.append(f"base {ds['base']}")
+    return ", ".join(bits)
+
+
+def _provenance_html(res: dict[str, Any]) -> str:
+    cfg = res.get("config", {})
+    steps = res.get("steps", {})
+    srows = [[html.escape(n), html.escape(s.get("status", "?")), f"{s.get('seconds', 0):.1f} s",
+              html.escape(s.get("reason", ""))] for n, s in steps.items()]
+    vers = res.get("versions", {})
+    return ("<h2>How this was made</h2>"
+            f"<p>Architecture <code>{html.escape(str(cfg.get('arch')))}</code>, budget "
+            f"<code>{html.escape(str(cfg.get('budget')))}</code>, seed {cfg.get('seed')}; recipe "
+            f"<code>{html.escape(str(cfg.get('recipe')))}</code>.</p>"
+            + _table(["step", "status", "time", "note"], srows)
+            + f'<p class="muted">{html.escape(", ".join(f"{k} {v}" for k, v in vers.items()))}</p>')
+
+
+def _page(title: str, body: str) -> str:
+    return (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{html.escape(title)}</title>"
+            f"<style>{_CSS}</style></head><body>{body}{_SCRIPT}</body></html>\n")
+
+
+def render_audit_md(res: dict[str, Any]) -> str:
+    ds = res.get("dataset", {})
+    v = res.get("verdict", {})
+    lines = [f"# Does `{ds.get('name', '?')}` protect?", "", _describe(ds), "",
+             f"**Verdict: {v.get('overall', 'incomplete')}** — {v.get('reason', '')}", "",
+             f"Clean-trained reference: {pct(v.get('clean_accuracy'))}", "",
+             "| attack | clean test | transformed test | result | of clean | verdict |",
+             "|---|---:|---:|---:|---:|---|"]
+    lines += ["| " + " | ".join(r) + " |" for r in attack_rows(res)]
+    dfr = res.get("dfr")
+    if dfr:
+        lines += ["", f"DFR: max {pct(dfr.get('max_dfr_accuracy'))} at epoch {dfr.get('max_dfr_epoch')}, "
+                      f"random init {pct(dfr.get('random_init_dfr_accuracy'))}, gain "
+                      f"{v.get('dfr_gain_points', 0):+.1f} points"]
+    for k, s in res.get("separability", {}).items():
+        lines.append(f"Separability of {k}: {pct(s.get('train_accuracy_mean'))}")
+    for name, rel in res.get("figures", {}).items():
+        if rel:
+            lines += ["", f"![{name}]({rel})"]
+    return "\n".join(lines) + "\n"
+
+
+def comparison_rows(all_res: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    attacks = _ordered(sorted({a for r in all_res for a in r.get("verdict", {}).get("per_attack", {})}))
+    headers = ["protected set", "clean ref"] + [a for a in attacks] + ["DFR gain", "verdict"]
+    rows = []
+    for r in all_res:
+        v = r.get("verdict", {})
+        per = v.get("per_attack", {})
+        g = v.get("dfr_gain_points")
+        rows.append([r.get("dataset", {}).get("name", "?"), pct(v.get("clean_accuracy"))]
+                    + [pct(per[a]["accuracy"]) if a in per else "–" for a in attacks]
+                    + ["–" if g is None else f"{g:+.1f}", v.get("overall", "incomplete")])
+    return headers, rows
+
+
+def render_comparison_html(all_res: list[dict[str, Any]], base: Path, title: str,
+                           links: list[str] | None = None) -> str:
+    headers, rows = comparison_rows(all_res)
+    hrows = [[html.escape(c) for c in r[:-1]] + [_tag(r[-1])] for r in rows]
+    if links:
+        for r, link in zip(hrows, links):
+            r[0] = f'<a href="{html.escape(link)}">{r[0]}</a>'
+    body = [f"<h1>{html.escape(title)}</h1>",
+            "<p>Each row is one protected dataset, audited with the same recipe. Cells are clean test "
+            "accuracy after each attack (the better of plain and transformed test inputs); "
+            "“clean ref” is the same recipe trained on the unprotected images.</p>",
+            _table([html.escape(h) for h in headers], hrows, "verdict-table")]
+    for r in all_res:
+        ds = r.get("dataset", {})
+        sub = Path(r.get("_dir", "."))
+        body.append(f"<h2>{html.escape(ds.get('name', '?'))}: {_tag(r.get('verdict', {}).get('overall', '?'))}</h2>"
+                    f"<p>{html.escape(r.get('verdict', {}).get('reason', ''))}</p>")
+        figs = r.get("figures", {})
+        for key, alt in (("samples", "clean / protected / perturbation / recovered"),
+                         ("dfr", "DFR curve"), ("weights", "linear weights")):
+            if figs.get(key):
+                body.append(_img(Path(base) / sub, figs[key], f"{ds.get('name', '')}: {alt}", 520))
+    if all_res:
+        body.append(_provenance_html(all_res[0]))
+    return _page(title, "".join(body))
+
+
+def render_comparison_md(all_res: list[dict[str, Any]], title: str) -> str:
+    headers, rows = comparison_rows(all_res)
+    out = [f"# {title}", "", "| " + " | ".join(headers) + " |",
+           "|" + "---|" * len(headers)]
+    out += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(out) + "\n"
+
+
+def summary_text(all_res: list[dict[str, Any]]) -> str:
+    """A fixed-width table for the terminal."""
+    headers, rows = comparison_rows(all_res)
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    fmt = "  ".join(f"{{:<{w}}}" if i == 0 else f"{{:>{w}}}" for i, w in enumerate(widths))
+    lines = [fmt.format(*headers), fmt.format(*["-" * w for w in widths])]
+    lines += [fmt.format(*r) for r in rows]
+    return "\n".join(lines)
