@@ -1,0 +1,79 @@
+"""`unlearnable poison METHOD --dataset DATA --out DIR [--seed S] [--param k=v ...]`; `--list`."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+
+from .._io import UnlearnableError
+from ..data.store import load_dataset_dir
+from ..poisons import POISONS, PoisonContext, poison_dataset
+from .common import add_data_root, parse_params, progress_from_args
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("poison", help="make a protected (unlearnable) training set; --list shows methods")
+    p.add_argument("method", nargs="?", help="poison method (see --list)")
+    p.add_argument("--list", action="store_true", help="list the methods with their default parameters")
+    p.add_argument("--dataset", help="clean base dataset: name (fashion-mnist, cifar10, digits, ...) "
+                                     "or imagefolder:PATH; its training split is protected")
+    p.add_argument("--out", help="output dataset directory")
+    p.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
+    p.add_argument("--param", action="append", metavar="K=V", default=[],
+                   help="method parameter, repeatable (e.g. --param p=16, --param eps=8/255)")
+    p.add_argument("--fraction", type=float, default=1.0,
+                   help="poison only this seeded fraction of the samples (default 1.0)")
+    p.add_argument("--subset", type=int, default=None,
+                   help="protect a seeded random subset of N base images (indices.npy says which)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    p.add_argument("--device", default="cpu", help="device for model-based methods (default cpu)")
+    p.add_argument("--budget", default="paper", choices=["paper", "quick"],
+                   help="compute budget of model-based methods (default paper)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_data_root(p)
+    p.set_defaults(func=run)
+
+
+def list_methods() -> str:
+    lines = []
+    for name, info in POISONS.items():
+        defaults = ", ".join(f"{f.name}={_fmt(f.default)}" for f in dataclasses.fields(info.params_cls))
+        lines.append(f"{name:<14} {info.kind:<12} {info.summary}")
+        lines.append(f"{'':<14} defaults: {defaults or '(none)'}")
+        if info.paper:
+            lines.append(f"{'':<14} {info.paper}")
+    return "\n".join(lines)
+
+
+def _fmt(v: object) -> str:
+    if isinstance(v, float):
+        k = v * 255
+        if abs(k - round(k)) < 1e-9 and 0 < v < 1:
+            return f"{round(k)}/255"
+        return f"{v:g}"
+    return str(v)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.list:
+        print(list_methods())
+        return 0
+    if not args.method:
+        raise UnlearnableError("name a poison method (unlearnable poison --list shows them)")
+    if args.method not in POISONS:
+        raise UnlearnableError(f"unknown poison {args.method!r} (known: {', '.join(POISONS)})")
+    if not args.dataset or not args.out:
+        raise UnlearnableError("poison needs --dataset DATA and --out DIR")
+    ctx = PoisonContext(seed=args.seed, device=args.device, progress=progress_from_args(args),
+                        budget=args.budget)
+    t0 = time.perf_counter()
+    out = poison_dataset(args.method, args.dataset, args.out, args.seed, parse_params(args.param),
+                         args.fraction, args.subset, args.data_root, args.overwrite, ctx)
+    seconds = time.perf_counter() - t0
+    man = load_dataset_dir(out).meta["manifest"]
+    m = man["perturbation_measured"]
+    print(f"{args.method}: {man['num_samples']} images ({man['num_poisoned']} poisoned), "
+          f"measured l_inf max {m['linf_max'] * 255:.1f}/255, l2 mean {m['l2_mean']:.3f}, "
+          f"{seconds:.1f}s -> {out}")
+    return 0

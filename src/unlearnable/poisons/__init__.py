@@ -1,0 +1,22 @@
+"""Poisons: make protected ("unlearnable") datasets. One registry, `POISONS`, name -> `PoisonInfo`.
+
+    from unlearnable.poisons import make_poison, poison_dataset, POISONS
+    protected = make_poison("regions", clean_train, {"p": "4"}, seed=0)
+    poison_dataset("ar", "fashion-mnist", "data/fmnist-ar", seed=0)
+
+Model-free methods live here (random-noise, regions, lsp, ops, ar); model-based ones (error-
+minimizing, adversarial poisoning, NTGA) register themselves the same way.
+"""
+
+from . import ar, lsp, noise, ops  # noqa: F401  (each module registers its poison)
+from .base import (
+    POISONS, PoisonContext, PoisonInfo, PoisonOutput, apply_delta, get_poison, make_poison,
+    perturb_chunks, poisoned_mask, register_poison,
+)
+from .make import poison_dataset, stored_poisoned_mask
+
+__all__ = [
+    "POISONS", "PoisonContext", "PoisonInfo", "PoisonOutput", "apply_delta", "get_poison",
+    "make_poison", "perturb_chunks", "poison_dataset", "poisoned_mask", "register_poison",
+    "stored_poisoned_mask",
+]

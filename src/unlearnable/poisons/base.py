@@ -1,0 +1,247 @@
+"""The poison contract: one registry, one calling convention, for every way of protecting data.
+
+A poison (an "unlearnable dataset" generator, the *defence* in the paper's framing) is
+
+    fn(base: ImageSet, params: ParamsDataclass, ctx: PoisonContext) -> PoisonOutput
+
+where `params` is a dataclass whose defaults are the original paper's, `ctx` carries the seed and
+what model-based methods need (device, progress bar, a work directory for resumable state, a
+quick|paper budget), and `PoisonOutput.images` is the protected uint8 NHWC array aligned with
+`base`. `make_poison` adds the seeded `fraction` mixing; `poison_dataset` (in `make.py`) loads,
+subsets, generates and writes the project format with a full manifest.
+
+Shared helpers keep every method's budget honest: `apply_delta` clips to [0, 1], rounds to the
+nearest grey level and, for l_inf methods, clamps the integer change to the budget, so
+"l_inf <= eps" holds on the uint8 file, not only on the float perturbation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .._io import UnlearnableError, sha256_array
+from .._params import from_params, to_dict
+from ..data.imageset import ImageSet
+
+
+@dataclass
+class PoisonContext:
+    """What a generator may need besides the data and its parameters.
+
+    seed: every random draw derives from it. device: where model-based methods compute (the
+    model-free ones here run on the CPU). progress: tqdm bar (None = only on a tty).
+    work_dir: a directory for resumable state (model-based methods). budget: "paper" (the
+    original's full cost) or "quick" (a CPU-sized run).
+    """
+
+    seed: int = 0
+    device: str = "cpu"
+    progress: bool | None = None
+    work_dir: Path | None = None
+    budget: str = "paper"
+
+    def __post_init__(self) -> None:
+        if self.budget not in ("paper", "quick"):
+            raise UnlearnableError(f"budget must be 'paper' or 'quick', got {self.budget!r}")
+        if self.work_dir is not None:
+            self.work_dir = Path(self.work_dir)
+
+    def generator(self, stream: int = 0) -> torch.Generator:
+        """A CPU generator for `seed`; distinct `stream`s give independent draws."""
+        g = torch.Generator()
+        g.manual_seed(int(np.random.SeedSequence([self.seed, stream]).generate_state(1, np.uint64)[0] >> 1))
+        return g
+
+
+@dataclass
+class PoisonOutput:
+    images: np.ndarray  # (N, H, W, C) uint8, aligned with the base
+    info: dict[str, Any] = field(default_factory=dict)  # JSON-able: budget, patterns, measured extras
+
+
+PoisonFn = Callable[[ImageSet, Any, PoisonContext], PoisonOutput]
+
+
+@dataclass(frozen=True)
+class PoisonInfo:
+    name: str
+    params_cls: type
+    fn: PoisonFn
+    kind: str  # "class-wise" | "sample-wise"
+    summary: str
+    paper: str = ""
+    uses_seed: bool = True  # False for deterministic methods (OPS): any seed gives the same set
+
+    def params(self, params: dict[str, str] | Any | None = None) -> Any:
+        """Typed parameters from `--param` strings (or a ready dataclass), defaults filled in."""
+        if dataclasses.is_dataclass(params) and not isinstance(params, type):
+            if not isinstance(params, self.params_cls):
+                raise UnlearnableError(f"{self.name}: expected {self.params_cls.__name__}, "
+                                       f"got {type(params).__name__}")
+            return params
+        return from_params(self.params_cls, params or {})
+
+    def defaults(self) -> dict[str, Any]:
+        return {f.name: f.default for f in dataclasses.fields(self.params_cls)}
+
+
+POISONS: dict[str, PoisonInfo] = {}
+
+
+def register_poison(name: str, params_cls: type, kind: str, summary: str, paper: str = "",
+                    uses_seed: bool = True) -> Callable[[PoisonFn], PoisonFn]:
+    """Register `fn(base, params, ctx) -> PoisonOutput` under `name` (used by CLI and tests)."""
+    if kind not in ("class-wise", "sample-wise"):
+        raise ValueError(f"kind must be class-wise or sample-wise, got {kind!r}")
+
+    def deco(fn: PoisonFn) -> PoisonFn:
+        POISONS[name] = PoisonInfo(name, params_cls, fn, kind, summary, paper, uses_seed)
+        return fn
+    return deco
+
+
+def get_poison(name: str) -> PoisonInfo:
+    if name not in POISONS:
+        raise UnlearnableError(f"unknown poison {name!r} (known: {', '.join(sorted(POISONS))})")
+    return POISONS[name]
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers shared by the generators
+
+
+def apply_delta(x: torch.Tensor, delta: torch.Tensor, linf: float | None = None) -> np.ndarray:
+    """uint8 NHWC of clip(x + delta) rounded to grey levels; x, delta float NCHW in [0, 1] units.
+
+    With `linf`, the integer change per value is clamped to floor(255 * linf) so the stored
+    images respect the l_inf budget even when 255 * linf is not a whole number of grey levels.
+    """
+    out = (x + delta).clamp_(0, 1).mul_(255).round_()
+    if linf is not None:
+        k = math.floor(255 * linf + 1e-6)
+        x255 = x.mul(255).round_()
+        out = torch.minimum(torch.maximum(out, x255 - k), x255 + k)
+    return out.to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
+
+
+def region_index(n: int, parts: int) -> torch.Tensor:
+    """For each of `n` pixels along an axis, which of `parts` near-equal regions it falls in."""
+    return torch.div(torch.arange(n) * parts, n, rounding_mode="floor")
+
+
+def upsample_grid(grid: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(..., gh, gw) values -> (..., H, W), each value repeated over its near-equal region."""
+    gh, gw = grid.shape[-2:]
+    rows, cols = region_index(size[0], gh), region_index(size[1], gw)
+    return grid[..., rows, :][..., cols]
+
+
+def scale_to_norm(delta: torch.Tensor, norm: str, size: float) -> torch.Tensor:
+    """Scale each sample of `delta` (N, ...) to ||delta||_norm = size (norm 'l2' or 'linf')."""
+    flat = delta.reshape(len(delta), -1)
+    if norm == "l2":
+        n = flat.norm(dim=1)
+    elif norm == "linf":
+        n = flat.abs().amax(dim=1)
+    else:
+        raise UnlearnableError(f"norm must be l2 or linf, got {norm!r}")
+    return delta * (size / n.clamp_min(1e-12)).view(-1, *([1] * (delta.dim() - 1)))
+
+
+def poisoned_mask(n: int, fraction: float, seed: int) -> np.ndarray:
+    """The seeded choice of round(fraction * n) samples to poison (bool mask of length n).
+
+    Drawn from its own stream ([seed, 1]) so it never shifts the generator's draws: a poisoned
+    sample is byte-identical to the same sample of the fraction=1 set made with the same seed.
+    """
+    if not 0.0 <= fraction <= 1.0:
+        raise UnlearnableError(f"--fraction must be in [0, 1], got {fraction}")
+    mask = np.zeros(n, dtype=bool)
+    m = int(round(fraction * n))
+    if m == n:
+        mask[:] = True
+    elif m > 0:
+        mask[np.random.default_rng([seed, 1]).choice(n, size=m, replace=False)] = True
+    return mask
+
+
+def make_poison(method: str, base: ImageSet, params: dict[str, str] | Any | None = None,
+                seed: int = 0, fraction: float = 1.0, ctx: PoisonContext | None = None) -> ImageSet:
+    """The protected version of `base` made by poison `method`.
+
+    Args:
+        method: a key of `POISONS` (random-noise, regions, lsp, ops, ar, ...).
+        base: clean training images (uint8 NHWC ImageSet; any channels, size, class count).
+        params: `--param`-style strings or the method's params dataclass; missing keys take the
+            original paper's defaults.
+        seed: seed of every draw (ignored when `ctx` is given: `ctx.seed` wins).
+        fraction: share of samples poisoned, chosen by `poisoned_mask(n, fraction, seed)`; the
+            others stay byte-identical to `base`.
+        ctx: device / progress / work_dir / budget for model-based methods.
+
+    Returns an ImageSet with the same labels, classes and indices, whose `meta["poison"]` holds
+    method, kind, typed params, seed, fraction, the poisoned-mask checksum and the generator info.
+
+    Example:
+        >>> protected = make_poison("regions", load_data("digits"), {"p": "4"}, seed=0)
+    """
+    info = get_poison(method)
+    p = info.params(params)
+    ctx = ctx or PoisonContext(seed=seed)
+    if len(base) == 0:
+        raise UnlearnableError(f"{base.name or 'dataset'}: no images to poison")
+    mask = poisoned_mask(len(base), fraction, ctx.seed)
+    out = info.fn(base, p, ctx)
+    if out.images.shape != base.images.shape or out.images.dtype != np.uint8:
+        raise RuntimeError(f"poison {method} returned {out.images.dtype} {out.images.shape}, "
+                           f"expected uint8 {base.images.shape}")
+    images = out.images if mask.all() else np.where(mask[:, None, None, None], out.images, base.images)
+    meta = dict(base.meta)
+    meta["poison"] = {
+        "method": method, "kind": info.kind, "params": to_dict(p), "seed": ctx.seed,
+        "budget": ctx.budget, "fraction": fraction, "num_poisoned": int(mask.sum()),
+        "poisoned_mask": {"rule": "unlearnable.poisons.poisoned_mask(num_samples, fraction, seed)",
+                          "sha256": sha256_array(mask)},
+        "info": out.info,
+    }
+    return base.replace(images, meta=meta)
+
+
+def perturb_chunks(base: ImageSet, delta_fn: Callable[[slice, torch.Tensor], torch.Tensor],
+                   linf: float | None = None, chunk: int = 8192) -> np.ndarray:
+    """uint8 NHWC protected images, made `chunk` samples at a time to bound memory.
+
+    `delta_fn(sl, x)` gets the slice of sample positions and their float NCHW images and returns
+    their perturbations; it must draw nothing random itself (draw for the whole set up front),
+    so the output does not depend on `chunk`.
+    """
+    out = np.empty_like(base.images)
+    for s in range(0, len(base), chunk):
+        sl = slice(s, min(s + chunk, len(base)))
+        x = torch.from_numpy(base.images[sl]).permute(0, 3, 1, 2).float().div_(255)
+        out[sl] = apply_delta(x, delta_fn(sl, x), linf)
+    return out
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """Run torch on one thread inside the block (restored after).
+
+    For loops of thousands of small ops (the AR recurrence): thread hand-off costs more than the
+    work, and on a shared machine 2 threads were 7x slower than 1 (47 s vs 6 s, Fashion-MNIST).
+    """
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)

@@ -1,0 +1,137 @@
+"""`poison_dataset`: load a base training set, protect it, write it in the project format.
+
+The written manifest says how to remake the set exactly: method, kind, typed parameters (after
+defaults), seed, budget, fraction with the count and checksum of the poisoned mask (recomputed
+by `poisoned_mask(num_samples, fraction, seed)`), the subset (size and seed; `indices.npy` says
+which base samples), the base dataset (name, split, full size, checksum of the aligned clean
+images), the generator's info (patterns, coefficients, chosen pixels) and timing.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._io import UnlearnableError, sha256_array
+from ..data.imageset import ImageSet
+from ..data.resolve import load_data, random_subset
+from ..data.sources import DATASETS
+from ..data.store import is_dataset_dir, load_dataset_dir, save_dataset
+from .base import PoisonContext, get_poison, make_poison, poisoned_mask
+
+
+def poison_dataset(
+    method: str,
+    data_spec: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    seed: int = 0,
+    params: dict[str, str] | Any | None = None,
+    fraction: float = 1.0,
+    subset: int | None = None,
+    data_root: str | os.PathLike[str] | None = None,
+    overwrite: bool = False,
+    ctx: PoisonContext | None = None,
+) -> Path:
+    """Make the protected training set of `data_spec` with poison `method` and write it to `out`.
+
+    Args:
+        method: a key of `POISONS`.
+        data_spec: a clean dataset name (fashion-mnist, cifar10, digits, ...) or
+            `imagefolder:PATH`; its "train" split is protected, its test split stays clean.
+        out: the dataset directory to write (atomically; refused if it exists unless `overwrite`).
+        seed: seed of the subset, the poison's draws and the fraction mask.
+        params: `--param` strings or the method's params dataclass (paper defaults otherwise).
+        fraction: share of samples poisoned (the rest byte-identical to the base).
+        subset: protect a seeded random subset of this many base samples (`random_subset`).
+        ctx: device / progress / work_dir / budget (its seed must equal `seed`).
+
+    Returns the path written. Example:
+        `poison_dataset("lsp", "fashion-mnist", "data/fmnist-lsp", seed=0, subset=20000)`
+    """
+    t0 = time.perf_counter()
+    info = get_poison(method)
+    p = info.params(params)  # bad parameters fail before any data is read
+    ctx = ctx or PoisonContext(seed=seed)
+    if ctx.seed != seed:
+        raise UnlearnableError(f"seed {seed} differs from the context's seed {ctx.seed}")
+    spec = str(data_spec)
+    if is_dataset_dir(spec):
+        raise UnlearnableError(f"{spec}: is already a protected dataset ({_method_of(spec)}); "
+                               "poison a clean dataset instead")
+    full = load_data(spec, "train", data_root)
+    base_name = full.name if spec.lower() in DATASETS else _absolute(spec)
+    base = full
+    if subset is not None:
+        if subset < 1:
+            raise UnlearnableError(f"--subset must be at least 1, got {subset}")
+        base = full.subset(random_subset(full, subset, seed))
+    t1 = time.perf_counter()
+    protected = make_poison(method, base, p, seed, fraction, ctx)
+    t2 = time.perf_counter()
+    poison = protected.meta["poison"]
+    manifest = {
+        "name": Path(out).name,
+        "method": method,
+        "kind": info.kind,
+        "summary": info.summary,
+        "paper": info.paper,
+        "params": poison["params"],
+        "seed": seed,
+        "budget": _budget(poison["info"]),
+        "compute_budget": ctx.budget,
+        "fraction": fraction,
+        "num_poisoned": poison["num_poisoned"],
+        "poisoned_mask": poison["poisoned_mask"],
+        "subset": None if subset is None else {"n": subset, "seed": seed,
+                                              "rule": "unlearnable.data.random_subset(base, n, seed)"},
+        "base": {"name": base_name, "split": "train", "num_samples": len(full)},
+        "info": poison["info"],
+        "timing": {"load_seconds": round(t1 - t0, 3), "generate_seconds": round(t2 - t1, 3)},
+    }
+    clean = base.replace(base.images, name=base_name)
+    return save_dataset(out, protected.replace(protected.images, name=Path(out).name, meta={}),
+                        manifest, base=clean, overwrite=overwrite)
+
+
+def stored_poisoned_mask(ds: ImageSet) -> np.ndarray:
+    """The poisoned-sample mask of a written protected set, recomputed and checked.
+
+    `ds` comes from `load_dataset_dir`; raises if the manifest's checksum does not match.
+    """
+    man = ds.meta.get("manifest", {})
+    if "fraction" not in man or "seed" not in man:
+        raise UnlearnableError(f"{ds.meta.get('path', ds.name)}: manifest records no poisoned fraction")
+    mask = poisoned_mask(len(ds), float(man["fraction"]), int(man["seed"]))
+    want = man.get("poisoned_mask", {}).get("sha256")
+    if want is not None and sha256_array(mask) != want:
+        raise UnlearnableError(f"{ds.meta.get('path', ds.name)}: poisoned mask does not match its checksum")
+    return mask
+
+
+def _absolute(spec: str) -> str:
+    """An image-folder spec with an absolute path, so `load_base` works from any directory."""
+    if spec.startswith("imagefolder:"):
+        return "imagefolder:" + str(Path(spec.split(":", 1)[1]).resolve())
+    return str(Path(spec).resolve())
+
+
+def _budget(info: dict[str, Any]) -> dict[str, Any]:
+    norm = info.get("norm", "none")
+    b: dict[str, Any] = {"norm": norm}
+    for key in ("eps", "linf", "l2"):
+        if key in info:
+            b[key] = info[key]
+    if norm == "l0":
+        b["pixels_per_image"] = info.get("pixels_per_image")
+    return b
+
+
+def _method_of(path: str) -> str:
+    try:
+        return str(load_dataset_dir(path, verify=False).meta["manifest"].get("method", "unknown method"))
+    except UnlearnableError:
+        return "unreadable manifest"
