@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test setup data test-deps bench clean
+.PHONY: demo test setup data browser bench clean
 
 setup: $(STAMP)
 
@@ -24,10 +24,17 @@ data:
 	  $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q dataset-fashion-mnist; \
 	else echo "no apt-get: run '$(BIN)/unlearnable datasets' to see how to get Fashion-MNIST"; fi
 
+# Headless Chromium for the report's browser test (Debian's package; nothing is downloaded by pip).
+browser:
+	@if command -v chromium >/dev/null 2>&1; then :; \
+	elif command -v apt-get >/dev/null 2>&1; then \
+	  $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium; \
+	else echo "no apt-get: the browser test will be skipped"; fi
+
 demo: setup data
 	$(BIN)/unlearnable demo
 
-test: setup data
+test: setup data browser
 	$(BIN)/python -m pytest -q
 
 bench: setup data

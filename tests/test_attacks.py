@@ -128,3 +128,39 @@ def test_unknown_attack_and_bad_params_are_clear_errors(tmp_path, digits_train, 
         run_attack("adv-train", ctx, {"quality": "3"})
     with pytest.raises(UnlearnableError, match="norm must be"):
         run_attack("adv-train", ctx, {"norm": "l3"})
+
+
+def test_adversarial_training_beats_standard_training_on_class_wise_noise(tmp_path, digits_test):
+    """Regions-4 at 32/255 on digits: the shortcut is inside the adversary's ball, so adversarial
+    training at the same radius learns the digits where standard training takes the shortcut."""
+    from unlearnable import RECIPES, load_dataset_dir, poison_dataset
+
+    prot = load_dataset_dir(poison_dataset("regions", "digits", tmp_path / "p", seed=0,
+                                           params={"eps": "32/255"}))
+    recipe = RECIPES["tiny"].replace(epochs=6, flip=False)
+    acc = {}
+    for name, params in (("none", {}), ("adv-train", {"eps": "32/255", "eval_samples": "100"})):
+        ctx = AttackContext(prot, digits_test, "convnet", recipe, 0, tmp_path / name, progress=False)
+        acc[name] = run_attack(name, ctx, params)
+    assert acc["adv-train"]["test_accuracy"] > acc["none"]["test_accuracy"] + 0.02, acc
+    assert 0 <= acc["adv-train"]["test_pgd_accuracy"] <= 1
+
+
+def test_attack_all_compares_attacks_and_reports_cost(tmp_path, capsys, digits_train):
+    from unlearnable import save_dataset
+    from unlearnable.cli import main
+
+    data = save_dataset(tmp_path / "d", digits_train.subset(np.arange(300)), {"method": "none",
+                                                                              "base": {"name": "digits"}})
+    rc = main(["attack", "all", str(data), "--attacks", "jpeg,bit-depth", "--recipe", "tiny", "--epochs", "1",
+               "--out", str(tmp_path / "all"), "--no-progress"])
+    assert rc == 0
+    summary = json.loads((tmp_path / "all" / "summary.json").read_text())
+    assert [r["attack"] for r in summary["rows"]] == ["none", "jpeg", "bit-depth"]
+    assert summary["rows"][0]["cost_vs_standard_training"] == 1.0
+    assert "| jpeg |" in capsys.readouterr().out
+    # A second call reuses every finished result.
+    before = (tmp_path / "all" / "jpeg" / "result.json").stat().st_mtime_ns
+    assert main(["attack", "all", str(data), "--attacks", "jpeg,bit-depth", "--recipe", "tiny", "--epochs", "1",
+                 "--out", str(tmp_path / "all"), "--no-progress"]) == 0
+    assert (tmp_path / "all" / "jpeg" / "result.json").stat().st_mtime_ns == before

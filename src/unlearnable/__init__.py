@@ -2,21 +2,35 @@
 
 Make protected datasets, import the published ones, audit what a network still learns from
 them, and attack them. Implements Sandoval-Segura et al., "What Can We Learn from Unlearnable
-Datasets?" (NeurIPS 2023, arXiv 2305.19254).
+Datasets?" (NeurIPS 2023, https://arxiv.org/abs/2305.19254).
+
+    import unlearnable as ul
+    ul.poison_dataset("regions", "fashion-mnist", "runs/regions", seed=0)
+    report = ul.run_audit("runs/regions", "runs/regions-audit", ul.AuditConfig(budget="quick"))
+    print(report["verdict"]["overall"])
 """
 
 __version__ = "0.1.0"
 
 from ._io import DataError, UnlearnableError  # noqa: E402
+from .attacks import ATTACKS, AttackContext, pgd, register_attack, run_attack  # noqa: E402
+from .auditor import AuditConfig, run_audit  # noqa: E402
+from .audits import AUDITS, dfr_curve, separability_of  # noqa: E402
 from .data import (  # noqa: E402
     DATASETS, ImageSet, load_base, load_data, load_dataset_dir, save_dataset, to_uint8,
 )
-from .models import MODELS, Classifier, build_model  # noqa: E402
+from .imports import IMPORTERS, export_dataset, import_dataset  # noqa: E402
+from .models import MODELS, Classifier, build_model, register_model  # noqa: E402
+from .poisons import POISONS, PoisonContext, make_poison, poison_dataset  # noqa: E402
 from .train import RECIPES, Recipe, evaluate, fit, train_data, train_on  # noqa: E402
 
 __all__ = [
     "__version__", "DataError", "UnlearnableError",
+    "ATTACKS", "AttackContext", "pgd", "register_attack", "run_attack",
+    "AuditConfig", "run_audit", "AUDITS", "dfr_curve", "separability_of",
     "DATASETS", "ImageSet", "load_base", "load_data", "load_dataset_dir", "save_dataset", "to_uint8",
-    "MODELS", "Classifier", "build_model",
+    "IMPORTERS", "export_dataset", "import_dataset",
+    "MODELS", "Classifier", "build_model", "register_model",
+    "POISONS", "PoisonContext", "make_poison", "poison_dataset",
     "RECIPES", "Recipe", "evaluate", "fit", "train_data", "train_on",
 ]

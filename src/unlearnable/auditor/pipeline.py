@@ -92,7 +92,7 @@ class AuditConfig:
 @dataclass
 class AuditInputs:
     protected: ImageSet
-    test: ImageSet
+    test: ImageSet | None  # the clean test set; None when the base dataset cannot be found
     base: ImageSet | None  # clean images aligned with `protected`
     clean_full: ImageSet | None  # the whole clean training set (DFR draws its subset here)
     name: str
@@ -108,11 +108,15 @@ def resolve_inputs(data: str | os.PathLike[str], clean: str | None = None,
     base_name = clean or man.get("base", {}).get("name")
     if base_name is None and "manifest" not in protected.meta:
         base_name = str(data)  # a clean dataset audited as is: its own base
+    test = base = clean_full = None
     if base_name is None:
-        raise UnlearnableError(f"{data}: the manifest names no base dataset, so there is no clean test "
-                               f"set; pass --clean DATA")
-    test = load_data(base_name, "test", data_root)
-    base = clean_full = None
+        notes.append("the manifest names no base dataset, so there is no clean test set (pass --clean DATA)")
+        return AuditInputs(protected, None, None, None, man.get("name") or protected.name, notes)
+    try:
+        test = load_data(base_name, "test", data_root)
+    except UnlearnableError as e:
+        notes.append(f"no clean test set: {e}")
+        return AuditInputs(protected, None, None, None, man.get("name") or protected.name, notes)
     try:
         clean_full = load_data(base_name, "train", data_root)
         if "manifest" in protected.meta:
@@ -123,7 +127,7 @@ def resolve_inputs(data: str | os.PathLike[str], clean: str | None = None,
             base = protected
     except UnlearnableError as e:
         notes.append(f"clean training images unavailable ({e}); steps that need them are skipped")
-    if test.chw != protected.chw:
+    if test is not None and test.chw != protected.chw:
         raise UnlearnableError(f"test images {test.chw} differ in shape from the protected images {protected.chw}")
     name = man.get("name") or protected.name or Path(str(data)).name
     return AuditInputs(protected, test, base, clean_full, name, notes)
@@ -141,7 +145,11 @@ def run_audit(data: str | os.PathLike[str], out: str | os.PathLike[str], config:
     from ..audits.dfr import dfr_curve
     from ..audits.separability import separability_of
 
+    from ..models import MODELS
+
     cfg = config or AuditConfig()
+    if cfg.arch not in MODELS:
+        raise UnlearnableError(f"unknown architecture {cfg.arch!r} (known: {', '.join(sorted(MODELS))})")
     out = Path(out)
     b = cfg.budget_()
     recipe = cfg.recipe()
@@ -155,17 +163,24 @@ def run_audit(data: str | os.PathLike[str], out: str | os.PathLike[str], config:
             raise UnlearnableError(f"{out}: holds an audit made with other settings; use another --out")
     spec = spec_for(inp.protected, cfg.arch, recipe, cfg.seed, str(data))
 
+    def need_test() -> ImageSet:
+        if inp.test is None:
+            raise StepSkipped(inp.notes[0] if inp.notes else "no clean test set (pass --clean DATA)")
+        return inp.test
+
     def need_base() -> ImageSet:
+        need_test()
         if inp.base is None:
             raise StepSkipped("the clean base images are unknown (pass --clean DATA)")
         return inp.base
 
     def train_protected() -> dict[str, Any]:
-        _, res = train_on(inp.protected, inp.test, spec, out / "train-protected", cfg.device, progress)
+        _, res = train_on(inp.protected, need_test(), spec, out / "train-protected", cfg.device, progress)
         return {"test_accuracy": res.test_accuracy, "train_accuracy": res.train_accuracy,
                 "curve": [{"epoch": h["epoch"], "test_accuracy": h.get("test_accuracy")} for h in res.history]}
 
     def train_clean() -> dict[str, Any]:
+        need_test()
         if clean_reference is not None:
             r = read_json(Path(clean_reference) / "result.json")
             return {"test_accuracy": r["test_accuracy"], "reused_from": str(clean_reference)}
@@ -175,6 +190,9 @@ def run_audit(data: str | os.PathLike[str], out: str | os.PathLike[str], config:
         return {"test_accuracy": res.test_accuracy}
 
     def dfr() -> dict[str, Any]:
+        need_test()
+        if plan.result("train-protected") is None:
+            raise StepSkipped("the protected training did not finish")
         if inp.clean_full is None:
             raise StepSkipped("no clean training images for the DFR head (pass --clean DATA)")
         n = min(b.dfr_n, len(inp.clean_full))
@@ -189,6 +207,7 @@ def run_audit(data: str | os.PathLike[str], out: str | os.PathLike[str], config:
                                steps=b.separability_steps, repeats=repeats, seed=cfg.seed, progress=progress)
 
     def attack(name: str) -> dict[str, Any]:
+        need_test()
         if name == "grayscale" and inp.protected.channels == 1:
             raise StepSkipped("grayscale is a no-op on 1-channel data")
         r = recipe

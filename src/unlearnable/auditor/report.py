@@ -90,6 +90,7 @@ def render_audit_html(res: dict[str, Any], base: Path) -> str:
     overall = v.get("overall", "incomplete")
     parts = [f"<h1>Does <code>{html.escape(ds.get('name', '?'))}</code> protect?</h1>",
              f'<p class="muted">{html.escape(_describe(ds))}</p>',
+             *(f'<p class="muted">Note: {html.escape(n)}</p>' for n in ds.get("notes", [])),
              f'<div class="verdict" style="background:{VERDICT_COLOURS.get(overall, "#555")}">'
              f"Verdict: <b>{html.escape(overall)}</b> — {html.escape(v.get('reason', ''))}</div>"]
     rows = [[html.escape(r[0]), r[1], r[2], r[3], r[4], _tag(r[5])] for r in attack_rows(res)]

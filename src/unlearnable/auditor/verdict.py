@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ..attacks.base import best_accuracy
+
 
 @dataclass
 class Thresholds:
@@ -30,9 +32,9 @@ def verdict(clean_accuracy: float | None, attacks: dict[str, dict[str, Any]],
     """
     per: dict[str, dict[str, Any]] = {}
     for name, r in attacks.items():
-        acc = r.get("test_accuracy_best", r.get("test_accuracy"))
-        if acc is None:
+        if r.get("test_accuracy") is None:
             continue
+        acc = best_accuracy(r)
         frac = acc / clean_accuracy if clean_accuracy else None
         per[name] = {
             "accuracy": acc,

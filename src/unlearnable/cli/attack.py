@@ -19,13 +19,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("attack", help="learn from a protected dataset anyway (ortho-proj, mean-sub, ...)",
                        description="Train on DATA with attack NAME and report clean test accuracy. "
                                    "`unlearnable attack --list` shows the attacks.")
-    p.add_argument("name", nargs="?", help="attack name (see --list)")
+    p.add_argument("name", nargs="?", help="attack name (see --list), or `all` to compare them")
     p.add_argument("data", nargs="?", help="protected dataset directory, or a dataset name")
     p.add_argument("--out", help="run directory (resumed when it exists)")
     p.add_argument("--param", action="append", metavar="KEY=VALUE", help="attack parameter (repeatable)")
     p.add_argument("--save-recovered", action="store_true",
                    help="also write the transformed training set (same as --param save_recovered=true)")
     p.add_argument("--list", action="store_true", help="list the attacks and exit")
+    p.add_argument("--attacks", default=None, help="with `all`: comma-separated attacks (default: every one)")
     add_train_args(p)
     p.set_defaults(func=run)
 
@@ -62,6 +63,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if not args.name or not args.data:
         raise UnlearnableError("usage: unlearnable attack NAME DATA --out RUN_DIR (or --list)")
+    if args.name == "all":
+        return run_all_cli(args)
     if args.name not in ATTACKS:
         raise UnlearnableError(f"unknown attack {args.name!r} (known: {', '.join(sorted(ATTACKS))})")
     if not args.out:
@@ -76,4 +79,22 @@ def run(args: argparse.Namespace) -> int:
         extra = f", test inputs transformed too: {100 * res['test_accuracy_transformed_test']:.2f}%"
     print(f"{args.name} on {args.data}: {args.arch}, clean test accuracy {100 * res['test_accuracy']:.2f}%"
           f"{extra} ({res['seconds_total']:.1f}s) -> {args.out}/result.json")
+    return 0
+
+
+def run_all_cli(args: argparse.Namespace) -> int:
+    from ..attacks.compare import run_all, summary_markdown
+
+    if not args.out:
+        raise UnlearnableError("attack all needs --out DIR")
+    names = [a for a in args.attacks.split(",") if a] if args.attacks else None
+    unknown = [a for a in names or [] if a not in ATTACKS]
+    if unknown:
+        raise UnlearnableError(f"unknown attack(s) {unknown} (known: {', '.join(sorted(ATTACKS))})")
+    if args.param:
+        raise UnlearnableError("attack all takes no --param (run single attacks for custom parameters)")
+    summary = run_all(context_for(args.data, args.out, args), names,
+                      say=lambda m: print(m, file=sys.stderr))
+    print(summary_markdown(summary), end="")
+    print(f"-> {args.out}/summary.json")
     return 0

@@ -1,0 +1,146 @@
+"""The full audit: results, verdict, report (opened in headless Chromium), resume, bad input."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from unlearnable import UnlearnableError
+from unlearnable.auditor import AuditConfig, run_audit, verdict
+from unlearnable.cli import main
+from unlearnable.poisons.make import poison_dataset
+
+TINY = AuditConfig(budget="tiny", attacks=("ortho-proj", "mean-sub", "jpeg"))
+
+
+@pytest.fixture(scope="module")
+def protected(tmp_path_factory):
+    root = tmp_path_factory.mktemp("audit")
+    return poison_dataset("regions", "digits", root / "regions", seed=0, subset=600,
+                          params={"eps": "32/255"})
+
+
+@pytest.fixture(scope="module")
+def audited(protected, tmp_path_factory):
+    out = tmp_path_factory.mktemp("audit-out") / "a"
+    return out, run_audit(protected, out, TINY, progress=False, quiet=True)
+
+
+def test_audit_runs_every_step_and_writes_its_outputs(audited):
+    out, r = audited
+    assert {s["status"] for s in r["steps"].values()} == {"done"}, r["steps"]
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["verdict"]["overall"] in {"broken", "leaks features", "holds"}
+    # The verdict's numbers are the results' numbers.
+    per = saved["verdict"]["per_attack"]
+    assert per["none"]["accuracy"] == saved["protected_training"]["test_accuracy"]
+    assert per["ortho-proj"]["accuracy"] == saved["attacks"]["ortho-proj"]["test_accuracy_best"]
+    clean = saved["clean_reference"]["test_accuracy"]
+    assert per["jpeg"]["recovered_fraction"] == pytest.approx(per["jpeg"]["accuracy"] / clean)
+    assert saved["dfr"]["max_dfr_epoch"] >= 1
+    assert set(saved["separability"]) == {"perturbations", "images"}
+    for rel in saved["figures"].values():
+        assert (out / rel).stat().st_size > 1000
+    assert set(saved["figures"]) == {"dfr", "weights", "samples", "separability"}
+    md = (out / "report.md").read_text()
+    assert saved["verdict"]["overall"] in md and "ortho" in md
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+@pytest.mark.skipif(_chromium() is None, reason="needs Chromium (make test installs Debian's chromium)")
+def test_report_opens_in_a_browser_with_every_figure_loaded(audited, tmp_path):
+    out, r = audited
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", "--no-first-run",
+             f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000"]
+    url = (out / "report.html").resolve().as_uri()
+    dom = subprocess.run([_chromium(), *flags, "--dump-dom", url], capture_output=True, text=True,
+                         timeout=120).stdout
+    n_figures = len(r["figures"])
+    # The page's own script counts images that decoded: all of them, none broken.
+    assert f'data-figures="{n_figures}/{n_figures}"' in dom
+    assert 'class="verdict-table"' in dom and "Verdict:" in dom
+    shot = tmp_path / "report.png"
+    subprocess.run([_chromium(), *flags, "--window-size=1200,1600", f"--screenshot={shot}", url],
+                   capture_output=True, timeout=120)
+    assert shot.stat().st_size > 20_000  # a rendered page, not a blank one
+
+
+def test_audit_killed_after_training_resumes_without_retraining(protected, tmp_path, monkeypatch):
+    import unlearnable.audits.dfr as dfr_mod
+    from unlearnable.auditor import pipeline
+
+    def crash(*a, **k):
+        raise KeyboardInterrupt  # as if the user pressed Ctrl-C during DFR
+
+    monkeypatch.setattr(dfr_mod, "dfr_curve", crash)
+    with pytest.raises(KeyboardInterrupt):
+        run_audit(protected, tmp_path / "a", TINY, progress=False, quiet=True)
+    steps = json.loads((tmp_path / "a" / "results.json").read_text())["steps"]
+    assert steps["train-protected"]["status"] == "done" and "dfr" not in steps
+    ckpt = tmp_path / "a" / "train-protected" / "last.pt"
+    before = ckpt.stat().st_mtime_ns
+    monkeypatch.undo()
+
+    # Both trainings finished before the crash: the rerun must not train either again.
+    def no_training(*a, **k):
+        raise AssertionError("a finished training was run again")
+
+    monkeypatch.setattr(pipeline, "train_on", no_training)
+    r = run_audit(protected, tmp_path / "a", TINY, progress=False, quiet=True)
+    assert {s["status"] for s in r["steps"].values()} == {"done"}
+    assert r["dfr"]["max_dfr_accuracy"] > 0
+    assert ckpt.stat().st_mtime_ns == before
+
+
+def test_rerun_with_other_settings_is_refused(audited, protected):
+    out, _ = audited
+    with pytest.raises(UnlearnableError, match="other settings"):
+        run_audit(protected, out, AuditConfig(budget="tiny", seed=1), progress=False, quiet=True)
+
+
+def test_bad_input_gives_one_line_errors(tmp_path, capsys, protected):
+    (tmp_path / "junk").mkdir()
+    assert main(["audit", str(tmp_path / "junk"), "--out", str(tmp_path / "o1"), "--budget", "tiny"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not a dataset directory" in err[0]
+    assert main(["audit", str(protected), "--out", str(tmp_path / "o2"), "--arch", "nope",
+                 "--budget", "tiny", "--no-progress"]) == 2
+    assert "unknown architecture" in capsys.readouterr().err
+    assert not (tmp_path / "o2" / "report.html").exists()
+
+
+def test_unknown_base_runs_what_it_can_and_says_what_it_skipped(protected, tmp_path):
+    import numpy as np
+
+    from unlearnable import load_dataset_dir, save_dataset
+
+    ds = load_dataset_dir(protected)
+    orphan = save_dataset(tmp_path / "orphan", ds, {"method": "regions", "base": {"name": "no-such-base"}})
+    r = run_audit(orphan, tmp_path / "a", AuditConfig(budget="tiny", attacks=("jpeg",)), progress=False,
+                  quiet=True)
+    steps = r["steps"]
+    assert steps["separability-images"]["status"] == "done"
+    for name in ("train-protected", "train-clean", "dfr", "separability-perturbations", "attack:jpeg"):
+        assert steps[name]["status"] == "skipped", name
+    assert "no-such-base" in steps["train-protected"]["reason"]
+    assert r["verdict"]["overall"] == "incomplete"
+    html = (tmp_path / "a" / "report.html").read_text()
+    assert "skipped" in html and "no-such-base" in html
+    assert np.isfinite(r["separability"]["images"]["train_accuracy_mean"])
+
+
+def test_verdict_rules():
+    attacks = {"none": {"test_accuracy": 0.2}, "ortho-proj": {"test_accuracy": 0.5,
+                                                               "test_accuracy_transformed_test": 0.85}}
+    v = verdict(0.9, attacks, 3.0, num_classes=10)
+    assert v["overall"] == "broken" and v["broken_by"] == ["ortho-proj"]
+    assert v["per_attack"]["ortho-proj"]["recovered_fraction"] == pytest.approx(0.85 / 0.9)
+    assert verdict(0.9, {"none": {"test_accuracy": 0.2}}, 12.0, num_classes=10)["overall"] == "leaks features"
+    assert verdict(0.9, {"none": {"test_accuracy": 0.2}}, 2.0, num_classes=10)["overall"] == "holds"
+    assert verdict(0.12, {"none": {"test_accuracy": 0.1}}, 2.0, num_classes=10)["overall"] == "inconclusive"
