@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._io import UnlearnableError
 from .._params import from_params, to_dict
 from ..train.augment import register_augmentation
 from .adv_train import soft_cross_entropy
@@ -172,36 +173,24 @@ def worst_of_k_loss(repeats: int):
     return loss
 
 
-def _augmented(ctx: AttackContext, name: str) -> dict[str, Any]:
-    recipe = ctx.recipe.replace(augment=tuple(ctx.recipe.augment) + (name,))
-    return train_and_evaluate(ctx, recipe=recipe)[1]
+def _augmentation_attack(name: str):
+    """An attack that trains with the recipe's augmentations plus `name`."""
+
+    def attack(ctx: AttackContext, params: dict[str, str]) -> dict[str, Any]:
+        if params:
+            raise UnlearnableError(f"attack {name!r} takes no parameters, got {sorted(params)}")
+        recipe = ctx.recipe.replace(augment=tuple(ctx.recipe.augment) + (name,))
+        return train_and_evaluate(ctx, recipe=recipe)[1]
+    return attack
 
 
-def _no_params(name: str, params: dict[str, str]) -> None:
-    if params:
-        from .._io import UnlearnableError
-        raise UnlearnableError(f"attack {name!r} takes no parameters, got {sorted(params)}")
-
-
-@register_attack("cutout", "Cutout augmentation (a square of half the side zeroed)",
-                 "DeVries & Taylor 2017, https://arxiv.org/abs/1708.04552")
-def cutout_attack(ctx: AttackContext, params: dict[str, str]) -> dict[str, Any]:
-    _no_params("cutout", params)
-    return _augmented(ctx, "cutout")
-
-
-@register_attack("cutmix", "CutMix augmentation (beta 1, p 0.5)",
-                 "Yun et al. ICCV 2019, https://arxiv.org/abs/1905.04899")
-def cutmix_attack(ctx: AttackContext, params: dict[str, str]) -> dict[str, Any]:
-    _no_params("cutmix", params)
-    return _augmented(ctx, "cutmix")
-
-
-@register_attack("mixup", "MixUp augmentation (alpha 1)",
-                 "Zhang et al. ICLR 2018, https://arxiv.org/abs/1710.09412")
-def mixup_attack(ctx: AttackContext, params: dict[str, str]) -> dict[str, Any]:
-    _no_params("mixup", params)
-    return _augmented(ctx, "mixup")
+for _name, _summary, _paper in (
+    ("cutout", "Cutout augmentation (a square of half the side zeroed)",
+     "DeVries & Taylor 2017, https://arxiv.org/abs/1708.04552"),
+    ("cutmix", "CutMix augmentation (beta 1, p 0.5)", "Yun et al. ICCV 2019, https://arxiv.org/abs/1905.04899"),
+    ("mixup", "MixUp augmentation (alpha 1)", "Zhang et al. ICLR 2018, https://arxiv.org/abs/1710.09412"),
+):
+    register_attack(_name, _summary, _paper)(_augmentation_attack(_name))
 
 
 @register_attack("ueraser-lite", "plasma, channel shuffle and TrivialAugment, loss on the worst of K copies",

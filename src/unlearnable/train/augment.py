@@ -42,12 +42,14 @@ def batch_crop(x: torch.Tensor, gen: torch.Generator, padding: int = 4) -> torch
         return x
     b, c, h, w = x.shape
     xp = torch.nn.functional.pad(x, (padding, padding, padding, padding))
+    hp, wp = h + 2 * padding, w + 2 * padding
     dy = torch.randint(0, 2 * padding + 1, (b,), generator=gen).to(x.device)
     dx = torch.randint(0, 2 * padding + 1, (b,), generator=gen).to(x.device)
-    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, :, None]  # (B, H, 1)
-    cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, :]  # (B, 1, W)
-    bidx = torch.arange(b, device=x.device)[:, None, None]
-    return xp.permute(0, 2, 3, 1)[bidx, rows, cols].permute(0, 3, 1, 2).contiguous()
+    # Flat offsets into each padded plane: one gather over contiguous memory, shared by channels.
+    rows = dy[:, None, None] + torch.arange(h, device=x.device)[None, :, None]
+    cols = dx[:, None, None] + torch.arange(w, device=x.device)[None, None, :]
+    flat = (rows * wp + cols).view(b, 1, h * w).expand(b, c, h * w)
+    return xp.reshape(b, c, hp * wp).gather(2, flat).view(b, c, h, w)
 
 
 register_augmentation("flip")(batch_flip_lr)
