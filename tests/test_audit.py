@@ -144,3 +144,21 @@ def test_verdict_rules():
     assert verdict(0.9, {"none": {"test_accuracy": 0.2}}, 12.0, num_classes=10)["overall"] == "leaks features"
     assert verdict(0.9, {"none": {"test_accuracy": 0.2}}, 2.0, num_classes=10)["overall"] == "holds"
     assert verdict(0.12, {"none": {"test_accuracy": 0.1}}, 2.0, num_classes=10)["overall"] == "inconclusive"
+
+
+def test_demo_compares_protected_sets_in_one_report(tmp_path, capsys):
+    rc = main(["demo", "--data", "digits", "--methods", "regions,ops", "--subset", "500", "--budget", "tiny",
+               "--attacks", "jpeg", "--out", str(tmp_path / "demo"), "--no-progress"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
+    assert [r["dataset"] for r in summary["rows"]] == ["regions", "ops"]
+    for row in summary["rows"]:
+        assert row["verdict"]["overall"] in {"broken", "leaks features", "holds", "inconclusive"}
+        assert row["dataset"] in out  # the one-screen table on stdout
+    html = (tmp_path / "demo" / "report.html").read_text()
+    assert html.count('class="tag"') >= 2 and 'href="regions/report.html"' in html
+    assert (tmp_path / "demo" / "regions" / "report.html").exists()
+    # The reference was trained once, for both sets.
+    assert all(json.loads((tmp_path / "demo" / m / "results.json").read_text())["clean_reference"]["reused_from"]
+               for m in ("regions", "ops"))

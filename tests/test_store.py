@@ -101,3 +101,19 @@ def test_protected_dir_resolves_clean_test_split(tmp_path, digits_train):
                        {"method": "none", "base": {"name": "digits"}})
     test = load_data(out, "test")
     assert test.name == "digits" and len(test) == 360
+
+
+def test_written_files_get_ordinary_permissions(tmp_path, digits_train):
+    import os
+    import stat
+
+    from unlearnable._io import write_json
+
+    old = os.umask(0o022)
+    try:
+        write_json(tmp_path / "x.json", {"a": 1})
+        out = save_dataset(tmp_path / "d", digits_train.subset(np.arange(5)), {"method": "none"})
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "x.json").stat().st_mode) == 0o644
+    assert stat.S_IMODE(out.stat().st_mode) == 0o755

@@ -22,6 +22,7 @@ from .data import (  # noqa: E402
 from .imports import IMPORTERS, export_dataset, import_dataset  # noqa: E402
 from .models import MODELS, Classifier, build_model, register_model  # noqa: E402
 from .poisons import POISONS, PoisonContext, make_poison, poison_dataset  # noqa: E402
+from .reproduce import TABLES, ResultStore, build_grid, run_grid  # noqa: E402
 from .train import RECIPES, Recipe, evaluate, fit, train_data, train_on  # noqa: E402
 
 __all__ = [
@@ -32,5 +33,6 @@ __all__ = [
     "IMPORTERS", "export_dataset", "import_dataset",
     "MODELS", "Classifier", "build_model", "register_model",
     "POISONS", "PoisonContext", "make_poison", "poison_dataset",
+    "TABLES", "ResultStore", "build_grid", "run_grid",
     "RECIPES", "Recipe", "evaluate", "fit", "train_data", "train_on",
 ]

@@ -21,6 +21,12 @@ from typing import Any
 import numpy as np
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 class UnlearnableError(Exception):
     """An error the CLI reports as one line (no traceback) with a non-zero exit."""
 
@@ -58,6 +64,8 @@ def atomic_file(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[Any]
             yield f
             f.flush()
             os.fsync(f.fileno())
+        # mkstemp makes the file private (0600); give it the permissions a plain open() would.
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -107,6 +115,7 @@ def atomic_dir(path: str | os.PathLike[str], overwrite: bool = False) -> Iterato
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private (0700)
         if path.exists():
             old = path.with_name(f".{path.name}.old-{os.getpid()}")
             os.replace(path, old)

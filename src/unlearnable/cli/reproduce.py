@@ -1,0 +1,106 @@
+"""`unlearnable reproduce TABLE --dataset D`: one of the paper's tables as a resumable grid.
+
+    unlearnable reproduce table3 --dataset fashion-mnist --budget quick --methods regions,lsp --subset 10000
+    unlearnable reproduce table1 --dataset cifar10 --budget paper --executor ray --address auto
+    unlearnable reproduce table4 --dataset cifar10 --arch resnet18 --arch vgg16 --dry-run
+
+Every cell is a job in the result store (--db); finished cells are never recomputed, so rerunning
+the same command after a kill continues where it stopped. Writes TABLE-DATASET.md/.csv/.html
+(and .png for fig2) under --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .._io import UnlearnableError
+from .common import add_data_root
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from ..reproduce import EXECUTORS, TABLES
+
+    p = sub.add_parser("reproduce", help="the paper's tables as resumable experiment grids (local or Ray)",
+                       description="Run the cells of one of the paper's tables on DATASET, caching every "
+                                   "cell in a SQLite result store. Tables: "
+                                   + "; ".join(f"{k}: {v}" for k, v in TABLES.items()))
+    p.add_argument("table", choices=list(TABLES), help="which table or figure")
+    p.add_argument("--dataset", required=True, help="dataset name (fashion-mnist, cifar10, digits, ...)")
+    p.add_argument("--arch", action="append", default=None,
+                   help="architecture (repeatable; table4 makes one column per arch; default convnet)")
+    p.add_argument("--budget", default="quick", choices=["tiny", "quick", "paper"],
+                   help="compute budget (the audit's: tiny, quick, paper; default quick)")
+    p.add_argument("--methods", default=None,
+                   help="comma-separated poisons for the rows (default: every registered poison cheap "
+                        "enough for the budget); the clean set is always a row")
+    p.add_argument("--subset", type=int, default=None,
+                   help="train on a seeded random subset of this many training images (default: all)")
+    p.add_argument("--epochs", type=int, default=None, help="override the budget's training epochs")
+    p.add_argument("--seed", type=int, default=0, help="seed of every cell (default 0)")
+    p.add_argument("--executor", default="local", choices=list(EXECUTORS),
+                   help="local (in process, sequential; default) or ray (one Ray task per cell)")
+    p.add_argument("--address", default=None,
+                   help="Ray cluster address (e.g. auto or ray://host:10001); default: a local Ray instance")
+    p.add_argument("--dry-run", action="store_true", help="print the grid and a cost estimate; run nothing")
+    p.add_argument("--retry-failed", action="store_true", help="rerun cells that failed before")
+    p.add_argument("--db", default="runs/results.sqlite", help="result store (default runs/results.sqlite)")
+    p.add_argument("--out", default="runs/reproduce", help="artifacts and tables (default runs/reproduce)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, ... (default auto)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_data_root(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..reproduce import ResultStore, build_grid, run_grid, write_outputs
+
+    methods = None if args.methods is None else [m.strip() for m in args.methods.split(",") if m.strip()]
+    grid = build_grid(args.table, args.dataset, args.arch, args.budget, methods, args.seed, args.subset, args.epochs)
+    if args.dry_run:
+        return dry_run(grid, args)
+    progress = False if args.no_progress else None
+    with ResultStore(args.db) as store:
+        def on_done(key: str, out: dict) -> None:
+            job = store.get(key)
+            what = _describe(job["spec"])
+            state = "done" if out["ok"] else f"FAILED: {out['error']}"
+            print(f"  {key[:12]} {what}: {state} ({out['seconds']:.1f}s)", file=sys.stderr, flush=True)
+
+        s = run_grid(grid, store, args.out, args.executor, args.address, args.device, progress,
+                     args.data_root, args.retry_failed, on_done)
+        paths = write_outputs(grid.layout(), store, args.out)
+        print(open(paths["md"]).read())
+        print(f"{grid.table} on {grid.dataset}: {s.total} jobs, {s.cached} cached, {len(s.ran)} ran, "
+              f"{len(s.failed)} failed, {len(s.blocked)} blocked, {len(s.skipped_failed)} failed earlier "
+              f"(--retry-failed reruns them); {s.seconds:.1f}s -> {', '.join(str(p) for p in paths.values())}")
+        return 1 if (s.failed or s.blocked or s.skipped_failed) else 0
+
+
+def _describe(spec: dict) -> str:
+    data = spec.get("data") or spec.get("run", {}).get("data") or spec
+    detail = spec.get("attack") or spec.get("of") or spec.get("arch") or spec.get("run", {}).get("arch", "")
+    return f"{spec['kind']} {data.get('method', '')} {detail}".strip()
+
+
+def dry_run(grid, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ..data.resolve import load_data
+    from ..reproduce import ResultStore
+    from ..reproduce.cost import estimate, format_estimate
+
+    train = load_data(grid.dataset, "train", args.data_root)
+    test = load_data(grid.dataset, "test", args.data_root)
+    done: set[str] = set()
+    if Path(args.db).exists():  # read only: a dry run creates no database
+        try:
+            with ResultStore(args.db, create=False) as store:
+                done = {j["key"] for j in store.jobs("done")}
+        except UnlearnableError as e:
+            print(f"unlearnable: note: {e}", file=sys.stderr)
+    from ..train.engine import pick_device
+
+    est = estimate(grid, train.chw, train.num_classes, len(train), len(test), done, str(pick_device(args.device)))
+    print(format_estimate(grid, est))
+    return 0
