@@ -24,8 +24,11 @@ from unlearnable.poisons.lsp import lsp_grid
 from unlearnable.poisons.ops import corner_colours, ops_scores
 from unlearnable.viz.grid import default_scale, grid_size
 
-# Keep the AR filter search short in tests (its default allows 2000 candidates per class).
-FAST = {"ar": {"max_tries": "100"}}
+from test_model_poisons import TINY  # noqa: E402
+
+# Keep the AR filter search short in tests (its default allows 2000 candidates per class), and
+# the model-based poisons to a few steps (their own tests live in test_model_poisons.py).
+FAST = {"ar": {"max_tries": "100"}, **TINY}
 METHODS = sorted(POISONS)
 
 
@@ -67,6 +70,9 @@ def check_budget(method: str, p: ImageSet, base: ImageSet, clipped: bool) -> Non
         assert (l2 <= info["l2"] + slack).all()
         if not clipped:
             assert (l2 >= info["l2"] - slack).all()
+    elif info["norm"] == "linf+l0":  # ops-em: within eps except one pixel per image
+        dd = np.abs(delta_of(p, base)).max(axis=3).reshape(len(base), -1)
+        assert (np.sort(dd, axis=1)[:, :-1] <= math.floor(255 * info["eps"] + 1e-6)).all()
     elif info["norm"] == "l0":
         pixels = (delta_of(p, base) != 0).any(axis=3).reshape(len(base), -1).sum(1)
         assert pixels.max() <= 1
@@ -103,6 +109,9 @@ def test_class_wise_one_pattern_per_class(method, grey28):
     if p.meta["poison"]["info"]["norm"] == "l0":
         # OPS replaces a pixel: its class-wise pattern is the pixel's new value, not a delta.
         d = np.where(d != 0, p.images.astype(np.int16) + 1, 0)
+    elif p.meta["poison"]["info"]["norm"] == "linf+l0":  # ops-em: compare all but the pixel
+        for k, q in enumerate(p.meta["poison"]["info"]["pixels"]):
+            d[(grey28.labels == k), q["row"], q["col"], :] = 0
     patterns = []
     for k in range(grey28.num_classes):
         dk = d[grey28.labels == k]

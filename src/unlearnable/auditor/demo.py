@@ -37,7 +37,7 @@ class DemoConfig:
 
 def run_demo(out: str | os.PathLike[str] = "runs/demo", cfg: DemoConfig | None = None,
              data_root: str | os.PathLike[str] | None = None, progress: bool | None = None,
-             say=print) -> list[dict[str, Any]]:
+             say=lambda m: print(m, flush=True)) -> list[dict[str, Any]]:
     from ..poisons.make import poison_dataset
 
     cfg = cfg or DemoConfig()

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import shutil
 import time
+from pathlib import Path
 
 from .._io import UnlearnableError
 from ..data.store import load_dataset_dir
@@ -31,6 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--budget", default="paper", choices=["paper", "quick"],
                    help="compute budget of model-based methods (default paper)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--resume", action="store_true",
+                   help="model-based methods: continue a killed run from the state in OUT.work/")
     add_data_root(p)
     p.set_defaults(func=run)
 
@@ -65,11 +69,18 @@ def run(args: argparse.Namespace) -> int:
         raise UnlearnableError(f"unknown poison {args.method!r} (known: {', '.join(POISONS)})")
     if not args.dataset or not args.out:
         raise UnlearnableError("poison needs --dataset DATA and --out DIR")
+    # Resumable state of model-based methods lives beside OUT (OUT itself is written atomically
+    # at the end); it is kept when a run dies and removed once OUT is written.
+    work = Path(args.out).with_name(Path(args.out).name + ".work")
+    if work.exists() and not args.resume:
+        raise UnlearnableError(f"{work}: state of an unfinished run exists; add --resume to continue "
+                               "it, or delete it to start over")
     ctx = PoisonContext(seed=args.seed, device=args.device, progress=progress_from_args(args),
-                        budget=args.budget)
+                        budget=args.budget, work_dir=work)
     t0 = time.perf_counter()
     out = poison_dataset(args.method, args.dataset, args.out, args.seed, parse_params(args.param),
                          args.fraction, args.subset, args.data_root, args.overwrite, ctx)
+    shutil.rmtree(work, ignore_errors=True)
     seconds = time.perf_counter() - t0
     man = load_dataset_dir(out).meta["manifest"]
     m = man["perturbation_measured"]

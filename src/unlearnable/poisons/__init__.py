@@ -9,6 +9,7 @@ minimizing, adversarial poisoning, NTGA) register themselves the same way.
 """
 
 from . import ar, lsp, noise, ops  # noqa: F401  (each module registers its poison)
+from . import em, ntga, ops_em, rem, tap  # noqa: F401  (model-based poisons)
 from .base import (
     POISONS, PoisonContext, PoisonInfo, PoisonOutput, apply_delta, get_poison, make_poison,
     perturb_chunks, poisoned_mask, register_poison,

@@ -40,7 +40,7 @@ class PoisonContext:
     seed: every random draw derives from it. device: where model-based methods compute (the
     model-free ones here run on the CPU). progress: tqdm bar (None = only on a tty).
     work_dir: a directory for resumable state (model-based methods). budget: "paper" (the
-    original's full cost) or "quick" (a CPU-sized run).
+    original's full cost) or "quick" (a CPU-sized run). save_every / stop_after: see below.
     """
 
     seed: int = 0
@@ -48,6 +48,10 @@ class PoisonContext:
     progress: bool | None = None
     work_dir: Path | None = None
     budget: str = "paper"
+    # Model-based methods: save resumable state to work_dir at least every `save_every` seconds;
+    # `stop_after` = N stops (raising poisons.crafting.Interrupted) after N units, as a kill would.
+    save_every: float = 300.0
+    stop_after: int | None = None
 
     def __post_init__(self) -> None:
         if self.budget not in ("paper", "quick"):
@@ -124,12 +128,17 @@ def apply_delta(x: torch.Tensor, delta: torch.Tensor, linf: float | None = None)
 
     With `linf`, the integer change per value is clamped to floor(255 * linf) so the stored
     images respect the l_inf budget even when 255 * linf is not a whole number of grey levels.
+    Only clipping at 0 and 255 makes the stored delta differ from round(255 * delta).
     """
-    out = (x + delta).clamp_(0, 1).mul_(255).round_()
+    # Round the perturbation, not the sum: x sits on the grey-level grid, so a class-wise delta
+    # then moves every image of its class by the same integer (rounding x + delta would send
+    # half-level deltas up or down depending on the pixel, round-half-to-even).
+    x255 = x.mul(255).round_()
+    d255 = delta.mul(255).round_()
     if linf is not None:
         k = math.floor(255 * linf + 1e-6)
-        x255 = x.mul(255).round_()
-        out = torch.minimum(torch.maximum(out, x255 - k), x255 + k)
+        d255.clamp_(-k, k)
+    out = (x255 + d255).clamp_(0, 255)
     return out.to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
 
 

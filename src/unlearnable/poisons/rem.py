@@ -1,0 +1,203 @@
+"""Robust Unlearnable Examples (REM): robust error-minimizing noise (Fu et al., ICLR 2022).
+
+"Robust Unlearnable Examples: Protecting Data Against Adversarial Learning", Shaopeng Fu,
+Fengxiang He, Yang Liu, Li Shen, Dacheng Tao, ICLR 2022, https://arxiv.org/abs/2203.14533.
+
+Threat model: l_inf <= 8/255 defensive noise per image (held on the stored uint8 images),
+meant to survive adversarial training with a smaller radius (4/255).
+
+Min-min-max, as the released generator runs it: for `train_steps` SGD steps (batch 128, lr 0.1
+x0.1 every `lr_decay_steps`, momentum 0.9, wd 5e-4) the crafting model is adversarially trained
+on T(x + delta_def) + delta_adv, delta_adv an inner PGD adversary (4/255, 10 steps of 0.8/255),
+T a random crop + flip; every `perturb_freq` steps the current batch's delta_def is regenerated.
+The defender: 10 signed descent steps of 1.6/255 within 8/255 on the loss of the adversarial
+examples, the gradient summed over 5 draws of T (expectation over transformations). At the end
+delta_def is regenerated for the whole set with the final model: that is the published noise.
+
+Units of resumable work: `perturb_freq` training steps each, then batches of the final pass.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..attacks.pgd import pgd
+from ..data.imageset import ImageSet
+from ..train import batch_crop, batch_flip_lr
+from ..train.engine import crop_padding_for
+from .base import PoisonContext, PoisonOutput, apply_delta, register_poison
+from .crafting import (
+    Resumable, cpu_state, crafting_model, default_arch, device_of, fingerprint, loss_and_accuracy,
+    peak_memory, progress_bar, resolve, seed_global, sgd, unit_generator,
+)
+
+BUDGETS = {
+    "paper": {"train_steps": 5000, "samples": 5, "def_steps": 10, "def_alpha": 1.6 / 255,
+              "adv_steps": 10, "adv_alpha": 0.8 / 255},
+    # Same radii, fewer steps of proportionally larger size, 2 EOT draws.
+    "quick": {"train_steps": 100, "samples": 2, "def_steps": 5, "def_alpha": 3.2 / 255,
+              "adv_steps": 3, "adv_alpha": 2 / 255},
+}
+
+
+@dataclass
+class REMParams:
+    eps: float = 8 / 255  # defensive noise radius
+    adv_eps: float = 4 / 255  # inner adversary radius
+    def_steps: int | None = None  # paper 10
+    def_alpha: float | None = None  # paper 1.6/255
+    adv_steps: int | None = None  # paper 10
+    adv_alpha: float | None = None  # paper 0.8/255
+    samples: int | None = None  # EOT draws of the augmentation (paper 5)
+    train_steps: int | None = None  # crafting-model SGD steps (paper 5000)
+    perturb_freq: int = 10  # regenerate the batch's noise every this many steps
+    batch_size: int = 128
+    lr: float = 0.1
+    lr_decay_steps: int = 2000  # lr x0.1 every this many steps
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    augment: bool = True  # T = random crop + flip (false: identity, one sample suffices)
+    arch: str = ""  # crafting model; "" = resnet18 on CUDA, convnet on CPU
+
+    def __post_init__(self) -> None:
+        if not 0 < self.eps <= 1 or not 0 <= self.adv_eps <= 1:
+            raise ValueError("eps must be in (0, 1] and adv_eps in [0, 1]")
+        if self.perturb_freq < 1 or self.batch_size < 1:
+            raise ValueError("perturb_freq and batch_size must be at least 1")
+
+
+def _transform(x: torch.Tensor, gen: torch.Generator, augment: bool) -> torch.Tensor:
+    if not augment:
+        return x
+    return batch_crop(batch_flip_lr(x, gen), gen, crop_padding_for(4, x.shape[-1]))
+
+
+def defend(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eff: dict[str, Any],
+           gen: torch.Generator, augment: bool = True) -> torch.Tensor:
+    """Robust error-minimizing delta (B, C, H, W) for a batch: min over delta of
+    E_T max_{|adv| <= adv_eps} CE(model(T(x + delta) + adv), y). Model in eval mode."""
+    model.eval()
+    delta = torch.zeros_like(x)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    try:
+        for _ in range(eff["def_steps"]):
+            grad = torch.zeros_like(x)
+            for _ in range(eff["samples"]):
+                d = delta.detach().requires_grad_(True)
+                xt = _transform((x + d).clamp(0, 1), gen, augment)
+                adv = pgd(model, xt.detach(), y, eff["adv_eps"], eff["adv_alpha"], eff["adv_steps"],
+                          random_start=False) - xt.detach() if eff["adv_steps"] > 0 else 0
+                loss = F.cross_entropy(model(xt + adv), y)
+                grad += torch.autograd.grad(loss, d)[0]
+            delta = (delta - eff["def_alpha"] * grad.sign()).clamp(-eff["eps"], eff["eps"])
+            delta = (x + delta).clamp(0, 1) - x
+    finally:
+        for p in model.parameters():
+            p.requires_grad_(True)
+    return delta.detach()
+
+
+@register_poison(
+    "rem", REMParams, "sample-wise",
+    "Robust Unlearnable Examples: min-min-max error-minimizing noise 8/255 against a 4/255 "
+    "adversary, expectation over 5 augmentations",
+    "Fu et al., Robust Unlearnable Examples: Protecting Data Against Adversarial Learning, "
+    "ICLR 2022, https://arxiv.org/abs/2203.14533",
+)
+def rem(base: ImageSet, params: REMParams, ctx: PoisonContext) -> PoisonOutput:
+    """Robust error-minimizing noise (REM), sample-wise, l_inf <= eps.
+
+    Args: params (REMParams: eps=8/255 (10 steps of 1.6/255), adv_eps=4/255 (10 steps of 0.8/255),
+    samples=5, train_steps=5000, perturb_freq=10, batch 128, lr 0.1) and ctx.
+    Shapes: x (N, C, H, W); output uint8 (N, H, W, C). Any image size and class count.
+    Example: `make_poison("rem", base, {"train_steps": "200"}, seed=0, ctx=PoisonContext(budget="quick"))`.
+    """
+    t0 = time.perf_counter()
+    eff = resolve(params, BUDGETS, ctx.budget)
+    dev = device_of(ctx)
+    arch = params.arch or default_arch(dev)
+    x, y = base.to_tensor(dev)
+    n = len(x)
+    bs = min(params.batch_size, n)
+    spe = n // bs  # the released loader drops the last partial batch
+    model = crafting_model(base, arch, dev, ctx.seed)
+    opt = sgd(model, params.lr, params.momentum, params.weight_decay)
+    noise = torch.zeros_like(x)
+    periods = math.ceil(eff["train_steps"] / params.perturb_freq)
+    nb = math.ceil(n / bs)
+    out = np.empty_like(base.images)
+    ck = Resumable(ctx, fingerprint("rem", eff, ctx, base, {"arch": arch}))
+    state = ck.begin()
+    unit = 0
+    if state is not None:
+        unit = int(state["unit"])
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        noise = state["noise"].to(dev)
+        out[:] = state["images"].numpy()
+
+    def state_fn() -> dict[str, Any]:
+        return {"unit": unit, "model": cpu_state(model), "optimizer": cpu_state(opt),
+                "noise": noise.cpu(), "images": torch.from_numpy(out.copy())}
+
+    bar = progress_bar(ctx, periods + nb, "rem (train, then final noise)", unit)
+    loss = acc = float("nan")
+    try:
+        while unit < periods:
+            for step in range(unit * params.perturb_freq, min((unit + 1) * params.perturb_freq, eff["train_steps"])):
+                g = unit_generator(ctx.seed, 4, step)
+                seed_global(ctx.seed, 4, step)
+                perm = torch.randperm(n, generator=unit_generator(ctx.seed, 5, step // spe)).to(dev)
+                idx = perm[(step % spe) * bs:(step % spe + 1) * bs]
+                xb, yb = x[idx], y[idx]
+                if (step + 1) % params.perturb_freq == 0:
+                    noise[idx] = defend(model, xb, yb, eff, g, params.augment)
+                xd = _transform((xb + noise[idx]).clamp(0, 1), g, params.augment)
+                model.eval()
+                xa = pgd(model, xd, yb, eff["adv_eps"], eff["adv_alpha"], eff["adv_steps"],
+                         random_start=False) if eff["adv_steps"] > 0 else xd
+                for group in opt.param_groups:
+                    group["lr"] = params.lr * 0.1 ** (step // params.lr_decay_steps)
+                model.train()
+                logits = model(xa)
+                out_loss = F.cross_entropy(logits, yb)
+                opt.zero_grad(set_to_none=True)
+                out_loss.backward()
+                opt.step()
+                loss, acc = out_loss.item(), float((logits.argmax(1) == yb).float().mean())
+            unit += 1
+            bar.update(1)
+            bar.set_postfix(adv_loss=f"{loss:.3f}", adv_acc=f"{acc:.3f}")
+            ck.step(unit, state_fn)
+        while unit < periods + nb:
+            b = unit - periods
+            sl = slice(b * bs, min((b + 1) * bs, n))
+            g = unit_generator(ctx.seed, 6, b)
+            seed_global(ctx.seed, 6, b)
+            d = defend(model, x[sl], y[sl], eff, g, params.augment)
+            out[sl] = apply_delta(x[sl].cpu(), d.cpu(), eff["eps"])
+            unit += 1
+            bar.update(1)
+            ck.step(unit, state_fn)
+    finally:
+        bar.close()
+    xp = torch.from_numpy(out).permute(0, 3, 1, 2).float().div(255).to(dev)
+    clean_loss, clean_acc = loss_and_accuracy(model, x, y)
+    prot_loss, prot_acc = loss_and_accuracy(model, xp, y)
+    info = {
+        "norm": "linf", "eps": eff["eps"], "adv_eps": eff["adv_eps"], "arch": arch, "device": str(dev),
+        "compute_budget": ctx.budget, "effective_params": eff,
+        "crafting_model": {"clean_loss": clean_loss, "clean_accuracy": clean_acc,
+                           "protected_loss": prot_loss, "protected_accuracy": prot_acc},
+        "seconds_this_run": round(time.perf_counter() - t0, 3), "peak_memory": peak_memory(dev),
+    }
+    return PoisonOutput(out, info)

@@ -1,0 +1,179 @@
+"""Adversarial Poisoning (TAP): error-maximizing, class-targeted PGD (Fowl et al., NeurIPS 2021).
+
+"Adversarial Examples Make Strong Poisons", Liam Fowl, Micah Goldblum, Ping-yeh Chiang, Jonas
+Geiping, Wojciech Czaja, Tom Goldstein, NeurIPS 2021, https://arxiv.org/abs/2106.10807.
+
+Threat model: l_inf <= 8/255 per image (held on the stored uint8 images); the defender has a
+crafting model trained on the clean data (or any checkpoint of `unlearnable train`).
+
+Each image is pushed toward class (y + 1) mod K (targeted, the default; `targeted=false` ascends
+the loss of y instead) by 250 PGD steps of 0.05 * eps with differentiable random flip and crop
+inside every step; of 8 random restarts, each sample keeps the one with the lowest objective
+(targeted cross-entropy, or minus the untargeted one) on the un-augmented image.
+
+Units of resumable work: batches of `batch_size` images; the crafting model is trained first
+(its own per-epoch resume in work_dir/crafting) and the finished uint8 images are the state.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .._io import UnlearnableError
+from ..attacks.pgd import pgd
+from ..data.imageset import ImageSet
+from ..train import RECIPES, batch_crop, batch_flip_lr, checkpoint_paths, fit, load_run, load_weights
+from ..train.engine import crop_padding_for
+from .base import PoisonContext, PoisonOutput, apply_delta, register_poison
+from .crafting import (
+    Resumable, crafting_model, default_arch, device_of, fingerprint, loss_and_accuracy, peak_memory,
+    progress_bar, resolve, seed_global, unit_generator,
+)
+
+BUDGETS = {
+    # epochs: of the crafting model on clean data (the paper's section 4.2 recipe: 40).
+    "paper": {"steps": 250, "step_ratio": 0.05, "restarts": 8, "epochs": 40},
+    "quick": {"steps": 20, "step_ratio": 0.1, "restarts": 1, "epochs": 3},
+}
+
+
+@dataclass
+class TAPParams:
+    eps: float = 8 / 255
+    steps: int | None = None  # PGD steps (paper 250)
+    step_ratio: float | None = None  # step size in units of eps (paper 0.05)
+    restarts: int | None = None  # random restarts, lowest loss kept (paper 8)
+    targeted: bool = True  # toward (y + 1) mod K; false: maximize the loss of y
+    augment: bool = True  # differentiable random flip + crop inside each PGD step
+    arch: str = ""  # crafting model; "" = resnet18 on CUDA, convnet on CPU
+    checkpoint: str = ""  # RUN_DIR of `unlearnable train` on clean data, or a weights .pt
+    epochs: int | None = None  # crafting-model training when no checkpoint (paper recipe, 40)
+    batch_size: int = 256  # images per PGD batch (a unit of resumable work)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.eps <= 1:
+            raise ValueError(f"eps must be in (0, 1], got {self.eps}")
+        if self.batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+
+
+class Augmented(nn.Module):
+    """model(crop(flip(x))) with fresh draws from `gen` at every call; differentiable in x."""
+
+    def __init__(self, model: nn.Module, gen: torch.Generator):
+        super().__init__()
+        self.model, self.gen = model, gen
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = batch_flip_lr(x, self.gen)
+        return self.model(batch_crop(x, self.gen, crop_padding_for(4, x.shape[-1])))
+
+
+def clean_crafting_model(base: ImageSet, params: TAPParams, eff: dict[str, Any], ctx: PoisonContext,
+                         dev: torch.device) -> tuple[nn.Module, dict[str, Any]]:
+    """The crafting model: loaded from `params.checkpoint`, or trained on the clean `base`."""
+    if params.checkpoint:
+        path = Path(params.checkpoint)
+        if path.is_dir():
+            spec, _ = load_run(path)
+            if (spec.num_classes, spec.in_channels, tuple(spec.image_size)) != \
+                    (base.num_classes, base.channels, tuple(base.image_size)):
+                raise UnlearnableError(f"{path}: model for {spec.in_channels}x{spec.image_size} images "
+                                       f"of {spec.num_classes} classes does not fit this dataset")
+            ckpts = checkpoint_paths(path)
+            if not ckpts:
+                raise UnlearnableError(f"{path}: no checkpoints in this run directory")
+            model = crafting_model(base, spec.arch, dev, ctx.seed)
+            load_weights(model, ckpts[-1][1])
+            return model.to(dev), {"checkpoint": str(ckpts[-1][1].resolve()), "arch": spec.arch}
+        model = crafting_model(base, params.arch or default_arch(dev), dev, ctx.seed)
+        load_weights(model, path)
+        return model.to(dev), {"checkpoint": str(path.resolve())}
+    recipe = (RECIPES["paper"] if ctx.budget == "paper" else RECIPES["fast"]).replace(epochs=eff["epochs"])
+    model = crafting_model(base, params.arch or default_arch(dev), dev, ctx.seed)
+    out = Path(ctx.work_dir) / "crafting" if ctx.work_dir is not None else None
+    res = fit(model, (base.uint8_tensor(), torch.from_numpy(base.labels)), None, recipe, ctx.seed,
+              out_dir=out, device=dev, progress=ctx.progress, save_checkpoints=False,
+              desc="tap: crafting model on clean data")
+    return model, {"trained_on_clean": {"recipe": recipe.to_dict(), "train_accuracy": res.train_accuracy}}
+
+
+@register_poison(
+    "tap", TAPParams, "sample-wise",
+    "Adversarial Poisoning: error-maximizing PGD toward (y+1) mod K against a model trained on "
+    "clean data, l_inf 8/255, restarts, differentiable augmentation",
+    "Fowl et al., Adversarial Examples Make Strong Poisons, NeurIPS 2021, https://arxiv.org/abs/2106.10807",
+)
+def tap(base: ImageSet, params: TAPParams, ctx: PoisonContext) -> PoisonOutput:
+    """Targeted adversarial poisoning (TAP), sample-wise, l_inf <= eps.
+
+    Args: params (TAPParams: eps=8/255, steps=250, step_ratio=0.05, restarts=8, targeted=true,
+    augment=true, arch, checkpoint, epochs=40, batch_size) and ctx (seed, device, budget, work_dir).
+    Shapes: x (N, C, H, W); output uint8 (N, H, W, C). Any image size and class count.
+    Example: `make_poison("tap", base, {"checkpoint": "runs/clean"}, seed=0)`.
+    """
+    t0 = time.perf_counter()
+    eff = resolve(params, BUDGETS, ctx.budget)
+    dev = device_of(ctx)
+    ck = Resumable(ctx, fingerprint("tap", eff, ctx, base))
+    state = ck.begin()
+    model, model_info = clean_crafting_model(base, params, eff, ctx, dev)
+    model.eval()
+    x, y = base.to_tensor(dev)
+    n, k = len(x), base.num_classes
+    eps, alpha = eff["eps"], eff["step_ratio"] * eff["eps"]
+    out = np.empty_like(base.images)
+    nb = math.ceil(n / params.batch_size)
+    start = 0
+    if state is not None:
+        start = int(state["done"])
+        out[: min(start * params.batch_size, n)] = state["images"].numpy()
+    bar = progress_bar(ctx, nb, "tap batches", start)
+    last_loss = float("nan")
+    try:
+        for bi in range(start, nb):
+            sl = slice(bi * params.batch_size, min((bi + 1) * params.batch_size, n))
+            xb, yb = x[sl], y[sl]
+            target = (yb + 1) % k if params.targeted else None
+            best = xb
+            best_obj = torch.full((len(xb),), math.inf, device=dev)
+            for r in range(eff["restarts"]):
+                g = unit_generator(ctx.seed, 2, bi, r)
+                seed_global(ctx.seed, 2, bi, r)
+                fwd = Augmented(model, g) if params.augment else model
+                xa = pgd(fwd, xb, yb, eps, alpha, eff["steps"], random_start=True, targeted=target, gen=g)
+                with torch.no_grad():
+                    logits = model(xa)
+                    obj = (F.cross_entropy(logits, target, reduction="none") if target is not None
+                           else -F.cross_entropy(logits, yb, reduction="none"))
+                better = obj < best_obj
+                best = torch.where(better.view(-1, 1, 1, 1), xa, best)
+                best_obj = torch.where(better, obj, best_obj)
+            out[sl] = apply_delta(xb.cpu(), (best - xb).cpu(), eps)
+            last_loss = float(best_obj.mean())
+            bar.update(1)
+            bar.set_postfix(objective=f"{last_loss:.3f}")
+            ck.step(bi + 1, lambda: {"done": bi + 1, "images": torch.from_numpy(out[: sl.stop].copy())})
+    finally:
+        bar.close()
+    xp = torch.from_numpy(out).permute(0, 3, 1, 2).float().div(255).to(dev)
+    clean_loss, clean_acc = loss_and_accuracy(model, x, y)
+    prot_loss, prot_acc = loss_and_accuracy(model, xp, y)
+    info = {
+        "norm": "linf", "eps": eps, "targeted": params.targeted, "device": str(dev),
+        "arch": model_info.get("arch", params.arch or default_arch(dev)), "crafting": model_info,
+        "compute_budget": ctx.budget, "effective_params": eff,
+        "crafting_model": {"clean_loss": clean_loss, "clean_accuracy": clean_acc,
+                           "protected_loss": prot_loss, "protected_accuracy": prot_acc},
+        "seconds_this_run": round(time.perf_counter() - t0, 3), "peak_memory": peak_memory(dev),
+    }
+    return PoisonOutput(out, info)
