@@ -53,5 +53,6 @@ def test_dfr_without_checkpoints_is_a_one_line_error(tmp_path, quick_recipe, cap
     assert main(["audit", "dfr", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no per-epoch checkpoints" in err[0]
-    assert main(["audit", "nonsense"]) == 2
-    assert "choose a sub-command" in capsys.readouterr().err
+    # Any other first word is the full audit's DATA: not a dataset, a one-line error.
+    assert main(["audit", "nonsense", "--out", str(tmp_path / "o")]) == 2
+    assert "unknown dataset 'nonsense'" in capsys.readouterr().err
