@@ -38,3 +38,13 @@ def tiny_rgb() -> ImageSet:
     images = rng.integers(0, 256, size=(40, 32, 32, 3), dtype=np.uint8)
     labels = np.arange(40, dtype=np.int64) % 4
     return ImageSet(images, labels, ["a", "b", "c", "d"], "tiny-rgb")
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for tests of thousands of tiny ops (OpenMP sync costs more than it gives,
+    much more on a busy machine); the previous setting is restored afterwards."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -4,7 +4,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from unlearnable._io import write_json
 from unlearnable.audits.dfr import dfr_curve
@@ -12,14 +11,7 @@ from unlearnable.cli import main
 from unlearnable.train.run import RunSpec, train_on
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These tests run thousands of tiny ops: one thread avoids OpenMP sync cost (large on a busy
-    machine); the conftest's setting is restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_dfr_on_trained_network_beats_random_init(tmp_path, digits_train, digits_test, quick_recipe, capsys):

@@ -9,7 +9,6 @@ import json
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from unlearnable import ImageSet, load_dataset_dir
 from unlearnable._io import UnlearnableError

@@ -14,14 +14,7 @@ from unlearnable.cli import main
 from unlearnable.train.augment import AUGMENTATIONS, LABEL_AUGMENTATIONS, batch_affine
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These tests run thousands of tiny ops: one thread avoids OpenMP sync cost (large on a busy
-    machine); the conftest's setting is restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 K = 10

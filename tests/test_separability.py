@@ -11,14 +11,7 @@ from unlearnable.audits.separability import minmax01, perturbations, separabilit
 from unlearnable.cli import main
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These tests run thousands of tiny ops: one thread avoids OpenMP sync cost (large on a busy
-    machine); the conftest's setting is restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_classwise_perturbations_are_separable_and_random_noise_is_not():

@@ -28,7 +28,6 @@ from torch import nn
 from .._io import UnlearnableError
 from .._params import from_params, to_dict
 from ..train.augment import register_augmentation
-from .adv_train import soft_cross_entropy
 from .base import AttackContext, register_attack, train_and_evaluate
 
 

@@ -224,3 +224,13 @@ def loss_and_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_
         tot += torch.nn.functional.cross_entropy(logits, y[sl], reduction="sum").item()
         correct += int((logits.argmax(1) == y[sl]).sum())
     return tot / len(x), correct / len(x)
+
+
+def crafting_summary(model: nn.Module, x: torch.Tensor, y: torch.Tensor, out: np.ndarray,
+                     dev: torch.device) -> dict[str, float]:
+    """The crafting model's loss and accuracy on the clean images and on the finished uint8 ones."""
+    xp = torch.from_numpy(out).permute(0, 3, 1, 2).float().div(255).to(dev)
+    clean_loss, clean_acc = loss_and_accuracy(model, x, y)
+    prot_loss, prot_acc = loss_and_accuracy(model, xp, y)
+    return {"clean_loss": clean_loss, "clean_accuracy": clean_acc,
+            "protected_loss": prot_loss, "protected_accuracy": prot_acc}

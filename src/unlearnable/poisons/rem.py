@@ -35,7 +35,7 @@ from ..train import batch_crop, batch_flip_lr
 from ..train.engine import crop_padding_for
 from .base import PoisonContext, PoisonOutput, apply_delta, register_poison
 from .crafting import (
-    Resumable, cpu_state, crafting_model, default_arch, device_of, fingerprint, loss_and_accuracy,
+    Resumable, cpu_state, crafting_model, crafting_summary, default_arch, device_of, fingerprint,
     peak_memory, progress_bar, resolve, seed_global, sgd, unit_generator,
 )
 
@@ -190,14 +190,10 @@ def rem(base: ImageSet, params: REMParams, ctx: PoisonContext) -> PoisonOutput:
             ck.step(unit, state_fn)
     finally:
         bar.close()
-    xp = torch.from_numpy(out).permute(0, 3, 1, 2).float().div(255).to(dev)
-    clean_loss, clean_acc = loss_and_accuracy(model, x, y)
-    prot_loss, prot_acc = loss_and_accuracy(model, xp, y)
     info = {
         "norm": "linf", "eps": eff["eps"], "adv_eps": eff["adv_eps"], "arch": arch, "device": str(dev),
         "compute_budget": ctx.budget, "effective_params": eff,
-        "crafting_model": {"clean_loss": clean_loss, "clean_accuracy": clean_acc,
-                           "protected_loss": prot_loss, "protected_accuracy": prot_acc},
+        "crafting_model": crafting_summary(model, x, y, out, dev),
         "seconds_this_run": round(time.perf_counter() - t0, 3), "peak_memory": peak_memory(dev),
     }
     return PoisonOutput(out, info)

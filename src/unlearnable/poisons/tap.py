@@ -35,7 +35,7 @@ from ..train import RECIPES, batch_crop, batch_flip_lr, checkpoint_paths, fit, l
 from ..train.engine import crop_padding_for
 from .base import PoisonContext, PoisonOutput, apply_delta, register_poison
 from .crafting import (
-    Resumable, crafting_model, default_arch, device_of, fingerprint, loss_and_accuracy, peak_memory,
+    Resumable, crafting_model, crafting_summary, default_arch, device_of, fingerprint, peak_memory,
     progress_bar, resolve, seed_global, unit_generator,
 )
 
@@ -165,15 +165,11 @@ def tap(base: ImageSet, params: TAPParams, ctx: PoisonContext) -> PoisonOutput:
             ck.step(bi + 1, lambda: {"done": bi + 1, "images": torch.from_numpy(out[: sl.stop].copy())})
     finally:
         bar.close()
-    xp = torch.from_numpy(out).permute(0, 3, 1, 2).float().div(255).to(dev)
-    clean_loss, clean_acc = loss_and_accuracy(model, x, y)
-    prot_loss, prot_acc = loss_and_accuracy(model, xp, y)
     info = {
         "norm": "linf", "eps": eps, "targeted": params.targeted, "device": str(dev),
         "arch": model_info.get("arch", params.arch or default_arch(dev)), "crafting": model_info,
         "compute_budget": ctx.budget, "effective_params": eff,
-        "crafting_model": {"clean_loss": clean_loss, "clean_accuracy": clean_acc,
-                           "protected_loss": prot_loss, "protected_accuracy": prot_acc},
+        "crafting_model": crafting_summary(model, x, y, out, dev),
         "seconds_this_run": round(time.perf_counter() - t0, 3), "peak_memory": peak_memory(dev),
     }
     return PoisonOutput(out, info)
