@@ -117,3 +117,15 @@ def test_written_files_get_ordinary_permissions(tmp_path, digits_train):
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "x.json").stat().st_mode) == 0o644
     assert stat.S_IMODE(out.stat().st_mode) == 0o755
+
+
+def test_base_of_another_order_is_refused(tmp_path, digits_train):
+    from unlearnable import DataError as DE
+
+    base = digits_train.subset(np.arange(40))
+    out = save_dataset(tmp_path / "p", _protected(base), {"method": "t", "base": {"name": "digits"}}, base=base)
+    prot = load_dataset_dir(out)
+    assert np.array_equal(load_base(prot).images, base.images)
+    shuffled = digits_train.subset(np.arange(len(digits_train))[::-1])
+    with pytest.raises(DE, match="do not match the SHA-256"):
+        load_base(prot, full=shuffled)

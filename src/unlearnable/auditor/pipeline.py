@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .._io import UnlearnableError, read_json, versions, write_json
+from .._io import UnlearnableError, atomic_file, read_json, versions, write_json
 from ..attacks import ATTACKS, AttackContext, run_attack
 from ..data.imageset import ImageSet
 from ..data.resolve import load_base, load_data
@@ -120,7 +120,7 @@ def resolve_inputs(data: str | os.PathLike[str], clean: str | None = None,
     try:
         clean_full = load_data(base_name, "train", data_root)
         if "manifest" in protected.meta:
-            base = load_base(protected, data_root, clean=base_name)
+            base = load_base(protected, full=clean_full)
             if base.images.shape != protected.images.shape:
                 raise UnlearnableError(f"base images {base.images.shape} differ from protected {protected.images.shape}")
         else:
@@ -284,8 +284,6 @@ def finish(out: Path, record: dict[str, Any], inp: AuditInputs, cfg: AuditConfig
         "versions": versions(),
     })
     write_json(out / "results.json", record)
-    from .._io import atomic_file
-
     with atomic_file(out / "report.html", "w") as f:
         f.write(render_audit_html(record, out))
     with atomic_file(out / "report.md", "w") as f:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._io import DataError, UnlearnableError
+from .._io import DataError, UnlearnableError, sha256_array
 from .imageset import ImageSet
 from .sources import DATASETS, Download, Source, load_image_folder
 from .store import is_dataset_dir, load_dataset_dir
@@ -124,17 +124,25 @@ def base_name(ds: ImageSet) -> str:
 
 
 def load_base(protected: ImageSet, data_root: str | os.PathLike[str] | None = None,
-              clean: str | os.PathLike[str] | None = None) -> ImageSet:
+              clean: str | os.PathLike[str] | None = None, full: ImageSet | None = None) -> ImageSet:
     """The clean images the protected samples were made from, aligned sample for sample.
 
-    Verifies the base against the checksum recorded in the manifest when the whole base was used.
+    `full` is the whole clean training set when the caller already holds it (not read again).
+    The aligned images are checked against the SHA-256 the manifest recorded for them, so a
+    different base dataset, or one in another order, is an error rather than wrong deltas.
     """
-    full = load_data(clean or base_name(protected), "train", data_root)
+    if full is None:
+        full = load_data(clean or base_name(protected), "train", data_root)
+    where = protected.meta.get("path", protected.name)
     idx = protected.indices
     if len(idx) and idx.max() >= len(full):
-        raise DataError(protected.meta.get("path", protected.name),
-                        f"indices reach {idx.max()} but the base set has {len(full)} images")
-    return full.subset(idx, name=full.name)
+        raise DataError(where, f"indices reach {idx.max()} but the base set has {len(full)} images")
+    base = full.subset(idx, name=full.name)
+    want = protected.meta.get("manifest", {}).get("base", {}).get("sha256_images")
+    if want and sha256_array(base.images) != want:
+        raise DataError(where, f"the base images from {full.name!r} do not match the SHA-256 recorded "
+                               "in the manifest (another dataset, version or order)")
+    return base
 
 
 @dataclass
