@@ -8,8 +8,10 @@ augmentation (random crop with zero padding, horizontal flip):
                 batches sliced from a seeded permutation, crop and flip applied to the batch at
                 once (one gather, one `where`);
 (b) dataloader  what the paper's released code does: a `torch.utils.data.Dataset` whose
-                `__getitem__` converts one numpy image to a float tensor and crops and flips that
-                one image, a `DataLoader(batch_size, shuffle=True, num_workers=W)`, and the usual
+                `__getitem__` turns one image into a PIL image and runs torchvision's
+                `RandomCrop(padding)`, `RandomHorizontalFlip()` and `ToTensor()` on it (`pil`,
+                written out call for call), or the same steps on one tensor (`torch`), a
+                `DataLoader(batch_size, shuffle=True, num_workers=W)`, and the usual
                 `for x, y in loader:` loop. Timed with W = 2 (the cores we have) and W = 0.
 
 Run (CPU, the issue's target is >= 2x on 2 cores):
@@ -72,12 +74,48 @@ class PerSampleDataset(torch.utils.data.Dataset):
         return x.contiguous(), int(self.labels[i])
 
 
+class PilDataset(torch.utils.data.Dataset):
+    """What torchvision's `FashionMNIST`/`CIFAR10` datasets with
+    `Compose([RandomCrop(size, padding), RandomHorizontalFlip(), ToTensor()])` do per sample, call
+    for call (torchvision has no CPU wheel here, so its PIL path is written out): the array becomes
+    a PIL image, `ImageOps.expand` pads it, `torch.randint` draws the corner, `Image.crop`,
+    `torch.rand(1) < 0.5` then `Image.transpose`, and ToTensor's copy/view/permute/div."""
+
+    def __init__(self, images_nhwc: np.ndarray, labels: np.ndarray, padding: int, flip: bool = True):
+        from PIL import Image
+        self.Image = Image
+        self.images, self.labels, self.padding, self.flip = images_nhwc, labels, padding, flip
+        self.mode = "L" if images_nhwc.shape[3] == 1 else "RGB"
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        from PIL import ImageOps
+        a = self.images[i]
+        img = self.Image.fromarray(a[:, :, 0] if self.mode == "L" else a, mode=self.mode)
+        w, h = img.size
+        if self.padding:
+            img = ImageOps.expand(img, border=self.padding, fill=0)
+            top = torch.randint(0, 2 * self.padding + 1, size=(1,)).item()
+            left = torch.randint(0, 2 * self.padding + 1, size=(1,)).item()
+            img = img.crop((left, top, left + w, top + h))
+        if self.flip and torch.rand(1) < 0.5:
+            img = img.transpose(self.Image.FLIP_LEFT_RIGHT)
+        x = torch.from_numpy(np.array(img, np.uint8, copy=True)).view(h, w, len(img.getbands()))
+        x = x.permute((2, 0, 1)).contiguous().to(dtype=torch.get_default_dtype()).div(255)
+        return x, int(self.labels[i])
+
+
+PIPELINES = {"torch": PerSampleDataset, "pil": PilDataset}
+
+
 def conventional_train(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray, steps: int,
                        batch_size: int, workers: int, device: torch.device, same_precision: bool,
-                       padding: int, seed: int) -> float:
+                       padding: int, seed: int, pipeline: str = "pil") -> float:
     """Train for `steps` optimizer steps the DataLoader way; returns seconds."""
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
-    ds = PerSampleDataset(images, labels, padding)
+    ds = PIPELINES[pipeline](images, labels, padding)
     gen = torch.Generator().manual_seed(seed)
     cuda = device.type == "cuda"
     model.to(device).train()
@@ -159,6 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data-root", default=None)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--workers", default="2,0", help="DataLoader num_workers values to time (default 2,0)")
+    ap.add_argument("--pipelines", default="pil,torch",
+                    help="per-sample pipelines to time: pil (torchvision's PIL transforms, as the "
+                         "released code), torch (the same steps on tensors) (default pil,torch)")
     ap.add_argument("--warmup", type=int, default=5, help="untimed steps per side first (default 5)")
     ap.add_argument("--same-precision", action="store_true",
                     help="CUDA: give the DataLoader loop the engine's bf16 autocast and channels_last")
@@ -213,10 +254,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.compute_only:
         runs["compute only (no data)"] = lambda: compute_only(new_model(), x_u8, y_t, args.steps,
                                                               args.batch_size, device)
-    for wk in workers:
-        runs[f"dataloader (num_workers={wk})"] = (
-            lambda wk=wk: conventional_train(new_model(), images, labels, args.steps, args.batch_size, wk,
-                                             device, args.same_precision, padding, args.seed))
+    for pl in [p for p in args.pipelines.split(",") if p]:
+        if pl not in PIPELINES:
+            print(f"unknown pipeline {pl!r} (known: {', '.join(PIPELINES)})", file=sys.stderr)
+            return 2
+        for wk in workers:
+            runs[f"dataloader {pl} (workers={wk})"] = (
+                lambda wk=wk, pl=pl: conventional_train(new_model(), images, labels, args.steps,
+                                                        args.batch_size, wk, device, args.same_precision,
+                                                        padding, args.seed, pl))
     # Interleaved repeats, best of each: on a shared machine the minimum is the least disturbed run.
     best: dict[str, tuple[float, float]] = {}
     for r in range(args.repeats):

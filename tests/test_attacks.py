@@ -137,7 +137,7 @@ def test_adversarial_training_beats_standard_training_on_class_wise_noise(tmp_pa
 
     prot = load_dataset_dir(poison_dataset("regions", "digits", tmp_path / "p", seed=0,
                                            params={"eps": "32/255"}))
-    recipe = RECIPES["tiny"].replace(epochs=6, flip=False)
+    recipe = RECIPES["tiny"].replace(epochs=10, flip=False)
     acc = {}
     for name, params in (("none", {}), ("adv-train", {"eps": "32/255", "eval_samples": "100"})):
         ctx = AttackContext(prot, digits_test, "convnet", recipe, 0, tmp_path / name, progress=False)
