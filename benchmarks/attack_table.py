@@ -39,6 +39,7 @@ def main() -> int:
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--attacks", default=",".join(ATTACKS))
     ap.add_argument("--out", default="runs/attack-table")
+    ap.add_argument("--device", default="cpu", help="cpu, cuda, or auto (default cpu)")
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
     out = Path(a.out)
@@ -63,8 +64,8 @@ def main() -> int:
         ds = load_dataset_dir(d)
         # Grayscale is a no-op on one channel: not run there, shown as such.
         use = [x for x in attacks if not (x == "grayscale" and ds.channels == 1)]
-        ctx = AttackContext(ds, test, a.arch, recipe, a.seed, out / "attacks" / name, progress=False,
-                            clean=load_base(ds), data_name=name)
+        ctx = AttackContext(ds, test, a.arch, recipe, a.seed, out / "attacks" / name, device=a.device,
+                            progress=False, clean=load_base(ds), data_name=name)
         summaries[name] = run_all(ctx, use, say=lambda m: print(m, file=sys.stderr, flush=True))
     cols = ["none"] + attacks
     print(f"# {a.data}, {a.arch}, {a.subset} training images, fast recipe x {a.epochs} epochs, seed {a.seed}, "

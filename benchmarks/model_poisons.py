@@ -38,6 +38,8 @@ def main() -> None:
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=None)
+    ap.add_argument("--arch", default=None, help="crafting and victim model (default: the CLI's, convnet on CPU)")
+    ap.add_argument("--device", default=None, help="passed to poison and train (default: the CLI's)")
     a = ap.parse_args()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -49,14 +51,18 @@ def main() -> None:
         data = out / m
         if not data.exists():
             spec = (["random-noise", "--fraction", "0"] if m == "clean"
-                    else [method, "--budget", "quick", *[x for kv in params for x in ("--param", kv)]])
+                    else [method, "--budget", "quick", *[x for kv in params for x in ("--param", kv)],
+                          *(["--param", f"arch={a.arch}"] if a.arch else [])])
+            spec += ["--device", a.device] if a.device else []
             gen = sh(["poison", *spec, "--dataset", "fashion-mnist", "--subset", str(a.subset),
                       "--out", str(data), "--no-progress"])
         else:
             gen = float("nan")
         man = json.loads((data / "manifest.json").read_text())
         run = out / f"run-{m}"
-        sh(["train", str(data), "--recipe", "fast", "--epochs", str(a.epochs), *(["--batch-size", str(a.batch_size)] if a.batch_size else []),
+        sh(["train", str(data), "--recipe", "fast", "--epochs", str(a.epochs),
+            *(["--batch-size", str(a.batch_size)] if a.batch_size else []),
+            *(["--arch", a.arch] if a.arch else []), *(["--device", a.device] if a.device else []),
             "--out", str(run), "--no-progress"])
         res = json.loads((run / "result.json").read_text())
         info = man.get("info", {})
