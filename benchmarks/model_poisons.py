@@ -33,6 +33,7 @@ def sh(args: list[str]) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--data", default="fashion-mnist", help="dataset name (default fashion-mnist)")
     ap.add_argument("--subset", type=int, default=1000)
     ap.add_argument("--out", default="/tmp/model-poisons-bench")
     ap.add_argument("--methods", default=",".join(METHODS))
@@ -54,7 +55,7 @@ def main() -> None:
                     else [method, "--budget", "quick", *[x for kv in params for x in ("--param", kv)],
                           *(["--param", f"arch={a.arch}"] if a.arch else [])])
             spec += ["--device", a.device] if a.device else []
-            gen = sh(["poison", *spec, "--dataset", "fashion-mnist", "--subset", str(a.subset),
+            gen = sh(["poison", *spec, "--dataset", a.data, "--subset", str(a.subset),
                       "--out", str(data), "--no-progress"])
         else:
             gen = float("nan")
