@@ -103,6 +103,18 @@ def test_rerun_with_other_settings_is_refused(audited, protected):
         run_audit(protected, out, AuditConfig(budget="tiny", seed=1), progress=False, quiet=True)
 
 
+def test_audit_made_with_another_definition_of_the_arch_is_refused(audited, protected, monkeypatch):
+    from unlearnable.models import MODELS
+    from unlearnable.models.convnet import ConvNet
+
+    out, _ = audited
+    before = (out / "results.json").read_bytes()
+    monkeypatch.setitem(MODELS, "convnet", lambda **kw: ConvNet(width=8, **kw))
+    with pytest.raises(UnlearnableError, match="another definition of 'convnet'"):
+        run_audit(protected, out, TINY, progress=False, quiet=True)
+    assert (out / "results.json").read_bytes() == before  # nothing lost or rewritten
+
+
 def test_bad_input_gives_one_line_errors(tmp_path, capsys, protected):
     (tmp_path / "junk").mkdir()
     assert main(["audit", str(tmp_path / "junk"), "--out", str(tmp_path / "o1"), "--budget", "tiny"]) == 2

@@ -50,6 +50,24 @@ def test_run_dir_with_other_settings_is_refused(tmp_path, digits_train, quick_re
         train_on(digits_train, None, other, tmp_path / "r", progress=False)
 
 
+def test_run_of_another_definition_of_the_same_arch_is_refused(tmp_path, digits_train, quick_recipe,
+                                                               monkeypatch):
+    """A run cached under the name "convnet" by a different ConvNet is not resumed or reused."""
+    from unlearnable import UnlearnableError
+    from unlearnable.models import MODELS, model_signature
+    from unlearnable.models.convnet import ConvNet
+
+    spec = RunSpec("convnet", 10, 1, (8, 8), quick_recipe.replace(epochs=1), 0)
+    train_on(digits_train, None, spec, tmp_path / "r", progress=False)
+    saved = json.loads((tmp_path / "r" / "run.json").read_text())["model_signature"]
+    assert saved == model_signature(spec.build())
+    monkeypatch.setitem(MODELS, "convnet", lambda **kw: ConvNet(width=8, **kw))  # "a new version"
+    assert model_signature(spec.build()) != saved
+    with pytest.raises(UnlearnableError, match="another definition of 'convnet'"):
+        train_on(digits_train, None, spec, tmp_path / "r", progress=False)
+    assert json.loads((tmp_path / "r" / "run.json").read_text())["model_signature"] == saved  # untouched
+
+
 def test_batch_augmentations_are_exact_and_seeded():
     x = torch.arange(2 * 3 * 6 * 6, dtype=torch.float32).view(2, 3, 6, 6)
     flipped = batch_flip_lr(x, torch.Generator().manual_seed(0))

@@ -20,7 +20,7 @@ from .data import (  # noqa: E402
     DATASETS, ImageSet, load_base, load_data, load_dataset_dir, save_dataset, to_uint8,
 )
 from .imports import IMPORTERS, export_dataset, import_dataset  # noqa: E402
-from .models import MODELS, Classifier, build_model, register_model  # noqa: E402
+from .models import MODELS, Classifier, arch_signature, build_model, model_signature, register_model  # noqa: E402
 from .poisons import POISONS, PoisonContext, make_poison, poison_dataset  # noqa: E402
 from .reproduce import TABLES, ResultStore, build_grid, run_grid  # noqa: E402
 from .train import RECIPES, Recipe, evaluate, fit, train_data, train_on  # noqa: E402
@@ -31,7 +31,7 @@ __all__ = [
     "AuditConfig", "run_audit", "AUDITS", "dfr_curve", "separability_of",
     "DATASETS", "ImageSet", "load_base", "load_data", "load_dataset_dir", "save_dataset", "to_uint8",
     "IMPORTERS", "export_dataset", "import_dataset",
-    "MODELS", "Classifier", "build_model", "register_model",
+    "MODELS", "Classifier", "arch_signature", "build_model", "model_signature", "register_model",
     "POISONS", "PoisonContext", "make_poison", "poison_dataset",
     "TABLES", "ResultStore", "build_grid", "run_grid",
     "RECIPES", "Recipe", "evaluate", "fit", "train_data", "train_on",

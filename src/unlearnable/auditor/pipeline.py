@@ -145,7 +145,7 @@ def run_audit(data: str | os.PathLike[str], out: str | os.PathLike[str], config:
     from ..audits.dfr import dfr_curve
     from ..audits.separability import separability_of
 
-    from ..models import MODELS
+    from ..models import MODELS, arch_signature
 
     cfg = config or AuditConfig()
     if cfg.arch not in MODELS:
@@ -157,10 +157,17 @@ def run_audit(data: str | os.PathLike[str], out: str | os.PathLike[str], config:
     out.mkdir(parents=True, exist_ok=True)
     results_path = out / "results.json"
     cfg_dict = cfg.to_dict()
+    # The architecture's definition, not only its name: an audit made by another version of a
+    # model must not be reused (the config holds it, so every step's key depends on it too).
+    p = inp.protected
+    cfg_dict["model_signature"] = arch_signature(cfg.arch, p.num_classes, p.channels, p.image_size)
     if results_path.exists():
         prev = read_json(results_path).get("config")
         if prev is not None and prev != cfg_dict:
-            raise UnlearnableError(f"{out}: holds an audit made with other settings; use another --out")
+            what = ("another definition of " + repr(cfg.arch) + " (another version of unlearnable)"
+                    if {**prev, "model_signature": None} == {**cfg_dict, "model_signature": None}
+                    else "other settings")
+            raise UnlearnableError(f"{out}: holds an audit made with {what}; use another --out")
     spec = spec_for(inp.protected, cfg.arch, recipe, cfg.seed, str(data))
 
     def need_test() -> ImageSet:

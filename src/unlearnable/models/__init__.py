@@ -4,6 +4,6 @@ Registered: convnet (small, for CPU), resnet18 (the paper's RN-18), vgg16, googl
 """
 
 from . import convnet, googlenet, resnet, vgg, vit  # noqa: F401  (each registers itself)
-from .base import MODELS, Classifier, build_model, register_model
+from .base import MODELS, Classifier, arch_signature, build_model, model_signature, register_model
 
-__all__ = ["MODELS", "Classifier", "build_model", "register_model"]
+__all__ = ["MODELS", "Classifier", "arch_signature", "build_model", "model_signature", "register_model"]

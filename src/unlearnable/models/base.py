@@ -7,6 +7,7 @@ DFR refits `head` on `features`, and nothing else needs to know the architecture
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 
 import torch
@@ -66,3 +67,22 @@ def build_model(name: str, num_classes: int, in_channels: int = 3,
         image_size = (image_size, image_size)
     return MODELS[name](num_classes=num_classes, in_channels=in_channels, image_size=tuple(image_size),
                         mean=mean, std=std)
+
+
+def model_signature(model: nn.Module) -> str:
+    """A short hash of a model's definition: its module tree (layer types, sizes, order) and the
+    name and shape of every parameter and buffer.
+
+    Cached training runs and audit steps are keyed on the architecture's *name*; this is what they
+    also record, so results made by an earlier definition of the same name are refused rather
+    than reused (the ConvNet changed once already).
+    """
+    parts = [repr(model)] + [f"{k}:{tuple(v.shape)}" for k, v in model.state_dict().items()]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+def arch_signature(name: str, num_classes: int, in_channels: int,
+                   image_size: int | tuple[int, int]) -> str:
+    """`model_signature` of a freshly built registered architecture (global RNG left untouched)."""
+    with torch.random.fork_rng(devices=[]):
+        return model_signature(build_model(name, num_classes, in_channels, image_size))

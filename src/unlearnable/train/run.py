@@ -20,7 +20,7 @@ import torch
 from .._io import UnlearnableError, now_iso, read_json, versions, write_json
 from ..data.imageset import ImageSet
 from ..data.resolve import load_data
-from ..models import Classifier, build_model
+from ..models import Classifier, build_model, model_signature
 from .engine import FitResult, Recipe, fit, pick_device
 
 
@@ -79,17 +79,22 @@ def train_on(
     """
     dev = pick_device(device)
     out = Path(out_dir) if out_dir is not None else None
+    model = spec.build()
+    signature = model_signature(model)
     if out is not None:
         prev = out / "run.json"
         if prev.exists():
-            old = read_json(prev).get("spec")
-            if old != spec.to_dict():
+            old = read_json(prev)
+            if old.get("spec") != spec.to_dict():
                 raise UnlearnableError(f"{out}: holds a run with different settings; use another --out")
+            if old.get("model_signature") != signature:
+                raise UnlearnableError(f"{out}: holds a run of another definition of {spec.arch!r} "
+                                       "(made by another version of unlearnable); use another --out")
         else:
             out.mkdir(parents=True, exist_ok=True)
-            write_json(prev, {"spec": spec.to_dict(), "created": now_iso(), "versions": versions(),
-                              **(extra or {})})
-    model = spec.build().to(dev)
+            write_json(prev, {"spec": spec.to_dict(), "model_signature": signature, "created": now_iso(),
+                              "versions": versions(), **(extra or {})})
+    model = model.to(dev)
     xy = as_tensors(train)
     txy = as_tensors(test) if test is not None else None
     res = fit(model, xy, txy, spec.recipe, spec.seed, out, dev, progress, **fit_kw)
