@@ -3,6 +3,7 @@
 import json
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -101,6 +102,30 @@ def test_rerun_with_other_settings_is_refused(audited, protected):
     out, _ = audited
     with pytest.raises(UnlearnableError, match="other settings"):
         run_audit(protected, out, AuditConfig(budget="tiny", seed=1), progress=False, quiet=True)
+
+
+def test_rerun_spelling_the_data_path_differently_reuses_every_step(audited, protected, monkeypatch):
+    from unlearnable.auditor import pipeline
+
+    out, first = audited
+    monkeypatch.chdir(Path(protected).parent)
+
+    def no_training(*a, **k):
+        raise AssertionError("a finished step was run again")
+
+    monkeypatch.setattr(pipeline, "train_on", no_training)
+    r = run_audit(f"./{Path(protected).name}", out, TINY, progress=False, quiet=True)
+    assert {s["status"] for s in r["steps"].values()} == {"done"}
+    assert r["verdict"] == first["verdict"]
+
+
+def test_audit_of_other_data_is_refused(audited, tmp_path):
+    out, _ = audited
+    other = poison_dataset("regions", "digits", tmp_path / "other", seed=1, subset=600, params={"eps": "32/255"})
+    before = (out / "results.json").read_bytes()
+    with pytest.raises(UnlearnableError, match="audit of other data"):
+        run_audit(other, out, TINY, progress=False, quiet=True)
+    assert (out / "results.json").read_bytes() == before
 
 
 def test_audit_made_with_another_definition_of_the_arch_is_refused(audited, protected, monkeypatch):

@@ -40,7 +40,8 @@ class DemoConfig:
     arch: str = "convnet"
     seed: int = 0
     attacks: tuple[str, ...] | None = ("ortho-proj",)
-    epochs: int | None = DEMO_QUICK_EPOCHS  # None: the budget's own
+    # None: DEMO_QUICK_EPOCHS under the quick budget, the budget's own epochs otherwise.
+    epochs: int | None = None
 
 
 def run_demo(out: str | os.PathLike[str] = "runs/demo", cfg: DemoConfig | None = None,
@@ -51,7 +52,8 @@ def run_demo(out: str | os.PathLike[str] = "runs/demo", cfg: DemoConfig | None =
     cfg = cfg or DemoConfig()
     out = Path(out)
     t0 = time.perf_counter()
-    audit_cfg = AuditConfig(arch=cfg.arch, budget=cfg.budget, seed=cfg.seed, epochs=cfg.epochs,
+    epochs = cfg.epochs if cfg.epochs is not None else (DEMO_QUICK_EPOCHS if cfg.budget == "quick" else None)
+    audit_cfg = AuditConfig(arch=cfg.arch, budget=cfg.budget, seed=cfg.seed, epochs=epochs,
                             attacks=cfg.attacks)
     sets: list[Path] = []
     for m in cfg.methods:

@@ -161,14 +161,24 @@ def run_audit(data: str | os.PathLike[str], out: str | os.PathLike[str], config:
     # model must not be reused (the config holds it, so every step's key depends on it too).
     p = inp.protected
     cfg_dict["model_signature"] = arch_signature(cfg.arch, p.num_classes, p.channels, p.image_size)
+    # What is audited, spelled one way: `runs/x`, `./runs/x` and its absolute path are the same
+    # data (step keys and run specs hold this, so a rerun spelled differently reuses them).
+    data_id = str(Path(data).resolve()) if Path(data).exists() else str(data)
     if results_path.exists():
-        prev = read_json(results_path).get("config")
+        prev_record = read_json(results_path)
+        if prev_record.get("data_id") not in (None, data_id):
+            raise UnlearnableError(f"{out}: holds an audit of other data ({prev_record['data_id']}); "
+                                   "use another --out")
+        prev = prev_record.get("config")
         if prev is not None and prev != cfg_dict:
-            what = ("another definition of " + repr(cfg.arch) + " (another version of unlearnable)"
-                    if {**prev, "model_signature": None} == {**cfg_dict, "model_signature": None}
-                    else "other settings")
+            if {**prev, "model_signature": None} != {**cfg_dict, "model_signature": None}:
+                what = "other settings"
+            elif prev.get("model_signature") is None:
+                what = "an earlier version of unlearnable (no model signature recorded)"
+            else:
+                what = f"another definition of {cfg.arch!r} (another version of unlearnable)"
             raise UnlearnableError(f"{out}: holds an audit made with {what}; use another --out")
-    spec = spec_for(inp.protected, cfg.arch, recipe, cfg.seed, str(data))
+    spec = spec_for(inp.protected, cfg.arch, recipe, cfg.seed, data_id)
 
     def need_test() -> ImageSet:
         if inp.test is None:
@@ -221,12 +231,12 @@ def run_audit(data: str | os.PathLike[str], out: str | os.PathLike[str], config:
         if name == "adv-train" and b.adv_recipe:
             r = get_recipe(b.adv_recipe)
         ctx = AttackContext(inp.protected, inp.test, cfg.arch, r, cfg.seed, out / "attacks" / name,
-                            cfg.device, progress, inp.base, str(data))
+                            cfg.device, progress, inp.base, data_id)
         return run_attack(name, ctx)
 
     n = len(inp.protected)
     epochs = recipe.epochs
-    base_settings = {"config": cfg_dict, "data": str(data), "n": n}
+    base_settings = {"config": cfg_dict, "data": data_id, "n": n}
     steps = [
         Step("train-protected", train_protected, n * epochs, base_settings, "standard training on the protected set"),
         Step("train-clean", train_clean, n * epochs, {**base_settings, "reference": str(clean_reference)},
@@ -242,6 +252,7 @@ def run_audit(data: str | os.PathLike[str], out: str | os.PathLike[str], config:
         steps.append(Step(f"attack:{a}", (lambda a=a: attack(a)), cost, base_settings, f"attack: {a}"))
     plan = Plan(results_path, steps, quiet=quiet)
     plan.record["config"] = cfg_dict
+    plan.record["data_id"] = data_id
     record = plan.run()
     return finish(out, record, inp, cfg, plan)
 

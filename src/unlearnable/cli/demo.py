@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..auditor.demo import DemoConfig, run_demo
+from ..auditor.demo import DEMO_QUICK_EPOCHS, DemoConfig, run_demo
 from .common import add_data_root
 
 
@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--attacks", default=",".join(d.attacks or ()),
                    help="comma-separated attacks (default: the cheap ones; add adv-train for the full table)")
     p.add_argument("--epochs", type=int, default=None,
-                   help=f"override the budget's epochs (default {d.epochs} with the quick budget, "
+                   help=f"override the budget's epochs (default {DEMO_QUICK_EPOCHS} with the quick budget, "
                         "the budget's own otherwise)")
     p.add_argument("--arch", default=d.arch)
     p.add_argument("--seed", type=int, default=0)
@@ -39,7 +39,6 @@ def run(args: argparse.Namespace) -> int:
     cfg = DemoConfig(data=args.data, methods=tuple(m for m in args.methods.split(",") if m),
                      subset=args.subset or None, budget=args.budget, arch=args.arch, seed=args.seed,
                      attacks=tuple(a for a in args.attacks.split(",") if a),
-                     epochs=args.epochs if args.epochs is not None
-                     else (DemoConfig.epochs if args.budget == "quick" else None))
+                     epochs=args.epochs)
     run_demo(args.out, cfg, args.data_root, False if args.no_progress else None)
     return 0
