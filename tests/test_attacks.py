@@ -11,7 +11,7 @@ import torch
 
 from unlearnable import build_model
 from unlearnable.attacks import ATTACKS, AttackContext, pgd, run_attack
-from unlearnable.attacks.pgd import project_delta
+from unlearnable.train.pgd import project_delta
 from unlearnable.attacks.squeeze import bit_depth_reduce, grayscale, jpeg_compress
 from unlearnable.train import AUGMENTATIONS, LABEL_AUGMENTATIONS
 
@@ -98,7 +98,7 @@ def test_label_augmentations_mix_labels_consistently(name):
 
 
 def test_cutout_zeroes_a_square():
-    from unlearnable.attacks.augment_defences import batch_cutout
+    from unlearnable.train.augment import batch_cutout
 
     x = torch.ones(4, 1, 16, 16)
     out = batch_cutout(x, torch.Generator().manual_seed(0))

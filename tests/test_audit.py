@@ -72,7 +72,7 @@ def test_report_opens_in_a_browser_with_every_figure_loaded(audited, tmp_path):
 
 
 def test_audit_killed_after_training_resumes_without_retraining(protected, tmp_path, monkeypatch):
-    import unlearnable.audits.dfr as dfr_mod
+    import unlearnable.analyses.dfr as dfr_mod
     from unlearnable.auditor import pipeline
 
     def crash(*a, **k):

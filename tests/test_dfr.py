@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from unlearnable._io import write_json
-from unlearnable.audits.dfr import dfr_curve
+from unlearnable.analyses.dfr import dfr_curve
 from unlearnable.cli import main
 from unlearnable.train.run import RunSpec, train_on
 

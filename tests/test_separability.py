@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from unlearnable import save_dataset
-from unlearnable.audits.separability import minmax01, perturbations, separability
+from unlearnable.analyses.separability import minmax01, perturbations, separability
 from unlearnable.cli import main
 
 

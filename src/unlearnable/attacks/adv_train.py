@@ -24,7 +24,7 @@ from .._params import from_params, to_dict
 from ..train.engine import as_float
 from ..train.run import as_tensors
 from .base import AttackContext, register_attack, train_and_evaluate
-from .pgd import pgd
+from ..train.pgd import pgd
 
 
 @dataclass

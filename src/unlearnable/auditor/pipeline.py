@@ -142,8 +142,8 @@ def run_audit(data: str | os.PathLike[str], out: str | os.PathLike[str], config:
     `clean_reference`: a finished run directory of the same recipe on the clean images, reused
     instead of training the reference again (the demo shares one across protected sets).
     """
-    from ..audits.dfr import dfr_curve
-    from ..audits.separability import separability_of
+    from ..analyses.dfr import dfr_curve
+    from ..analyses.separability import separability_of
 
     from ..models import MODELS, arch_signature
 

@@ -78,7 +78,7 @@ def _dfr_args(p: argparse.ArgumentParser) -> None:
 
 
 def _dfr_run(args: argparse.Namespace) -> int:
-    from ..audits.dfr import dfr_curve, resolve_clean
+    from ..analyses.dfr import dfr_curve, resolve_clean
 
     if not Path(args.run_dir).is_dir():
         raise UnlearnableError(f"{args.run_dir}: no such run directory")
@@ -119,7 +119,7 @@ def _sep_args(p: argparse.ArgumentParser) -> None:
 
 
 def _sep_run(args: argparse.Namespace) -> int:
-    from ..audits.separability import separability_of
+    from ..analyses.separability import separability_of
     from ..data.resolve import load_data
 
     ds = load_data(args.data, "train", args.data_root)

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..attacks.pgd import pgd
+from ..train.pgd import pgd
 from ..data.imageset import ImageSet
 from .base import PoisonContext, PoisonOutput, perturb_chunks, register_poison
 from .crafting import (

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..attacks.pgd import pgd
+from ..train.pgd import pgd
 from ..data.imageset import ImageSet
 from ..train import batch_crop, batch_flip_lr
 from ..train.engine import crop_padding_for

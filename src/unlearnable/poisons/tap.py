@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._io import UnlearnableError
-from ..attacks.pgd import pgd
+from ..train.pgd import pgd
 from ..data.imageset import ImageSet
 from ..train import RECIPES, batch_crop, batch_flip_lr, checkpoint_paths, fit, load_run, load_weights
 from ..train.engine import crop_padding_for

@@ -150,7 +150,7 @@ def run_job(spec: Spec, out_root: str | os.PathLike[str], device: str = "auto",
                 "train_accuracy": res.train_accuracy, "epochs": res.epochs,
                 "curve": [{"epoch": h["epoch"], "test_accuracy": h.get("test_accuracy")} for h in res.history]}
     if kind == "dfr":
-        from ..audits.dfr import dfr_curve
+        from ..analyses.dfr import dfr_curve
 
         run_spec = spec["run"]
         run_dir = job_dir(out_root, run_spec) / "run"
@@ -165,7 +165,7 @@ def run_job(spec: Spec, out_root: str | os.PathLike[str], device: str = "auto",
                 "curve": [{k: c.get(k) for k in ("epoch", "dfr_accuracy", "dfr_loss", "test_accuracy")}
                           for c in r["curve"]]}
     if kind == "separability":
-        from ..audits.separability import separability_of
+        from ..analyses.separability import separability_of
 
         train, _, base = load_row_data(spec["data"], out_root, device, progress, data_root)
         n = spec.get("n")

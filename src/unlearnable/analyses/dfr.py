@@ -12,7 +12,7 @@ linear head is fitted, on a small clean subset (N images of the clean training s
 recorded). If that head reaches clean test accuracy far above what the same head on a *random*
 network reaches, the protection did not prevent feature learning.
 
-    from unlearnable.audits import dfr_curve
+    from unlearnable.analyses import dfr_curve
     report = dfr_curve("runs/lsp", clean_train, clean_test, n=5000, seed=0)
     report["max_dfr_accuracy"], report["gain_over_random_init"]
 

@@ -21,7 +21,7 @@ max_iter=20 to reproduce that exactly. With early_stop (default) a run ends as s
 classifies every training sample correctly (100 % is then the answer; later steps could only
 lower it by oscillating); that makes separable data, the common case, take seconds.
 
-    from unlearnable.audits.separability import separability
+    from unlearnable.analyses.separability import separability
     r = separability(delta.flatten(1), y, num_classes=10, hidden=0, steps=500, repeats=3, seed=0)
     r["train_accuracy_mean"], r["train_accuracy_std"]
 """

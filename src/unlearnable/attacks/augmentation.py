@@ -1,0 +1,84 @@
+"""Augmentation defences: train through strong augmentation so the shortcut stops being one.
+
+- `cutout` (DeVries & Taylor 2017, https://arxiv.org/abs/1708.04552): a square of half the image
+  side zeroed at a random place.
+- `mixup` (Zhang et al. ICLR 2018, https://arxiv.org/abs/1710.09412): convex mixes of pairs of
+  images and labels, lambda ~ Beta(1, 1).
+- `cutmix` (Yun et al. ICCV 2019) is registered with the engine's augmentations.
+- `ueraser-lite`: after UEraser (Qin et al. 2023, https://arxiv.org/abs/2303.15127): plasma
+  brightness/contrast, channel shuffle and a TrivialAugment-style op, with the loss taken on the
+  worst of K augmented copies of each image (adversarial augmentation).
+
+The augmentations themselves are pure batched functions in `unlearnable.train.augment` (recipes
+name them); here they become attacks: training through them is the attacker's move.
+
+    unlearnable attack ueraser-lite runs/ops --param repeats=5 --out runs/ops-ueraser
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .._io import UnlearnableError
+from .._params import from_params, to_dict
+from ..train.augment import ueraser_augment
+from .base import AttackContext, register_attack, train_and_evaluate
+
+
+@dataclass
+class UEraserParams:
+    repeats: int = 5  # K augmented copies per image; the loss is the worst of them
+
+    def __post_init__(self) -> None:
+        if self.repeats < 1:
+            raise ValueError("repeats must be >= 1")
+
+
+def worst_of_k_loss(repeats: int):
+    """A `BatchLoss`: per image, the highest loss over `repeats` augmented copies."""
+
+    def loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator):
+        xs = torch.cat([ueraser_augment(x, gen) for _ in range(repeats)])
+        logits = model(xs)
+        ys = torch.cat([y] * repeats)
+        if ys.dtype == torch.int64:
+            per = F.cross_entropy(logits, ys, reduction="none")
+        else:
+            per = -(ys * F.log_softmax(logits, 1)).sum(1)
+        worst = per.view(repeats, len(x)).max(0).values
+        return worst.mean(), logits[: len(x)]
+    return loss
+
+
+def _augmentation_attack(name: str):
+    """An attack that trains with the recipe's augmentations plus `name`."""
+
+    def attack(ctx: AttackContext, params: dict[str, str]) -> dict[str, Any]:
+        if params:
+            raise UnlearnableError(f"attack {name!r} takes no parameters, got {sorted(params)}")
+        recipe = ctx.recipe.replace(augment=tuple(ctx.recipe.augment) + (name,))
+        return train_and_evaluate(ctx, recipe=recipe)[1]
+    return attack
+
+
+for _name, _summary, _paper in (
+    ("cutout", "Cutout augmentation (a square of half the side zeroed)",
+     "DeVries & Taylor 2017, https://arxiv.org/abs/1708.04552"),
+    ("cutmix", "CutMix augmentation (beta 1, p 0.5)", "Yun et al. ICCV 2019, https://arxiv.org/abs/1905.04899"),
+    ("mixup", "MixUp augmentation (alpha 1)", "Zhang et al. ICLR 2018, https://arxiv.org/abs/1710.09412"),
+):
+    register_attack(_name, _summary, _paper)(_augmentation_attack(_name))
+
+
+@register_attack("ueraser-lite", "plasma, channel shuffle and TrivialAugment, loss on the worst of K copies",
+                 "after Qin et al. 2023, https://arxiv.org/abs/2303.15127")
+def ueraser_attack(ctx: AttackContext, params: dict[str, str]) -> dict[str, Any]:
+    p = from_params(UEraserParams, params)
+    _, out = train_and_evaluate(ctx, batch_loss=worst_of_k_loss(p.repeats))
+    out["attack_params"] = to_dict(p)
+    return out
