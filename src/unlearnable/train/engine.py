@@ -52,6 +52,18 @@ class Recipe:
     def replace(self, **kw: Any) -> Recipe:
         return dataclasses.replace(self, **kw)
 
+    def with_epochs(self, epochs: int) -> Recipe:
+        """The same recipe over `epochs`; a step schedule keeps its milestones at the same
+        fractions of the run (75 and 90 of 100 epochs become 15 and 18 of 20; at least 1)."""
+        if epochs < 1:
+            raise UnlearnableError(f"epochs must be at least 1, got {epochs}")
+        if epochs == self.epochs:
+            return self
+        kw: dict[str, Any] = {"epochs": epochs}
+        if self.milestones:
+            kw["milestones"] = tuple(max(1, round(m * epochs / self.epochs)) for m in self.milestones)
+        return self.replace(**kw)
+
     def lr_at(self, t: float) -> float:
         """Learning rate at fractional epoch t (a pure function, so resume needs no scheduler)."""
         if self.warmup_epochs and t < self.warmup_epochs:
