@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from unlearnable import build_model
-from unlearnable.attacks import ATTACKS, AttackContext, pgd, run_attack
+from unlearnable.attacks import ATTACKS, AttackContext, run_attack
+from unlearnable.train.pgd import pgd
 from unlearnable.train.pgd import project_delta
 from unlearnable.attacks.squeeze import bit_depth_reduce, grayscale, jpeg_compress
 from unlearnable.train import AUGMENTATIONS, LABEL_AUGMENTATIONS
@@ -70,10 +71,20 @@ def test_squeezes_keep_shape_range_and_change_images(channels):
 
 
 def test_grayscale_attack_on_one_channel_data_says_it_is_a_no_op(tmp_path, digits_train, digits_test, quick_recipe):
+    from unlearnable import UnlearnableError
+
+    assert "no-op" in ATTACKS["grayscale"].applies_to(digits_train)
+    assert ATTACKS["grayscale"].applies_to(_rgb(digits_train)) is None
     ctx = AttackContext(digits_train, digits_test, "convnet", quick_recipe.replace(epochs=1), 0,
-                        tmp_path, progress=False)
-    r = run_attack("grayscale", ctx)
-    assert "no-op" in r["note"] and r["changed_fraction"] == 0.0
+                        tmp_path / "g", progress=False)
+    with pytest.raises(UnlearnableError, match="no-op") as e:
+        run_attack("grayscale", ctx)
+    assert "\n" not in str(e.value) and not (tmp_path / "g").exists()
+
+
+def _rgb(ds):
+    """The same images on three channels (for attacks that do nothing on grey data)."""
+    return ds.replace(np.repeat(ds.images, 3, axis=3))
 
 
 @pytest.mark.parametrize("name", sorted(AUGMENTATIONS))
@@ -108,14 +119,43 @@ def test_cutout_zeroes_a_square():
 
 @pytest.mark.parametrize("name", sorted(ATTACKS))
 def test_every_attack_runs_and_writes_its_result(tmp_path, name, digits_train, digits_test, quick_recipe):
-    small = digits_train.subset(np.arange(400))
-    ctx = AttackContext(small, digits_test, "convnet", quick_recipe.replace(epochs=1), 0, tmp_path,
+    """Every registered attack, at its tiny preset, on data it applies to; a rerun reuses it."""
+    info = ATTACKS[name]
+    small, test = digits_train.subset(np.arange(400)), digits_test
+    if info.applies_to(small):
+        small, test = _rgb(small), _rgb(test)
+    ctx = AttackContext(small, test, "convnet", quick_recipe.replace(epochs=1), 0, tmp_path,
                         progress=False, clean=small, data_name="digits")
-    r = run_attack(name, ctx)
+    r = run_attack(name, ctx, info.preset("tiny"))
     saved = json.loads((tmp_path / "result.json").read_text())
     assert saved["attack"] == name and 0 <= saved["test_accuracy"] <= 1
     assert saved["test_accuracy_best"] >= saved["test_accuracy"]
     assert r["seconds_total"] > 0
+    assert info.cost_of(info.preset("tiny")) >= 1.0 and isinstance(info.order, int)
+    if not info.transforms_test:  # only attacks that say so transform test inputs
+        assert saved.get("test_accuracy_transformed_test") is None
+    for rel in info.artifacts.values():
+        assert (tmp_path / rel).is_file(), rel
+    # Reused as it is: the same identity is not trained again.
+    assert run_attack(name, ctx, info.preset("tiny"))["finished"] == saved["finished"]
+
+
+def test_attack_all_on_other_data_into_the_same_dir_does_not_report_the_first(
+        tmp_path, digits_train, digits_test, quick_recipe):
+    """`attack all A --out X` then `attack all B --out X`: B is refused, never given A's numbers."""
+    from unlearnable import UnlearnableError
+    from unlearnable.attacks.compare import run_all
+
+    a = digits_train.subset(np.arange(300))
+    b = a.replace(255 - a.images)
+    r = quick_recipe.replace(epochs=1)
+    first = run_all(AttackContext(a, digits_test, "convnet", r, 0, tmp_path, progress=False), ["mean-sub"])
+    assert [row["attack"] for row in first["rows"]] == ["none", "mean-sub"]
+    with pytest.raises(UnlearnableError, match="other data"):
+        run_all(AttackContext(b, digits_test, "convnet", r, 0, tmp_path, progress=False), ["mean-sub"])
+    # The same data again is reused, not retrained.
+    again = run_all(AttackContext(a, digits_test, "convnet", r, 0, tmp_path, progress=False), ["mean-sub"])
+    assert again["rows"] == first["rows"]
 
 
 def test_unknown_attack_and_bad_params_are_clear_errors(tmp_path, digits_train, digits_test, quick_recipe):

@@ -1,6 +1,9 @@
 """Attacks: ways to learn from a protected dataset anyway. One registry, `ATTACKS`."""
 
 from . import adv_train, augmentation, mean_sub, ortho_proj, squeeze  # noqa: F401  (register)
-from .base import ATTACKS, AttackContext, AttackInfo, best_accuracy, register_attack, run_attack
+from .base import (
+    ATTACKS, AttackContext, AttackInfo, NoParams, best_accuracy, get_attack, ordered, register_attack, run_attack,
+)
 
-__all__ = ["ATTACKS", "AttackContext", "AttackInfo", "best_accuracy", "register_attack", "run_attack"]
+__all__ = ["ATTACKS", "AttackContext", "AttackInfo", "NoParams", "best_accuracy", "get_attack", "ordered",
+           "register_attack", "run_attack"]

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._params import from_params, to_dict
+from .._params import to_dict
 from ..train.engine import as_float
 from ..train.run import as_tensors
 from .base import AttackContext, register_attack, train_and_evaluate
@@ -83,9 +83,12 @@ def pgd_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, p: AdvTrain
 
 
 @register_attack("adv-train", "PGD adversarial training (l_inf 8/255, 3 steps; the paper's Table 3 baseline)",
-                 "Madry et al. ICLR 2018, https://arxiv.org/abs/1706.06083")
-def adv_train(ctx: AttackContext, params: dict[str, str]) -> dict[str, Any]:
-    p = from_params(AdvTrainParams, params)
+                 "Madry et al. ICLR 2018, https://arxiv.org/abs/1706.06083", params_cls=AdvTrainParams,
+                 # Each step of the adversary is a forward and a backward pass, then the update.
+                 cost=lambda p: p.steps + 1, order=10, recipes={"paper": "adv"},
+                 # The PGD accuracy figure is a side result: a 100-image subset keeps tiny runs short.
+                 presets={"tiny": {"eval_samples": "100"}})
+def adv_train(ctx: AttackContext, p: AdvTrainParams) -> dict[str, Any]:
     model, out = train_and_evaluate(ctx, batch_loss=adversarial_loss(p))
     if p.eval_samples > 0:
         x, y = as_tensors(ctx.test)

@@ -24,10 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._io import UnlearnableError
-from .._params import from_params, to_dict
+from .._params import to_dict
 from ..train.augment import ueraser_augment
-from .base import AttackContext, register_attack, train_and_evaluate
+from .base import AttackContext, NoParams, register_attack, train_and_evaluate
 
 
 @dataclass
@@ -58,27 +57,26 @@ def worst_of_k_loss(repeats: int):
 def _augmentation_attack(name: str):
     """An attack that trains with the recipe's augmentations plus `name`."""
 
-    def attack(ctx: AttackContext, params: dict[str, str]) -> dict[str, Any]:
-        if params:
-            raise UnlearnableError(f"attack {name!r} takes no parameters, got {sorted(params)}")
+    def attack(ctx: AttackContext, params: NoParams) -> dict[str, Any]:
         recipe = ctx.recipe.replace(augment=tuple(ctx.recipe.augment) + (name,))
         return train_and_evaluate(ctx, recipe=recipe)[1]
     return attack
 
 
-for _name, _summary, _paper in (
-    ("cutout", "Cutout augmentation (a square of half the side zeroed)",
+for _order, _name, _summary, _paper in (
+    (70, "cutout", "Cutout augmentation (a square of half the side zeroed)",
      "DeVries & Taylor 2017, https://arxiv.org/abs/1708.04552"),
-    ("cutmix", "CutMix augmentation (beta 1, p 0.5)", "Yun et al. ICCV 2019, https://arxiv.org/abs/1905.04899"),
-    ("mixup", "MixUp augmentation (alpha 1)", "Zhang et al. ICLR 2018, https://arxiv.org/abs/1710.09412"),
+    (71, "cutmix", "CutMix augmentation (beta 1, p 0.5)", "Yun et al. ICCV 2019, https://arxiv.org/abs/1905.04899"),
+    (72, "mixup", "MixUp augmentation (alpha 1)", "Zhang et al. ICLR 2018, https://arxiv.org/abs/1710.09412"),
 ):
-    register_attack(_name, _summary, _paper)(_augmentation_attack(_name))
+    register_attack(_name, _summary, _paper, order=_order)(_augmentation_attack(_name))
 
 
 @register_attack("ueraser-lite", "plasma, channel shuffle and TrivialAugment, loss on the worst of K copies",
-                 "after Qin et al. 2023, https://arxiv.org/abs/2303.15127")
-def ueraser_attack(ctx: AttackContext, params: dict[str, str]) -> dict[str, Any]:
-    p = from_params(UEraserParams, params)
+                 "after Qin et al. 2023, https://arxiv.org/abs/2303.15127", params_cls=UEraserParams,
+                 # K augmented copies per step: about K forward and backward passes.
+                 cost=lambda p: p.repeats * 1.5, order=80)
+def ueraser_attack(ctx: AttackContext, p: UEraserParams) -> dict[str, Any]:
     _, out = train_and_evaluate(ctx, batch_loss=worst_of_k_loss(p.repeats))
     out["attack_params"] = to_dict(p)
     return out

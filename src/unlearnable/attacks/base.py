@@ -3,29 +3,36 @@
 In the paper's framing the protected dataset is the defence; an *attack* is any way of training
 on it that still generalizes. Every attack is a function
 
-    attack(ctx: AttackContext, params: dict[str, str]) -> dict
+    attack(ctx: AttackContext, params: ParamsDataclass) -> dict
 
-that trains (usually through `train_on`) inside `ctx.out_dir` and returns a result dict with at
+registered with its facts (`AttackInfo`: typed parameters, cost, recipe per ladder level,
+applicability, artifacts, display order), that trains (usually through `train_on`) inside `ctx.out_dir` and returns a result dict with at
 least `test_accuracy` (a fraction, clean test set). Attacks that may also transform test inputs
 (the attacker controls its own inference) add `test_accuracy_transformed_test`.
-`run_attack` adds timing and provenance and writes `result.json` atomically.
+`run_attack` parses the parameters once, adds timing and provenance and writes `result.json`
+atomically; a finished one of the same identity is reused.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from .._io import UnlearnableError, now_iso, versions, write_json
+from .._io import UnlearnableError, now_iso, read_json, versions, write_json
+from .._params import from_params, to_dict
 from ..data.imageset import ImageSet
 from ..train.engine import BatchLoss, Recipe, evaluate
 from ..train.run import RunSpec, as_tensors, spec_for, train_on
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -39,31 +46,88 @@ class AttackContext:
     device: str = "auto"
     progress: bool | None = None
     clean: ImageSet | None = None  # the clean images behind `train`, aligned, when known
-    data_name: str = ""
+    data_name: str = ""  # for display only; the data's identity is its content (`content_id`)
 
     def spec(self) -> RunSpec:
         return spec_for(self.train, self.arch, self.recipe, self.seed, self.data_name)
 
 
-AttackFn = Callable[[AttackContext, dict[str, str]], dict[str, Any]]
+@dataclass
+class NoParams:
+    """An attack without parameters."""
+
+
+# fn(ctx, params) -> result dict with at least `test_accuracy`; params is the entry's dataclass.
+AttackFn = Callable[[AttackContext, Any], dict[str, Any]]
+
+
+def _always(ds: ImageSet) -> str | None:
+    return None
 
 
 @dataclass(frozen=True)
 class AttackInfo:
+    """An attack and its facts, read by every orchestrator (audit, grids, cost model, report).
+
+    cost: wall time relative to one standard training of the same recipe (a number, or a
+    function of the parsed parameters). recipes: ladder level -> the recipe preset this attack
+    trains with instead of the level's (adversarial training at `paper`: the 100-epoch "adv").
+    applies_to(train set) -> None, or why the attack is pointless on it. artifacts: figure name ->
+    file the attack leaves in its directory (the report shows the pictures). presets: ladder
+    level -> parameters for that level (`tiny` is what the tests run). order: report column order.
+    """
+
     name: str
     fn: AttackFn
     summary: str
     paper: str = ""
+    params_cls: type = NoParams
+    cost: float | Callable[[Any], float] = 1.0
+    recipes: dict[str, str] = field(default_factory=dict)
+    applies_to: Callable[[ImageSet], str | None] = _always
+    artifacts: dict[str, str] = field(default_factory=dict)
+    presets: dict[str, dict[str, str]] = field(default_factory=dict)
+    order: int = 100
+    transforms_test: bool = False  # may report a transformed-test accuracy too
+
+    def params(self, params: dict[str, str] | Any | None = None) -> Any:
+        """Typed parameters from `--param` strings (or a ready dataclass), defaults filled in."""
+        if dataclasses.is_dataclass(params) and not isinstance(params, type):
+            if not isinstance(params, self.params_cls):
+                raise UnlearnableError(f"attack {self.name}: expected {self.params_cls.__name__}, "
+                                       f"got {type(params).__name__}")
+            return params
+        if params and self.params_cls is NoParams:
+            raise UnlearnableError(f"attack {self.name!r} takes no parameters, got {sorted(params)}")
+        return from_params(self.params_cls, params or {})
+
+    def preset(self, level: str) -> dict[str, str]:
+        return dict(self.presets.get(level, {}))
+
+    def cost_of(self, params: Any = None) -> float:
+        return float(self.cost(self.params(params)) if callable(self.cost) else self.cost)
 
 
 ATTACKS: dict[str, AttackInfo] = {}
 
 
-def register_attack(name: str, summary: str, paper: str = "") -> Callable[[AttackFn], AttackFn]:
+def register_attack(name: str, summary: str, paper: str = "", **facts: Any) -> Callable[[AttackFn], AttackFn]:
+    """Register `fn(ctx, params) -> dict` under `name` with its facts (see `AttackInfo`)."""
     def deco(fn: AttackFn) -> AttackFn:
-        ATTACKS[name] = AttackInfo(name, fn, summary, paper)
+        ATTACKS[name] = AttackInfo(name, fn, summary, paper, **facts)
         return fn
     return deco
+
+
+def get_attack(name: str) -> AttackInfo:
+    if name not in ATTACKS:
+        raise UnlearnableError(f"unknown attack {name!r} (known: {', '.join(sorted(ATTACKS))})")
+    return ATTACKS[name]
+
+
+def ordered(names: Iterable[str]) -> list[str]:
+    """Attack names in the registry's display order (unknown names last, alphabetically)."""
+    return sorted(names, key=lambda n: (ATTACKS[n].order if n in ATTACKS else 1_000, n))
 
 
 def best_accuracy(result: dict[str, Any]) -> float:
@@ -72,24 +136,52 @@ def best_accuracy(result: dict[str, Any]) -> float:
     return max(v for v in vals if v is not None)
 
 
-def run_attack(name: str, ctx: AttackContext, params: dict[str, str] | None = None) -> dict[str, Any]:
-    """Run attack `name` into `ctx.out_dir`; reuse a finished `result.json` made the same way."""
-    if name not in ATTACKS:
-        raise UnlearnableError(f"unknown attack {name!r} (known: {', '.join(sorted(ATTACKS))})")
+def identity(name: str, ctx: AttackContext, params: Any) -> dict[str, Any]:
+    """Everything that determines an attack's result: a finished result.json is reused only
+    when its identity is this one (the data by content, the model by its definition)."""
+    from ..identity import content_id
+    from ..models import arch_signature
+
+    t = ctx.train
+    return {"attack": name, "params": to_dict(params), "arch": ctx.arch, "seed": ctx.seed,
+            "recipe": ctx.spec().recipe.to_dict(), "data": content_id(t), "test": content_id(ctx.test),
+            "model": arch_signature(ctx.arch, t.num_classes, t.channels, t.image_size)}
+
+
+def run_attack(name: str, ctx: AttackContext, params: dict[str, str] | Any | None = None,
+               reuse: bool = True) -> dict[str, Any]:
+    """Run attack `name` into `ctx.out_dir`; a finished `result.json` of the same identity (data
+    content, parameters, recipe, model definition, seed) is returned as it is. One made another
+    way is refused: its directory holds that other run's training."""
+    info = get_attack(name)
+    p = info.params(params)
     ctx.out_dir = Path(ctx.out_dir)
+    ident = identity(name, ctx, p)
+    done = ctx.out_dir / "result.json"
+    if done.exists():
+        prev = read_json(done)
+        if prev.get("identity") == ident and reuse:
+            log.info("attack %s: finished earlier in %s, reused", name, ctx.out_dir)
+            return prev
+        if prev.get("identity") != ident:
+            raise UnlearnableError(f"{ctx.out_dir}: holds attack {prev.get('attack')!r} made on other data or "
+                                   "with other settings; use another --out")
+    reason = info.applies_to(ctx.train)
+    if reason:
+        raise UnlearnableError(f"attack {name} does not apply to {ctx.data_name or ctx.train.name}: {reason}")
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    result = dict(ATTACKS[name].fn(ctx, dict(params or {})))
+    result = dict(info.fn(ctx, p))
     if "test_accuracy" not in result:
         raise RuntimeError(f"attack {name} returned no test_accuracy")
     result.update({
-        "attack": name, "params": dict(params or {}), "arch": ctx.arch, "seed": ctx.seed,
-        "recipe": ctx.recipe.to_dict(), "data": ctx.data_name, "num_train": len(ctx.train),
-        "seconds_total": round(time.perf_counter() - t0, 3), "finished": now_iso(),
+        "attack": name, "params": to_dict(p), "arch": ctx.arch, "seed": ctx.seed,
+        "recipe": ident["recipe"], "data": ctx.data_name, "num_train": len(ctx.train),
+        "identity": ident, "seconds_total": round(time.perf_counter() - t0, 3), "finished": now_iso(),
         "versions": versions(),
     })
     result["test_accuracy_best"] = best_accuracy(result)
-    write_json(ctx.out_dir / "result.json", result)
+    write_json(done, result)
     return result
 
 
@@ -125,8 +217,6 @@ def train_and_evaluate(
     return model, out
 
 
-@register_attack("none", "standard training on the protected set (the baseline every attack beats)")
-def no_attack(ctx: AttackContext, params: dict[str, str]) -> dict[str, Any]:
-    if params:
-        raise UnlearnableError(f"attack 'none' takes no parameters, got {sorted(params)}")
+@register_attack("none", "standard training on the protected set (the baseline every attack beats)", order=0)
+def no_attack(ctx: AttackContext, params: NoParams) -> dict[str, Any]:
     return train_and_evaluate(ctx)[1]

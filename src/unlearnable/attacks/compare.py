@@ -9,34 +9,33 @@ cost claim: orthogonal projection about 1x, adversarial training several times m
 from __future__ import annotations
 
 import dataclasses
+import logging
 from pathlib import Path
 from typing import Any
 
-from .._io import atomic_file, read_json, write_json
-from .base import ATTACKS, AttackContext, run_attack
+from .._io import atomic_file, write_json
+from .base import ATTACKS, AttackContext, ordered, run_attack
+
+log = logging.getLogger(__name__)
 
 
-def _reusable(path: Path, ctx: AttackContext) -> dict[str, Any] | None:
-    if not path.exists():
-        return None
-    r = read_json(path)
-    same = (r.get("arch"), r.get("seed"), r.get("recipe")) == (ctx.arch, ctx.seed, ctx.recipe.to_dict())
-    return r if same else None
+def run_all(ctx: AttackContext, names: list[str] | None = None,
+            params: dict[str, dict[str, str]] | None = None) -> dict[str, Any]:
+    """Run `none` plus `names` (default: every registered attack) into ctx.out_dir/NAME.
 
-
-def run_all(ctx: AttackContext, names: list[str] | None = None, params: dict[str, dict[str, str]] | None = None,
-            say=print) -> dict[str, Any]:
-    """Run `none` plus `names` (default: every registered attack) into ctx.out_dir/NAME."""
-    names = ["none"] + [n for n in (names or sorted(ATTACKS)) if n != "none"]
+    Each attack reuses its own finished result.json only when it was made from the same data
+    (by content) and settings, and refuses a directory holding another run (`run_attack`)."""
+    names = ordered({"none", *(names or ATTACKS)})
     out = Path(ctx.out_dir)
     rows: dict[str, dict[str, Any]] = {}
+    skipped: dict[str, str] = {}
     for name in names:
-        sub = dataclasses.replace(ctx, out_dir=out / name)
-        r = _reusable(out / name / "result.json", sub)
-        if r is None:
-            say(f"attack all: {name} ...")
-            r = run_attack(name, sub, (params or {}).get(name))
-        rows[name] = r
+        why = ATTACKS[name].applies_to(ctx.train)
+        if why:
+            skipped[name] = why
+            continue
+        log.info("attack all: %s ...", name)
+        rows[name] = run_attack(name, dataclasses.replace(ctx, out_dir=out / name), (params or {}).get(name))
     base_seconds = rows["none"]["seconds_total"]
     table = []
     for name, r in rows.items():
@@ -47,7 +46,7 @@ def run_all(ctx: AttackContext, names: list[str] | None = None, params: dict[str
             "cost_vs_standard_training": r["seconds_total"] / base_seconds if base_seconds else None,
         })
     summary = {"data": ctx.data_name, "arch": ctx.arch, "seed": ctx.seed, "recipe": ctx.recipe.to_dict(),
-               "rows": table}
+               "rows": table, "skipped": skipped}
     write_json(out / "summary.json", summary)
     with atomic_file(out / "summary.md", "w") as f:
         f.write(summary_markdown(summary))
@@ -68,4 +67,6 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         lines.append(f"| {r['attack']} | {_pct(r['test_accuracy'])} | {_pct(r['test_accuracy_transformed_test'])} "
                      f"| {_pct(r['test_accuracy_best'])} | {r['seconds']:.1f} s | "
                      f"{'–' if cost is None else f'{cost:.2f}x'} |")
+    for name, why in summary.get("skipped", {}).items():
+        lines.append(f"| {name} | not run: {why} | | | | |")
     return "\n".join(lines) + "\n"

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from .._io import UnlearnableError
-from .._params import from_params, to_dict
+from .._params import to_dict
 from .base import AttackContext, register_attack, train_and_evaluate
 
 MODES = ("global-mean", "affine")
@@ -81,13 +81,17 @@ class MeanSubParams:
     mode: str = "global-mean"
     chunk: int = 8192
 
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"unknown mode {self.mode!r} (known: {', '.join(MODES)})")
+
 
 @register_attack("mean-sub", "subtract each class's mean image, then train (the paper's failing baseline)",
-                 "Sandoval-Segura et al., NeurIPS 2023, App. A.4.4, arXiv:2305.19254")
-def mean_sub(ctx: AttackContext, params: dict[str, str]) -> dict[str, Any]:
+                 "Sandoval-Segura et al., NeurIPS 2023, App. A.4.4, arXiv:2305.19254", params_cls=MeanSubParams,
+                 order=30, artifacts={"class_means": "class_means.png"})
+def mean_sub(ctx: AttackContext, p: MeanSubParams) -> dict[str, Any]:
     from ..viz.plots import plot_weight_rows
 
-    p = from_params(MeanSubParams, params)
     ds = ctx.train
     x, y = ds.uint8_tensor(), torch.from_numpy(ds.labels)
     t0 = time.perf_counter()

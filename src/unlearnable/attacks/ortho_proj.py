@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from .._io import UnlearnableError, atomic_file
-from .._params import from_params, to_dict
+from .._params import to_dict
 from ..data.imageset import to_uint8
 from ..train.engine import _progress_enabled, pick_device
 from .base import AttackContext, register_attack, train_and_evaluate
@@ -205,11 +205,11 @@ def save_linear_weights(path: str | os.PathLike[str], w: torch.Tensor) -> None:
 
 
 @register_attack("ortho-proj", "Orthogonal Projection: remove the directions a linear model learns, then train",
-                 PAPER)
-def ortho_proj(ctx: AttackContext, params: dict[str, str]) -> dict[str, Any]:
+                 PAPER, params_cls=OrthoProjParams, cost=1.1, order=20, transforms_test=True,
+                 artifacts={"weights": "weights.png", "linear_weights": "linear_weights.npy"})
+def ortho_proj(ctx: AttackContext, p: OrthoProjParams) -> dict[str, Any]:
     from ..viz.plots import plot_weight_rows
 
-    p = from_params(OrthoProjParams, params)
     dev = pick_device(ctx.device)
     ds = ctx.train
     x_u8 = ds.uint8_tensor()  # (N, C, H, W): flattening it is channel-major

@@ -22,7 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from .._params import from_params, to_dict
+from .._params import to_dict
+from ..data.imageset import ImageSet
 from .base import AttackContext, register_attack, train_and_evaluate
 
 
@@ -102,24 +103,28 @@ def _squeeze_attack(ctx: AttackContext, fn, p: Any) -> dict[str, Any]:
     return out
 
 
+def _one_channel(ds: ImageSet) -> str | None:
+    return "grayscale is a no-op on 1-channel data" if ds.channels == 1 else None
+
+
 @register_attack("jpeg", "JPEG compression of the training images (quality 10)",
-                 "Liu et al. ICML 2023, https://arxiv.org/abs/2301.13838")
-def jpeg_attack(ctx: AttackContext, params: dict[str, str]) -> dict[str, Any]:
-    p = from_params(JpegParams, params)
+                 "Liu et al. ICML 2023, https://arxiv.org/abs/2301.13838", params_cls=JpegParams, order=40,
+                 transforms_test=True)
+def jpeg_attack(ctx: AttackContext, p: JpegParams) -> dict[str, Any]:
     return _squeeze_attack(ctx, lambda im: jpeg_compress(im, p.quality), p)
 
 
 @register_attack("bit-depth", "bit-depth reduction of the training images (2 bits)",
-                 "Liu et al. ICML 2023, https://arxiv.org/abs/2301.13838")
-def bit_depth_attack(ctx: AttackContext, params: dict[str, str]) -> dict[str, Any]:
-    p = from_params(BitDepthParams, params)
+                 "Liu et al. ICML 2023, https://arxiv.org/abs/2301.13838", params_cls=BitDepthParams, order=50,
+                 transforms_test=True)
+def bit_depth_attack(ctx: AttackContext, p: BitDepthParams) -> dict[str, Any]:
     return _squeeze_attack(ctx, lambda im: bit_depth_reduce(im, p.bits), p)
 
 
 @register_attack("grayscale", "grayscale training images (a no-op on 1-channel data, said in the result)",
-                 "Liu et al. ICML 2023, https://arxiv.org/abs/2301.13838")
-def grayscale_attack(ctx: AttackContext, params: dict[str, str]) -> dict[str, Any]:
-    p = from_params(GrayscaleParams, params)
+                 "Liu et al. ICML 2023, https://arxiv.org/abs/2301.13838", params_cls=GrayscaleParams, order=60,
+                 transforms_test=True, applies_to=_one_channel)
+def grayscale_attack(ctx: AttackContext, p: GrayscaleParams) -> dict[str, Any]:
     out = _squeeze_attack(ctx, grayscale, p)
     if ctx.train.channels == 1:
         out["note"] = "no-op: the dataset has one channel, so grayscale leaves it unchanged"

@@ -8,11 +8,13 @@ images are passed along for attacks that want them.
 from __future__ import annotations
 
 import argparse
-import sys
+import logging
 
 from .._io import UnlearnableError
 from ..attacks import ATTACKS, AttackContext, run_attack
 from .common import add_train_args, parse_params, progress_from_args, recipe_from_args
+
+log = logging.getLogger("unlearnable")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -50,7 +52,7 @@ def context_for(data: str, out: str, args: argparse.Namespace) -> AttackContext:
         try:
             clean = load_base(train, args.data_root)
         except UnlearnableError as e:  # only some attacks need it; they say so themselves
-            print(f"unlearnable: note: clean base not available ({e})", file=sys.stderr)
+            log.warning("clean base not available (%s)", e)
     elif str(data).lower() in DATASETS:
         clean = train  # a registered (clean) dataset is its own clean base
     return AttackContext(train, test, args.arch, recipe_from_args(args), args.seed, out, args.device,
@@ -93,8 +95,7 @@ def run_all_cli(args: argparse.Namespace) -> int:
         raise UnlearnableError(f"unknown attack(s) {unknown} (known: {', '.join(sorted(ATTACKS))})")
     if args.param:
         raise UnlearnableError("attack all takes no --param (run single attacks for custom parameters)")
-    summary = run_all(context_for(args.data, args.out, args), names,
-                      say=lambda m: print(m, file=sys.stderr))
+    summary = run_all(context_for(args.data, args.out, args), names)
     print(summary_markdown(summary), end="")
     print(f"-> {args.out}/summary.json")
     return 0

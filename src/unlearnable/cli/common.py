@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
-
 from .._io import UnlearnableError
-from ..train.engine import RECIPES, Recipe, get_recipe
+from ..train.engine import RECIPES, Recipe
 
 
 def add_data_root(p: argparse.ArgumentParser) -> None:
@@ -28,20 +26,10 @@ def add_train_args(p: argparse.ArgumentParser, arch: str = "convnet", recipe: st
 
 
 def recipe_from_args(args: argparse.Namespace) -> Recipe:
-    r = get_recipe(args.recipe)
-    kw: dict[str, Any] = {}
-    if args.epochs is not None:
-        if args.epochs < 1:
-            raise UnlearnableError("--epochs must be at least 1")
-        kw["epochs"] = args.epochs
-        if r.schedule == "step" and r.milestones:
-            # Keep the preset's milestones at the same fractions of the run.
-            kw["milestones"] = tuple(max(1, round(m * args.epochs / r.epochs)) for m in r.milestones)
-    if args.batch_size is not None:
-        kw["batch_size"] = args.batch_size
-    if args.lr is not None:
-        kw["lr"] = args.lr
-    return r.replace(**kw)
+    """The `--recipe` preset with `--epochs/--batch-size/--lr`, through the ladder's one function."""
+    from ..ladder import recipe_for
+
+    return recipe_for(preset=args.recipe, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr)
 
 
 def progress_from_args(args: argparse.Namespace) -> bool | None:

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import shutil
 import time
-from pathlib import Path
 
 from .._io import UnlearnableError
 from ..data.store import load_dataset_dir
+from ..ladder import LEVELS
 from ..poisons import POISONS, PoisonContext, poison_dataset
 from .common import add_data_root, parse_params, progress_from_args
 
@@ -30,8 +29,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="protect a seeded random subset of N base images (indices.npy says which)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.add_argument("--device", default="cpu", help="device for model-based methods (default cpu)")
-    p.add_argument("--budget", default="paper", choices=["paper", "quick"],
-                   help="compute budget of model-based methods (default paper)")
+    p.add_argument("--level", default="paper", choices=LEVELS,
+                   help="compute level (the ladder's): the cost of model-based methods, and "
+                        "cheaper presets of model-free ones at tiny (default paper)")
+    # The old spelling of --level, kept so existing scripts still run.
+    p.add_argument("--budget", dest="level", choices=LEVELS, default=argparse.SUPPRESS,
+                   help=argparse.SUPPRESS)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--resume", action="store_true",
                    help="model-based methods: continue a killed run from the state in OUT.work/")
@@ -69,18 +72,14 @@ def run(args: argparse.Namespace) -> int:
         raise UnlearnableError(f"unknown poison {args.method!r} (known: {', '.join(POISONS)})")
     if not args.dataset or not args.out:
         raise UnlearnableError("poison needs --dataset DATA and --out DIR")
-    # Resumable state of model-based methods lives beside OUT (OUT itself is written atomically
-    # at the end); it is kept when a run dies and removed once OUT is written.
-    work = Path(args.out).with_name(Path(args.out).name + ".work")
-    if work.exists() and not args.resume:
-        raise UnlearnableError(f"{work}: state of an unfinished run exists; add --resume to continue "
-                               "it, or delete it to start over")
+    # Model-based methods keep resumable state in OUT.work (poison_dataset chooses, refuses and
+    # removes it); the CLI only passes --resume through.
     ctx = PoisonContext(seed=args.seed, device=args.device, progress=progress_from_args(args),
-                        budget=args.budget, work_dir=work)
+                        level=args.level)
     t0 = time.perf_counter()
     out = poison_dataset(args.method, args.dataset, args.out, args.seed, parse_params(args.param),
-                         args.fraction, args.subset, args.data_root, args.overwrite, ctx)
-    shutil.rmtree(work, ignore_errors=True)
+                         args.fraction, args.subset, args.data_root, args.overwrite, ctx,
+                         resume=args.resume)
     seconds = time.perf_counter() - t0
     man = load_dataset_dir(out).meta["manifest"]
     m = man["perturbation_measured"]

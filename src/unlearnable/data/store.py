@@ -163,6 +163,26 @@ def load_dataset_dir(path: str | os.PathLike[str], verify: bool = True) -> Image
                     {"manifest": man, "path": str(path)})
 
 
+def manifest_bound(man: dict[str, Any]) -> dict[str, Any] | None:
+    """The l_p bound a poison manifest records ({"norm": ..., "eps"/"l2"/...}), or None.
+
+    Manifests written before the rename call it "budget"; the new key wins when both exist.
+    """
+    return man.get("bound", man.get("budget"))
+
+
+def manifest_level(man: dict[str, Any]) -> str | None:
+    """The compute level (tiny | quick | paper) a poison manifest records, or None.
+
+    Older manifests call it "compute_budget" (also inside "info"); the new key wins.
+    """
+    for rec in (man, man.get("info") or {}):
+        for key in ("level", "compute_budget"):
+            if rec.get(key) is not None:
+                return rec[key]
+    return None
+
+
 def load_npy(f: str | os.PathLike[str], mmap: bool = False) -> np.ndarray:
     """np.load without pickles, with a one-line error for a missing or broken file."""
     try:

@@ -5,7 +5,9 @@
     poison_dataset("ar", "fashion-mnist", "data/fmnist-ar", seed=0)
 
 Model-free methods live here (random-noise, regions, lsp, ops, ar); model-based ones (error-
-minimizing, adversarial poisoning, NTGA) register themselves the same way.
+minimizing, adversarial poisoning, NTGA) register themselves the same way, declaring
+`model_based=True`. Every method runs at a rung of `unlearnable.ladder.LEVELS`
+(`PoisonContext(level="tiny")` for tests): the level fills the parameters left unset.
 """
 
 from . import ar, lsp, noise, ops  # noqa: F401  (each module registers its poison)
@@ -14,10 +16,10 @@ from .base import (
     POISONS, PoisonContext, PoisonInfo, PoisonOutput, apply_delta, get_poison, make_poison,
     perturb_chunks, poisoned_mask, register_poison,
 )
-from .make import poison_dataset, stored_poisoned_mask
+from .make import default_work_dir, poison_dataset, stored_poisoned_mask
 
 __all__ = [
-    "POISONS", "PoisonContext", "PoisonInfo", "PoisonOutput", "apply_delta", "get_poison",
+    "POISONS", "PoisonContext", "PoisonInfo", "PoisonOutput", "apply_delta", "default_work_dir", "get_poison",
     "make_poison", "perturb_chunks", "poison_dataset", "poisoned_mask", "register_poison",
     "stored_poisoned_mask",
 ]

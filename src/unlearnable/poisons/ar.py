@@ -9,7 +9,7 @@ training image; no model, no optimization. Class k owns a causal 3x3 AR filter p
 coefficients b (the bottom-right entry fixed to 0) summing to 1. A perturbation is made by
 filling a (H+4) x (W+4) canvas whose first two rows and columns are Gaussian start values, each
 later value being the b-weighted sum of its 8 causal neighbours (two rows above, two pixels to
-the left), then cropping the top-left 4 rows and columns and scaling to the norm budget.
+the left), then cropping the top-left 4 rows and columns and scaling to the norm bound.
 The matching filter (b with -1 in the bottom-right) annihilates its own process (response 0),
 so a network can read the class from a simple linear filter: a shortcut that is *not* linearly
 separable in pixel space (the paper's Table 2).
@@ -58,7 +58,7 @@ REF_MEDIAN = 4.65
 @dataclass
 class ARParams:
     norm: str = "l2"  # "l2" (the original) or "linf"
-    size: float = 0.0  # budget; 0 = default for the norm: 1.0 for l2, 8/255 for linf
+    size: float = 0.0  # the bound; 0 = default for the norm: 1.0 for l2, 8/255 for linf
     min_response: float = 0.0  # distinctness threshold at 32x32; 0 = 10 (<= 10 classes) or 3
     max_norm: float = 50.0  # stability: largest pre-scaling l2 norm of a generated pattern
     max_tries: int = 2000  # candidate filters per class before taking the most distinct seen
@@ -233,6 +233,8 @@ def _no_bar(progress: bool | None) -> bool:
     "scaled to ||delta||_2 = 1 (or l_inf 8/255)",
     "Sandoval-Segura et al., Autoregressive Perturbations for Data Poisoning, NeurIPS 2022, "
     "https://arxiv.org/abs/2206.03693",
+    # The filter search tries up to 2000 candidates per class; 100 show the mechanism in seconds.
+    model_based=False, presets={"tiny": {"max_tries": "100"}},
 )
 def ar(base: ImageSet, params: ARParams, ctx: PoisonContext) -> PoisonOutput:
     """Autoregressive perturbations: per sample, its class's AR process from fresh start values.

@@ -5,13 +5,16 @@ A poison (an "unlearnable dataset" generator, the *defence* in the paper's frami
     fn(base: ImageSet, params: ParamsDataclass, ctx: PoisonContext) -> PoisonOutput
 
 where `params` is a dataclass whose defaults are the original paper's, `ctx` carries the seed and
-what model-based methods need (device, progress bar, a work directory for resumable state, a
-quick|paper budget), and `PoisonOutput.images` is the protected uint8 NHWC array aligned with
-`base`. `make_poison` adds the seeded `fraction` mixing; `poison_dataset` (in `make.py`) loads,
-subsets, generates and writes the project format with a full manifest.
+what model-based methods need (device, progress bar, a work directory for resumable state, the
+compute level of `unlearnable.ladder`), and `PoisonOutput.images` is the protected uint8 NHWC
+array aligned with `base`. `make_poison` adds the seeded `fraction` mixing; `poison_dataset` (in
+`make.py`) loads, subsets, generates and writes the project format with a full manifest.
 
-Shared helpers keep every method's budget honest: `apply_delta` clips to [0, 1], rounds to the
-nearest grey level and, for l_inf methods, clamps the integer change to the budget, so
+Each registry entry (`PoisonInfo`) carries its own facts: whether it trains a model, its cheaper
+parameter presets per compute level, and which parameters make it class-wise (`kind_of`).
+
+Shared helpers keep every method's l_p bound honest: `apply_delta` clips to [0, 1], rounds to
+the nearest grey level and, for l_inf methods, clamps the integer change to the bound, so
 "l_inf <= eps" holds on the uint8 file, not only on the float perturbation.
 """
 
@@ -20,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +34,7 @@ import torch
 from .._io import UnlearnableError, sha256_array
 from .._params import from_params, to_dict
 from ..data.imageset import ImageSet
+from ..ladder import LEVELS
 
 
 @dataclass
@@ -39,23 +43,26 @@ class PoisonContext:
 
     seed: every random draw derives from it. device: where model-based methods compute (the
     model-free ones here run on the CPU). progress: tqdm bar (None = only on a tty).
-    work_dir: a directory for resumable state (model-based methods). budget: "paper" (the
-    original's full cost) or "quick" (a CPU-sized run). save_every / stop_after: see below.
+    work_dir: a directory for resumable state (model-based methods; `poison_dataset` picks
+    OUT.work when None). level: a rung of `unlearnable.ladder.LEVELS`: "paper" (the original's
+    full cost), "quick" (a CPU-sized run) or "tiny" (seconds, for tests); it decides the
+    parameters left unset (a model-based method's level table, a model-free one's presets).
+    save_every / stop_after: see below.
     """
 
     seed: int = 0
     device: str = "cpu"
     progress: bool | None = None
     work_dir: Path | None = None
-    budget: str = "paper"
+    level: str = "paper"
     # Model-based methods: save resumable state to work_dir at least every `save_every` seconds;
     # `stop_after` = N stops (raising poisons.crafting.Interrupted) after N units, as a kill would.
     save_every: float = 300.0
     stop_after: int | None = None
 
     def __post_init__(self) -> None:
-        if self.budget not in ("paper", "quick"):
-            raise UnlearnableError(f"budget must be 'paper' or 'quick', got {self.budget!r}")
+        if self.level not in LEVELS:
+            raise UnlearnableError(f"level must be one of {', '.join(LEVELS)}, got {self.level!r}")
         if self.work_dir is not None:
             self.work_dir = Path(self.work_dir)
 
@@ -69,30 +76,67 @@ class PoisonContext:
 @dataclass
 class PoisonOutput:
     images: np.ndarray  # (N, H, W, C) uint8, aligned with the base
-    info: dict[str, Any] = field(default_factory=dict)  # JSON-able: budget, patterns, measured extras
+    info: dict[str, Any] = field(default_factory=dict)  # JSON-able: norm and bound, patterns, extras
 
 
 PoisonFn = Callable[[ImageSet, Any, PoisonContext], PoisonOutput]
 
 
+KINDS = ("class-wise", "sample-wise")
+# A poison's kind: fixed, or decided by its parameters (EM with mode=class is class-wise).
+KindRule = str | Callable[[Any], str]
+
+
 @dataclass(frozen=True)
 class PoisonInfo:
+    """A registered poison and the facts about it that callers need without running it.
+
+    model_based: it trains or queries a network (em, tap, ...), so it is slow, resumable (it
+    uses `ctx.work_dir`) and its unset parameters come from its level table. presets: per level
+    of `unlearnable.ladder.LEVELS`, `--param` strings that a model-free method takes at that
+    level unless given (AR searches fewer filters at "tiny"); levels without an entry run the
+    paper's defaults.
+    """
+
     name: str
     params_cls: type
     fn: PoisonFn
-    kind: str  # "class-wise" | "sample-wise"
+    kind_rule: KindRule
     summary: str
     paper: str = ""
     uses_seed: bool = True  # False for deterministic methods (OPS): any seed gives the same set
+    model_based: bool = False
+    presets: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
-    def params(self, params: dict[str, str] | Any | None = None) -> Any:
-        """Typed parameters from `--param` strings (or a ready dataclass), defaults filled in."""
+    @property
+    def kind(self) -> str:
+        """The kind at the default (paper) parameters; `kind_of(params)` for given ones."""
+        return self.kind_of()
+
+    def kind_of(self, params: dict[str, str] | Any | None = None) -> str:
+        """"class-wise" or "sample-wise" for these parameters (`--param` strings or typed)."""
+        if isinstance(self.kind_rule, str):
+            return self.kind_rule
+        kind = self.kind_rule(self.params(params))
+        if kind not in KINDS:
+            raise ValueError(f"{self.name}: kind rule gave {kind!r}, expected one of {KINDS}")
+        return kind
+
+    def preset(self, level: str = "paper") -> dict[str, str]:
+        """The `--param` strings this poison takes at ladder `level` unless given."""
+        if level not in LEVELS:
+            raise UnlearnableError(f"level must be one of {', '.join(LEVELS)}, got {level!r}")
+        return dict(self.presets.get(level, {}))
+
+    def params(self, params: dict[str, str] | Any | None = None, level: str = "paper") -> Any:
+        """Typed parameters from `--param` strings (or a ready dataclass), filled in from the
+        preset of `level`, then the paper's defaults. A ready dataclass is taken as it is."""
         if dataclasses.is_dataclass(params) and not isinstance(params, type):
             if not isinstance(params, self.params_cls):
                 raise UnlearnableError(f"{self.name}: expected {self.params_cls.__name__}, "
                                        f"got {type(params).__name__}")
             return params
-        return from_params(self.params_cls, params or {})
+        return from_params(self.params_cls, {**self.preset(level), **(params or {})})
 
     def defaults(self) -> dict[str, Any]:
         return {f.name: f.default for f in dataclasses.fields(self.params_cls)}
@@ -101,14 +145,27 @@ class PoisonInfo:
 POISONS: dict[str, PoisonInfo] = {}
 
 
-def register_poison(name: str, params_cls: type, kind: str, summary: str, paper: str = "",
-                    uses_seed: bool = True) -> Callable[[PoisonFn], PoisonFn]:
-    """Register `fn(base, params, ctx) -> PoisonOutput` under `name` (used by CLI and tests)."""
-    if kind not in ("class-wise", "sample-wise"):
-        raise ValueError(f"kind must be class-wise or sample-wise, got {kind!r}")
+def register_poison(name: str, params_cls: type, kind: KindRule, summary: str, paper: str = "",
+                    uses_seed: bool = True, *, model_based: bool,
+                    presets: Mapping[str, Mapping[str, str]] | None = None) -> Callable[[PoisonFn], PoisonFn]:
+    """Register `fn(base, params, ctx) -> PoisonOutput` under `name` (used by CLI and tests).
+
+    kind: "class-wise" | "sample-wise", or a function of the typed parameters giving one.
+    model_based: whether it trains or queries a network (declared, so nothing has to guess).
+    presets: {level: {param: string}} for levels that should run cheaper than the paper.
+    """
+    if not callable(kind) and kind not in KINDS:
+        raise ValueError(f"kind must be class-wise, sample-wise or a function, got {kind!r}")
+    presets = {lv: dict(p) for lv, p in (presets or {}).items()}
+    bad = set(presets) - set(LEVELS)
+    if bad:
+        raise ValueError(f"{name}: presets for unknown levels {sorted(bad)} (known: {LEVELS})")
+    for p in presets.values():
+        from_params(params_cls, p)  # a broken preset fails at import, not in a user's run
 
     def deco(fn: PoisonFn) -> PoisonFn:
-        POISONS[name] = PoisonInfo(name, params_cls, fn, kind, summary, paper, uses_seed)
+        POISONS[name] = PoisonInfo(name, params_cls, fn, kind, summary, paper, uses_seed,
+                                   model_based, presets)
         return fn
     return deco
 
@@ -127,7 +184,7 @@ def apply_delta(x: torch.Tensor, delta: torch.Tensor, linf: float | None = None)
     """uint8 NHWC of clip(x + delta) rounded to grey levels; x, delta float NCHW in [0, 1] units.
 
     With `linf`, the integer change per value is clamped to floor(255 * linf) so the stored
-    images respect the l_inf budget even when 255 * linf is not a whole number of grey levels.
+    images respect the l_inf bound even when 255 * linf is not a whole number of grey levels.
     Only clipping at 0 and 255 makes the stored delta differ from round(255 * delta).
     """
     # Round the perturbation, not the sum: x sits on the grey-level grid, so a class-wise delta
@@ -191,11 +248,12 @@ def make_poison(method: str, base: ImageSet, params: dict[str, str] | Any | None
         method: a key of `POISONS` (random-noise, regions, lsp, ops, ar, ...).
         base: clean training images (uint8 NHWC ImageSet; any channels, size, class count).
         params: `--param`-style strings or the method's params dataclass; missing keys take the
-            original paper's defaults.
+            preset of `ctx.level` (`POISONS[method].preset(level)`), then the original paper's
+            defaults.
         seed: seed of every draw (ignored when `ctx` is given: `ctx.seed` wins).
         fraction: share of samples poisoned, chosen by `poisoned_mask(n, fraction, seed)`; the
             others stay byte-identical to `base`.
-        ctx: device / progress / work_dir / budget for model-based methods.
+        ctx: device / progress / work_dir for model-based methods, and the compute level.
 
     Returns an ImageSet with the same labels, classes and indices, whose `meta["poison"]` holds
     method, kind, typed params, seed, fraction, the poisoned-mask checksum and the generator info.
@@ -204,8 +262,8 @@ def make_poison(method: str, base: ImageSet, params: dict[str, str] | Any | None
         >>> protected = make_poison("regions", load_data("digits"), {"p": "4"}, seed=0)
     """
     info = get_poison(method)
-    p = info.params(params)
     ctx = ctx or PoisonContext(seed=seed)
+    p = info.params(params, ctx.level)
     if len(base) == 0:
         raise UnlearnableError(f"{base.name or 'dataset'}: no images to poison")
     mask = poisoned_mask(len(base), fraction, ctx.seed)
@@ -216,8 +274,8 @@ def make_poison(method: str, base: ImageSet, params: dict[str, str] | Any | None
     images = out.images if mask.all() else np.where(mask[:, None, None, None], out.images, base.images)
     meta = dict(base.meta)
     meta["poison"] = {
-        "method": method, "kind": info.kind, "params": to_dict(p), "seed": ctx.seed,
-        "budget": ctx.budget, "fraction": fraction, "num_poisoned": int(mask.sum()),
+        "method": method, "kind": info.kind_of(p), "params": to_dict(p), "seed": ctx.seed,
+        "level": ctx.level, "fraction": fraction, "num_poisoned": int(mask.sum()),
         "poisoned_mask": {"rule": "unlearnable.poisons.poisoned_mask(num_samples, fraction, seed)",
                           "sha256": sha256_array(mask)},
         "info": out.info,

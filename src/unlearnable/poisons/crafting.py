@@ -1,4 +1,4 @@
-"""What the model-based poisons share: the crafting model, budget-scaled parameters, resumable
+"""What the model-based poisons share: the crafting model, level-scaled parameters, resumable
 state, seeded per-unit generators, progress and peak-memory reporting.
 
 A model-based generator works in *units* (a round of EM, a batch of TAP, a block of NTGA, ...).
@@ -8,15 +8,17 @@ unit u (crafting model, optimizer, perturbation so far, counters) is restored. `
 saves that state to `ctx.work_dir/state.pt` atomically, at most every `ctx.save_every` seconds
 and whenever asked to, and refuses state made with other settings or data.
 
-Budget-scaled parameters: a field left at `None` takes its value from the method's table for
-`ctx.budget` ("paper" = the original's cost, "quick" = a CPU-sized run); `resolve` returns the
-effective values, which the manifest records next to the budget.
+Level-scaled parameters: a field left at `None` takes its value from the method's level table
+for `ctx.level` (a rung of `unlearnable.ladder.LEVELS`: "paper" = the original's cost, "quick" =
+a CPU-sized run, "tiny" = seconds, for tests); `resolve` returns the effective values, which the
+manifest records next to the level.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import resource
 import sys
 import time
@@ -35,6 +37,7 @@ from ..models import Classifier, build_model
 from .base import PoisonContext
 
 STATE_FILE = "state.pt"
+log = logging.getLogger(__name__)
 
 
 class Interrupted(UnlearnableError):
@@ -84,10 +87,16 @@ def sgd(model: nn.Module, lr: float, momentum: float = 0.9, weight_decay: float 
                             {"params": no_decay, "weight_decay": 0.0}], lr=lr, momentum=momentum)
 
 
-def resolve(params: Any, table: dict[str, dict[str, Any]], budget: str) -> dict[str, Any]:
-    """Effective parameter values: every `None` field filled from `table[budget]`."""
+def resolve(params: Any, table: dict[str, dict[str, Any]], level: str) -> dict[str, Any]:
+    """Effective parameter values: every `None` field filled from `table[level]`.
+
+    `table` has one entry per ladder level ("tiny", "quick", "paper"), each naming every
+    None-defaulted field, so no effective value is left None.
+    """
+    if level not in table:
+        raise UnlearnableError(f"level must be one of {', '.join(table)}, got {level!r}")
     eff = to_dict(params)
-    for k, v in table[budget].items():
+    for k, v in table[level].items():
         if eff.get(k) is None:
             eff[k] = v
     return eff
@@ -113,9 +122,9 @@ def progress_bar(ctx: PoisonContext, total: int, desc: str, initial: int = 0):
 
 def fingerprint(method: str, params: Any, ctx: PoisonContext, base: ImageSet,
                 extra: dict[str, Any] | None = None) -> str:
-    """What a saved state must match to be resumed: method, parameters, seed, budget, data."""
+    """What a saved state must match to be resumed: method, parameters, seed, level, data."""
     p = to_dict(params) if dataclasses.is_dataclass(params) else params
-    return json.dumps({"method": method, "params": p, "seed": ctx.seed, "budget": ctx.budget,
+    return json.dumps({"method": method, "params": p, "seed": ctx.seed, "level": ctx.level,
                        "images": sha256_array(base.images), "labels": sha256_array(base.labels),
                        **(extra or {})}, sort_keys=True, default=str)
 
@@ -156,6 +165,7 @@ class Resumable:
         if state is None or state.get("phase") == "start":
             self.save({"phase": "start"})
             return None
+        log.info("resuming from %s", self.path)
         return state
 
     def save(self, state: dict[str, Any]) -> None:

@@ -36,10 +36,12 @@ from .crafting import (
 
 PAPER = "Huang et al., Unlearnable Examples: Making Personal Data Unexploitable, ICLR 2021, " \
         "https://arxiv.org/abs/2101.04898"
-# Fields left at None take these values; "quick" halves the PGD steps (same total travel).
-BUDGETS = {
-    "paper": {"steps": 20, "alpha": 0.8 / 255, "max_rounds": 100},
-    "quick": {"steps": 10, "alpha": 1.6 / 255, "max_rounds": 10},
+# Fields left at None take these values at each ladder level; "quick" halves the PGD steps (same
+# total travel); "tiny" is a few steps of everything, only enough for tests to see the mechanism.
+LEVEL_TABLE = {
+    "paper": {"steps": 20, "alpha": 0.8 / 255, "max_rounds": 100, "train_steps": 10, "batch_size": 128},
+    "quick": {"steps": 10, "alpha": 1.6 / 255, "max_rounds": 10, "train_steps": 10, "batch_size": 128},
+    "tiny": {"steps": 2, "alpha": 4 / 255, "max_rounds": 2, "train_steps": 3, "batch_size": 64},
 }
 NOISE_BATCH = 512  # noise-update batch: eval-mode BN makes samples independent, so only speed
 
@@ -50,13 +52,13 @@ class EMParams:
     eps: float = 8 / 255
     steps: int | None = None  # PGD descent steps per noise update (paper 20)
     alpha: float | None = None  # PGD step (paper 0.8/255)
-    train_steps: int = 10  # M: SGD steps of the crafting model per round
-    batch_size: int = 128
+    train_steps: int | None = None  # M: SGD steps of the crafting model per round (paper 10)
+    batch_size: int | None = None  # paper 128
     lr: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 5e-4
     stop_accuracy: float = 0.99  # stop when the crafting model's accuracy on x + delta reaches it
-    max_rounds: int | None = None  # safety cap (paper budget 100, quick 10)
+    max_rounds: int | None = None  # safety cap (paper 100, quick 10)
     arch: str = ""  # crafting model; "" = resnet18 on CUDA, convnet on CPU
 
     def __post_init__(self) -> None:
@@ -65,7 +67,7 @@ class EMParams:
         if not 0 < self.eps <= 1:
             raise ValueError(f"eps must be in (0, 1], got {self.eps}")
         for k in ("train_steps", "batch_size"):
-            if getattr(self, k) < 1:
+            if getattr(self, k) is not None and getattr(self, k) < 1:
                 raise ValueError(f"{k} must be at least 1")
 
 
@@ -78,10 +80,11 @@ def craft_error_minimizing(base: ImageSet, params: EMParams, ctx: PoisonContext,
     mode) and info (effective parameters, rounds, stop reason, per-round loss/accuracy, memory).
     """
     t0 = time.perf_counter()
-    eff = resolve(params, BUDGETS, ctx.budget)
+    eff = resolve(params, LEVEL_TABLE, ctx.level)
     dev = device_of(ctx)
     arch = params.arch or default_arch(dev)
     eps, alpha, steps = eff["eps"], eff["alpha"], eff["steps"]
+    train_n, bs = eff["train_steps"], eff["batch_size"]
     x, y = base.to_tensor(dev)
     n, k = len(x), base.num_classes
     classwise = params.mode == "class"
@@ -118,12 +121,12 @@ def craft_error_minimizing(base: ImageSet, params: EMParams, ctx: PoisonContext,
                 break
             g = unit_generator(ctx.seed, 1, r)
             seed_global(ctx.seed, 1, r)
-            idx = torch.randperm(n, generator=g)[: params.train_steps * params.batch_size].to(dev)
-            train_loss, _ = train_steps(model, opt, x, y, idx, params.batch_size,
+            idx = torch.randperm(n, generator=g)[: train_n * bs].to(dev)
+            train_loss, _ = train_steps(model, opt, x, y, idx, bs,
                                         lambda xb, b: (xb + full(b)).clamp(0, 1))
             model.eval()
             if classwise:
-                delta = _class_descent(model, x, y, delta, eps, alpha, steps, params.batch_size)
+                delta = _class_descent(model, x, y, delta, eps, alpha, steps, bs)
             else:
                 for s in range(0, n, NOISE_BATCH):
                     sl = slice(s, s + NOISE_BATCH)
@@ -142,7 +145,7 @@ def craft_error_minimizing(base: ImageSet, params: EMParams, ctx: PoisonContext,
     clean_loss, clean_acc = loss_and_accuracy(model, x, y)
     info = {
         "norm": "linf", "eps": eps, "mode": params.mode, "arch": arch, "device": str(dev),
-        "compute_budget": ctx.budget, "effective_params": eff, "rounds": len(history),
+        "level": ctx.level, "effective_params": eff, "rounds": len(history),
         "stopped_by": "accuracy" if done else "max_rounds",
         "crafting_model": {"protected_loss": history[-1]["loss"] if history else None,
                            "protected_accuracy": history[-1]["accuracy"] if history else None,
@@ -180,19 +183,25 @@ def _class_descent(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, del
     return delta
 
 
+def em_kind(params: EMParams) -> str:
+    """Class-wise with mode=class (one pattern per class), sample-wise otherwise."""
+    return "class-wise" if params.mode == "class" else "sample-wise"
+
+
 @register_poison(
-    "em", EMParams, "sample-wise",
+    "em", EMParams, em_kind,
     "Unlearnable Examples: error-minimizing noise (min-min with a crafting model), l_inf 8/255; "
     "mode=class for one pattern per class",
-    PAPER,
+    PAPER, model_based=True,
 )
 def em(base: ImageSet, params: EMParams, ctx: PoisonContext) -> PoisonOutput:
     """Error-minimizing noise (Unlearnable Examples), sample-wise (default) or class-wise.
 
     Args: params (EMParams: mode=sample|class, eps=8/255, steps=20, alpha=0.8/255, M=10 SGD
-    steps at lr 0.1, stop at 99 % accuracy, arch) and ctx (seed, device, budget, work_dir).
+    steps at lr 0.1, stop at 99 % accuracy, arch) and ctx (seed, device, level, work_dir).
     Shapes: delta (N, C, H, W) or (K, C, H, W); output uint8 (N, H, W, C), l_inf <= eps.
-    Note: registered as sample-wise; with mode=class every image of a class gets one pattern.
+    Note: sample-wise by default; with mode=class every image of a class gets one pattern, and
+    `POISONS["em"].kind_of({"mode": "class"})` says "class-wise".
     Example: `make_poison("em", load_data("digits"), {"mode": "class"}, seed=0)`.
     """
     delta, _, info = craft_error_minimizing(base, params, ctx, "em")

@@ -32,7 +32,7 @@ from .base import PoisonContext, PoisonOutput, perturb_chunks, register_poison, 
 
 @dataclass
 class LSPParams:
-    eps: float = 6 / 255  # per-pixel scale of the l2 budget: ||delta||_2 = sqrt(C*H*W) * eps
+    eps: float = 6 / 255  # per-pixel scale of the l2 bound: ||delta||_2 = sqrt(C*H*W) * eps
     class_sep: float = 10.0  # centres at +-class_sep per coordinate (sklearn's class_sep)
     grid: int = 0  # patches per side; 0 = from the image size (4 for >= 16 px, else 2)
     random_covariance: bool = True  # sklearn's per-cluster random linear map A_k ~ U(-1, 1)
@@ -73,11 +73,12 @@ def cluster_centres(k: int, m: int, sep: float, rng: np.random.Generator) -> np.
     "lsp", LSPParams, "sample-wise",
     "synthetic linearly separable noise: class clusters on a patch grid, ||delta||_2 = sqrt(d)*6/255",
     "Yu et al., Availability Attacks Create Shortcuts, KDD 2022, https://arxiv.org/abs/2111.00898",
+    model_based=False,
 )
 def lsp(base: ImageSet, params: LSPParams, ctx: PoisonContext) -> PoisonOutput:
     """Linearly separable perturbations: per sample a draw from its class's cluster, upsampled.
 
-    Args: params.eps = 6/255 (l2 budget sqrt(d)*eps), class_sep = 10, grid = 0 (auto),
+    Args: params.eps = 6/255 (l2 bound sqrt(d)*eps), class_sep = 10, grid = 0 (auto),
     random_covariance = True; ctx.seed.
     Shapes: draws (N, C, g, g) -> delta (N, C, H, W) -> uint8 (N, H, W, C).
     Example: `make_poison("lsp", load_data("fashion-mnist"), seed=0)` (4x4 grid of 7-px patches).
@@ -97,14 +98,14 @@ def lsp(base: ImageSet, params: LSPParams, ctx: PoisonContext) -> PoisonOutput:
         idx = torch.nonzero(labels == cls).squeeze(1)
         if len(idx):
             draws[idx] = z[idx] @ maps[cls] + centres[cls]
-    budget = math.sqrt(c * h * w) * params.eps
+    bound = math.sqrt(c * h * w) * params.eps
     grid_values = draws.view(-1, c, g, g)
 
     def delta(sl: slice, x: torch.Tensor) -> torch.Tensor:
-        return scale_to_norm(upsample_grid(grid_values[sl], (h, w)), "l2", budget)
+        return scale_to_norm(upsample_grid(grid_values[sl], (h, w)), "l2", bound)
 
     images = perturb_chunks(base, delta)
     return PoisonOutput(images, {
-        "norm": "l2", "l2": budget, "grid": [g, g],
+        "norm": "l2", "l2": bound, "grid": [g, g],
         "patch_px": [h / g, w / g], "num_values": m,
     })

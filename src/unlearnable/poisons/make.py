@@ -1,15 +1,23 @@
 """`poison_dataset`: load a base training set, protect it, write it in the project format.
 
 The written manifest says how to remake the set exactly: method, kind, typed parameters (after
-defaults), seed, budget, fraction with the count and checksum of the poisoned mask (recomputed
-by `poisoned_mask(num_samples, fraction, seed)`), the subset (size and seed; `indices.npy` says
-which base samples), the base dataset (name, split, full size, checksum of the aligned clean
-images), the generator's info (patterns, coefficients, chosen pixels) and timing.
+defaults), seed, the l_p bound ("bound"), the compute level ("level"), fraction with the count
+and checksum of the poisoned mask (recomputed by `poisoned_mask(num_samples, fraction, seed)`),
+the subset (size and seed; `indices.npy` says which base samples), the base dataset (name,
+split, full size, checksum of the aligned clean images), the generator's info (patterns,
+coefficients, chosen pixels) and timing. (Older manifests name the bound "budget" and the level
+"compute_budget"; `data.store.manifest_bound` and `manifest_level` read both spellings.)
+
+Model-based methods keep resumable state in a work directory, by default `OUT.work` beside OUT
+(OUT itself is written atomically at the end): kept when a run dies, resumed with
+`resume=True`, removed once OUT is written.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -35,6 +43,7 @@ def poison_dataset(
     data_root: str | os.PathLike[str] | None = None,
     overwrite: bool = False,
     ctx: PoisonContext | None = None,
+    resume: bool = False,
 ) -> Path:
     """Make the protected training set of `data_spec` with poison `method` and write it to `out`.
 
@@ -47,17 +56,28 @@ def poison_dataset(
         params: `--param` strings or the method's params dataclass (paper defaults otherwise).
         fraction: share of samples poisoned (the rest byte-identical to the base).
         subset: protect a seeded random subset of this many base samples (`random_subset`).
-        ctx: device / progress / work_dir / budget (its seed must equal `seed`).
+        ctx: device / progress / work_dir / level (its seed must equal `seed`). With no
+            `ctx.work_dir`, a model-based method keeps its state in `default_work_dir(out)`;
+            an explicit `ctx.work_dir` is the caller's: always resumed from, never removed.
+        resume: continue a killed run from the state in `default_work_dir(out)`; without it an
+            existing state there is refused (so an old run is never continued by surprise).
 
     Returns the path written. Example:
         `poison_dataset("lsp", "fashion-mnist", "data/fmnist-lsp", seed=0, subset=20000)`
     """
     t0 = time.perf_counter()
     info = get_poison(method)
-    p = info.params(params)  # bad parameters fail before any data is read
     ctx = ctx or PoisonContext(seed=seed)
+    p = info.params(params, ctx.level)  # bad parameters fail before any data is read
     if ctx.seed != seed:
         raise UnlearnableError(f"seed {seed} differs from the context's seed {ctx.seed}")
+    own_work = None
+    if info.model_based and ctx.work_dir is None:
+        own_work = default_work_dir(out)
+        if own_work.exists() and not resume:
+            raise UnlearnableError(f"{own_work}: state of an unfinished run exists; resume it "
+                                   "(--resume, resume=True) or delete it to start over")
+        ctx = dataclasses.replace(ctx, work_dir=own_work)  # the caller's ctx stays as it was
     spec = str(data_spec)
     if is_dataset_dir(spec):
         raise UnlearnableError(f"{spec}: is already a protected dataset ({_method_of(spec)}); "
@@ -76,13 +96,13 @@ def poison_dataset(
     manifest = {
         "name": Path(out).name,
         "method": method,
-        "kind": info.kind,
+        "kind": poison["kind"],
         "summary": info.summary,
         "paper": info.paper,
         "params": poison["params"],
         "seed": seed,
-        "budget": _budget(poison["info"]),
-        "compute_budget": ctx.budget,
+        "bound": _bound(poison["info"]),
+        "level": ctx.level,
         "fraction": fraction,
         "num_poisoned": poison["num_poisoned"],
         "poisoned_mask": poison["poisoned_mask"],
@@ -93,8 +113,18 @@ def poison_dataset(
         "timing": {"load_seconds": round(t1 - t0, 3), "generate_seconds": round(t2 - t1, 3)},
     }
     clean = base.replace(base.images, name=base_name)
-    return save_dataset(out, protected.replace(protected.images, name=Path(out).name, meta={}),
+    path = save_dataset(out, protected.replace(protected.images, name=Path(out).name, meta={}),
                         manifest, base=clean, overwrite=overwrite)
+    if own_work is not None:
+        shutil.rmtree(own_work, ignore_errors=True)
+    return path
+
+
+def default_work_dir(out: str | os.PathLike[str]) -> Path:
+    """Where `poison_dataset` keeps a model-based method's resumable state for output `out`:
+    the sibling `OUT.work` (not inside OUT, which is only written, atomically, at the end)."""
+    out = Path(out)
+    return out.with_name(out.name + ".work")
 
 
 def stored_poisoned_mask(ds: ImageSet) -> np.ndarray:
@@ -119,7 +149,8 @@ def _absolute(spec: str) -> str:
     return str(Path(spec).resolve())
 
 
-def _budget(info: dict[str, Any]) -> dict[str, Any]:
+def _bound(info: dict[str, Any]) -> dict[str, Any]:
+    """The l_p bound a generator reports in its info: norm and size (pixels for l0)."""
     norm = info.get("norm", "none")
     b: dict[str, Any] = {"norm": norm}
     for key in ("eps", "linf", "l2"):

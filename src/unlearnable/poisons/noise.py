@@ -6,7 +6,7 @@ image of that class. They protect well against standard training (a network lear
 not the images) and are the easiest to break (orthogonal projection, adversarial training).
 
 Threat model: the defender controls the training images, not the labels, the test set or the
-learner; the budget is l_inf <= eps (8/255 by default), held on the stored uint8 images.
+learner; the bound is l_inf <= eps (8/255 by default), held on the stored uint8 images.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def distinct_signs(k: int, shape: tuple[int, ...], g: torch.Generator) -> tuple[
 
 @dataclass
 class RandomNoiseParams:
-    eps: float = 8 / 255  # l_inf budget; each value of the pattern is +eps or -eps
+    eps: float = 8 / 255  # l_inf bound; each value of the pattern is +eps or -eps
 
     def __post_init__(self) -> None:
         if not 0 < self.eps <= 1:
@@ -55,6 +55,7 @@ class RandomNoiseParams:
     "class-wise i.i.d. Bernoulli(0.5) per pixel and channel, scaled to +-eps (8/255)",
     "Sandoval-Segura et al., What Can We Learn from Unlearnable Datasets? NeurIPS 2023, "
     "https://arxiv.org/abs/2305.19254 (class-wise Random Noise baseline)",
+    model_based=False,
 )
 def random_noise(base: ImageSet, params: RandomNoiseParams, ctx: PoisonContext) -> PoisonOutput:
     """Class-wise Random Noise: delta_k in {-eps, +eps}^(C x H x W), one draw per class.
@@ -91,6 +92,7 @@ class RegionsParams:
     "class-wise sqrt(p) x sqrt(p) grid of regions, each a constant +-eps per channel (Regions-p)",
     "Sandoval-Segura et al., What Can We Learn from Unlearnable Datasets? NeurIPS 2023, "
     "https://arxiv.org/abs/2305.19254 (Regions-4 baseline)",
+    model_based=False,
 )
 def regions(base: ImageSet, params: RegionsParams, ctx: PoisonContext) -> PoisonOutput:
     """Regions-p: per class, p vectors of C signs (Bernoulli) scaled to +-eps, one per region.

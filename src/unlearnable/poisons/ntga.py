@@ -34,15 +34,20 @@ from ..data.imageset import ImageSet
 from .base import PoisonContext, PoisonOutput, apply_delta, register_poison
 from .crafting import Resumable, device_of, fingerprint, peak_memory, progress_bar, resolve, unit_generator
 
-BUDGETS = {"paper": {"target_size": 10000}, "quick": {"target_size": 2048}}
+# Fields left at None take these values at each ladder level; "tiny" is only enough for tests.
+LEVEL_TABLE = {
+    "paper": {"target_size": 10000, "block_size": 512, "steps": 10},
+    "quick": {"target_size": 2048, "block_size": 512, "steps": 10},
+    "tiny": {"target_size": 64, "block_size": 64, "steps": 3},
+}
 
 
 @dataclass
 class NTGAParams:
     eps: float = 8 / 255
-    steps: int = 10
+    steps: int | None = None  # ascent steps per block (paper 10)
     step_ratio: float = 1.1 / 10  # step size in units of eps (1.1 * eps / steps in the original)
-    block_size: int = 512
+    block_size: int | None = None  # images per block (paper 512)
     target_size: int | None = None  # clean target images per block (paper 10000, quick 2048)
     t: float = 64.0  # training time of the NTK predictor; inf = kernel regression at convergence
     depth: int = 5  # hidden layers of the infinite-width FNN
@@ -57,7 +62,8 @@ class NTGAParams:
             raise ValueError(f"activation must be erf or relu, got {self.activation!r}")
         if self.loss not in ("ce", "mse"):
             raise ValueError(f"loss must be ce or mse, got {self.loss!r}")
-        if self.block_size < 2 or self.depth < 1 or self.steps < 1:
+        if (self.block_size is not None and self.block_size < 2) or self.depth < 1 or \
+                (self.steps is not None and self.steps < 1):
             raise ValueError("block_size must be >= 2, depth and steps >= 1")
         if not 0 < self.eps <= 1:
             raise ValueError(f"eps must be in (0, 1], got {self.eps}")
@@ -133,17 +139,18 @@ def surrogate_loss(x_train: torch.Tensor, y_train: torch.Tensor, x_target: torch
     "NTGA: gradient ascent on the validation loss of an infinite-width FNN's NTK predictor, "
     "blocks of 512, l_inf 8/255",
     "Yuan & Wu, Neural Tangent Generalization Attacks, ICML 2021, https://arxiv.org/abs/2106.03173",
+    model_based=True,
 )
 def ntga(base: ImageSet, params: NTGAParams, ctx: PoisonContext) -> PoisonOutput:
     """Block-wise NTGA, sample-wise, l_inf <= eps.
 
     Args: params (NTGAParams: eps=8/255, 10 steps of 1.1*eps/10, blocks of 512, target 10000,
-    t=64, FNN depth 5 with erf, W^2=1.76, b^2=0.18) and ctx (seed, device, budget, work_dir).
+    t=64, FNN depth 5 with erf, W^2=1.76, b^2=0.18) and ctx (seed, device, level, work_dir).
     Shapes: blocks (512, C*H*W) flattened; output uint8 (N, H, W, C). Any shape and class count.
     Example: `make_poison("ntga", load_data("digits"), {"block_size": "256"}, seed=0)`.
     """
     t0 = time.perf_counter()
-    eff = resolve(params, BUDGETS, ctx.budget)
+    eff = resolve(params, LEVEL_TABLE, ctx.level)
     p = NTGAParams(**eff)
     dev = device_of(ctx)
     x, y = base.to_tensor(dev)
@@ -192,7 +199,7 @@ def ntga(base: ImageSet, params: NTGAParams, ctx: PoisonContext) -> PoisonOutput
         bar.close()
     g = np.array(gains)
     info = {
-        "norm": "linf", "eps": eps, "device": str(dev), "compute_budget": ctx.budget,
+        "norm": "linf", "eps": eps, "device": str(dev), "level": ctx.level,
         "effective_params": eff, "blocks": nb,
         "surrogate_target_loss": {"clean_mean": float(g[:, 0].mean()), "poisoned_mean": float(g[:, 1].mean())},
         "seconds_this_run": round(time.perf_counter() - t0, 3), "peak_memory": peak_memory(dev),

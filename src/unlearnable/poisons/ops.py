@@ -72,7 +72,7 @@ def ops_scores(x: torch.Tensor) -> torch.Tensor:
     "|colour - pixel|; unbounded",
     "Wu et al., One-Pixel Shortcut: on the Learning Preference of Deep Neural Networks, "
     "ICLR 2023, https://arxiv.org/abs/2205.12141",
-    uses_seed=False,
+    uses_seed=False, model_based=False,
 )
 def ops(base: ImageSet, params: OPSParams, ctx: PoisonContext) -> PoisonOutput:
     """One-pixel shortcut: set one pixel (all channels) per image to its class's corner colour.

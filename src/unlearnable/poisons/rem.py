@@ -39,12 +39,16 @@ from .crafting import (
     peak_memory, progress_bar, resolve, seed_global, sgd, unit_generator,
 )
 
-BUDGETS = {
+# Fields left at None take these values at each ladder level.
+LEVEL_TABLE = {
     "paper": {"train_steps": 5000, "samples": 5, "def_steps": 10, "def_alpha": 1.6 / 255,
-              "adv_steps": 10, "adv_alpha": 0.8 / 255},
+              "adv_steps": 10, "adv_alpha": 0.8 / 255, "perturb_freq": 10, "batch_size": 128},
     # Same radii, fewer steps of proportionally larger size, 2 EOT draws.
     "quick": {"train_steps": 100, "samples": 2, "def_steps": 5, "def_alpha": 3.2 / 255,
-              "adv_steps": 3, "adv_alpha": 2 / 255},
+              "adv_steps": 3, "adv_alpha": 2 / 255, "perturb_freq": 10, "batch_size": 128},
+    # A few steps of everything (the paper's step sizes): enough for tests to see the mechanism.
+    "tiny": {"train_steps": 4, "samples": 2, "def_steps": 2, "def_alpha": 1.6 / 255,
+             "adv_steps": 1, "adv_alpha": 0.8 / 255, "perturb_freq": 2, "batch_size": 64},
 }
 
 
@@ -58,8 +62,8 @@ class REMParams:
     adv_alpha: float | None = None  # paper 0.8/255
     samples: int | None = None  # EOT draws of the augmentation (paper 5)
     train_steps: int | None = None  # crafting-model SGD steps (paper 5000)
-    perturb_freq: int = 10  # regenerate the batch's noise every this many steps
-    batch_size: int = 128
+    perturb_freq: int | None = None  # regenerate the batch's noise every this many steps (paper 10)
+    batch_size: int | None = None  # paper 128
     lr: float = 0.1
     lr_decay_steps: int = 2000  # lr x0.1 every this many steps
     momentum: float = 0.9
@@ -70,7 +74,7 @@ class REMParams:
     def __post_init__(self) -> None:
         if not 0 < self.eps <= 1 or not 0 <= self.adv_eps <= 1:
             raise ValueError("eps must be in (0, 1] and adv_eps in [0, 1]")
-        if self.perturb_freq < 1 or self.batch_size < 1:
+        if any(v is not None and v < 1 for v in (self.perturb_freq, self.batch_size)):
             raise ValueError("perturb_freq and batch_size must be at least 1")
 
 
@@ -112,6 +116,7 @@ def defend(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eff: dict[str, An
     "adversary, expectation over 5 augmentations",
     "Fu et al., Robust Unlearnable Examples: Protecting Data Against Adversarial Learning, "
     "ICLR 2022, https://arxiv.org/abs/2203.14533",
+    model_based=True,
 )
 def rem(base: ImageSet, params: REMParams, ctx: PoisonContext) -> PoisonOutput:
     """Robust error-minimizing noise (REM), sample-wise, l_inf <= eps.
@@ -119,20 +124,21 @@ def rem(base: ImageSet, params: REMParams, ctx: PoisonContext) -> PoisonOutput:
     Args: params (REMParams: eps=8/255 (10 steps of 1.6/255), adv_eps=4/255 (10 steps of 0.8/255),
     samples=5, train_steps=5000, perturb_freq=10, batch 128, lr 0.1) and ctx.
     Shapes: x (N, C, H, W); output uint8 (N, H, W, C). Any image size and class count.
-    Example: `make_poison("rem", base, {"train_steps": "200"}, seed=0, ctx=PoisonContext(budget="quick"))`.
+    Example: `make_poison("rem", base, {"train_steps": "200"}, seed=0, ctx=PoisonContext(level="quick"))`.
     """
     t0 = time.perf_counter()
-    eff = resolve(params, BUDGETS, ctx.budget)
+    eff = resolve(params, LEVEL_TABLE, ctx.level)
     dev = device_of(ctx)
     arch = params.arch or default_arch(dev)
     x, y = base.to_tensor(dev)
     n = len(x)
-    bs = min(params.batch_size, n)
+    bs = min(eff["batch_size"], n)
+    freq = eff["perturb_freq"]
     spe = n // bs  # the released loader drops the last partial batch
     model = crafting_model(base, arch, dev, ctx.seed)
     opt = sgd(model, params.lr, params.momentum, params.weight_decay)
     noise = torch.zeros_like(x)
-    periods = math.ceil(eff["train_steps"] / params.perturb_freq)
+    periods = math.ceil(eff["train_steps"] / freq)
     nb = math.ceil(n / bs)
     out = np.empty_like(base.images)
     ck = Resumable(ctx, fingerprint("rem", eff, ctx, base, {"arch": arch}))
@@ -153,13 +159,13 @@ def rem(base: ImageSet, params: REMParams, ctx: PoisonContext) -> PoisonOutput:
     loss = acc = float("nan")
     try:
         while unit < periods:
-            for step in range(unit * params.perturb_freq, min((unit + 1) * params.perturb_freq, eff["train_steps"])):
+            for step in range(unit * freq, min((unit + 1) * freq, eff["train_steps"])):
                 g = unit_generator(ctx.seed, 4, step)
                 seed_global(ctx.seed, 4, step)
                 perm = torch.randperm(n, generator=unit_generator(ctx.seed, 5, step // spe)).to(dev)
                 idx = perm[(step % spe) * bs:(step % spe + 1) * bs]
                 xb, yb = x[idx], y[idx]
-                if (step + 1) % params.perturb_freq == 0:
+                if (step + 1) % freq == 0:
                     noise[idx] = defend(model, xb, yb, eff, g, params.augment)
                 xd = _transform((xb + noise[idx]).clamp(0, 1), g, params.augment)
                 model.eval()
@@ -192,7 +198,7 @@ def rem(base: ImageSet, params: REMParams, ctx: PoisonContext) -> PoisonOutput:
         bar.close()
     info = {
         "norm": "linf", "eps": eff["eps"], "adv_eps": eff["adv_eps"], "arch": arch, "device": str(dev),
-        "compute_budget": ctx.budget, "effective_params": eff,
+        "level": ctx.level, "effective_params": eff,
         "crafting_model": crafting_summary(model, x, y, out, dev),
         "seconds_this_run": round(time.perf_counter() - t0, 3), "peak_memory": peak_memory(dev),
     }

@@ -31,18 +31,22 @@ from torch import nn
 from .._io import UnlearnableError
 from ..train.pgd import pgd
 from ..data.imageset import ImageSet
-from ..train import RECIPES, batch_crop, batch_flip_lr, checkpoint_paths, fit, load_run, load_weights
-from ..train.engine import crop_padding_for
+from ..ladder import level
+from ..train import batch_crop, batch_flip_lr, checkpoint_paths, fit, load_run, load_weights
+from ..train.engine import crop_padding_for, get_recipe
 from .base import PoisonContext, PoisonOutput, apply_delta, register_poison
 from .crafting import (
     Resumable, crafting_model, crafting_summary, default_arch, device_of, fingerprint, peak_memory,
     progress_bar, resolve, seed_global, unit_generator,
 )
 
-BUDGETS = {
-    # epochs: of the crafting model on clean data (the paper's section 4.2 recipe: 40).
-    "paper": {"steps": 250, "step_ratio": 0.05, "restarts": 8, "epochs": 40},
-    "quick": {"steps": 20, "step_ratio": 0.1, "restarts": 1, "epochs": 3},
+# Fields left at None take these values at each ladder level. epochs: of the crafting model on
+# clean data, trained with the level's recipe (the paper's section 4.2 recipe: 40).
+LEVEL_TABLE = {
+    "paper": {"steps": 250, "step_ratio": 0.05, "restarts": 8, "epochs": 40, "batch_size": 256},
+    "quick": {"steps": 20, "step_ratio": 0.1, "restarts": 1, "epochs": 3, "batch_size": 256},
+    # A few steps of everything: enough for tests to see the mechanism.
+    "tiny": {"steps": 3, "step_ratio": 0.05, "restarts": 2, "epochs": 1, "batch_size": 64},
 }
 
 
@@ -57,12 +61,12 @@ class TAPParams:
     arch: str = ""  # crafting model; "" = resnet18 on CUDA, convnet on CPU
     checkpoint: str = ""  # RUN_DIR of `unlearnable train` on clean data, or a weights .pt
     epochs: int | None = None  # crafting-model training when no checkpoint (paper recipe, 40)
-    batch_size: int = 256  # images per PGD batch (a unit of resumable work)
+    batch_size: int | None = None  # images per PGD batch (a unit of resumable work; paper 256)
 
     def __post_init__(self) -> None:
         if not 0 < self.eps <= 1:
             raise ValueError(f"eps must be in (0, 1], got {self.eps}")
-        if self.batch_size < 1:
+        if self.batch_size is not None and self.batch_size < 1:
             raise ValueError("batch_size must be at least 1")
 
 
@@ -98,7 +102,7 @@ def clean_crafting_model(base: ImageSet, params: TAPParams, eff: dict[str, Any],
         model = crafting_model(base, params.arch or default_arch(dev), dev, ctx.seed)
         load_weights(model, path)
         return model.to(dev), {"checkpoint": str(path.resolve())}
-    recipe = (RECIPES["paper"] if ctx.budget == "paper" else RECIPES["fast"]).replace(epochs=eff["epochs"])
+    recipe = get_recipe(level(ctx.level).recipe).replace(epochs=eff["epochs"])
     model = crafting_model(base, params.arch or default_arch(dev), dev, ctx.seed)
     out = Path(ctx.work_dir) / "crafting" if ctx.work_dir is not None else None
     res = fit(model, (base.uint8_tensor(), torch.from_numpy(base.labels)), None, recipe, ctx.seed,
@@ -112,17 +116,18 @@ def clean_crafting_model(base: ImageSet, params: TAPParams, eff: dict[str, Any],
     "Adversarial Poisoning: error-maximizing PGD toward (y+1) mod K against a model trained on "
     "clean data, l_inf 8/255, restarts, differentiable augmentation",
     "Fowl et al., Adversarial Examples Make Strong Poisons, NeurIPS 2021, https://arxiv.org/abs/2106.10807",
+    model_based=True,
 )
 def tap(base: ImageSet, params: TAPParams, ctx: PoisonContext) -> PoisonOutput:
     """Targeted adversarial poisoning (TAP), sample-wise, l_inf <= eps.
 
     Args: params (TAPParams: eps=8/255, steps=250, step_ratio=0.05, restarts=8, targeted=true,
-    augment=true, arch, checkpoint, epochs=40, batch_size) and ctx (seed, device, budget, work_dir).
+    augment=true, arch, checkpoint, epochs=40, batch_size) and ctx (seed, device, level, work_dir).
     Shapes: x (N, C, H, W); output uint8 (N, H, W, C). Any image size and class count.
     Example: `make_poison("tap", base, {"checkpoint": "runs/clean"}, seed=0)`.
     """
     t0 = time.perf_counter()
-    eff = resolve(params, BUDGETS, ctx.budget)
+    eff = resolve(params, LEVEL_TABLE, ctx.level)
     dev = device_of(ctx)
     ck = Resumable(ctx, fingerprint("tap", eff, ctx, base))
     state = ck.begin()
@@ -132,16 +137,17 @@ def tap(base: ImageSet, params: TAPParams, ctx: PoisonContext) -> PoisonOutput:
     n, k = len(x), base.num_classes
     eps, alpha = eff["eps"], eff["step_ratio"] * eff["eps"]
     out = np.empty_like(base.images)
-    nb = math.ceil(n / params.batch_size)
+    bs = eff["batch_size"]
+    nb = math.ceil(n / bs)
     start = 0
     if state is not None:
         start = int(state["done"])
-        out[: min(start * params.batch_size, n)] = state["images"].numpy()
+        out[: min(start * bs, n)] = state["images"].numpy()
     bar = progress_bar(ctx, nb, "tap batches", start)
     last_loss = float("nan")
     try:
         for bi in range(start, nb):
-            sl = slice(bi * params.batch_size, min((bi + 1) * params.batch_size, n))
+            sl = slice(bi * bs, min((bi + 1) * bs, n))
             xb, yb = x[sl], y[sl]
             target = (yb + 1) % k if params.targeted else None
             best = xb
@@ -168,7 +174,7 @@ def tap(base: ImageSet, params: TAPParams, ctx: PoisonContext) -> PoisonOutput:
     info = {
         "norm": "linf", "eps": eps, "targeted": params.targeted, "device": str(dev),
         "arch": model_info.get("arch", params.arch or default_arch(dev)), "crafting": model_info,
-        "compute_budget": ctx.budget, "effective_params": eff,
+        "level": ctx.level, "effective_params": eff,
         "crafting_model": crafting_summary(model, x, y, out, dev),
         "seconds_this_run": round(time.perf_counter() - t0, 3), "peak_memory": peak_memory(dev),
     }
