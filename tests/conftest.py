@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 import numpy as np
 import pytest
@@ -13,6 +14,11 @@ from unlearnable import RECIPES, ImageSet, load_data
 # 2 threads on an idle 2-core machine; UNLEARNABLE_TEST_THREADS=1 when the machine is shared
 # (two spinning threads on a loaded machine make the suite several times slower).
 torch.set_num_threads(int(os.environ.get("UNLEARNABLE_TEST_THREADS", "2")))
+
+
+# The session's own shared-job cache: tests never read or write ~/.cache/unlearnable. Within the
+# session, jobs of the same content are shared between tests, as they are between audits.
+os.environ["UNLEARNABLE_CACHE"] = tempfile.mkdtemp(prefix="unlearnable-cache-")
 
 
 @pytest.fixture(scope="session")

@@ -11,8 +11,9 @@ from unlearnable import UnlearnableError
 from unlearnable.auditor import AuditConfig, run_audit, verdict
 from unlearnable.cli import main
 from unlearnable.poisons.make import poison_dataset
+from unlearnable.runner import ResultStore
 
-TINY = AuditConfig(budget="tiny", attacks=("ortho-proj", "mean-sub", "jpeg"))
+TINY = AuditConfig(level="tiny", attacks=("ortho-proj", "mean-sub", "jpeg"))
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +26,7 @@ def protected(tmp_path_factory):
 @pytest.fixture(scope="module")
 def audited(protected, tmp_path_factory):
     out = tmp_path_factory.mktemp("audit-out") / "a"
-    return out, run_audit(protected, out, TINY, progress=False, quiet=True)
+    return out, run_audit(protected, out, TINY, progress=False)
 
 
 def test_audit_runs_every_step_and_writes_its_outputs(audited):
@@ -43,7 +44,8 @@ def test_audit_runs_every_step_and_writes_its_outputs(audited):
     assert set(saved["separability"]) == {"perturbations", "images"}
     for rel in saved["figures"].values():
         assert (out / rel).stat().st_size > 1000
-    assert set(saved["figures"]) == {"dfr", "weights", "samples", "separability"}
+    # The pictures the attacks leave (their registry entries say which) are in the report too.
+    assert set(saved["figures"]) == {"dfr", "weights", "class_means", "samples", "separability"}
     md = (out / "report.md").read_text()
     assert saved["verdict"]["overall"] in md and "ortho" in md
 
@@ -73,16 +75,17 @@ def test_report_opens_in_a_browser_with_every_figure_loaded(audited, tmp_path):
 
 def test_audit_killed_after_training_resumes_without_retraining(protected, tmp_path, monkeypatch):
     import unlearnable.analyses.dfr as dfr_mod
-    from unlearnable.auditor import pipeline
+    import unlearnable.train.run as run_mod
 
     def crash(*a, **k):
         raise KeyboardInterrupt  # as if the user pressed Ctrl-C during DFR
 
     monkeypatch.setattr(dfr_mod, "dfr_curve", crash)
     with pytest.raises(KeyboardInterrupt):
-        run_audit(protected, tmp_path / "a", TINY, progress=False, quiet=True)
-    steps = json.loads((tmp_path / "a" / "results.json").read_text())["steps"]
-    assert steps["train-protected"]["status"] == "done" and "dfr" not in steps
+        run_audit(protected, tmp_path / "a", TINY, progress=False)
+    with ResultStore(tmp_path / "a" / "jobs.sqlite") as store:
+        status = {j["kind"]: j["status"] for j in store.jobs()}
+    assert status["train"] == "done" and status["dfr"] == "running"  # killed mid-way, not finished
     ckpt = tmp_path / "a" / "train-protected" / "last.pt"
     before = ckpt.stat().st_mtime_ns
     monkeypatch.undo()
@@ -91,8 +94,8 @@ def test_audit_killed_after_training_resumes_without_retraining(protected, tmp_p
     def no_training(*a, **k):
         raise AssertionError("a finished training was run again")
 
-    monkeypatch.setattr(pipeline, "train_on", no_training)
-    r = run_audit(protected, tmp_path / "a", TINY, progress=False, quiet=True)
+    monkeypatch.setattr(run_mod, "train_on", no_training)
+    r = run_audit(protected, tmp_path / "a", TINY, progress=False)
     assert {s["status"] for s in r["steps"].values()} == {"done"}
     assert r["dfr"]["max_dfr_accuracy"] > 0
     assert ckpt.stat().st_mtime_ns == before
@@ -101,11 +104,12 @@ def test_audit_killed_after_training_resumes_without_retraining(protected, tmp_p
 def test_rerun_with_other_settings_is_refused(audited, protected):
     out, _ = audited
     with pytest.raises(UnlearnableError, match="other settings"):
-        run_audit(protected, out, AuditConfig(budget="tiny", seed=1), progress=False, quiet=True)
+        run_audit(protected, out, AuditConfig(level="tiny", seed=1), progress=False)
 
 
 def test_rerun_spelling_the_data_path_differently_reuses_every_step(audited, protected, monkeypatch):
-    from unlearnable.auditor import pipeline
+    import unlearnable.attacks.base as attack_mod
+    import unlearnable.train.run as run_mod
 
     out, first = audited
     monkeypatch.chdir(Path(protected).parent)
@@ -113,8 +117,9 @@ def test_rerun_spelling_the_data_path_differently_reuses_every_step(audited, pro
     def no_training(*a, **k):
         raise AssertionError("a finished step was run again")
 
-    monkeypatch.setattr(pipeline, "train_on", no_training)
-    r = run_audit(f"./{Path(protected).name}", out, TINY, progress=False, quiet=True)
+    monkeypatch.setattr(run_mod, "train_on", no_training)
+    monkeypatch.setattr(attack_mod, "train_on", no_training)
+    r = run_audit(f"./{Path(protected).name}", out, TINY, progress=False)
     assert {s["status"] for s in r["steps"].values()} == {"done"}
     assert r["verdict"] == first["verdict"]
 
@@ -124,7 +129,7 @@ def test_audit_of_other_data_is_refused(audited, tmp_path):
     other = poison_dataset("regions", "digits", tmp_path / "other", seed=1, subset=600, params={"eps": "32/255"})
     before = (out / "results.json").read_bytes()
     with pytest.raises(UnlearnableError, match="audit of other data"):
-        run_audit(other, out, TINY, progress=False, quiet=True)
+        run_audit(other, out, TINY, progress=False)
     assert (out / "results.json").read_bytes() == before
 
 
@@ -136,7 +141,7 @@ def test_audit_made_with_another_definition_of_the_arch_is_refused(audited, prot
     before = (out / "results.json").read_bytes()
     monkeypatch.setitem(MODELS, "convnet", lambda **kw: ConvNet(width=8, **kw))
     with pytest.raises(UnlearnableError, match="another definition of 'convnet'"):
-        run_audit(protected, out, TINY, progress=False, quiet=True)
+        run_audit(protected, out, TINY, progress=False)
     assert (out / "results.json").read_bytes() == before  # nothing lost or rewritten
 
 
@@ -158,8 +163,7 @@ def test_unknown_base_runs_what_it_can_and_says_what_it_skipped(protected, tmp_p
 
     ds = load_dataset_dir(protected)
     orphan = save_dataset(tmp_path / "orphan", ds, {"method": "regions", "base": {"name": "no-such-base"}})
-    r = run_audit(orphan, tmp_path / "a", AuditConfig(budget="tiny", attacks=("jpeg",)), progress=False,
-                  quiet=True)
+    r = run_audit(orphan, tmp_path / "a", AuditConfig(level="tiny", attacks=("jpeg",)), progress=False)
     steps = r["steps"]
     assert steps["separability-images"]["status"] == "done"
     for name in ("train-protected", "train-clean", "dfr", "separability-perturbations", "attack:jpeg"):
@@ -184,7 +188,7 @@ def test_verdict_rules():
 
 def test_demo_compares_protected_sets_in_one_report(tmp_path, capsys):
     rc = main(["demo", "--data", "digits", "--methods", "regions,ops", "--subset", "500", "--budget", "tiny",
-               "--attacks", "jpeg", "--out", str(tmp_path / "demo"), "--no-progress"])
+               "--attacks", "jpeg", "--out", str(tmp_path / "demo"), "--no-progress", "--cache", str(tmp_path / "c")])
     assert rc == 0
     out = capsys.readouterr().out
     summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
@@ -195,6 +199,11 @@ def test_demo_compares_protected_sets_in_one_report(tmp_path, capsys):
     html = (tmp_path / "demo" / "report.html").read_text()
     assert html.count('class="tag"') >= 2 and 'href="regions/report.html"' in html
     assert (tmp_path / "demo" / "regions" / "report.html").exists()
-    # The reference was trained once, for both sets.
-    assert all(json.loads((tmp_path / "demo" / m / "results.json").read_text())["clean_reference"]["reused_from"]
-               for m in ("regions", "ops"))
+    # The reference was trained once, for both sets: one job of the shared cache, reused.
+    res = [json.loads((tmp_path / "demo" / m / "results.json").read_text()) for m in ("regions", "ops")]
+    assert all(r["steps"]["train-clean"]["shared"] for r in res)
+    assert res[0]["steps"]["train-clean"]["key"] == res[1]["steps"]["train-clean"]["key"]
+    assert res[0]["clean_reference"] == res[1]["clean_reference"]
+    with ResultStore(tmp_path / "c" / "results.sqlite") as store:
+        kinds = [j["kind"] for j in store.jobs()]
+    assert kinds.count("train") == 1 and kinds.count("dfr-random") == 1

@@ -6,7 +6,7 @@ Datasets?" (NeurIPS 2023, https://arxiv.org/abs/2305.19254).
 
     import unlearnable as ul
     ul.poison_dataset("regions", "fashion-mnist", "runs/regions", seed=0)
-    report = ul.run_audit("runs/regions", "runs/regions-audit", ul.AuditConfig(budget="quick"))
+    report = ul.run_audit("runs/regions", "runs/regions-audit", ul.AuditConfig(level="quick"))
     print(report["verdict"]["overall"])
 """
 
@@ -15,21 +15,24 @@ __version__ = "0.1.0"
 from ._io import DataError, UnlearnableError  # noqa: E402
 from .attacks import ATTACKS, AttackContext, register_attack, run_attack  # noqa: E402
 from .auditor import AuditConfig, run_audit  # noqa: E402
-from .analyses import AUDITS, dfr_curve, separability_of  # noqa: E402
+from .analyses import AUDITS, dfr_curve, register_step, separability_of  # noqa: E402
 from .data import (  # noqa: E402
     DATASETS, ImageSet, load_base, load_data, load_dataset_dir, save_dataset, to_uint8,
 )
 from .imports import IMPORTERS, export_dataset, import_dataset  # noqa: E402
 from .models import MODELS, Classifier, arch_signature, build_model, model_signature, register_model  # noqa: E402
 from .poisons import POISONS, PoisonContext, make_poison, poison_dataset  # noqa: E402
+from .ladder import LEVELS, recipe_for  # noqa: E402
 from .reproduce import TABLES, ResultStore, build_grid, run_grid  # noqa: E402
-from .train import RECIPES, Recipe, evaluate, fit, train_data, train_on
+from .runner import JOBS, register_job, run_jobs  # noqa: E402
+from .train import RECIPES, Recipe, evaluate, fit, train_data, train_on  # noqa: E402
 from .train.pgd import pgd  # noqa: E402
 
 __all__ = [
     "__version__", "DataError", "UnlearnableError",
     "ATTACKS", "AttackContext", "pgd", "register_attack", "run_attack",
-    "AuditConfig", "run_audit", "AUDITS", "dfr_curve", "separability_of",
+    "AuditConfig", "run_audit", "AUDITS", "dfr_curve", "register_step", "separability_of",
+    "LEVELS", "recipe_for", "JOBS", "register_job", "run_jobs",
     "DATASETS", "ImageSet", "load_base", "load_data", "load_dataset_dir", "save_dataset", "to_uint8",
     "IMPORTERS", "export_dataset", "import_dataset",
     "MODELS", "Classifier", "arch_signature", "build_model", "model_signature", "register_model",

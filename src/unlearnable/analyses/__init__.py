@@ -1,40 +1,15 @@
-"""Audits: measure what a protected dataset still leaks. One registry, `AUDITS`.
+"""Analyses: measure what a protected dataset still leaks.
 
-An audit is a function with its own inputs (a run directory for DFR, a dataset for
-separability); the registry records what each one takes and where it comes from, so the CLI and
-the full report can list and dispatch them.
+The functions (`dfr_curve`, `separability_of`) work on their own; the audit runs them as steps
+of one registry, `AUDITS` (steps.py), whose entries say how to turn a training set into a job.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from .dfr import dfr_curve, dfr_features, dfr_head, random_init_dfr
+from .separability import separability as separability_score
+from .separability import separability_of
+from .steps import AUDITS, Row, StepInfo, StepSkipped, attack_step, get_step, register_step, steps_for
 
-
-@dataclass(frozen=True)
-class AuditInfo:
-    name: str
-    fn: Callable[..., dict[str, Any]]
-    target: str  # "run" (a training run directory) or "data" (a dataset)
-    summary: str
-    paper: str = ""
-
-
-AUDITS: dict[str, AuditInfo] = {}
-
-
-def register_audit(name: str, target: str, summary: str, paper: str = ""):
-    def deco(fn: Callable[..., dict[str, Any]]):
-        AUDITS[name] = AuditInfo(name, fn, target, summary, paper)
-        return fn
-    return deco
-
-
-from . import dfr, separability  # noqa: E402,F401  (register)
-from .dfr import dfr_curve, dfr_features, dfr_head  # noqa: E402
-from .separability import separability as separability_score  # noqa: E402
-from .separability import separability_of  # noqa: E402
-
-__all__ = ["AUDITS", "AuditInfo", "register_audit", "dfr_curve", "dfr_features", "dfr_head",
-           "separability_score", "separability_of"]
+__all__ = ["AUDITS", "Row", "StepInfo", "StepSkipped", "attack_step", "get_step", "register_step", "steps_for",
+           "dfr_curve", "dfr_features", "dfr_head", "random_init_dfr", "separability_score", "separability_of"]

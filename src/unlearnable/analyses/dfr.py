@@ -41,7 +41,6 @@ from .._io import (
 from ..data.imageset import ImageSet
 from ..train.engine import _progress_enabled, checkpoint_paths, load_weights, pick_device
 from ..train.run import load_run
-from . import register_audit
 
 PAPER = "Sandoval-Segura et al., NeurIPS 2023, §4.2 and Fig. 2, arXiv:2305.19254"
 
@@ -107,20 +106,53 @@ def _standard_curve(run_dir: Path) -> dict[int, float]:
 
 
 def resolve_clean(run_data: str, data_root: str | os.PathLike[str] | None = None) -> tuple[ImageSet, ImageSet]:
-    """The clean train and test sets behind a run's data spec: for a protected directory, the
-    whole training split of its base dataset (the pool DFR draws its clean subset from)."""
+    """The clean train and test sets behind a run's data: for a protected directory, the whole
+    training split of its base dataset (the pool DFR draws its clean subset from)."""
+    from ..data.clean import clean_side
     from ..data.resolve import load_data
 
     train = load_data(run_data, "train", data_root)
-    if "manifest" in train.meta and train.meta["manifest"].get("base", {}).get("name"):
-        full = load_data(train.meta["manifest"]["base"]["name"], "train", data_root)
-    else:
-        full = train
-    return full, load_data(run_data, "test", data_root)
+    side = clean_side(train, None if "manifest" in train.meta else str(run_data), data_root)
+    if side.test is None or side.pool is None:
+        raise UnlearnableError(f"{run_data}: no clean data to fit DFR heads on ({'; '.join(side.notes)}); "
+                               "pass --clean DATA")
+    return side.pool, side.test
 
 
-@register_audit("dfr", "run", "DFR: a clean linear head on each checkpoint's frozen features vs a random network",
-                PAPER)
+def weights_sha256(model: torch.nn.Module) -> str:
+    return sha256_array(np.concatenate([v.detach().cpu().float().numpy().ravel()
+                                        for v in model.state_dict().values()]))
+
+
+def random_init_dfr(spec: Any, clean_train: ImageSet, clean_test: ImageSet, n: int = 5000, seed: int = 0,
+                    device: str = "auto", max_iter: int = 1000, c: float = 1.0,
+                    batch_size: int = 500) -> dict[str, Any]:
+    """DFR on the untrained network `spec.build()` (a RunSpec: its seed draws the weights): the
+    baseline every DFR curve of that architecture and seed is compared with. Returns the head's
+    accuracy and loss, and the `settings` a curve must share to use it."""
+    x_tr, y_tr, x_te, y_te, settings, _ = _clean_subset(clean_train, clean_test, n, seed, max_iter, c)
+    model = spec.build().to(pick_device(device))
+    t0 = time.perf_counter()
+    res = dfr_head(dfr_features(model, x_tr, batch_size), y_tr, dfr_features(model, x_te, batch_size),
+                   y_te, spec.num_classes, max_iter, c)
+    return {**res, "seconds": round(time.perf_counter() - t0, 3), "settings": settings,
+            "weights_sha256": weights_sha256(model), "seed": spec.seed, "arch": spec.arch}
+
+
+def _clean_subset(clean_train: ImageSet, clean_test: ImageSet, n: int, seed: int, max_iter: int, c: float):
+    """The seeded clean subset of DFR's head and what identifies it."""
+    n_used = min(int(n), len(clean_train))
+    if n_used < 1:
+        raise UnlearnableError("DFR needs at least one clean training image (--n)")
+    idx = np.sort(np.random.default_rng(seed).choice(len(clean_train), n_used, replace=False))
+    sub = clean_train.subset(idx)
+    settings = {"n": n_used, "n_requested": int(n), "seed": seed, "max_iter": max_iter, "c": c,
+                "clean_train": clean_train.name, "clean_test": clean_test.name,
+                "indices_sha256": sha256_array(idx), "num_test": len(clean_test),
+                "classifier": "sklearn LogisticRegression (multinomial, lbfgs) on standardized features"}
+    return sub.uint8_tensor(), sub.labels, clean_test.uint8_tensor(), clean_test.labels, settings, idx
+
+
 def dfr_curve(
     run_dir: str | os.PathLike[str],
     clean_train: ImageSet | None = None,
@@ -134,6 +166,7 @@ def dfr_curve(
     c: float = 1.0,
     batch_size: int = 500,
     plot: bool = True,
+    random_init: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run the DFR audit over every epoch checkpoint of `run_dir`; write dfr.json (+ dfr.png).
 
@@ -141,7 +174,9 @@ def dfr_curve(
     whole training split of its base dataset, and the base's test split). n: size of the clean
     subset (min(n, available)), drawn with `default_rng(seed)`, sorted, saved as
     dfr_indices.npy. The random-init baseline is the run's own initialization (`spec.build()`,
-    seeded with the run's seed: epoch 0 of the curve). Returns the dfr.json dict.
+    seeded with the run's seed: epoch 0 of the curve). `random_init`: that baseline already
+    computed by `random_init_dfr` for the same architecture, seed and clean subset (it does not
+    depend on the training data, so audits of one base share it). Returns the dfr.json dict.
     """
     from tqdm.auto import tqdm
 
@@ -161,19 +196,9 @@ def dfr_curve(
         if ds.chw != want or ds.num_classes != spec.num_classes:
             raise UnlearnableError(f"{name} set is {ds.chw} with {ds.num_classes} classes but the run "
                                    f"was trained on {want} with {spec.num_classes}")
-    n_used = min(int(n), len(clean_train))
-    if n_used < 1:
-        raise UnlearnableError("DFR needs at least one clean training image (--n)")
-    idx = np.sort(np.random.default_rng(seed).choice(len(clean_train), n_used, replace=False))
+    x_tr, y_tr, x_te, y_te, settings, idx = _clean_subset(clean_train, clean_test, n, seed, max_iter, c)
     with atomic_file(run_dir / "dfr_indices.npy", "wb") as f:
         np.save(f, idx, allow_pickle=False)
-    sub = clean_train.subset(idx)
-    x_tr, y_tr = sub.uint8_tensor(), sub.labels
-    x_te, y_te = clean_test.uint8_tensor(), clean_test.labels
-    settings = {"n": n_used, "n_requested": int(n), "seed": seed, "max_iter": max_iter, "c": c,
-                "clean_train": clean_train.name, "clean_test": clean_test.name,
-                "indices_sha256": sha256_array(idx), "num_test": len(clean_test),
-                "classifier": "sklearn LogisticRegression (multinomial, lbfgs) on standardized features"}
     dev = pick_device(device)
     cache = run_dir / "dfr_cache"
 
@@ -203,10 +228,13 @@ def dfr_curve(
         r = evaluate_model(model, f"epoch_{epoch:03d}", sha256_file(path))
         curve.append({"epoch": epoch, "test_accuracy": standard.get(epoch), **r})
         bar.set_postfix(epoch=epoch, dfr=f"{r['dfr_accuracy']:.3f}")
-    init = spec.build()
-    init_sha = sha256_array(np.concatenate([v.detach().cpu().float().numpy().ravel()
-                                            for v in init.state_dict().values()]))
-    rnd = evaluate_model(init, "random_init", init_sha)
+    if random_init is not None:
+        if random_init.get("settings") != settings:
+            raise UnlearnableError("DFR: the random-network baseline given was computed on another clean subset")
+        rnd = random_init
+    else:
+        init = spec.build()
+        rnd = evaluate_model(init, "random_init", weights_sha256(init))
 
     best = max(curve, key=lambda r: r["dfr_accuracy"])
     low = min(curve, key=lambda r: r["dfr_loss"])
@@ -219,7 +247,8 @@ def dfr_curve(
         "gain_over_random_init": gain, "gain_over_random_init_points": round(100 * gain, 2),
         "final_standard_test_accuracy": curve[-1]["test_accuracy"],
         "curve": curve, "settings": settings, "indices_file": "dfr_indices.npy",
-        "random_init": {"seed": spec.seed, "note": "the run's own initialization (epoch 0)"},
+        "random_init": {"seed": spec.seed, "note": "the run's own initialization (epoch 0)",
+                        "shared": random_init is not None},
         "seconds": round(time.perf_counter() - t_start, 3), "device": str(dev),
         "paper": PAPER, "finished": now_iso(), "versions": versions(),
     }

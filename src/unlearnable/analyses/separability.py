@@ -40,7 +40,6 @@ from torch import nn
 from .._io import UnlearnableError
 from ..data.imageset import ImageSet
 from ..train.engine import _progress_enabled, pick_device
-from . import register_audit
 
 PAPER = "Sandoval-Segura et al., NeurIPS 2023, §4.3 Table 2 and App. A.3.2 Table 6, arXiv:2305.19254"
 
@@ -153,8 +152,6 @@ def perturbations(protected: ImageSet, base: ImageSet, chunk: int = 8192) -> tor
     return out
 
 
-@register_audit("separability", "data", "linear separability of perturbations (or images) by L-BFGS training accuracy",
-                PAPER)
 def separability_of(
     data: ImageSet,
     of: str = "perturbations",

@@ -1,6 +1,6 @@
 """The full audit: every analysis of a protected dataset, a verdict, and a report."""
 
-from .pipeline import BUDGETS, AuditConfig, resolve_inputs, run_audit
+from .pipeline import AuditConfig, cache_dir, resolve_inputs, run_audit
 from .verdict import Thresholds, verdict
 
-__all__ = ["BUDGETS", "AuditConfig", "resolve_inputs", "run_audit", "Thresholds", "verdict"]
+__all__ = ["AuditConfig", "cache_dir", "resolve_inputs", "run_audit", "Thresholds", "verdict"]

@@ -3,24 +3,24 @@
     unlearnable demo                      # what `make demo` runs
     unlearnable demo --methods random-noise,regions,lsp,ops,ar --attacks ortho-proj,jpeg --out runs/demo2
 
-Every protected set is made from the same seeded subset of the training images, so one clean
-reference run serves all the audits. Everything is reused from `--out` when rerun.
+Every protected set is made from the same seeded subset of the training images, so the clean
+reference (and the random network's DFR) is one job of the shared cache that every audit reuses.
+Everything is reused from `--out` and the cache when rerun.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .._io import atomic_file, read_json, write_json
-from ..data.resolve import load_base, load_data
-from ..data.store import is_dataset_dir, load_dataset_dir
-from ..train.run import spec_for, train_on
+from .._io import atomic_file, write_json
+from ..data.store import is_dataset_dir
 from .pipeline import AuditConfig, run_audit
-from .report import render_comparison_html, render_comparison_md, summary_text
+from .report import render_comparison_html, render_comparison_md
 
 
 DEMO_QUICK_EPOCHS = 9  # the demo's epochs under the quick budget
@@ -36,63 +36,54 @@ class DemoConfig:
     # 60,000 give) is where these protections start to hold on 2 CPU cores; with one attack the
     # whole demo takes 7.8 minutes there (measured; see the README). None: all images.
     subset: int | None = 20000
-    budget: str = "quick"
+    level: str = "quick"
     arch: str = "convnet"
     seed: int = 0
     attacks: tuple[str, ...] | None = ("ortho-proj",)
-    # None: DEMO_QUICK_EPOCHS under the quick budget, the budget's own epochs otherwise.
+    # None: DEMO_QUICK_EPOCHS at the quick level, the level's own epochs otherwise.
     epochs: int | None = None
+
+
+log = logging.getLogger(__name__)
 
 
 def run_demo(out: str | os.PathLike[str] = "runs/demo", cfg: DemoConfig | None = None,
              data_root: str | os.PathLike[str] | None = None, progress: bool | None = None,
-             say=lambda m: print(m, flush=True)) -> list[dict[str, Any]]:
+             cache: str | os.PathLike[str] | None = None) -> list[dict[str, Any]]:
     from ..poisons.make import poison_dataset
 
     cfg = cfg or DemoConfig()
     out = Path(out)
     t0 = time.perf_counter()
-    epochs = cfg.epochs if cfg.epochs is not None else (DEMO_QUICK_EPOCHS if cfg.budget == "quick" else None)
-    audit_cfg = AuditConfig(arch=cfg.arch, budget=cfg.budget, seed=cfg.seed, epochs=epochs,
+    epochs = cfg.epochs if cfg.epochs is not None else (DEMO_QUICK_EPOCHS if cfg.level == "quick" else None)
+    audit_cfg = AuditConfig(arch=cfg.arch, level=cfg.level, seed=cfg.seed, epochs=epochs,
                             attacks=cfg.attacks)
     sets: list[Path] = []
     for m in cfg.methods:
         d = out / "data" / m
         if not is_dataset_dir(d):
-            say(f"demo: making the {m} protected set ...")
+            log.info("demo: making the %s protected set ...", m)
             poison_dataset(m, cfg.data, d, seed=cfg.seed, subset=cfg.subset, data_root=data_root)
         sets.append(d)
 
-    # One clean reference for all: the base images of every set are the same seeded subset.
-    first = load_dataset_dir(sets[0])
-    base = load_base(first, data_root)
-    test = load_data(cfg.data, "test", data_root)
-    ref_dir = out / "clean-reference"
-    if not (ref_dir / "result.json").exists():
-        say("demo: training the clean reference ...")
-        train_on(base, test, spec_for(base, cfg.arch, audit_cfg.recipe(), cfg.seed, f"{cfg.data} (clean)"),
-                 ref_dir, audit_cfg.device, progress)
-
     results = []
     for m, d in zip(cfg.methods, sets):
-        say(f"demo: auditing {m} ...")
-        r = run_audit(d, out / m, audit_cfg, data_root=data_root, progress=progress,
-                      clean_reference=ref_dir)
+        log.info("demo: auditing %s ...", m)
+        r = run_audit(d, out / m, audit_cfg, data_root=data_root, progress=progress, cache=cache)
         r["_dir"] = m
         results.append(r)
 
     seconds = time.perf_counter() - t0
-    title = f"Do unlearnable datasets protect? {cfg.data}, {cfg.arch}, budget {cfg.budget}"
+    title = f"Do unlearnable datasets protect? {cfg.data}, {cfg.arch}, level {cfg.level}"
     with atomic_file(out / "report.html", "w") as f:
         f.write(render_comparison_html(results, out, title, [f"{m}/report.html" for m in cfg.methods]))
     with atomic_file(out / "report.md", "w") as f:
         f.write(render_comparison_md(results, title))
     write_json(out / "summary.json", {
         "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.__dict__.items()},
-        "clean_reference": read_json(ref_dir / "result.json")["test_accuracy"],
+        "clean_reference": (results[0].get("clean_reference") or {}).get("test_accuracy") if results else None,
         "rows": [{"dataset": r["dataset"]["name"], "verdict": r["verdict"]} for r in results],
         "seconds": round(seconds, 1),
     })
-    say(summary_text(results))
-    say(f"demo: {len(results)} protected sets audited in {seconds / 60:.1f} min -> {out / 'report.html'}")
+    log.info("demo: %d protected sets audited in %.1f min -> %s", len(results), seconds / 60, out / "report.html")
     return results

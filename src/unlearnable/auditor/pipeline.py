@@ -1,82 +1,69 @@
 """`unlearnable audit DATA --out DIR`: every analysis of a protected dataset, one verdict.
 
-    unlearnable audit runs/regions --budget quick --out runs/regions-audit
+    unlearnable audit runs/regions --level quick --out runs/regions-audit
 
-Steps (each reused from DIR when a previous run finished it): standard training on the protected
-set with a checkpoint per epoch; the same recipe on the clean images (the reference accuracy);
-DFR over the checkpoints and on a random network; separability of the perturbations (when the
-base is known) and of the images; every registered attack (orthogonal projection, class-mean
-subtraction, adversarial training, the squeezing attacks); figures; `results.json`,
-`report.html` (self-contained) and `report.md`.
+Steps (the registry `unlearnable.analyses.AUDITS`, then the level's attacks from `ATTACKS`):
+standard training on the protected set with a checkpoint per epoch; the same recipe on the clean
+images (the reference accuracy); DFR over the checkpoints and on a random network; separability
+of the perturbations (when the base is known) and of the images; every chosen attack. Each step
+is a job spec run by the one job runner (`unlearnable.runner`): the audit's own jobs are stored
+in DIR/jobs.sqlite and reused on a rerun; jobs that do not depend on the audited data (the clean
+reference, the random-network DFR) go to the shared cache (`~/.cache/unlearnable`, or `--cache`,
+or $UNLEARNABLE_CACHE) and are computed once for every audit, demo row and rerun that needs them.
+Then figures, `results.json`, `report.html` (self-contained) and `report.md`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .._io import UnlearnableError, atomic_file, read_json, versions, write_json
-from ..attacks import ATTACKS, AttackContext, run_attack
+from .._io import UnlearnableError, atomic_file, now_iso, read_json, versions, write_json
+from ..analyses.steps import Row, StepInfo, StepSkipped, steps_for
+from ..attacks import ATTACKS, ordered
+from ..data.clean import clean_side
 from ..data.imageset import ImageSet
-from ..data.resolve import load_base, load_data
-from ..train.engine import Recipe, get_recipe
-from ..train.run import spec_for, train_on
+from ..data.resolve import load_data
+from ..identity import content_id
+from ..ladder import level as get_level
+from ..ladder import recipe_for
+from ..runner import JobContext, ResultStore, Spec, canonical, expand, job_key, run_jobs
 from .report import render_audit_html, render_audit_md
-from .steps import Plan, Step, StepSkipped
 from .verdict import Thresholds, verdict
 
-
-@dataclass(frozen=True)
-class Budget:
-    """How much compute an audit spends; `paper` is the paper's protocol."""
-
-    recipe: str
-    epochs: int | None  # None: the recipe's own
-    dfr_n: int
-    separability_steps: int
-    separability_repeats: int  # repeats for images (Table 6 uses 10)
-    separability_n: int | None  # a seeded subset for separability; None: all
-    attacks: tuple[str, ...]
-    adv_recipe: str | None = None  # recipe for adv-train (the paper's: 100 epochs)
+log = logging.getLogger(__name__)
 
 
-BUDGETS: dict[str, Budget] = {
-    "paper": Budget("paper", None, 5000, 500, 10, None,
-                    ("adv-train", "ortho-proj", "mean-sub", "jpeg", "bit-depth", "grayscale"), "adv"),
-    # For 2 CPU cores: 3 epochs of the fast recipe.
-    "quick": Budget("fast", 3, 2000, 100, 1, 10000,
-                    ("ortho-proj", "mean-sub", "jpeg", "bit-depth", "grayscale", "adv-train")),
-    # Seconds, for tests and trying the tool out.
-    "tiny": Budget("tiny", None, 300, 20, 1, 2000, ("ortho-proj", "mean-sub", "jpeg")),
-}
+def cache_dir(cache: str | os.PathLike[str] | None = None) -> Path:
+    """The shared job cache: `cache`, else $UNLEARNABLE_CACHE, else ~/.cache/unlearnable."""
+    if cache:
+        return Path(cache)
+    env = os.environ.get("UNLEARNABLE_CACHE")
+    if env:
+        return Path(env)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "unlearnable"
 
 
 @dataclass
 class AuditConfig:
     arch: str = "convnet"
-    budget: str = "quick"
+    level: str = "quick"  # tiny | quick | paper (unlearnable.ladder)
     seed: int = 0
-    epochs: int | None = None  # overrides the budget's
-    attacks: tuple[str, ...] | None = None  # overrides the budget's
+    epochs: int | None = None  # overrides the level's, for every training (attacks included)
+    attacks: tuple[str, ...] | None = None  # overrides the level's
     thresholds: Thresholds = field(default_factory=Thresholds)
     device: str = "auto"
 
-    def budget_(self) -> Budget:
-        if self.budget not in BUDGETS:
-            raise UnlearnableError(f"unknown budget {self.budget!r} (known: {', '.join(BUDGETS)})")
-        return BUDGETS[self.budget]
-
-    def recipe(self) -> Recipe:
-        b = self.budget_()
-        r = get_recipe(b.recipe)
-        epochs = self.epochs or b.epochs
-        return r.replace(epochs=epochs) if epochs else r
+    def recipe(self, attack: str | None = None):
+        return recipe_for(self.level, attack=attack, epochs=self.epochs)
 
     def attack_list(self) -> tuple[str, ...]:
-        names = self.attacks if self.attacks is not None else self.budget_().attacks
+        names = self.attacks if self.attacks is not None else get_level(self.level).attacks
         unknown = [a for a in names if a not in ATTACKS]
         if unknown:
             raise UnlearnableError(f"unknown attack(s) {unknown} (known: {', '.join(sorted(ATTACKS))})")
@@ -86,6 +73,8 @@ class AuditConfig:
         d = dataclasses.asdict(self)
         d["recipe"] = self.recipe().to_dict()
         d["attacks"] = list(self.attack_list())
+        d["attack_recipes"] = {a: self.recipe(a).to_dict() for a in self.attack_list()
+                               if self.recipe(a) != self.recipe()}
         return d
 
 
@@ -97,77 +86,72 @@ class AuditInputs:
     clean_full: ImageSet | None  # the whole clean training set (DFR draws its subset here)
     name: str
     notes: list[str]
+    base_name: str | None = None
 
 
 def resolve_inputs(data: str | os.PathLike[str], clean: str | None = None,
                    data_root: str | os.PathLike[str] | None = None) -> AuditInputs:
     """The protected set, the clean test set and, where they can be found, the clean images."""
     protected = load_data(data, "train", data_root)
-    notes: list[str] = []
     man = protected.meta.get("manifest", {})
-    base_name = clean or man.get("base", {}).get("name")
-    if base_name is None and "manifest" not in protected.meta:
-        base_name = str(data)  # a clean dataset audited as is: its own base
-    test = base = clean_full = None
-    if base_name is None:
-        notes.append("the manifest names no base dataset, so there is no clean test set (pass --clean DATA)")
-        return AuditInputs(protected, None, None, None, man.get("name") or protected.name, notes)
-    try:
-        test = load_data(base_name, "test", data_root)
-    except UnlearnableError as e:
-        notes.append(f"no clean test set: {e}")
-        return AuditInputs(protected, None, None, None, man.get("name") or protected.name, notes)
-    try:
-        clean_full = load_data(base_name, "train", data_root)
-        if "manifest" in protected.meta:
-            base = load_base(protected, full=clean_full)
-            if base.images.shape != protected.images.shape:
-                raise UnlearnableError(f"base images {base.images.shape} differ from protected {protected.images.shape}")
-        else:
-            base = protected
-    except UnlearnableError as e:
-        notes.append(f"clean training images unavailable ({e}); steps that need them are skipped")
-    if test is not None and test.chw != protected.chw:
-        raise UnlearnableError(f"test images {test.chw} differ in shape from the protected images {protected.chw}")
+    if clean is None and "manifest" not in protected.meta:
+        clean = str(data)  # a clean dataset audited as is: its own base
+    side = clean_side(protected, clean, data_root)
     name = man.get("name") or protected.name or Path(str(data)).name
-    return AuditInputs(protected, test, base, clean_full, name, notes)
+    base_name = side.base_name if side.test is not None else None
+    return AuditInputs(protected, side.test, side.base, side.pool, name, side.notes, base_name)
+
+
+def _fmt(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 \
+        else f"{seconds // 60}:{seconds % 60:02d}"
+
+
+def audit_row(inp: AuditInputs, cfg: AuditConfig, data_path: str) -> Row:
+    """The audited set as the steps see it: data by content, with where to find it as a hint."""
+    from ..models import arch_signature
+
+    p = inp.protected
+    data: Spec = {"content": content_id(p), "_path": data_path, "_name": inp.name}
+    clean: Spec | None = None
+    if inp.base is not None:
+        clean = ({"content": content_id(inp.base), "clean": inp.base_name, "_base_of": data_path,
+                  "_name": f"{inp.base_name} (clean)"} if inp.base is not p else data)
+    row = Row(data, clean, inp.base_name, p, get_level(cfg.level), cfg.arch,
+              arch_signature(cfg.arch, p.num_classes, p.channels, p.image_size), cfg.seed, cfg.epochs,
+              cfg.attack_list(), inp.clean_full is not None)
+    if inp.notes:
+        row.why_no_base = inp.notes[0]
+    return row
 
 
 def run_audit(data: str | os.PathLike[str], out: str | os.PathLike[str], config: AuditConfig | None = None,
               clean: str | None = None, data_root: str | os.PathLike[str] | None = None,
-              progress: bool | None = None, clean_reference: str | os.PathLike[str] | None = None,
-              quiet: bool = False) -> dict[str, Any]:
+              progress: bool | None = None, cache: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """Audit `data` into `out`; rerunning continues an interrupted audit.
 
-    `clean_reference`: a finished run directory of the same recipe on the clean images, reused
-    instead of training the reference again (the demo shares one across protected sets).
+    `cache`: the shared job cache (see `cache_dir`), where the clean reference and the random
+    network's DFR are kept for every audit of the same base, recipe, model and seed.
     """
-    from ..analyses.dfr import dfr_curve
-    from ..analyses.separability import separability_of
-
-    from ..models import MODELS, arch_signature
+    from ..models import MODELS
 
     cfg = config or AuditConfig()
+    get_level(cfg.level)
     if cfg.arch not in MODELS:
         raise UnlearnableError(f"unknown architecture {cfg.arch!r} (known: {', '.join(sorted(MODELS))})")
     out = Path(out)
-    b = cfg.budget_()
-    recipe = cfg.recipe()
     inp = resolve_inputs(data, clean, data_root)
-    out.mkdir(parents=True, exist_ok=True)
-    results_path = out / "results.json"
+    data_path = str(Path(data).resolve()) if Path(data).exists() else str(data)
+    row = audit_row(inp, cfg, data_path)
     cfg_dict = cfg.to_dict()
-    # The architecture's definition, not only its name: an audit made by another version of a
-    # model must not be reused (the config holds it, so every step's key depends on it too).
-    p = inp.protected
-    cfg_dict["model_signature"] = arch_signature(cfg.arch, p.num_classes, p.channels, p.image_size)
-    # What is audited, spelled one way: `runs/x`, `./runs/x` and its absolute path are the same
-    # data (step keys and run specs hold this, so a rerun spelled differently reuses them).
-    data_id = str(Path(data).resolve()) if Path(data).exists() else str(data)
+    cfg_dict["model_signature"] = row.model
+    results_path = out / "results.json"
     if results_path.exists():
         prev_record = read_json(results_path)
-        if prev_record.get("data_id") not in (None, data_id):
-            raise UnlearnableError(f"{out}: holds an audit of other data ({prev_record['data_id']}); "
+        prev_id = prev_record.get("data_content")
+        if prev_id not in (None, row.data["content"]):
+            raise UnlearnableError(f"{out}: holds an audit of other data ({prev_record.get('data_id')}); "
                                    "use another --out")
         prev = prev_record.get("config")
         if prev is not None and prev != cfg_dict:
@@ -178,109 +162,152 @@ def run_audit(data: str | os.PathLike[str], out: str | os.PathLike[str], config:
             else:
                 what = f"another definition of {cfg.arch!r} (another version of unlearnable)"
             raise UnlearnableError(f"{out}: holds an audit made with {what}; use another --out")
-    spec = spec_for(inp.protected, cfg.arch, recipe, cfg.seed, data_id)
+    out.mkdir(parents=True, exist_ok=True)
 
-    def need_test() -> ImageSet:
-        if inp.test is None:
-            raise StepSkipped(inp.notes[0] if inp.notes else "no clean test set (pass --clean DATA)")
-        return inp.test
-
-    def need_base() -> ImageSet:
-        need_test()
-        if inp.base is None:
-            raise StepSkipped("the clean base images are unknown (pass --clean DATA)")
-        return inp.base
-
-    def train_protected() -> dict[str, Any]:
-        _, res = train_on(inp.protected, need_test(), spec, out / "train-protected", cfg.device, progress)
-        return {"test_accuracy": res.test_accuracy, "train_accuracy": res.train_accuracy,
-                "curve": [{"epoch": h["epoch"], "test_accuracy": h.get("test_accuracy")} for h in res.history]}
-
-    def train_clean() -> dict[str, Any]:
-        need_test()
-        if clean_reference is not None:
-            r = read_json(Path(clean_reference) / "result.json")
-            return {"test_accuracy": r["test_accuracy"], "reused_from": str(clean_reference)}
-        base = need_base()
-        _, res = train_on(base, inp.test, spec_for(base, cfg.arch, recipe, cfg.seed, "clean"),
-                          out / "train-clean", cfg.device, progress)
-        return {"test_accuracy": res.test_accuracy}
-
-    def dfr() -> dict[str, Any]:
-        need_test()
-        if plan.result("train-protected") is None:
-            raise StepSkipped("the protected training did not finish")
-        if inp.clean_full is None:
-            raise StepSkipped("no clean training images for the DFR head (pass --clean DATA)")
-        n = min(b.dfr_n, len(inp.clean_full))
-        return dfr_curve(out / "train-protected", inp.clean_full, inp.test, n=n, seed=cfg.seed,
-                         device=cfg.device, progress=progress)
-
-    def separability(of: str) -> dict[str, Any]:
-        base = need_base() if of == "perturbations" else None
-        repeats = b.separability_repeats if of == "images" else 1
-        n = b.separability_n if b.separability_n and b.separability_n < len(inp.protected) else None
-        return separability_of(inp.protected, of, base=base, n=n, subset_seed=cfg.seed,
-                               steps=b.separability_steps, repeats=repeats, seed=cfg.seed, progress=progress)
-
-    def attack(name: str) -> dict[str, Any]:
-        need_test()
-        if name == "grayscale" and inp.protected.channels == 1:
-            raise StepSkipped("grayscale is a no-op on 1-channel data")
-        r = recipe
-        if name == "adv-train" and b.adv_recipe:
-            r = get_recipe(b.adv_recipe)
-        ctx = AttackContext(inp.protected, inp.test, cfg.arch, r, cfg.seed, out / "attacks" / name,
-                            cfg.device, progress, inp.base, data_id)
-        return run_attack(name, ctx)
-
-    n = len(inp.protected)
-    epochs = recipe.epochs
-    base_settings = {"config": cfg_dict, "data": data_id, "n": n}
-    steps = [
-        Step("train-protected", train_protected, n * epochs, base_settings, "standard training on the protected set"),
-        Step("train-clean", train_clean, n * epochs, {**base_settings, "reference": str(clean_reference)},
-             "the same recipe on the clean images (reference)"),
-        Step("dfr", dfr, n * epochs * 0.3, base_settings, "DFR over every checkpoint, and a random network"),
-        Step("separability-perturbations", lambda: separability("perturbations"), n * 0.2, base_settings,
-             "linear separability of the perturbations"),
-        Step("separability-images", lambda: separability("images"), n * 0.2, base_settings,
-             "linear separability of the images"),
-    ]
-    for a in cfg.attack_list():
-        cost = n * epochs * (4 if a == "adv-train" else 1.1)
-        steps.append(Step(f"attack:{a}", (lambda a=a: attack(a)), cost, base_settings, f"attack: {a}"))
-    plan = Plan(results_path, steps, quiet=quiet)
-    plan.record["config"] = cfg_dict
-    plan.record["data_id"] = data_id
-    record = plan.run()
-    return finish(out, record, inp, cfg, plan)
+    steps, specs, skipped = _plan(row)
+    record = execute(steps, specs, skipped, row, out, cfg, inp, data_root, progress, cache)
+    record.update({"config": cfg_dict, "data_id": data_path, "data_content": row.data["content"]})
+    return finish(out, record, inp, cfg, row)
 
 
-def finish(out: Path, record: dict[str, Any], inp: AuditInputs, cfg: AuditConfig, plan: Plan) -> dict[str, Any]:
+def _plan(row: Row) -> tuple[list[StepInfo], dict[str, Spec], dict[str, str]]:
+    steps = steps_for(row)
+    specs: dict[str, Spec] = {}
+    skipped: dict[str, str] = {}
+    for st in steps:
+        try:
+            specs[st.name] = st.spec(row)
+        except StepSkipped as e:
+            skipped[st.name] = str(e)
+    return steps, specs, skipped
+
+
+def _own_place(out: Path, row: Row):
+    """The audit's layout: its protected training in train-protected/, attack NAME in attacks/NAME/."""
+    def place(spec: Spec) -> Path:
+        if spec["kind"] == "train" and spec["data"].get("content") == row.data.get("content"):
+            return out / "train-protected"
+        if spec["kind"] == "attack":
+            return out / "attacks" / spec["attack"]
+        return out / "jobs" / f"{spec['kind']}-{job_key(spec)[:16]}"
+    return place
+
+
+def execute(steps: list[StepInfo], specs: dict[str, Spec], skipped: dict[str, str], row: Row, out: Path,
+            cfg: AuditConfig, inp: AuditInputs, data_root: str | os.PathLike[str] | None,
+            progress: bool | None, cache: str | os.PathLike[str] | None) -> dict[str, Any]:
+    """Run the step specs: shared jobs in the cache store, the audit's own in DIR/jobs.sqlite.
+
+    A job is shared when its identity does not mention the audited data's content."""
+    mine = row.data["content"]
+    jobs = expand(list(specs.values()))
+    shared = [s for s in jobs if mine not in canonical(s)]
+    own = [s for s in jobs if mine in canonical(s)]
+    names = {job_key(s): st.name for st in steps if (s := specs.get(st.name)) is not None}
+    titles = {st.name: st.title for st in steps}
+    cost = {job_key(s): st.cost(row) for st in steps if (s := specs.get(st.name)) is not None}
+    total = sum(cost.values()) or 1.0
+    t_start = time.perf_counter()
+    done_cost = [0.0]
+
+    def on_start(spec: Spec, i: int, n: int) -> None:
+        key = job_key(spec)
+        elapsed = time.perf_counter() - t_start
+        rate = elapsed / done_cost[0] if done_cost[0] else None
+        eta = f", about {_fmt(rate * (total - done_cost[0]))} left" if rate else ""
+        what = titles.get(names.get(key, ""), f"{spec['kind']} (a dependency)")
+        log.info("[%s] %s (elapsed %s%s)", names.get(key, spec["kind"]), what, _fmt(elapsed), eta)
+
+    def on_done(key: str, outcome: dict[str, Any]) -> None:
+        done_cost[0] += cost.get(key, 0.0)
+        if not outcome["ok"]:
+            log.warning("    failed: %s", outcome["error"])
+
+    ctx_args = dict(device=cfg.device, progress=progress, data_root=str(data_root) if data_root else None)
+    preload = {row.data["content"]: inp.protected}
+    if row.clean is not None and inp.base is not None:
+        preload[row.clean["content"]] = inp.base
+    if inp.base_name and inp.test is not None:
+        preload[("test", inp.base_name)] = inp.test
+    if inp.base_name and inp.clean_full is not None:
+        preload[("train", inp.base_name)] = inp.clean_full
+    results: dict[str, dict[str, Any]] = {}
+    if shared:
+        cdir = cache_dir(cache)
+        with ResultStore(cdir / "results.sqlite") as cstore:
+            cctx = JobContext(cdir, cache=dict(preload), **ctx_args)
+            run_jobs(shared, cstore, cctx, on_start=on_start, on_done=on_done)
+            for s in shared:
+                r = cstore.get(job_key(s))
+                if r is not None:
+                    results[job_key(s)] = r
+    known = {k: r["result"] for k, r in results.items() if r["status"] == "done"}
+    with ResultStore(out / "jobs.sqlite") as store:
+        octx = JobContext(out, place=_own_place(out, row), cache=dict(preload), **ctx_args)
+        run_jobs(own, store, octx, known=known, on_start=on_start, on_done=on_done)
+        for s in own:
+            r = store.get(job_key(s))
+            if r is not None:
+                results[job_key(s)] = r
+    steps_rec: dict[str, Any] = {}
+    for st in steps:
+        if st.name in skipped:
+            steps_rec[st.name] = {"status": "skipped", "reason": skipped[st.name]}
+            continue
+        key = job_key(specs[st.name])
+        r = results.get(key)
+        if r is None or r["status"] != "done":
+            status = "blocked" if r is None or r["status"] == "pending" else r["status"]
+            steps_rec[st.name] = {"status": "failed" if status == "failed" else status, "key": key,
+                                  "reason": (r or {}).get("error") or "a job it depends on did not finish"}
+            continue
+        steps_rec[st.name] = {"status": "done", "key": key, "result": r["result"], "seconds": r.get("seconds"),
+                              "shared": mine not in canonical(specs[st.name])}
+    return {"steps": steps_rec, "finished": now_iso()}
+
+
+def step_result(record: dict[str, Any], name: str) -> dict[str, Any] | None:
+    e = record["steps"].get(name)
+    return e.get("result") if e and e.get("status") == "done" else None
+
+
+def _headline(st: StepInfo, result: dict[str, Any] | None) -> str:
+    if result is None:
+        return ""
+    try:
+        return st.headline(result)
+    except (KeyError, TypeError, ValueError):  # a result without the figure its headline names
+        return ""
+
+
+def finish(out: Path, record: dict[str, Any], inp: AuditInputs, cfg: AuditConfig, row: Row) -> dict[str, Any]:
     """Assemble results.json from the step results, draw the figures, render the reports."""
     from .figures import samples_figure, separability_figure
 
     man = inp.protected.meta.get("manifest", {})
     attacks: dict[str, dict[str, Any]] = {}
-    prot = plan.result("train-protected")
+    prot = step_result(record, "train-protected")
     if prot:
         attacks["none"] = {"test_accuracy": prot["test_accuracy"]}
-    for name in cfg.attack_list():
-        r = plan.result(f"attack:{name}")
+    for name in ordered(cfg.attack_list()):
+        r = step_result(record, f"attack:{name}")
         if r:
             attacks[name] = r
-    clean_ref = plan.result("train-clean")
-    dfr = plan.result("dfr")
+    clean_ref = step_result(record, "train-clean")
+    dfr = step_result(record, "dfr")
     gain = None
     if dfr and dfr.get("max_dfr_accuracy") is not None and dfr.get("random_init_dfr_accuracy") is not None:
         gain = 100 * (dfr["max_dfr_accuracy"] - dfr["random_init_dfr_accuracy"])
     sep = {k.split("-", 1)[1]: v for k in ("separability-perturbations", "separability-images")
-           if (v := plan.result(k))}
+           if (v := step_result(record, k))}
     figures: dict[str, str | None] = {
         "dfr": "train-protected/dfr.png" if (out / "train-protected" / "dfr.png").exists() else None,
-        "weights": "attacks/ortho-proj/weights.png" if (out / "attacks/ortho-proj/weights.png").exists() else None,
     }
+    # Every picture an attack says it leaves (its registry entry's artifacts) goes in the report.
+    for name in attacks:
+        for fig, rel in ATTACKS[name].artifacts.items():
+            if rel.endswith(".png") and (out / "attacks" / name / rel).exists():
+                figures[fig] = f"attacks/{name}/{rel}"
     w_path = out / "attacks" / "ortho-proj" / "linear_weights.npy"
     figures["samples"] = samples_figure(inp.protected, inp.base, w_path if w_path.exists() else None,
                                         out / "samples.png")
@@ -297,6 +324,10 @@ def finish(out: Path, record: dict[str, Any], inp: AuditInputs, cfg: AuditConfig
         "separability": sep,
         "attacks": attacks,
         "figures": {k: v for k, v in figures.items() if v},
+        "analyses": [{"name": st.name, "title": st.title, "status": record["steps"][st.name]["status"],
+                      "headline": _headline(st, step_result(record, st.name)),
+                      "reason": record["steps"][st.name].get("reason", "")}
+                     for st in steps_for(row)],
         "verdict": verdict(clean_ref["test_accuracy"] if clean_ref else None, attacks, gain, cfg.thresholds,
                            inp.protected.num_classes),
         "versions": versions(),

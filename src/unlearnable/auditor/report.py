@@ -13,9 +13,6 @@ import html
 from pathlib import Path
 from typing import Any
 
-# Columns of the paper's Table 3 first, then the other attacks.
-ATTACK_ORDER = ["none", "adv-train", "ortho-proj", "mean-sub", "jpeg", "bit-depth", "grayscale",
-                "cutout", "cutmix", "mixup", "ueraser-lite"]
 ATTACK_TITLES = {"none": "none (standard training)", "adv-train": "adversarial training",
                  "ortho-proj": "orthogonal projection", "mean-sub": "class-mean subtraction"}
 VERDICT_COLOURS = {"broken": "#c0392b", "leaks features": "#d68910", "holds": "#1e8449",
@@ -27,8 +24,10 @@ def pct(x: float | None, digits: int = 1) -> str:
 
 
 def _ordered(names: list[str] | dict) -> list[str]:
-    names = list(names)
-    return [n for n in ATTACK_ORDER if n in names] + sorted(n for n in names if n not in ATTACK_ORDER)
+    """The attack registry's display order (the paper's Table 3 columns first)."""
+    from ..attacks import ordered
+
+    return ordered(names)
 
 
 def _img(base: Path, rel: str | None, alt: str, width: int | None = None) -> str:
@@ -114,6 +113,11 @@ def render_audit_html(res: dict[str, Any], base: Path) -> str:
     parts.append("<h2>Learned linear weights (the paper's Fig. 3)</h2>")
     parts.append(_img(base, res.get("figures", {}).get("weights"),
                       "rows of the linear model W, one per class (min-max scaled)"))
+    known = {"dfr", "weights", "samples", "separability"}
+    for name, rel in res.get("figures", {}).items():
+        if name not in known:  # pictures other steps and attacks leave (their registry entries say)
+            parts.append(f"<h2>{html.escape(name.replace('_', ' '))}</h2>")
+            parts.append(_img(base, rel, name))
     parts.append("<h2>Samples</h2>")
     parts.append(_img(base, res.get("figures", {}).get("samples"),
                       "per class: clean, protected, perturbation (amplified), recovered by projection"))
@@ -142,14 +146,17 @@ def _describe(ds: dict[str, Any]) -> str:
 def _provenance_html(res: dict[str, Any]) -> str:
     cfg = res.get("config", {})
     steps = res.get("steps", {})
-    srows = [[html.escape(n), html.escape(s.get("status", "?")), f"{s.get('seconds', 0):.1f} s",
+    heads = {a["name"]: a for a in res.get("analyses", [])}
+    srows = [[html.escape(heads.get(n, {}).get("title") or n), html.escape(s.get("status", "?")),
+              html.escape(heads.get(n, {}).get("headline", "")),
+              "shared" if s.get("shared") else f"{s.get('seconds') or 0:.1f} s",
               html.escape(s.get("reason", ""))] for n, s in steps.items()]
     vers = res.get("versions", {})
     return ("<h2>How this was made</h2>"
-            f"<p>Architecture <code>{html.escape(str(cfg.get('arch')))}</code>, budget "
-            f"<code>{html.escape(str(cfg.get('budget')))}</code>, seed {cfg.get('seed')}; recipe "
+            f"<p>Architecture <code>{html.escape(str(cfg.get('arch')))}</code>, level "
+            f"<code>{html.escape(str(cfg.get('level', cfg.get('budget'))))}</code>, seed {cfg.get('seed')}; recipe "
             f"<code>{html.escape(str(cfg.get('recipe')))}</code>.</p>"
-            + _table(["step", "status", "time", "note"], srows)
+            + _table(["step", "status", "result", "time", "note"], srows)
             + f'<p class="muted">{html.escape(", ".join(f"{k} {v}" for k, v in vers.items()))}</p>')
 
 
@@ -174,6 +181,10 @@ def render_audit_md(res: dict[str, Any]) -> str:
                       f"{v.get('dfr_gain_points', 0):+.1f} points"]
     for k, s in res.get("separability", {}).items():
         lines.append(f"Separability of {k}: {pct(s.get('train_accuracy_mean'))}")
+    if res.get("analyses"):
+        lines += ["", "| step | status | result | note |", "|---|---|---|---|"]
+        lines += [f"| {a['title']} | {a['status']} | {a['headline']} | {a.get('reason', '')} |"
+                  for a in res["analyses"]]
     for name, rel in res.get("figures", {}).items():
         if rel:
             lines += ["", f"![{name}]({rel})"]

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .._io import UnlearnableError, write_json
-from .common import add_data_root
+from .common import add_cache, add_data_root, add_level
 
 
 @dataclass(frozen=True)
@@ -148,16 +148,14 @@ SUBCOMMANDS["separability"] = AuditCommand("linear separability of perturbations
 
 # --- the full audit: `unlearnable audit DATA --out DIR` --------------------------------------------
 def _full_args(p: argparse.ArgumentParser) -> None:
-    from ..auditor import BUDGETS
-
     p.add_argument("data", help="protected dataset directory (or a dataset name)")
     p.add_argument("--out", required=True, help="audit directory (a rerun continues where it stopped)")
     p.add_argument("--clean", default=None, help="the clean base dataset, when the manifest does not name it")
     p.add_argument("--arch", default="convnet", help="architecture (default convnet)")
-    p.add_argument("--budget", default="quick", choices=sorted(BUDGETS),
-                   help="compute: tiny (seconds), quick (CPU minutes), paper (the paper's protocol)")
-    p.add_argument("--epochs", type=int, default=None, help="override the budget's epochs")
-    p.add_argument("--attacks", default=None, help="comma-separated attacks (default: the budget's)")
+    add_level(p)
+    p.add_argument("--epochs", type=int, default=None,
+                   help="override the level's epochs for every training, attacks included")
+    p.add_argument("--attacks", default=None, help="comma-separated attacks (default: the level's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--broken-at", type=float, default=0.8,
                    help="an attack breaks the protection at this fraction of clean accuracy (default 0.8)")
@@ -165,6 +163,7 @@ def _full_args(p: argparse.ArgumentParser) -> None:
                    help="DFR gain over a random network, in points, that counts as leaking (default 10)")
     p.add_argument("--device", default="auto")
     p.add_argument("--no-progress", action="store_true")
+    add_cache(p)
     add_data_root(p)
 
 
@@ -172,13 +171,13 @@ def _full_run(args: argparse.Namespace) -> int:
     from ..auditor import AuditConfig, Thresholds, run_audit
     from ..auditor.report import summary_text
 
-    cfg = AuditConfig(arch=args.arch, budget=args.budget, seed=args.seed, epochs=args.epochs,
+    cfg = AuditConfig(arch=args.arch, level=args.level, seed=args.seed, epochs=args.epochs,
                       attacks=tuple(a for a in args.attacks.split(",") if a) if args.attacks else None,
                       thresholds=Thresholds(args.broken_at, args.leak_points), device=args.device)
     r = run_audit(args.data, args.out, cfg, clean=args.clean, data_root=args.data_root,
-                  progress=False if args.no_progress else None)
+                  progress=False if args.no_progress else None, cache=args.cache)
     print(summary_text([r]))
-    skipped = {n: s.get("reason") for n, s in r["steps"].items() if s.get("status") in ("skipped", "failed")}
+    skipped = {n: s.get("reason") for n, s in r["steps"].items() if s.get("status") in ("skipped", "failed", "blocked")}
     for n, why in skipped.items():
         print(f"  {n}: {r['steps'][n]['status']} ({why})")
     v = r["verdict"]

@@ -45,3 +45,18 @@ def parse_params(items: list[str] | None) -> dict[str, str]:
         k, v = it.split("=", 1)
         out[k.strip().replace("-", "_")] = v.strip()
     return out
+
+
+def add_level(p: argparse.ArgumentParser, default: str = "quick") -> None:
+    """--level (alias --budget): the compute ladder's rung."""
+    from ..ladder import LEVELS
+
+    p.add_argument("--level", "--budget", dest="level", default=default, choices=LEVELS,
+                   help="compute: tiny (seconds), quick (CPU minutes), paper (the paper's protocol); "
+                        f"default {default}")
+
+
+def add_cache(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cache", default=None,
+                   help="shared job cache for results that do not depend on the audited data (the clean "
+                        "reference, the random network's DFR); default $UNLEARNABLE_CACHE or ~/.cache/unlearnable")

@@ -1,7 +1,7 @@
 """`unlearnable demo`: the main job on the embedded default data (what `make demo` runs).
 
 Protects a seeded 20,000-image subset of Fashion-MNIST with three fast generators (Regions-4,
-LSP, AR), audits each with the quick budget at 9 epochs (standard training, the clean reference,
+LSP, AR), audits each at the quick level with 9 epochs (standard training, the clean reference,
 DFR, separability, Orthogonal Projection), and writes runs/demo/report.html comparing them, with
 a summary table on stdout.
 """
@@ -9,9 +9,12 @@ a summary table on stdout.
 from __future__ import annotations
 
 import argparse
+import time
+from pathlib import Path
 
 from ..auditor.demo import DEMO_QUICK_EPOCHS, DemoConfig, run_demo
-from .common import add_data_root
+from ..auditor.report import summary_text
+from .common import add_cache, add_data_root, add_level
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,23 +25,28 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--methods", default=",".join(d.methods), help="comma-separated poisons")
     p.add_argument("--subset", type=int, default=d.subset,
                    help=f"training images per protected set (default {d.subset}; 0 = all)")
-    p.add_argument("--budget", default=d.budget, help="audit budget: tiny, quick, paper")
+    add_level(p, d.level)
     p.add_argument("--attacks", default=",".join(d.attacks or ()),
                    help="comma-separated attacks (default: the cheap ones; add adv-train for the full table)")
     p.add_argument("--epochs", type=int, default=None,
-                   help=f"override the budget's epochs (default {DEMO_QUICK_EPOCHS} with the quick budget, "
-                        "the budget's own otherwise)")
+                   help=f"override the level's epochs (default {DEMO_QUICK_EPOCHS} at the quick level, "
+                        "the level's own otherwise)")
     p.add_argument("--arch", default=d.arch)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
+    add_cache(p)
     add_data_root(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     cfg = DemoConfig(data=args.data, methods=tuple(m for m in args.methods.split(",") if m),
-                     subset=args.subset or None, budget=args.budget, arch=args.arch, seed=args.seed,
+                     subset=args.subset or None, level=args.level, arch=args.arch, seed=args.seed,
                      attacks=tuple(a for a in args.attacks.split(",") if a),
                      epochs=args.epochs)
-    run_demo(args.out, cfg, args.data_root, False if args.no_progress else None)
+    t0 = time.perf_counter()
+    results = run_demo(args.out, cfg, args.data_root, False if args.no_progress else None, args.cache)
+    print(summary_text(results))
+    print(f"demo: {len(results)} protected sets audited in {(time.perf_counter() - t0) / 60:.1f} min "
+          f"-> {Path(args.out) / 'report.html'}")
     return 0

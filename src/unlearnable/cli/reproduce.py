@@ -1,7 +1,7 @@
 """`unlearnable reproduce TABLE --dataset D`: one of the paper's tables as a resumable grid.
 
-    unlearnable reproduce table3 --dataset fashion-mnist --budget quick --methods regions,lsp --subset 10000
-    unlearnable reproduce table1 --dataset cifar10 --budget paper --executor ray --address auto
+    unlearnable reproduce table3 --dataset fashion-mnist --level quick --methods regions,lsp --subset 10000
+    unlearnable reproduce table1 --dataset cifar10 --level paper --executor ray --address auto
     unlearnable reproduce table4 --dataset cifar10 --arch resnet18 --arch vgg16 --dry-run
 
 Every cell is a job in the result store (--db); finished cells are never recomputed, so rerunning
@@ -15,7 +15,7 @@ import argparse
 import sys
 
 from .._io import UnlearnableError
-from .common import add_data_root
+from .common import add_data_root, add_level
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -29,14 +29,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dataset", required=True, help="dataset name (fashion-mnist, cifar10, digits, ...)")
     p.add_argument("--arch", action="append", default=None,
                    help="architecture (repeatable; table4 makes one column per arch; default convnet)")
-    p.add_argument("--budget", default="quick", choices=["tiny", "quick", "paper"],
-                   help="compute budget (the audit's: tiny, quick, paper; default quick)")
+    add_level(p)
+    p.add_argument("--steps", default=None,
+                   help="with the `steps` table: comma-separated audit steps and attack:NAME columns")
     p.add_argument("--methods", default=None,
                    help="comma-separated poisons for the rows (default: every registered poison cheap "
-                        "enough for the budget); the clean set is always a row")
+                        "enough for the level); the clean set is always a row")
     p.add_argument("--subset", type=int, default=None,
                    help="train on a seeded random subset of this many training images (default: all)")
-    p.add_argument("--epochs", type=int, default=None, help="override the budget's training epochs")
+    p.add_argument("--epochs", type=int, default=None, help="override the level's training epochs")
     p.add_argument("--seed", type=int, default=0, help="seed of every cell (default 0)")
     p.add_argument("--executor", default="local", choices=list(EXECUTORS),
                    help="local (in process, sequential; default) or ray (one Ray task per cell)")
@@ -56,7 +57,9 @@ def run(args: argparse.Namespace) -> int:
     from ..reproduce import ResultStore, build_grid, run_grid, write_outputs
 
     methods = None if args.methods is None else [m.strip() for m in args.methods.split(",") if m.strip()]
-    grid = build_grid(args.table, args.dataset, args.arch, args.budget, methods, args.seed, args.subset, args.epochs)
+    steps = None if args.steps is None else [s.strip() for s in args.steps.split(",") if s.strip()]
+    grid = build_grid(args.table, args.dataset, args.arch, args.level, methods, args.seed, args.subset, args.epochs,
+                      steps, args.data_root)
     if args.dry_run:
         return dry_run(grid, args)
     progress = False if args.no_progress else None
@@ -78,9 +81,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _describe(spec: dict) -> str:
-    data = spec.get("data") or spec.get("run", {}).get("data") or spec
+    from ..runner.jobs import method_of
+
     detail = spec.get("attack") or spec.get("of") or spec.get("arch") or spec.get("run", {}).get("arch", "")
-    return f"{spec['kind']} {data.get('method', '')} {detail}".strip()
+    return f"{spec['kind']} {method_of(spec)} {detail}".strip()
 
 
 def dry_run(grid, args: argparse.Namespace) -> int:

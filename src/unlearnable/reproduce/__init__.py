@@ -1,7 +1,7 @@
 """Reproduce the paper's tables as resumable experiment grids over a SQLite result store.
 
     from unlearnable.reproduce import build_grid, ResultStore, run_grid, write_outputs
-    grid = build_grid("table3", "digits", budget="tiny", methods=["random-noise", "regions"])
+    grid = build_grid("table3", "digits", level="tiny", methods=["random-noise", "regions"])
     with ResultStore("runs/results.sqlite") as store:
         summary = run_grid(grid, store, "runs/reproduce", executor="local")   # or "ray"
         paths = write_outputs(grid.layout(), store, "runs/reproduce")      # .md, .csv, .html
@@ -12,11 +12,9 @@ Sandoval-Segura et al., "What Can We Learn from Unlearnable Datasets?", NeurIPS 
 https://arxiv.org/abs/2305.19254 (Tables 1, 2, 3, 4, 6 and Fig. 2).
 """
 
-from .executors import EXECUTORS, GridSummary, run_grid
+from ..runner import EXECUTORS, GridSummary, ResultStore, canonical, job_dir, job_key, run_grid, run_job
 from .grid import TABLES, Cell, Grid, build_grid, default_methods
-from .jobs import canonical, job_dir, job_key, run_job
 from .outputs import grid_jobs, write_outputs
-from .store import ResultStore
 from .tables import table_data, to_csv, to_markdown
 
 __all__ = ["EXECUTORS", "TABLES", "Cell", "Grid", "GridSummary", "ResultStore", "build_grid", "canonical",

@@ -2,14 +2,10 @@
 
 For each architecture the estimate times a few SGD steps (forward, backward, update) on random
 inputs of the dataset's shape at the recipe's batch size, then extrapolates: a job's cost is its
-number of training sample-passes divided by that throughput. Passes per job:
-
-    train / attack none     n_train x epochs, + n_test x epochs / 3 (a test pass per epoch)
-    ortho-proj              1.1 x the training part (a linear model and one projection first)
-    adv-train               (PGD steps + 1) x the training part (each step: forward + backward)
-    dfr                     (dfr_n + n_test) x (epochs + 1) / 3 (forward passes only)
-    separability, poison    not counted (L-BFGS on a linear model; the model-free poisons take
-                            seconds; model-based poisons are marked as unestimated)
+number of training sample-passes divided by that throughput. Each job kind says its own passes
+(`runner.JOBS[kind].passes`); an attack's are its registry entry's cost factor times the
+training part (orthogonal projection 1.1, adversarial training PGD steps + 1). Separability
+and model-free poisons are not counted (seconds); model-based poisons are marked as unestimated.
 """
 
 from __future__ import annotations
@@ -19,8 +15,8 @@ from typing import Any
 
 import torch
 
-from .grid import Grid, model_based
-from .jobs import Spec, job_key
+from ..runner.jobs import Spec, get_kind, job_key, method_of
+from .grid import Grid
 
 
 def measure_throughput(arch: str, chw: tuple[int, int, int], num_classes: int, batch_size: int,
@@ -49,29 +45,20 @@ def measure_throughput(arch: str, chw: tuple[int, int, int], num_classes: int, b
 
 
 def passes(spec: Spec, n_train: int, n_test: int) -> float:
-    """Training sample-passes of one job (see the module docstring)."""
-    kind = spec["kind"]
-    n = min(n_train, spec["subset"]) if spec.get("subset") else n_train
-    epochs = spec.get("recipe", {}).get("epochs", 0)
-    test = n_test * epochs / 3  # forward passes only: about a third of a training step
-    if kind == "train":
-        return n * epochs + test
-    if kind == "attack":
-        if spec["attack"] == "adv-train":
-            return n * epochs * (int(spec["params"].get("steps", 3)) + 1) + test
-        return n * epochs * 1.1 + test
-    if kind == "dfr":
-        return (min(spec["n"], n_train) + n_test) * (spec["run"]["recipe"]["epochs"] + 1) / 3
-    return 0.0
+    """Training sample-passes of one job (its kind's own cost model)."""
+    data = spec.get("data") or (spec.get("run") or {}).get("data") or {}
+    n = min(n_train, data["subset"]) if data.get("subset") else n_train
+    n = min(n, data["_subset"]) if data.get("_subset") else n
+    return get_kind(spec["kind"]).passes(spec, n, n_test)
 
 
 def estimate(grid: Grid, chw: tuple[int, int, int], num_classes: int, n_train: int, n_test: int,
              done: set[str], device: str = "cpu") -> dict[str, Any]:
     """Cells, jobs, epochs and device-hours of the grid's remaining jobs (`done`: finished keys)."""
-    from ..auditor import BUDGETS
-    from ..train.engine import get_recipe
+    from ..ladder import recipe_for
+    from ..poisons import POISONS
 
-    bs = get_recipe(BUDGETS[grid.budget].recipe).batch_size
+    bs = recipe_for(grid.level).batch_size
     tput = {a: measure_throughput(a, chw, num_classes, bs, device) for a in grid.archs}
     jobs = []
     total_s = 0.0
@@ -82,9 +69,9 @@ def estimate(grid: Grid, chw: tuple[int, int, int], num_classes: int, n_train: i
         p = passes(spec, n_train, n_test)
         secs = p / tput[arch] if arch else 0.0
         ep = spec.get("recipe", {}).get("epochs", 0) if spec["kind"] in ("train", "attack") else 0
-        method = spec.get("method") or spec.get("data", {}).get("method") or spec["run"]["data"]["method"]
+        method = method_of(spec)
         note = ""
-        if spec["kind"] == "poison" and model_based(method):
+        if spec["kind"] == "poison" and POISONS[method].model_based:
             note = "model-based poison: not estimated"
         if key not in done:
             total_s += secs

@@ -107,6 +107,13 @@ def table_data(layout: dict[str, Any], jobs: dict[str, dict[str, Any]]) -> tuple
             else:
                 v = val(m, col, lambda r: f"{pct(r['train_accuracy_mean'])} ± {pct(r['train_accuracy_std'])}")
             rows.append([m, v] + ([_paper(PAPER_TABLE2 if t == "table2" else PAPER_TABLE6, m)] if paper else []))
+    elif t == "steps":
+        from ..analyses.steps import get_step
+
+        infos = {c: get_step(c) for c in layout["cols"]}
+        headers = ["training data"] + [infos[c].title for c in layout["cols"]]
+        for m in layout["rows"]:
+            rows.append([m] + [val(m, c, infos[c].headline) if (m, c) in cell else "n/a" for c in layout["cols"]])
     else:  # table3
         headers = ["training data", "none (%)", "adversarial training (%)", "orthogonal projection (%)",
                    "ortho-proj, plain / projected test (%)"]
@@ -133,7 +140,7 @@ def table_data(layout: dict[str, Any], jobs: dict[str, dict[str, Any]]) -> tuple
 def caption(layout: dict[str, Any]) -> str:
     sub = f", subset {layout['subset']}" if layout.get("subset") else ""
     return (f"{TABLES[layout['table']]} — {layout['dataset']}{sub}, {', '.join(layout['archs'])}, "
-            f"budget {layout['budget']}, seed {layout['seed']}")
+            f"level {layout.get('level', layout.get('budget'))}, seed {layout['seed']}")
 
 
 def to_markdown(headers: list[str], rows: list[list[str]], title: str = "") -> str:

@@ -1,7 +1,7 @@
-"""Run a grid's jobs: in process (`local`) or as Ray tasks (`ray`); the driver alone writes the store.
+"""Run jobs: in process (`local`) or as Ray tasks (`ray`); the driver alone writes the store.
 
-    summary = run_grid(grid, store, out_root, executor="local")
-    summary = run_grid(grid, store, out_root, executor="ray", address=None)   # a local Ray instance
+    summary = run_jobs(specs, store, JobContext(out_root), executor="local")   # an audit, a demo
+    summary = run_grid(grid, store, out_root, executor="ray", address=None)  # a grid (a local Ray)
 
 Only jobs that are not `done` run (and `failed` ones only with `retry_failed`); a job left
 `running` by a killed driver runs again (its training resumes from the last epoch checkpoint).
@@ -26,8 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .._io import UnlearnableError, versions
-from .grid import Grid
-from .jobs import Spec, dependencies, job_key, run_job
+from .jobs import JobContext, Spec, dependencies, job_key, run_job
 from .store import ResultStore
 
 EXECUTORS = ("local", "ray")
@@ -44,13 +43,12 @@ class GridSummary:
     seconds: float = 0.0
 
 
-def _execute(spec: Spec, out_root: str, device: str, progress: bool | None,
-             data_root: str | None) -> dict[str, Any]:
+def _execute(spec: Spec, ctx: JobContext, deps: dict[str, Any]) -> dict[str, Any]:
     """Run one job and package the outcome; never raises (the driver records failures)."""
     t0 = time.perf_counter()
     host = socket.gethostname()
     try:
-        result = run_job(spec, out_root, device, progress, data_root)
+        result = run_job(spec, ctx, deps)
         return {"ok": True, "result": result, "seconds": time.perf_counter() - t0, "host": host,
                 "versions": versions()}
     except Exception as e:  # noqa: BLE001 - any failure of a cell is recorded, not fatal to the grid
@@ -58,11 +56,30 @@ def _execute(spec: Spec, out_root: str, device: str, progress: bool | None,
                 "seconds": time.perf_counter() - t0, "host": host}
 
 
-def plan(grid: Grid, store: ResultStore, retry_failed: bool = False) -> tuple[list[Spec], GridSummary]:
-    """Register the grid in the store; return the jobs to run now (dependencies first)."""
+def expand(specs: list[Spec], known: dict[str, Any] | None = None) -> list[Spec]:
+    """Every job `specs` need, each once, dependencies before their dependents; jobs whose
+    results are `known` (finished in another store) are not expanded."""
+    known = known or {}
+    seen: dict[str, Spec] = {}
+
+    def add(spec: Spec) -> None:
+        key = job_key(spec)
+        if key in known or key in seen:
+            return
+        for d in dependencies(spec):
+            add(d)
+        seen[key] = spec
+
+    for s in specs:
+        add(s)
+    return list(seen.values())
+
+
+def plan(jobs: list[Spec], store: ResultStore, retry_failed: bool = False) -> tuple[list[Spec], GridSummary]:
+    """Register the jobs in the store; return those to run now (dependencies first)."""
     summary = GridSummary()
     todo: list[Spec] = []
-    for spec in grid.jobs():
+    for spec in jobs:
         key = store.add(spec)
         summary.total += 1
         st = store.status(key)
@@ -72,7 +89,6 @@ def plan(grid: Grid, store: ResultStore, retry_failed: bool = False) -> tuple[li
             summary.skipped_failed.append(key)
         else:
             todo.append(spec)
-    store.save_grid(grid.grid_id, grid.layout())
     return todo, summary
 
 
@@ -85,52 +101,80 @@ def _record(store: ResultStore, key: str, out: dict[str, Any], summary: GridSumm
         summary.failed.append(key)
 
 
-def run_grid(grid: Grid, store: ResultStore, out_root: str | os.PathLike[str], executor: str = "local",
-             address: str | None = None, device: str = "auto", progress: bool | None = None,
-             data_root: str | None = None, retry_failed: bool = False,
+def run_jobs(specs: list[Spec], store: ResultStore, ctx: JobContext, executor: str = "local",
+             address: str | None = None, retry_failed: bool = False, known: dict[str, Any] | None = None,
+             on_start: Callable[[Spec, int, int], None] | None = None,
              on_done: Callable[[str, dict[str, Any]], None] | None = None,
              ray_init: dict[str, Any] | None = None) -> GridSummary:
-    """Run every job of `grid` that the store has not finished; return what happened.
+    """Run every job of `specs` (and their dependencies) that `store` has not finished.
 
-    on_done(key, outcome) is called after each job is recorded (progress lines; tests use it to
-    interrupt a grid mid-way). ray_init: extra keyword arguments for `ray.init`.
+    known: key -> result of jobs finished elsewhere (the shared cache) that these depend on.
+    on_start(spec, i, n) before each job runs locally; on_done(key, outcome) after each is
+    recorded (progress lines; tests use it to interrupt a run mid-way).
     """
     if executor not in EXECUTORS:
         raise UnlearnableError(f"unknown executor {executor!r} (known: {', '.join(EXECUTORS)})")
     t0 = time.perf_counter()
-    todo, summary = plan(grid, store, retry_failed)
-    out_root = str(Path(out_root).resolve())
+    known = dict(known or {})
+    todo, summary = plan(expand(specs, known), store, retry_failed)
+    ctx.out_root = Path(ctx.out_root).resolve()
     if executor == "local":
-        _run_local(todo, store, out_root, device, progress, data_root, summary, on_done)
+        _run_local(todo, store, ctx, known, summary, on_start, on_done)
     else:
-        _run_ray(todo, store, out_root, address, device, data_root, summary, on_done, ray_init or {})
+        _run_ray(todo, store, ctx, known, address, summary, on_done, ray_init or {})
     summary.seconds = time.perf_counter() - t0
     return summary
 
 
-def _blocked_by(spec: Spec, store: ResultStore) -> bool:
-    return any(store.status(job_key(d)) != "done" for d in dependencies(spec))
+def run_grid(grid: Any, store: ResultStore, out_root: str | os.PathLike[str], executor: str = "local",
+             address: str | None = None, device: str = "auto", progress: bool | None = None,
+             data_root: str | None = None, retry_failed: bool = False,
+             on_done: Callable[[str, dict[str, Any]], None] | None = None,
+             ray_init: dict[str, Any] | None = None) -> GridSummary:
+    """Run every job of a reproduction grid that the store has not finished; record the grid."""
+    store.save_grid(grid.grid_id, grid.layout())
+    ctx = JobContext(Path(out_root), device, progress, data_root)
+    return run_jobs([c.spec for c in grid.cells], store, ctx, executor, address, retry_failed,
+                    on_done=on_done, ray_init=ray_init)
 
 
-def _run_local(todo: list[Spec], store: ResultStore, out_root: str, device: str, progress: bool | None,
-               data_root: str | None, summary: GridSummary,
+def _dep_results(spec: Spec, store: ResultStore, known: dict[str, Any]) -> dict[str, Any] | None:
+    """key -> result of each dependency, or None when one is not done."""
+    out = {}
+    for d in dependencies(spec):
+        k = job_key(d)
+        if k in known:
+            out[k] = known[k]
+            continue
+        row = store.get(k)
+        if row is None or row["status"] != "done":
+            return None
+        out[k] = row["result"]
+    return out
+
+
+def _run_local(todo: list[Spec], store: ResultStore, ctx: JobContext, known: dict[str, Any],
+               summary: GridSummary, on_start: Callable[[Spec, int, int], None] | None,
                on_done: Callable[[str, dict[str, Any]], None] | None) -> None:
     host = socket.gethostname()
-    for spec in todo:  # grid.jobs() order: dependencies first
+    for i, spec in enumerate(todo, 1):  # expand() order: dependencies first
         key = job_key(spec)
-        if _blocked_by(spec, store):
+        deps = _dep_results(spec, store, known)
+        if deps is None:
             summary.blocked.append(key)
             continue
+        if on_start is not None:
+            on_start(spec, i, len(todo))
         store.start(key, host)
-        out = _execute(spec, out_root, device, progress, data_root)
+        out = _execute(spec, ctx, deps)
         _record(store, key, out, summary)
         if on_done is not None:
             on_done(key, out)
 
 
-def _run_ray(todo: list[Spec], store: ResultStore, out_root: str, address: str | None, device: str,
-             data_root: str | None, summary: GridSummary,
-             on_done: Callable[[str, dict[str, Any]], None] | None, ray_init: dict[str, Any]) -> None:
+def _run_ray(todo: list[Spec], store: ResultStore, ctx: JobContext, known: dict[str, Any], address: str | None,
+             summary: GridSummary, on_done: Callable[[str, dict[str, Any]], None] | None,
+             ray_init: dict[str, Any]) -> None:
     try:
         import ray
     except ImportError:
@@ -153,7 +197,7 @@ def _run_ray(todo: list[Spec], store: ResultStore, out_root: str, address: str |
     try:
         import torch
 
-        use_gpu = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+        use_gpu = ctx.device.startswith("cuda") or (ctx.device == "auto" and torch.cuda.is_available())
         opts = {"num_gpus": 1} if use_gpu else {"num_cpus": 1}
         remote = ray.remote(**opts)(_ray_task)
         refs: dict[str, Any] = {}
@@ -167,13 +211,17 @@ def _run_ray(todo: list[Spec], store: ResultStore, out_root: str, address: str |
                 dk = job_key(d)
                 if dk in refs:
                     dep_refs.append(refs[dk])
-                elif store.status(dk) != "done":
+                elif dk in known:
+                    dep_refs.append({"ok": True, "key": dk, "result": known[dk]})
+                elif store.status(dk) == "done":
+                    dep_refs.append({"ok": True, "key": dk, "result": store.get(dk)["result"]})
+                else:
                     blocked = True
             if blocked:
                 summary.blocked.append(key)
                 continue
             store.start(key, host)
-            refs[key] = remote.remote(spec, out_root, device, data_root, *dep_refs)
+            refs[key] = remote.remote(spec, str(ctx.out_root), ctx.device, ctx.data_root, *dep_refs)
             pending[refs[key]] = key
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
@@ -189,7 +237,8 @@ def _run_ray(todo: list[Spec], store: ResultStore, out_root: str, address: str |
 
 
 def _ray_task(spec: Spec, out_root: str, device: str, data_root: str | None, *deps: dict[str, Any]) -> dict[str, Any]:
-    """A job on a Ray worker. `deps` are the dependencies' outcomes (object refs resolved by Ray)."""
+    """A job on a Ray worker. `deps` are the dependencies' outcomes (object refs resolved by Ray,
+    or results the driver already had), each with its key."""
     import torch
 
     bad = [d for d in deps if not d.get("ok")]
@@ -198,4 +247,6 @@ def _ray_task(spec: Spec, out_root: str, device: str, data_root: str | None, *de
                 "seconds": 0.0, "host": socket.gethostname()}
     # One thread per task: Ray packs one task per CPU, and more threads would oversubscribe.
     torch.set_num_threads(1)
-    return _execute(spec, out_root, device, False, data_root)
+    out = _execute(spec, JobContext(Path(out_root), device, False, data_root), {d["key"]: d["result"] for d in deps})
+    out["key"] = job_key(spec)
+    return out

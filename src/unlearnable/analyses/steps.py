@@ -1,0 +1,189 @@
+"""The audit's steps: one registry, `AUDITS`, that the audit, the grids, the cost model and the
+report all iterate. A step turns one training set (a `Row`) at a ladder level into a job spec.
+
+    @register_step("my-step", "what the report calls it", order=50,
+                   headline=lambda r: f"{100 * r['score']:.1f}%")
+    def my_step(row: Row) -> Spec:
+        return {"kind": "my-kind", "data": row.data, "seed": row.seed}   # a kind in runner.JOBS
+
+Every registered attack is a step too (`attack:NAME`, see `attack_step`), with its recipe for
+the level and its preset parameters from the attack registry. A step that cannot run on a row
+raises `StepSkipped` with the reason; the audit records the reason and goes on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..data.imageset import ImageSet
+from ..ladder import Level, recipe_for
+
+Spec = dict[str, Any]
+
+
+class StepSkipped(Exception):
+    """Raised by a step that cannot run on a row (no clean base, 1-channel data, ...): says why."""
+
+
+@dataclass
+class Row:
+    """One training set as the steps see it: every field a spec or a plain value.
+
+    data: the training set's data spec (runner/jobs.py); clean: the aligned clean images' data
+    spec, or None when unknown; base: the base dataset's name (clean test split, DFR pool), or
+    None; sample: an ImageSet of the row's shape and classes (applicability checks).
+    """
+
+    data: Spec
+    clean: Spec | None
+    base: str | None
+    sample: ImageSet
+    level: Level
+    arch: str = "convnet"
+    model: str = ""  # the architecture's signature for this shape and class count
+    seed: int = 0
+    epochs: int | None = None  # overrides the level's, for every training
+    attacks: tuple[str, ...] = ()
+    has_pool: bool = True  # the base's whole clean training split can be loaded
+    params: dict[str, dict[str, str]] = field(default_factory=dict)  # attack -> parameters
+    why_no_base: str = "no clean test set (pass --clean DATA)"  # the reason, when `base` is None
+
+    def recipe(self, attack: str | None = None) -> dict[str, Any]:
+        return recipe_for(self.level.name, attack=attack, epochs=self.epochs).to_dict()
+
+    def train_spec(self, data: Spec) -> Spec:
+        if self.base is None:
+            raise StepSkipped(self.why_no_base)
+        return {"kind": "train", "data": data, "test": self.base, "arch": self.arch, "model": self.model,
+                "recipe": self.recipe(), "seed": self.seed}
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    """spec(row) -> the job that computes the step. cost(row) -> its wall time in standard trainings
+    of the row (the progress estimate). headline(result) -> one line for reports and tables."""
+
+    name: str
+    title: str
+    spec: Callable[[Row], Spec]
+    order: int = 100
+    cost: Callable[[Row], float] = lambda row: 0.1
+    headline: Callable[[dict[str, Any]], str] = lambda r: ""
+    paper: str = ""
+
+
+AUDITS: dict[str, StepInfo] = {}
+
+
+def register_step(name: str, title: str, order: int = 100, cost: Callable[[Row], float] | None = None,
+                  headline: Callable[[dict[str, Any]], str] | None = None, paper: str = ""):
+    def deco(fn: Callable[[Row], Spec]) -> Callable[[Row], Spec]:
+        AUDITS[name] = StepInfo(name, title, fn, order, cost or (lambda row: 0.1),
+                                headline or (lambda r: ""), paper)
+        return fn
+    return deco
+
+
+def attack_step(name: str) -> StepInfo:
+    """The step of attack `name` (its facts from the attack registry)."""
+    from ..attacks import get_attack
+
+    info = get_attack(name)
+
+    def spec(row: Row) -> Spec:
+        why = info.applies_to(row.sample)
+        if why:
+            raise StepSkipped(why)
+        if row.base is None:
+            raise StepSkipped(row.why_no_base)
+        params = {**info.preset(row.level.name), **row.params.get(name, {})}
+        return {"kind": "attack", "attack": name, "params": params, "data": row.data, "test": row.base,
+                "arch": row.arch, "model": row.model, "recipe": row.recipe(name), "seed": row.seed}
+
+    def cost(row: Row) -> float:
+        own = recipe_for(row.level.name, attack=name, epochs=row.epochs).epochs
+        return info.cost_of(info.preset(row.level.name)) * own / max(recipe_for(row.level.name, epochs=row.epochs).epochs, 1)
+
+    return StepInfo(f"attack:{name}", f"attack: {name}", spec, 1000 + info.order, cost,
+                    lambda r: f"{100 * r['test_accuracy']:.1f}%", info.paper)
+
+
+def steps_for(row: Row) -> list[StepInfo]:
+    """The row's steps in order: the registered analyses, then its attacks."""
+    steps = sorted(AUDITS.values(), key=lambda s: (s.order, s.name))
+    from ..attacks import ordered
+
+    return steps + [attack_step(a) for a in ordered(row.attacks) if a != "none"]
+
+
+def get_step(name: str) -> StepInfo:
+    from .._io import UnlearnableError
+
+    if name.startswith("attack:"):
+        return attack_step(name.split(":", 1)[1])
+    if name not in AUDITS:
+        raise UnlearnableError(f"unknown audit step {name!r} (known: {', '.join(sorted(AUDITS))}, attack:NAME)")
+    return AUDITS[name]
+
+
+# --- the paper's analyses -------------------------------------------------------------------------
+
+def _pct(key: str) -> Callable[[dict[str, Any]], str]:
+    return lambda r: "" if r.get(key) is None else f"{100 * r[key]:.1f}%"
+
+
+@register_step("train-protected", "standard training on the protected set", order=0,
+               cost=lambda row: 1.0, headline=_pct("test_accuracy"))
+def train_protected(row: Row) -> Spec:
+    return row.train_spec(row.data)
+
+
+@register_step("train-clean", "the same recipe on the clean images (reference)", order=1,
+               cost=lambda row: 1.0, headline=_pct("test_accuracy"))
+def train_clean(row: Row) -> Spec:
+    if row.clean is None:
+        raise StepSkipped("the clean base images are unknown (pass --clean DATA)")
+    return row.train_spec(row.clean)
+
+
+def dfr_random_spec(row: Row) -> Spec:
+    """DFR on the untrained network: it depends on the architecture, seed and clean subset only,
+    so every audit of one base shares it."""
+    s = row.sample
+    return {"kind": "dfr-random", "arch": row.arch, "model": row.model, "shape": list(s.chw),
+            "num_classes": s.num_classes, "seed": row.seed, "pool": row.base, "test": row.base,
+            "n": row.level.dfr_n, "subset_seed": row.seed}
+
+
+@register_step("dfr", "DFR over every checkpoint, and a random network", order=2, cost=lambda row: 0.3,
+               headline=lambda r: f"max {100 * r['max_dfr_accuracy']:.1f}% vs random "
+                                  f"{100 * r['random_init_dfr_accuracy']:.1f}%",
+               paper="Sandoval-Segura et al., NeurIPS 2023, §4.2, Fig. 2")
+def dfr(row: Row) -> Spec:
+    if not row.has_pool or row.base is None:
+        raise StepSkipped("no clean training images for the DFR head (pass --clean DATA)")
+    return {"kind": "dfr", "run": row.train_spec(row.data), "pool": row.base, "n": row.level.dfr_n,
+            "seed": row.seed, "random": dfr_random_spec(row)}
+
+
+def separability_spec(row: Row, of: str, repeats: int | None = None) -> Spec:
+    lv = row.level
+    return {"kind": "separability", "data": row.data, "of": of, "steps": lv.separability_steps,
+            "repeats": repeats if repeats is not None else (lv.separability_repeats if of == "images" else 1),
+            "n": lv.separability_n, "seed": row.seed}
+
+
+@register_step("separability-perturbations", "linear separability of the perturbations", order=3,
+               headline=_pct("train_accuracy_mean"), paper="Sandoval-Segura et al., NeurIPS 2023, Table 2")
+def separability_perturbations(row: Row) -> Spec:
+    if row.clean is None:
+        raise StepSkipped("the clean base images are unknown (pass --clean DATA)")
+    return separability_spec(row, "perturbations")
+
+
+@register_step("separability-images", "linear separability of the images", order=4,
+               headline=_pct("train_accuracy_mean"), paper="Sandoval-Segura et al., NeurIPS 2023, Table 6")
+def separability_images(row: Row) -> Spec:
+    return separability_spec(row, "images")

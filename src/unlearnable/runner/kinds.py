@@ -1,0 +1,220 @@
+"""The built-in job kinds: poison, train, attack, dfr, dfr-random, separability.
+
+Field by kind (see `jobs.py` for the data forms; `test` and `pool` name the base dataset whose
+clean test split / whole clean training split the job uses):
+
+    poison        the poison's own data fields {"method", "params", "dataset", "subset", "seed", "level"}
+    train         {"data", "test", "arch", "model", "recipe", "seed"}
+    attack        {"data", "test", "attack", "params", "arch", "model", "recipe", "seed"}
+    dfr           {"run": train spec, "pool", "n", "seed", "random": dfr-random spec}
+    dfr-random    {"arch", "model", "shape", "num_classes", "seed", "pool", "test", "n", "subset_seed"}
+    separability  {"data", "of": perturbations|images, "steps", "repeats", "n", "seed"}
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from .._io import DataError, UnlearnableError, read_json
+from ..data.imageset import ImageSet
+from ..identity import content_id
+from .jobs import JobContext, Spec, job_dir, job_key, poison_spec_of, register_job
+
+log = logging.getLogger(__name__)
+
+
+# --- data ---------------------------------------------------------------------------------------
+
+def _cached(ctx: JobContext, key: Any, load) -> Any:
+    if key not in ctx.cache:
+        ctx.cache[key] = load()
+    return ctx.cache[key]
+
+
+def named_split(name: str, split: str, ctx: JobContext) -> ImageSet:
+    from ..data.resolve import load_data
+
+    return _cached(ctx, (split, name), lambda: load_data(name, split, ctx.data_root))
+
+
+def ensure_poison(spec: Spec, ctx: JobContext) -> Path:
+    """The protected set's directory, made now if it is not there (deterministic: same spec, same
+    bytes), so a worker without the driver's disk can still run a dependent job."""
+    from ..data.store import load_dataset_dir
+    from ..poisons import PoisonContext, poison_dataset
+
+    d = job_dir(ctx.out_root, spec) / "data"
+    if d.exists():
+        try:
+            load_dataset_dir(d)
+            return d
+        except UnlearnableError:
+            pass  # a broken or partial copy is remade below (overwrite=True)
+    pctx = PoisonContext(seed=int(spec["seed"]), device=ctx.device, progress=ctx.progress,
+                         work_dir=job_dir(ctx.out_root, spec) / "work", level=spec.get("level", "paper"))
+    return poison_dataset(spec["method"], spec["dataset"], d, seed=int(spec["seed"]), params=spec["params"],
+                          subset=spec.get("subset"), data_root=ctx.data_root, overwrite=d.exists(), ctx=pctx)
+
+
+def load_spec_data(data: Spec, ctx: JobContext) -> ImageSet:
+    """The training set a data spec names, checked against the content it claims."""
+    from ..data.resolve import load_base, load_data, random_subset
+
+    if data.get("method"):  # made from its spec
+        from ..data.store import load_dataset_dir
+
+        return _cached(ctx, ("poison", job_key(poison_spec_of(data))),
+                       lambda: load_dataset_dir(ensure_poison(poison_spec_of(data), ctx)))
+    want = data.get("content")
+    if want in ctx.cache:
+        return ctx.cache[want]
+    if "_path" in data:
+        ds = load_data(data["_path"], "train", ctx.data_root)
+    elif "_base_of" in data:
+        ds = load_base(load_data(data["_base_of"], "train", ctx.data_root), ctx.data_root, clean=data["clean"])
+    elif "clean" in data:
+        ds = named_split(data["clean"], "train", ctx)
+        if data.get("_subset") is not None and data["_subset"] < len(ds):
+            ds = ds.subset(random_subset(ds, int(data["_subset"]), int(data.get("_seed", 0))))
+    else:
+        raise UnlearnableError(f"a data spec says neither how to make nor where to find it: {data}")
+    if content_id(ds) != want:
+        raise DataError(data.get("_path") or data.get("_base_of") or data.get("clean"),
+                        "does not hold the data this job was made for (its content changed)")
+    ctx.cache[want] = ds
+    return ds
+
+
+def base_of(data: Spec, train: ImageSet, ctx: JobContext) -> ImageSet | None:
+    """The clean images aligned with `train` (itself when the data spec is a clean set)."""
+    if "clean" in data:
+        return train
+    from ..data.clean import clean_side
+
+    return _cached(ctx, ("base", data.get("content") or job_key(data)),
+                   lambda: clean_side(train, data_root=ctx.data_root).base)
+
+
+# --- kinds --------------------------------------------------------------------------------------
+
+def _poison(spec: Spec, ctx: JobContext, deps: dict[str, Any]) -> dict[str, Any]:
+    d = ensure_poison(spec, ctx)
+    man = read_json(d / "manifest.json")
+    return {"path": os.path.relpath(d, ctx.out_root), "num_samples": man.get("num_samples"),
+            "bound": man.get("bound", man.get("budget")), "perturbation_measured": man.get("perturbation_measured"),
+            "seconds_generate": man.get("timing", {}).get("generate_seconds")}
+
+
+def _run_spec(spec: Spec, train: ImageSet):
+    from ..train.engine import Recipe
+    from ..train.run import spec_for
+
+    # What run.json records as the data: something `load_data` resolves again (a path, or the
+    # base dataset whose clean images these are), so `audit dfr RUN_DIR` finds the clean side.
+    d = spec["data"]
+    return spec_for(train, spec["arch"], Recipe.from_dict(spec["recipe"]), int(spec["seed"]),
+                    d.get("_path") or d.get("clean") or d.get("method") or "")
+
+
+def _train(spec: Spec, ctx: JobContext, deps: dict[str, Any]) -> dict[str, Any]:
+    from ..train.run import train_on
+
+    train = load_spec_data(spec["data"], ctx)
+    test = named_split(spec["test"], "test", ctx)
+    out = ctx.dir_of(spec)
+    _, res = train_on(train, test, _run_spec(spec, train), out, ctx.device, ctx.progress)
+    return {"test_accuracy": res.test_accuracy, "test_loss": res.test_loss,
+            "train_accuracy": res.train_accuracy, "epochs": res.epochs, "seconds": round(res.seconds, 3),
+            "run_dir": str(out),
+            "curve": [{"epoch": h["epoch"], "test_accuracy": h.get("test_accuracy")} for h in res.history]}
+
+
+def _train_passes(spec: Spec, n_train: int, n_test: int) -> float:
+    epochs = spec["recipe"]["epochs"]
+    return n_train * epochs + n_test * epochs / 3  # a test pass per epoch: forward only
+
+
+def _attack(spec: Spec, ctx: JobContext, deps: dict[str, Any]) -> dict[str, Any]:
+    from ..attacks import AttackContext, run_attack
+    from ..train.engine import Recipe
+
+    train = load_spec_data(spec["data"], ctx)
+    test = named_split(spec["test"], "test", ctx)
+    actx = AttackContext(train, test, spec["arch"], Recipe.from_dict(spec["recipe"]), int(spec["seed"]),
+                         ctx.dir_of(spec), ctx.device, ctx.progress, base_of(spec["data"], train, ctx),
+                         spec["data"].get("_name") or spec["data"].get("method") or "")
+    return run_attack(spec["attack"], actx, dict(spec.get("params") or {}))
+
+
+def _attack_passes(spec: Spec, n_train: int, n_test: int) -> float:
+    from ..attacks import get_attack
+
+    epochs = spec["recipe"]["epochs"]
+    return n_train * epochs * get_attack(spec["attack"]).cost_of(spec.get("params")) + n_test * epochs / 3
+
+
+def _dfr_random(spec: Spec, ctx: JobContext, deps: dict[str, Any]) -> dict[str, Any]:
+    from ..analyses.dfr import random_init_dfr
+    from ..train.engine import Recipe
+    from ..train.run import RunSpec
+
+    c, h, w = spec["shape"]
+    rs = RunSpec(spec["arch"], int(spec["num_classes"]), c, (h, w), Recipe(), int(spec["seed"]))
+    return random_init_dfr(rs, named_split(spec["pool"], "train", ctx), named_split(spec["test"], "test", ctx),
+                           n=int(spec["n"]), seed=int(spec["subset_seed"]), device=ctx.device)
+
+
+def _dfr(spec: Spec, ctx: JobContext, deps: dict[str, Any]) -> dict[str, Any]:
+    from ..analyses.dfr import dfr_curve
+
+    run = spec["run"]
+    run_dir = Path(deps[job_key(run)]["run_dir"]) if job_key(run) in deps else ctx.dir_of(run)
+    if not (run_dir / "result.json").exists():  # a worker without the driver's disk
+        run_dir = Path(_train(run, ctx, {})["run_dir"])
+    rnd = deps.get(job_key(spec["random"])) if spec.get("random") else None
+    test_name = run.get("test") or spec["pool"]
+    r = dfr_curve(run_dir, named_split(spec["pool"], "train", ctx), named_split(test_name, "test", ctx),
+                  n=int(spec["n"]), seed=int(spec["seed"]), device=ctx.device, progress=ctx.progress,
+                  random_init=rnd)
+    keep = ("max_dfr_accuracy", "max_dfr_epoch", "min_dfr_loss", "min_dfr_epoch", "random_init_dfr_accuracy",
+            "random_init_dfr_loss", "gain_over_random_init", "gain_over_random_init_points",
+            "final_standard_test_accuracy", "settings")
+    return {**{k: r[k] for k in keep}, "run_dir": str(run_dir),
+            "curve": [{k: c.get(k) for k in ("epoch", "dfr_accuracy", "dfr_loss", "test_accuracy")}
+                      for c in r["curve"]]}
+
+
+def _dfr_deps(spec: Spec) -> list[Spec]:
+    return [spec["run"]] + ([spec["random"]] if spec.get("random") else [])
+
+
+def _dfr_passes(spec: Spec, n_train: int, n_test: int) -> float:
+    return (min(spec["n"], n_train) + n_test) * (spec["run"]["recipe"]["epochs"] + 1) / 3
+
+
+def _separability(spec: Spec, ctx: JobContext, deps: dict[str, Any]) -> dict[str, Any]:
+    from ..analyses.separability import separability_of
+
+    train = load_spec_data(spec["data"], ctx)
+    base = base_of(spec["data"], train, ctx) if spec["of"] == "perturbations" else None
+    if spec["of"] == "perturbations" and base is None:
+        raise UnlearnableError("the clean base images are unknown, so there are no perturbations to measure")
+    n = spec.get("n")
+    r = separability_of(train, spec["of"], base=base, n=n if n is not None and n < len(train) else None,
+                        subset_seed=int(spec["seed"]), steps=int(spec["steps"]), repeats=int(spec["repeats"]),
+                        seed=int(spec["seed"]), progress=ctx.progress)
+    r.pop("seconds", None)  # results are content: timings live in the store's own columns
+    for run in r.get("runs", []):
+        run.pop("seconds", None)
+    return r
+
+
+register_job("poison", _poison)
+register_job("train", _train, passes=_train_passes)
+register_job("attack", _attack, passes=_attack_passes)
+register_job("dfr-random", _dfr_random, passes=lambda spec, n, t: (min(spec["n"], n) + t) / 3)
+register_job("dfr", _dfr, deps=_dfr_deps, passes=_dfr_passes)
+register_job("separability", _separability)
