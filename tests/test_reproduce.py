@@ -13,11 +13,11 @@ from unlearnable.cli import main
 from unlearnable.reproduce import (
     TABLES, Cell, Grid, ResultStore, build_grid, job_key, run_grid, table_data, write_outputs,
 )
-from unlearnable.reproduce import executors as ex
-from unlearnable.reproduce.jobs import dependencies
+from unlearnable.runner import executors as ex
+from unlearnable.runner.jobs import dependencies
 
 HAS_RAY = importlib.util.find_spec("ray") is not None
-TINY = {"budget": "tiny", "subset": 120, "epochs": 1}
+TINY = {"level": "tiny", "subset": 120, "epochs": 1}
 
 
 def metrics(store: ResultStore, grid: Grid) -> dict[tuple[str, str], tuple]:
@@ -32,7 +32,8 @@ def metrics(store: ResultStore, grid: Grid) -> dict[tuple[str, str], tuple]:
 
 @pytest.mark.parametrize("table", sorted(TABLES))
 def test_every_table_builds_a_grid_with_dependencies_first(table):
-    g = build_grid(table, "digits", archs=["convnet"], methods=["regions", "ops"], **TINY)
+    steps = ["dfr", "attack:jpeg"] if table == "steps" else None
+    g = build_grid(table, "digits", archs=["convnet"], methods=["regions", "ops"], steps=steps, **TINY)
     assert g.rows == ["clean", "regions", "ops"]
     assert len({(c.row, c.col) for c in g.cells}) == len(g.cells) == len(g.rows) * len(g.cols)
     jobs = g.jobs()
@@ -42,10 +43,10 @@ def test_every_table_builds_a_grid_with_dependencies_first(table):
     for s in jobs:  # every dependency is scheduled, and before its dependent
         assert all(pos[job_key(d)] < pos[job_key(s)] for d in dependencies(s))
     # The key is the content hash: another seed changes every key, the same call none.
-    assert [c.key for c in build_grid(table, "digits", methods=["regions", "ops"], **TINY).cells] == \
+    assert [c.key for c in build_grid(table, "digits", methods=["regions", "ops"], steps=steps, **TINY).cells] == \
         [c.key for c in g.cells]
     assert not {c.key for c in g.cells} & {c.key for c in build_grid(table, "digits", methods=["regions", "ops"],
-                                                                      seed=1, **TINY).cells}
+                                                                      seed=1, steps=steps, **TINY).cells}
 
 
 def test_table3_local_grid_outputs_and_cli(tmp_path, capsys):
@@ -199,13 +200,15 @@ def test_dry_run_estimates_without_running(tmp_path, capsys):
     assert main(["reproduce", "table1", "--dataset", "digits", "--budget", "tiny", "--methods", "regions",
                  "--subset", "100", "--db", str(db), "--out", str(tmp_path / "out"), "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert "table1 on digits: 2 cells, 5 jobs (0 already done)" in out
+    # poison, 2 trainings, 2 DFR curves, and one random-network DFR both rows share
+    assert "table1 on digits: 2 cells, 6 jobs (0 already done)" in out
     assert "device-hours" in out and "samples/s" in out
     assert not db.exists() and not (tmp_path / "out").exists()
 
 
 def test_write_outputs_html_is_self_contained(tmp_path):
-    grid = build_grid("table2", "cifar10", methods=["regions", "ar"], subset=10)
+    grid = build_grid("table2", "digits", methods=["regions", "ar"], subset=10)
+    grid.dataset = "cifar10"  # the layout of a CIFAR-10 grid: the paper's numbers join the table
     with ResultStore(tmp_path / "r.sqlite") as store:
         for spec in grid.jobs():
             store.add(spec)
