@@ -17,9 +17,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from unlearnable import DataError, UnlearnableError, load_data
+from unlearnable import DataError, ImageSet, UnlearnableError, load_data
 from unlearnable.cli import main
-from unlearnable.data import DATASETS, download, read_idx
+from unlearnable.data import DATASETS, DataFacts, download, facts_for, read_idx, save_dataset
+from unlearnable.data.facts import UNKNOWN
 from unlearnable.data.resolve import locate
 from unlearnable.data.sources import CIFAR10_CLASSES, FASHION_CLASSES, Download
 
@@ -403,6 +404,53 @@ def test_digits_is_the_fixed_embedded_split(digits_train, digits_test):
     assert digits_train.chw == (1, 8, 8) and digits_train.images.max() == 255
     assert sorted(set(digits_test.labels.tolist())) == list(range(10))
     assert np.array_equal(load_data("digits", "train").images, digits_train.images)  # deterministic
+
+
+# ---------------------------------------------------------------------------------------------
+# Facts: what training may do to each dataset's images
+
+# (flip keeps the label, crop padding of the registered image size); a new dataset must be added.
+FACTS = {"fashion-mnist": (True, 4), "cifar10": (True, 4), "cifar100": (True, 4),
+         "mnist": (False, 4), "svhn": (False, 4), "digits": (False, 0)}
+
+
+@pytest.mark.parametrize("key", sorted(DATASETS))
+def test_every_registered_dataset_states_its_facts(key):
+    src = DATASETS[key]
+    assert isinstance(src.facts, DataFacts)
+    assert src.name in FACTS, f"decide {src.name}'s facts (flip, crop) and add them to FACTS"
+    assert (src.facts.hflip, src.facts.crop_padding(src.shape_chw[2])) == FACTS[src.name]
+
+
+def test_crop_padding_is_the_papers_eighth_of_the_side():
+    assert [DataFacts().crop_padding(s) for s in (32, 28, 16, 8, 3)] == [4, 4, 2, 1, 1]
+    assert DataFacts(crop=False).crop_padding(32) == 0
+
+
+def test_loaded_sets_carry_their_datasets_facts(tmp_path, digits_train):
+    write_idx_dataset(tmp_path / "mnist", np.random.default_rng(0))
+    assert facts_for(load_data("mnist", "train", data_root=tmp_path)) == DATASETS["mnist"].facts
+    assert facts_for(digits_train) == DATASETS["digits"].facts
+    assert facts_for(digits_train.subset([0, 1])) == DATASETS["digits"].facts
+    assert facts_for(ImageSet(digits_train.images, digits_train.labels, digits_train.classes)) == UNKNOWN
+    assert facts_for(digits_train.replace(digits_train.images, name="FMNIST", meta={})) == \
+        DATASETS["fashion-mnist"].facts  # an alias names its dataset
+    # An image folder is unknown data, whatever its directory is called.
+    _png(tmp_path / "folders" / "mnist" / "train" / "a" / "0.png", np.zeros((8, 8), np.uint8))
+    folder = load_data(str(tmp_path / "folders" / "mnist"), "train")
+    assert folder.name == "mnist" and facts_for(folder) == UNKNOWN
+
+
+def test_a_protected_set_has_its_base_datasets_facts(tmp_path, digits_train):
+    changed = digits_train.images.copy()
+    changed[:, 0, 0] ^= 1
+    protected = digits_train.replace(changed, name="lsp-run", meta={})
+    for base, want in (("digits", DATASETS["digits"].facts), ("cifar-10", DATASETS["cifar10"].facts),
+                       (f"imagefolder:{tmp_path}", UNKNOWN)):
+        out = save_dataset(tmp_path / f"p-{len(base)}", protected, {"base": {"name": base}})
+        loaded = load_data(str(out), "train")
+        assert loaded.meta["manifest"]["base"]["name"] == base and loaded.name == "lsp-run"
+        assert facts_for(loaded) == want
 
 
 # ---------------------------------------------------------------------------------------------

@@ -3,10 +3,14 @@ import json
 import pytest
 import torch
 
-from unlearnable import build_model, fit
+import numpy as np
+
+from unlearnable import RECIPES, ImageSet, build_model, fit
 from unlearnable.cli import main
+from unlearnable.data import DATASETS, save_dataset
 from unlearnable.train import batch_crop, batch_flip_lr, checkpoint_paths, load_weights
-from unlearnable.train.run import RunSpec, train_on
+from unlearnable.train.engine import crop_padding_for
+from unlearnable.train.run import RunSpec, spec_for, train_data, train_on
 
 
 def _xy(ds):
@@ -91,6 +95,10 @@ def test_cli_train_writes_result(tmp_path, capsys):
     result = json.loads((tmp_path / "r" / "result.json").read_text())
     assert 0 < result["test_accuracy"] <= 1 and result["epochs"] == 2
     assert "clean test accuracy" in capsys.readouterr().out
+    # What was trained is recorded: the fast recipe without the flip and crop digits do not allow.
+    want = RECIPES["fast"].replace(epochs=2, flip=False, crop_padding=0).to_dict()
+    assert json.loads((tmp_path / "r" / "run.json").read_text())["spec"]["recipe"] == want
+    assert result["recipe"] == want
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):
@@ -99,3 +107,59 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert len(err) == 1 and "unknown dataset" in err[0]
     assert main(["train", "digits", "--arch", "nope", "--out", str(tmp_path / "r2")]) == 2
     assert "unknown architecture" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# Recipes consult the data's facts
+
+def _like(name: str) -> ImageSet:
+    """Four blank images shaped like dataset `name`'s, as its loader names them."""
+    c, h, w = DATASETS[name].shape_chw
+    return ImageSet(np.zeros((4, h, w, c), np.uint8), np.arange(4) % 2, ["a", "b"], name,
+                    meta={"source": {"dataset": name}})
+
+
+@pytest.mark.parametrize("name,flip,padding", [
+    ("digits", False, 0), ("mnist", False, 4), ("svhn", False, 4),
+    ("fashion-mnist", True, 4), ("cifar10", True, 4), ("cifar100", True, 4)])
+def test_the_recipe_trained_is_adapted_to_the_data(name, flip, padding):
+    for preset in ("paper", "fast", "released"):
+        r = spec_for(_like(name), "convnet", RECIPES[preset], 0).recipe
+        assert (r.flip, r.crop_padding) == (flip, padding)
+        assert r.replace(flip=True, crop_padding=4) == RECIPES[preset]  # nothing else changes
+    if flip:  # the demo's Fashion-MNIST and the paper's CIFAR runs train and record as before
+        assert spec_for(_like(name), "convnet", RECIPES["paper"], 0).recipe is RECIPES["paper"]
+
+
+def test_adapting_keeps_a_recipes_own_choices_and_is_idempotent():
+    r = RECIPES["paper"].replace(flip=False, crop_padding=2)
+    assert r.for_data(True, 4) is r and r.for_data(False, 1) == r.replace(crop_padding=1)
+    a = RECIPES["paper"].for_data(False, 0)
+    assert a.for_data(False, 0) is a
+    # The engine's cap leaves an adapted padding as recorded, and is today's 4 px of 32 scaled.
+    assert [crop_padding_for(4, s) for s in (32, 28, 16, 8)] == [4, 4, 2, 1]
+    assert [crop_padding_for(p, s) for p, s in ((2, 16), (1, 8), (0, 32))] == [2, 1, 0]
+
+
+def test_a_protected_set_trains_with_its_base_datasets_recipe(tmp_path, digits_train):
+    protected = save_dataset(tmp_path / "p", digits_train.replace(digits_train.images, name="p", meta={}),
+                             {"base": {"name": "digits"}})
+    from unlearnable import load_data
+
+    r = spec_for(load_data(str(protected)), "convnet", RECIPES["paper"], 0).recipe
+    assert (r.flip, r.crop_padding) == (False, 0)
+
+
+def test_run_json_records_the_adapted_recipe_whoever_built_the_spec(tmp_path, digits_train, quick_recipe):
+    # A spec built by hand with a flip (as an attack that extends its context's recipe does).
+    spec = RunSpec("convnet", 10, 1, (8, 8), quick_recipe.replace(epochs=1, flip=True), 0, "digits")
+    train_on(digits_train, None, spec, tmp_path / "r", progress=False)
+    recorded = json.loads((tmp_path / "r" / "run.json").read_text())["spec"]["recipe"]
+    assert recorded == quick_recipe.replace(epochs=1, flip=False, crop_padding=0).to_dict()
+    train_on(digits_train, None, spec, tmp_path / "r", progress=False)  # the same run: resumed, not refused
+
+
+def test_digits_with_the_paper_recipe_learn_in_3_epochs():
+    """`unlearnable train digits --epochs 3`: 62.5 % when 8x8 digits were mirrored and shifted."""
+    _, res = train_data("digits", "convnet", RECIPES["paper"].with_epochs(3), seed=0, progress=False)
+    assert res.test_accuracy >= 0.85

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .._io import DataError
+from .facts import DataFacts
 from .imageset import ImageSet
 from .unpickle import restricted_load_file
 
@@ -214,7 +215,9 @@ def load_image_folder(root: Path, split: str) -> ImageSet:
             labels.append(index[cdir.name])
     if not images:
         raise DataError(d, "no images found (.png, .jpg, .jpeg, .bmp)")
-    return ImageSet(np.stack(images), np.asarray(labels, np.int64), classes, root.name)
+    # No "dataset" in the source: a folder named like a registered dataset does not take its facts.
+    return ImageSet(np.stack(images), np.asarray(labels, np.int64), classes, root.name,
+                    meta={"source": {"imagefolder": str(root), "split": split}})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -318,9 +321,12 @@ class Source:
     num_classes: int = 10
     embedded: bool = False
     aliases: tuple[str, ...] = field(default=())
+    facts: DataFacts = DataFacts()  # what training may do to the images (crop, flip)
 
 
 DATASETS: dict[str, Source] = {}
+# Digits and house numbers are not mirror-symmetric (a mirrored 2 is no 2); shifts are harmless.
+_DIGIT_FACTS = DataFacts(hflip=False)
 
 
 def register_dataset(src: Source) -> Source:
@@ -336,7 +342,7 @@ register_dataset(Source(
     system_dirs=("/usr/share/datasets/fashion-mnist",),
     how_to_get="install Debian's package (sudo apt-get install dataset-fashion-mnist) or run "
                "`unlearnable datasets --download fashion-mnist`",
-    downloads=_FASHION_DOWNLOADS, aliases=("fmnist", "fashion_mnist"),
+    downloads=_FASHION_DOWNLOADS, aliases=("fmnist", "fashion_mnist"), facts=DataFacts(hflip=True),
 ))
 register_dataset(Source(
     "mnist", lambda r, s: load_idx_pair(r, s, DIGIT_CLASSES, "mnist"),
@@ -344,27 +350,32 @@ register_dataset(Source(
     system_dirs=("/usr/share/datasets/mnist",),
     how_to_get="run `unlearnable datasets --download mnist`, or put the four IDX files "
                "(train-images-idx3-ubyte.gz, ...) in DATA_ROOT/mnist",
-    downloads=_MNIST_DOWNLOADS,
+    downloads=_MNIST_DOWNLOADS, facts=_DIGIT_FACTS,
 ))
 register_dataset(Source(
     "cifar10", load_cifar10, "data_batch_1", ("cifar-10-batches-py", "cifar10", "cifar-10"),
     how_to_get="run `unlearnable datasets --download cifar10`, or extract cifar-10-python.tar.gz "
                "into DATA_ROOT (giving DATA_ROOT/cifar-10-batches-py)",
-    downloads=_CIFAR10_DOWNLOADS, shape_chw=(3, 32, 32), aliases=("cifar-10",),
+    downloads=_CIFAR10_DOWNLOADS, shape_chw=(3, 32, 32), aliases=("cifar-10",), facts=DataFacts(hflip=True),
 ))
 register_dataset(Source(
     "cifar100", load_cifar100, "train", ("cifar-100-python", "cifar100", "cifar-100"),
     how_to_get="run `unlearnable datasets --download cifar100`, or extract cifar-100-python.tar.gz "
                "into DATA_ROOT (giving DATA_ROOT/cifar-100-python)",
     downloads=_CIFAR100_DOWNLOADS, shape_chw=(3, 32, 32), num_classes=100, aliases=("cifar-100",),
+    facts=DataFacts(hflip=True),
 ))
 register_dataset(Source(
     "svhn", load_svhn, "train_32x32.mat", ("svhn", "SVHN"),
     how_to_get="run `unlearnable datasets --download svhn`, or put train_32x32.mat and "
                "test_32x32.mat in DATA_ROOT/svhn",
-    downloads=_SVHN_DOWNLOADS, shape_chw=(3, 32, 32),
+    downloads=_SVHN_DOWNLOADS, shape_chw=(3, 32, 32), facts=_DIGIT_FACTS,
 ))
 register_dataset(Source(
     "digits", load_digits, "", (), how_to_get="ships with scikit-learn", shape_chw=(1, 8, 8),
     embedded=True,
+    # The digit fills the 8x8 frame, so a 1-pixel shift loses an eighth of it: with crops the
+    # ConvNet reaches 81 % after 3 paper-recipe epochs and 98.4 % after 40, without 92 % and 99.0 %
+    # (mean of 3 seeds, no flip either way).
+    facts=DataFacts(hflip=False, crop=False),
 ))

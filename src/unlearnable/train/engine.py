@@ -64,6 +64,15 @@ class Recipe:
             kw["milestones"] = tuple(max(1, round(m * epochs / self.epochs)) for m in self.milestones)
         return self.replace(**kw)
 
+    def for_data(self, hflip: bool, crop_padding: int) -> Recipe:
+        """This recipe on images whose label survives a mirror only if `hflip` and a shift of at
+        most `crop_padding` pixels (`unlearnable.data.facts_for`): what a run trains and records.
+        Applying it twice changes nothing."""
+        flip, padding = self.flip and hflip, min(self.crop_padding, crop_padding)
+        if (flip, padding) == (self.flip, self.crop_padding):
+            return self
+        return self.replace(flip=flip, crop_padding=padding)
+
     def lr_at(self, t: float) -> float:
         """Learning rate at fractional epoch t (a pure function, so resume needs no scheduler)."""
         if self.warmup_epochs and t < self.warmup_epochs:
@@ -185,16 +194,19 @@ def _layout(x: torch.Tensor, dev: torch.device) -> torch.Tensor:
 
 
 def crop_padding_for(padding: int, size: int) -> int:
-    """The recipe's padding is for 32-pixel images (4 px); scale it down for smaller images so
-    an 8x8 digit is not shifted by half its width."""
-    return max(1, min(padding, round(padding * size / 32)))
+    """`padding`, capped at what suits `size`-pixel images of unknown data (4 px of 32, an eighth
+    of the side) so an 8x8 image is not shifted by half its width. A recipe adapted to its data
+    (`Recipe.for_data`) is within the cap already: this leaves its padding as recorded."""
+    from ..data.facts import UNKNOWN
+
+    return min(padding, UNKNOWN.crop_padding(size)) if padding > 0 else 0
 
 
 def augment_batch(x: torch.Tensor, y: torch.Tensor, recipe: Recipe, gen: torch.Generator,
                   num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Apply the recipe's augmentations; y stays hard labels unless a label augmentation mixes."""
     if recipe.crop_padding:
-        x = batch_crop(x, gen, crop_padding_for(recipe.crop_padding, x.shape[-1]))
+        x = batch_crop(x, gen, crop_padding_for(recipe.crop_padding, min(x.shape[-2:])))
     if recipe.flip:
         x = batch_flip_lr(x, gen)
     for name in recipe.augment:

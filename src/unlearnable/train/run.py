@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from typing import Any
 import torch
 
 from .._io import UnlearnableError, now_iso, read_json, versions, write_json
+from ..data.facts import facts_for
 from ..data.imageset import ImageSet
 from ..data.resolve import load_data
 from ..models import Classifier, build_model, model_signature
@@ -50,6 +52,10 @@ class RunSpec:
 
 
 def spec_for(data: ImageSet, arch: str, recipe: Recipe, seed: int, data_name: str = "") -> RunSpec:
+    """The run of `arch` on `data` with `recipe` as it applies to the data: no flip where a mirror
+    changes a label, the crop padding that suits the images (`facts_for`, `Recipe.for_data`)."""
+    facts = facts_for(data)
+    recipe = recipe.for_data(facts.hflip, facts.crop_padding(min(data.image_size)))
     return RunSpec(arch, data.num_classes, data.channels, data.image_size, recipe, seed,
                    data_name or data.name)
 
@@ -75,8 +81,13 @@ def train_on(
 
     `train` may be an ImageSet or ready tensors (x float in [0, 1] or uint8 NCHW, y int64): the
     attacks train on tensors they have transformed. An existing `out_dir` made with the same
-    spec is resumed; one made with a different spec is refused.
+    spec is resumed; one made with a different spec is refused. On an ImageSet the recipe is
+    adapted to its data as `spec_for` does, and recorded so.
     """
+    if isinstance(train, ImageSet):
+        # Whoever built the spec: an attack that adds an augmentation to its context's recipe
+        # must not bring back a flip the data does not allow.
+        spec = dataclasses.replace(spec, recipe=spec_for(train, spec.arch, spec.recipe, spec.seed).recipe)
     dev = pick_device(device)
     out = Path(out_dir) if out_dir is not None else None
     model = spec.build()

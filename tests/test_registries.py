@@ -1,0 +1,196 @@
+"""One mechanism per concept: the ladder, recipes, audit steps and job kinds, each tested over its
+registry; a throw-away attack and audit step registered inside a test reach the audit, its
+report and a reproduction grid with no other edit."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from unlearnable import UnlearnableError
+from unlearnable.analyses import AUDITS, Row, StepSkipped, register_step
+from unlearnable.attacks import ATTACKS, register_attack
+from unlearnable.attacks.base import train_and_evaluate
+from unlearnable.auditor import AuditConfig, run_audit
+from unlearnable.auditor.pipeline import _plan, audit_row, resolve_inputs
+from unlearnable.cli import main
+from unlearnable.identity import content_id
+from unlearnable.ladder import LADDER, LEVELS, level, recipe_for
+from unlearnable.poisons.make import poison_dataset
+from unlearnable.reproduce import ResultStore, build_grid, run_grid, table_data
+from unlearnable.runner import JOBS, canonical, job_key, register_job
+from unlearnable.train import RECIPES
+
+
+@pytest.fixture(scope="module")
+def protected(tmp_path_factory):
+    return poison_dataset("regions", "digits", tmp_path_factory.mktemp("reg") / "regions", seed=0, subset=300,
+                          params={"eps": "32/255"})
+
+
+# --- the ladder and the recipes ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", LEVELS)
+def test_every_level_maps_to_a_recipe_for_every_attack(name):
+    lv = level(name)
+    assert lv.name == name and set(lv.attacks) <= set(ATTACKS)
+    base = recipe_for(name)
+    assert base.epochs == (lv.epochs or RECIPES[lv.recipe].epochs)
+    for attack, info in ATTACKS.items():
+        r = recipe_for(name, attack=attack)
+        own = info.recipes.get(name)
+        assert r == (RECIPES[own] if own else base), attack
+        # An explicit --epochs reaches every recipe, milestones kept at the same fractions.
+        r2 = recipe_for(name, attack=attack, epochs=2)
+        assert r2.epochs == 2
+        for m, m0 in zip(r2.milestones, r.milestones):
+            assert m == max(1, round(m0 * 2 / r.epochs))
+
+
+@pytest.mark.parametrize("preset", sorted(RECIPES))
+def test_every_recipe_preset_rescales_and_rejects_bad_overrides(preset):
+    r = recipe_for(preset=preset, epochs=10, batch_size=32, lr=0.01)
+    assert (r.epochs, r.batch_size, r.lr) == (10, 32, 0.01)
+    assert all(1 <= m <= 10 for m in r.milestones)
+    for bad in ({"epochs": 0}, {"batch_size": 0}, {"lr": -1.0}):
+        with pytest.raises(UnlearnableError):
+            recipe_for(preset=preset, **bad)
+    with pytest.raises(UnlearnableError, match="unknown level"):
+        recipe_for("huge")
+
+
+def test_adv_train_at_paper_with_two_epochs_trains_two(protected, tmp_path):
+    """`audit DATA --level paper --epochs 2 --attacks adv-train`: 2 epochs, milestones rescaled."""
+    out = tmp_path / "a"
+    assert main(["audit", str(protected), "--out", str(out), "--level", "paper", "--epochs", "2",
+                 "--attacks", "adv-train", "--no-progress"]) == 0
+    r = json.loads((out / "attacks" / "adv-train" / "result.json").read_text())
+    assert r["recipe"]["epochs"] == 2 and r["recipe"]["milestones"] == [2, 2]
+    assert r["recipe"]["schedule"] == "step"  # still the paper's adversarial-training recipe
+    lines = (out / "attacks" / "adv-train" / "train" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["epoch"] for x in lines] == [1, 2]
+
+
+@pytest.mark.parametrize("name", LEVELS)
+def test_audit_and_reproduce_ask_for_the_same_recipes(name, protected):
+    """For one level, every training the audit plans has the recipe the grid's cell has."""
+    attacks = tuple(a for a in ATTACKS if a != "none")
+    cfg = AuditConfig(level=name, attacks=attacks)
+    row = audit_row(resolve_inputs(protected), cfg, str(protected))
+    _, specs, _ = _plan(row)
+    grid = build_grid("steps", "digits", level=name, subset=300,
+                      steps=["train-protected"] + [f"attack:{a}" for a in attacks])
+    grid_recipes = {c.col: c.spec["recipe"] for c in grid.cells if c.row == "regions"}
+    audit_recipes = {k: v["recipe"] for k, v in specs.items() if "recipe" in v}
+    assert grid_recipes and set(grid_recipes) <= set(audit_recipes)
+    for step, recipe in grid_recipes.items():
+        assert audit_recipes[step] == recipe, step
+    assert audit_recipes["attack:adv-train"] == cfg.recipe("adv-train").to_dict()
+
+
+# --- audit steps and job kinds ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", sorted(AUDITS))
+def test_every_step_makes_a_job_of_a_registered_kind(name, protected):
+    row = audit_row(resolve_inputs(protected), AuditConfig(level="tiny"), str(protected))
+    spec = AUDITS[name].spec(row)
+    assert spec["kind"] in JOBS
+    json.loads(canonical(spec))  # plain JSON
+    assert AUDITS[name].cost(row) > 0 and AUDITS[name].title
+    # Identity is content: a hint (where the data lies) never changes the key.
+    moved = json.loads(json.dumps(spec).replace(str(protected), "/elsewhere/regions"))
+    assert job_key(moved) == job_key(spec)
+
+
+@pytest.mark.parametrize("name", sorted(AUDITS))
+def test_every_step_says_why_when_the_base_is_unknown(name, protected):
+    row = audit_row(resolve_inputs(protected), AuditConfig(level="tiny"), str(protected))
+    bare = Row(row.data, None, None, row.sample, row.level, why_no_base="nothing known about the base")
+    try:
+        spec = AUDITS[name].spec(bare)
+    except StepSkipped as e:
+        assert str(e)
+    else:  # a step that needs no clean data still runs
+        assert "test" not in spec and "pool" not in spec
+
+
+def test_content_id_follows_the_bytes(digits_train):
+    a = digits_train.subset(np.arange(10))
+    assert content_id(a) == content_id(a.replace(a.images.copy()))
+    b = a.replace(a.images.copy())
+    b.images[0, 0, 0, 0] ^= 1
+    assert content_id(b) != content_id(a)
+
+
+# --- a new attack and a new step, registered here, reach everything -----------------------------------
+
+@dataclass
+class _ShiftParams:
+    pixels: int = 1
+
+
+def _shift_attack(ctx, p: _ShiftParams):
+    x = np.roll(ctx.train.images, p.pixels, axis=2)
+    return train_and_evaluate(ctx, train=ctx.train.replace(x))[1]
+
+
+def _brightness_job(spec, ctx, deps):
+    from unlearnable.runner.kinds import load_spec_data
+
+    ds = load_spec_data(spec["data"], ctx)
+    return {"mean_brightness": float(ds.images.mean() / 255)}
+
+
+def _brightness_step(row: Row):
+    return {"kind": "throwaway-brightness", "data": row.data}
+
+
+@pytest.fixture
+def throwaways(monkeypatch):
+    """Registers a throw-away attack, job kind and audit step; the registries are restored after."""
+    monkeypatch.setattr("unlearnable.attacks.base.ATTACKS", ATTACKS)
+    for reg, key in ((ATTACKS, "throwaway-shift"), (JOBS, "throwaway-brightness"), (AUDITS, "throwaway-step")):
+        monkeypatch.delitem(reg, key, raising=False)
+    register_attack("throwaway-shift", "roll the images by a pixel, then train", params_cls=_ShiftParams,
+                    order=95, presets={"tiny": {"pixels": "2"}})(_shift_attack)
+    register_job("throwaway-brightness", _brightness_job)
+    register_step("throwaway-step", "mean brightness of the training images", order=50,
+                  headline=lambda r: f"brightness {r['mean_brightness']:.3f}")(_brightness_step)
+    yield
+    for reg, key in ((ATTACKS, "throwaway-shift"), (JOBS, "throwaway-brightness"), (AUDITS, "throwaway-step")):
+        reg.pop(key, None)
+
+
+def test_a_registered_attack_and_step_reach_the_audit_report_and_grid(throwaways, protected, tmp_path):
+    r = run_audit(protected, tmp_path / "a", AuditConfig(level="tiny", attacks=("throwaway-shift",)),
+                  progress=False)
+    assert r["steps"]["throwaway-step"]["status"] == "done"
+    assert r["steps"]["attack:throwaway-shift"]["status"] == "done"
+    shifted = r["attacks"]["throwaway-shift"]
+    assert 0 <= shifted["test_accuracy"] <= 1 and shifted["params"] == {"pixels": 2}  # its tiny preset
+    assert "throwaway-shift" in r["verdict"]["per_attack"]
+    html = (tmp_path / "a" / "report.html").read_text()
+    assert "mean brightness of the training images" in html and "brightness 0." in html
+    assert "throwaway-shift" in html
+    assert "mean brightness" in (tmp_path / "a" / "report.md").read_text()
+
+    grid = build_grid("steps", "digits", level="tiny", subset=120, epochs=1, methods=["regions"],
+                      steps=["throwaway-step", "attack:throwaway-shift"])
+    with ResultStore(tmp_path / "r.sqlite") as store:
+        s = run_grid(grid, store, tmp_path / "grid", progress=False)
+        assert s.failed == [] and s.blocked == []
+        headers, rows = table_data(grid.layout(), {c.key: store.get(c.key) for c in grid.cells})
+    assert headers == ["training data", "mean brightness of the training images", "attack: throwaway-shift"]
+    assert [r[0] for r in rows] == ["clean", "regions"]
+    assert all(r[1].startswith("brightness ") and r[2].endswith("%") for r in rows)
+
+
+def test_unknown_step_and_level_are_one_line_errors():
+    with pytest.raises(UnlearnableError, match="unknown audit step"):
+        build_grid("steps", "digits", level="tiny", subset=50, steps=["nope"])
+    with pytest.raises(UnlearnableError, match="unknown level"):
+        build_grid("table1", "digits", level="huge", subset=50)
+    assert sorted(LADDER) == sorted(LEVELS)
