@@ -194,3 +194,20 @@ def test_unknown_step_and_level_are_one_line_errors():
     with pytest.raises(UnlearnableError, match="unknown level"):
         build_grid("table1", "digits", level="huge", subset=50)
     assert sorted(LADDER) == sorted(LEVELS)
+
+
+def test_library_reports_through_logging_and_the_cli_quiets_it(protected, tmp_path, capsys):
+    args = ["audit", str(protected), "--out", str(tmp_path / "a"), "--level", "tiny", "--attacks", "jpeg",
+            "--no-progress"]
+    assert main(["-q", *args]) == 0
+    cap = capsys.readouterr()
+    assert "[train-protected]" not in cap.err and "verdict:" in cap.out
+    assert main([*args, "-v"]) == 0  # a rerun: every step reused, said at the default level and above
+    assert "verdict:" in capsys.readouterr().out
+    import subprocess
+    import sys
+
+    cli = "import sys; from unlearnable.cli import main; sys.exit(main())"
+    src = subprocess.run([sys.executable, "-c", cli, *args[:-1], "--out", str(tmp_path / "b")],
+                         capture_output=True, text=True, timeout=600)
+    assert src.returncode == 0 and "[train-protected]" in src.stderr and "verdict:" in src.stdout

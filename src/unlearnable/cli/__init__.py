@@ -2,12 +2,18 @@
 
 Each sub-command lives in its own module exposing `register(subparsers)`; the module's parser
 sets `func(args) -> int`. Errors the user can fix (`UnlearnableError`) print one line, exit 2.
+
+Library code reports through `logging.getLogger("unlearnable....")`; the command shows those
+messages on stderr: progress at the default level, only warnings with `-q/--quiet`, debugging
+detail with `-v/--verbose` (either may stand anywhere on the command line). Results go to stdout.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import logging
+import os
 import sys
 
 from .._io import UnlearnableError
@@ -38,8 +44,34 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+QUIET, VERBOSE = ("-q", "--quiet"), ("-v", "--verbose")
+
+
+def configure_logging(level: int) -> None:
+    """One stderr handler on the package's logger (replaced, not stacked, on every call)."""
+    log = logging.getLogger("unlearnable")
+    for h in [h for h in log.handlers if getattr(h, "_unlearnable_cli", False)]:
+        log.removeHandler(h)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler._unlearnable_cli = True  # type: ignore[attr-defined]
+    log.addHandler(handler)
+    log.setLevel(level)
+    log.propagate = False
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    level = logging.INFO
+    if any(a in QUIET for a in argv):
+        level = logging.WARNING
+    if any(a in VERBOSE for a in argv):
+        level = logging.DEBUG
+    argv = [a for a in argv if a not in QUIET + VERBOSE]
+    configure_logging(level)
     parser = build_parser()
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debugging detail on stderr")
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
@@ -49,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     except UnlearnableError as e:
         print(f"unlearnable: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `unlearnable datasets | head`: the reader left, nothing is wrong
+        sys.stdout = open(os.devnull, "w")
+        return 0
     except KeyboardInterrupt:
         print("unlearnable: interrupted; finished work is saved, rerun the same command to resume",
               file=sys.stderr)
