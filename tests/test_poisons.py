@@ -1,8 +1,10 @@
-"""Poisons without a model: budgets, determinism, class-wise structure, fraction, CLI, show.
+"""Poisons without a model: l_p bounds, determinism, class-wise structure, fraction, registry
+facts, manifests, CLI, show.
 
-Every registered poison is tested the moment it is registered (parametrized over POISONS), on
-three shapes: 1x8x8 digits (real), 1x28x28 and 3x32x32 synthetic mid-grey images (no clipping,
-so budgets can be checked exactly up to quantization).
+Every registered poison is tested the moment it is registered (parametrized over POISONS), at
+the ladder's tiny level (its registry preset or level table, as any user gets it), on three
+shapes: 1x8x8 digits (real), 1x28x28 and 3x32x32 synthetic mid-grey images (no clipping, so
+bounds can be checked exactly up to quantization).
 """
 
 from __future__ import annotations
@@ -18,22 +20,31 @@ from PIL import Image
 from unlearnable import ImageSet, load_base, load_dataset_dir
 from unlearnable._io import UnlearnableError
 from unlearnable.cli import main
-from unlearnable.poisons import POISONS, PoisonContext, make_poison, poisoned_mask, stored_poisoned_mask
+from unlearnable.data.store import manifest_bound, manifest_level
+from unlearnable.ladder import LEVELS
+from unlearnable.poisons import (
+    POISONS, PoisonContext, make_poison, poison_dataset, poisoned_mask, stored_poisoned_mask,
+)
 from unlearnable.poisons.ar import ar_run, matching_filter, response, start_values
 from unlearnable.poisons.lsp import lsp_grid
 from unlearnable.poisons.ops import corner_colours, ops_scores
 from unlearnable.viz.grid import default_scale, grid_size
 
-from test_model_poisons import TINY  # noqa: E402
-
-# Keep the AR filter search short in tests (its default allows 2000 candidates per class), and
-# the model-based poisons to a few steps (their own tests live in test_model_poisons.py).
-FAST = {"ar": {"max_tries": "100"}, **TINY}
 METHODS = sorted(POISONS)
+# Every poison at its default parameters, plus the parameters that change a poison's kind.
+VARIANTS = [(m, {}) for m in METHODS] + [("em", {"mode": "class"}), ("ops-em", {"mode": "sample"})]
 
 
-def fast(method: str, **extra: str) -> dict[str, str]:
-    return {**FAST.get(method, {}), **extra}
+def variants(kind: str) -> list:
+    return [pytest.param(m, p, id="-".join([m, *p.values()])) for m, p in VARIANTS
+            if POISONS[m].kind_of(p) == kind]
+
+
+def tiny(method: str, base: ImageSet, seed: int = 0, fraction: float = 1.0, **params: str) -> ImageSet:
+    """`method` at the ladder's tiny level: AR searches fewer filters (its preset), model-based
+    poisons take a few steps (their level tables; their own tests live in test_model_poisons.py)."""
+    return make_poison(method, base, params, seed=seed, fraction=fraction,
+                       ctx=PoisonContext(seed=seed, level="tiny", progress=False))
 
 
 def grey_set(n: int, c: int, h: int, w: int, k: int, seed: int = 0) -> ImageSet:
@@ -58,7 +69,7 @@ def delta_of(p: ImageSet, base: ImageSet) -> np.ndarray:
     return p.images.astype(np.int16) - base.images.astype(np.int16)
 
 
-def check_budget(method: str, p: ImageSet, base: ImageSet, clipped: bool) -> None:
+def check_bound(method: str, p: ImageSet, base: ImageSet, clipped: bool) -> None:
     info = p.meta["poison"]["info"]
     d = delta_of(p, base).reshape(len(base), -1)
     if info["norm"] == "linf":
@@ -82,29 +93,31 @@ def check_budget(method: str, p: ImageSet, base: ImageSet, clipped: bool) -> Non
 
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("shape", ["digits", "grey28", "grey32"])
-def test_shapes_and_budget(method, shape, request, digits_train):
+def test_shapes_and_bound(method, shape, request, digits_train):
     base = digits_train if shape == "digits" else request.getfixturevalue(shape)
-    p = make_poison(method, base, fast(method), seed=0)
+    p = tiny(method, base)
     assert p.images.shape == base.images.shape and p.images.dtype == np.uint8
     assert np.array_equal(p.labels, base.labels) and np.array_equal(p.indices, base.indices)
     assert (p.images != base.images).any(axis=(1, 2, 3)).mean() > 0.9  # (nearly) all changed
-    check_budget(method, p, base, clipped=shape == "digits")
+    check_bound(method, p, base, clipped=shape == "digits")
+    assert p.meta["poison"]["level"] == "tiny" and p.meta["poison"]["kind"] == POISONS[method].kind
     json.dumps(p.meta["poison"])  # the manifest record is plain JSON
 
 
 @pytest.mark.parametrize("method", METHODS)
 def test_seeded(method, digits_train):
     base = digits_train.subset(np.arange(300))
-    a = make_poison(method, base, fast(method), seed=3)
-    b = make_poison(method, base, fast(method), seed=3)
+    a = tiny(method, base, seed=3)
+    b = tiny(method, base, seed=3)
     assert np.array_equal(a.images, b.images)
-    c = make_poison(method, base, fast(method), seed=4)
+    c = tiny(method, base, seed=4)
     assert np.array_equal(a.images, c.images) != POISONS[method].uses_seed
 
 
-@pytest.mark.parametrize("method", [m for m in METHODS if POISONS[m].kind == "class-wise"])
-def test_class_wise_one_pattern_per_class(method, grey28):
-    p = make_poison(method, grey28, fast(method), seed=0)
+@pytest.mark.parametrize("method, params", variants("class-wise"))
+def test_class_wise_one_pattern_per_class(method, params, grey28):
+    p = tiny(method, grey28, **params)
+    assert p.meta["poison"]["kind"] == "class-wise"
     d = delta_of(p, grey28)
     if p.meta["poison"]["info"]["norm"] == "l0":
         # OPS replaces a pixel: its class-wise pattern is the pixel's new value, not a delta.
@@ -120,9 +133,14 @@ def test_class_wise_one_pattern_per_class(method, grey28):
     assert len({x.tobytes() for x in patterns}) == grey28.num_classes  # distinct per class
 
 
-@pytest.mark.parametrize("method", [m for m in METHODS if POISONS[m].kind == "sample-wise"])
-def test_sample_wise_differs_within_class(method, grey28):
-    d = delta_of(make_poison(method, grey28, fast(method), seed=0), grey28)
+@pytest.mark.parametrize("method, params", variants("sample-wise"))
+def test_sample_wise_differs_within_class(method, params, grey28):
+    p = tiny(method, grey28, **params)
+    assert p.meta["poison"]["kind"] == "sample-wise"
+    d = delta_of(p, grey28)
+    if p.meta["poison"]["info"]["norm"] == "linf+l0":  # ops-em: the class's pixel is set, not added
+        for k, q in enumerate(p.meta["poison"]["info"]["pixels"]):
+            d[(grey28.labels == k), q["row"], q["col"], :] = 0
     d0 = d[grey28.labels == 0]
     assert len({x.tobytes() for x in d0}) == len(d0)
 
@@ -130,8 +148,8 @@ def test_sample_wise_differs_within_class(method, grey28):
 @pytest.mark.parametrize("method", METHODS)
 def test_fraction_leaves_the_rest_byte_identical(method, digits_train):
     base = digits_train.subset(np.arange(200))
-    full = make_poison(method, base, fast(method), seed=5)
-    part = make_poison(method, base, fast(method), seed=5, fraction=0.3)
+    full = tiny(method, base, seed=5)
+    part = tiny(method, base, seed=5, fraction=0.3)
     mask = poisoned_mask(len(base), 0.3, 5)
     assert mask.sum() == 60 == part.meta["poison"]["num_poisoned"]
     assert np.array_equal(part.images[~mask], base.images[~mask])
@@ -206,7 +224,7 @@ def test_ar_100_classes_finite_and_filters_annihilate_their_process():
     assert (coefs[..., 2, 2] == 0).all()
     assert torch.allclose(coefs.sum(dim=(2, 3)), torch.ones(100, 3), atol=1e-5)
     assert len(info["search"]["classes"]) == 100
-    check_budget("ar", p, base, clipped=True)
+    check_bound("ar", p, base, clipped=True)
     # The matching filter responds ~0 to its own process and clearly to another class's.
     g = torch.Generator().manual_seed(0)
     top, left = start_values(2, 3, 8, 8, g)
@@ -218,14 +236,79 @@ def test_ar_100_classes_finite_and_filters_annihilate_their_process():
 
 
 def test_ar_linf_variant(grey28):
-    p = make_poison("ar", grey28, fast("ar", norm="linf"), seed=0)
+    p = tiny("ar", grey28, norm="linf")
     d = np.abs(delta_of(p, grey28)).reshape(len(grey28), -1).max(1)
     assert d.max() <= 8 and d.min() >= 7  # scaled to 8/255, then rounded and clamped
 
 
 def test_context_checks():
-    with pytest.raises(UnlearnableError, match="budget"):
-        PoisonContext(budget="huge")
+    assert PoisonContext().level == "paper"  # the original's cost unless asked otherwise
+    for bad in ("bogus", "huge", ""):
+        with pytest.raises(UnlearnableError, match="level must be one of tiny, quick, paper") as e:
+            PoisonContext(level=bad)
+        assert len(str(e.value).splitlines()) == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# What the registry says about each poison
+
+
+def test_registry_facts():
+    model_based = {"em", "ops-em", "tap", "rem", "ntga"}
+    model_free = {"random-noise", "regions", "lsp", "ops", "ar"}
+    assert model_based | model_free <= set(POISONS)
+    assert all(POISONS[m].model_based for m in model_based)
+    assert not any(POISONS[m].model_based for m in model_free)
+    for info in POISONS.values():
+        assert set(info.presets) <= set(LEVELS)
+        for lv in LEVELS:
+            info.params(None, lv)  # every preset is valid parameters
+    assert POISONS["ar"].preset("tiny") == {"max_tries": "100"}
+    assert POISONS["ar"].params(None, "tiny").max_tries == 100
+    assert POISONS["ar"].params(None, "paper").max_tries == 2000  # the paper's, untouched
+    assert POISONS["ar"].params({"max_tries": "7"}, "tiny").max_tries == 7  # given wins
+    with pytest.raises(UnlearnableError, match="level must be one of"):
+        POISONS["ar"].preset("bogus")
+
+
+def test_kind_of_follows_the_parameters():
+    em = POISONS["em"]
+    assert em.kind == "sample-wise" and em.kind_of() == "sample-wise"
+    assert em.kind_of({"mode": "class"}) == "class-wise"
+    assert em.kind_of(em.params({"mode": "class"})) == "class-wise"
+    assert POISONS["ops-em"].kind == "class-wise"
+    assert POISONS["ops-em"].kind_of({"mode": "sample"}) == "sample-wise"
+    assert POISONS["regions"].kind_of({"p": "16"}) == "class-wise"
+    assert POISONS["lsp"].kind == "sample-wise"
+
+
+def _rewrite_manifest(d, fn) -> None:
+    f = d / "manifest.json"
+    man = json.loads(f.read_text())
+    f.write_text(json.dumps(fn(man)))
+
+
+def test_manifest_bound_and_level_new_and_old_keys(tmp_path):
+    out = tmp_path / "regions"
+    poison_dataset("regions", "digits", out, seed=0, subset=100, ctx=PoisonContext(level="tiny"))
+    man = load_dataset_dir(out).meta["manifest"]
+    assert man["bound"] == {"norm": "linf", "eps": 8 / 255} and man["level"] == "tiny"
+    assert "budget" not in man and "compute_budget" not in man
+    assert man["kind"] == "class-wise"
+    assert manifest_bound(man) == man["bound"] and manifest_level(man) == "tiny"
+    assert not (tmp_path / "regions.work").exists()  # model-free: no work directory
+    # A manifest written before the rename ("budget" = the bound, "compute_budget" = the level)
+    # still loads (the arrays' checksums do not cover the manifest) and reports both.
+    _rewrite_manifest(out, lambda m: {**{k: v for k, v in m.items() if k not in ("bound", "level")},
+                                      "budget": m["bound"], "compute_budget": "quick"})
+    old = load_dataset_dir(out)
+    assert manifest_bound(old.meta["manifest"]) == {"norm": "linf", "eps": 8 / 255}
+    assert manifest_level(old.meta["manifest"]) == "quick"
+    assert stored_poisoned_mask(old).all()
+    assert main(["show", str(out), "--out", str(tmp_path / "g.png")]) == 0
+    # Older model-based manifests kept the level only inside "info".
+    assert manifest_level({"info": {"compute_budget": "paper"}}) == "paper"
+    assert manifest_bound({}) is None and manifest_level({}) is None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -249,6 +332,16 @@ def test_cli_poison_writes_a_loadable_dataset(tmp_path, capsys):
     clean = load_base(ds)
     assert np.array_equal(ds.images[~mask], clean.images[~mask])
     assert not (ds.images[mask] == clean.images[mask]).all(axis=(1, 2, 3)).any()
+
+
+def test_cli_level_picks_the_preset(tmp_path):
+    for flag in ("--level", "--budget"):  # --budget: the old spelling, still accepted
+        out = tmp_path / flag.strip("-")
+        assert main(["poison", "ar", "--dataset", "digits", "--out", str(out), "--subset", "100",
+                     flag, "tiny", "--no-progress"]) == 0
+        man = load_dataset_dir(out).meta["manifest"]
+        assert man["level"] == "tiny" and man["params"]["max_tries"] == 100
+        assert manifest_bound(man) == {"norm": "l2", "l2": 1.0}
 
 
 def test_cli_class_wise_manifest(tmp_path):

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._io import UnlearnableError
+from ._registry import lookup
 from .train.engine import Recipe, get_recipe
 
 LEVELS = ("tiny", "quick", "paper")
@@ -48,9 +49,7 @@ LADDER: dict[str, Level] = {
 
 
 def level(name: str) -> Level:
-    if name not in LADDER:
-        raise UnlearnableError(f"unknown level {name!r} (known: {', '.join(LEVELS)})")
-    return LADDER[name]
+    return lookup(LADDER, name, "level")
 
 
 def recipe_for(level_name: str | None = None, *, preset: str | None = None, attack: str | None = None,

@@ -119,13 +119,11 @@ def steps_for(row: Row) -> list[StepInfo]:
 
 
 def get_step(name: str) -> StepInfo:
-    from .._io import UnlearnableError
+    from .._registry import lookup
 
     if name.startswith("attack:"):
         return attack_step(name.split(":", 1)[1])
-    if name not in AUDITS:
-        raise UnlearnableError(f"unknown audit step {name!r} (known: {', '.join(sorted(AUDITS))}, attack:NAME)")
-    return AUDITS[name]
+    return lookup(AUDITS, name, "audit step", "attack:NAME")
 
 
 # --- the paper's analyses -------------------------------------------------------------------------

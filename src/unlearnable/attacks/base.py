@@ -28,6 +28,7 @@ from torch import nn
 
 from .._io import UnlearnableError, now_iso, read_json, versions, write_json
 from .._params import from_params, to_dict
+from .._registry import lookup
 from ..data.imageset import ImageSet
 from ..train.engine import BatchLoss, Recipe, evaluate
 from ..train.run import RunSpec, as_tensors, spec_for, train_on
@@ -120,9 +121,7 @@ def register_attack(name: str, summary: str, paper: str = "", **facts: Any) -> C
 
 
 def get_attack(name: str) -> AttackInfo:
-    if name not in ATTACKS:
-        raise UnlearnableError(f"unknown attack {name!r} (known: {', '.join(sorted(ATTACKS))})")
-    return ATTACKS[name]
+    return lookup(ATTACKS, name, "attack")
 
 
 def ordered(names: Iterable[str]) -> list[str]:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .._io import UnlearnableError, atomic_file, now_iso, read_json, versions, write_json
+from .._registry import lookup, lookup_all
 from ..analyses.steps import Row, StepInfo, StepSkipped, steps_for
 from ..attacks import ATTACKS, ordered
 from ..data.clean import clean_side
@@ -64,9 +65,7 @@ class AuditConfig:
 
     def attack_list(self) -> tuple[str, ...]:
         names = self.attacks if self.attacks is not None else get_level(self.level).attacks
-        unknown = [a for a in names if a not in ATTACKS]
-        if unknown:
-            raise UnlearnableError(f"unknown attack(s) {unknown} (known: {', '.join(sorted(ATTACKS))})")
+        lookup_all(ATTACKS, names, "attack")
         return tuple(a for a in names if a != "none")  # "none" is the protected training itself
 
     def to_dict(self) -> dict[str, Any]:
@@ -138,8 +137,7 @@ def run_audit(data: str | os.PathLike[str], out: str | os.PathLike[str], config:
 
     cfg = config or AuditConfig()
     get_level(cfg.level)
-    if cfg.arch not in MODELS:
-        raise UnlearnableError(f"unknown architecture {cfg.arch!r} (known: {', '.join(sorted(MODELS))})")
+    lookup(MODELS, cfg.arch, "architecture")
     out = Path(out)
     inp = resolve_inputs(data, clean, data_root)
     data_path = str(Path(data).resolve()) if Path(data).exists() else str(data)

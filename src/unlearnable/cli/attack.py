@@ -11,7 +11,8 @@ import argparse
 import logging
 
 from .._io import UnlearnableError
-from ..attacks import ATTACKS, AttackContext, run_attack
+from .._registry import lookup_all
+from ..attacks import ATTACKS, AttackContext, get_attack, run_attack
 from .common import add_train_args, parse_params, progress_from_args, recipe_from_args
 
 log = logging.getLogger("unlearnable")
@@ -67,8 +68,7 @@ def run(args: argparse.Namespace) -> int:
         raise UnlearnableError("usage: unlearnable attack NAME DATA --out RUN_DIR (or --list)")
     if args.name == "all":
         return run_all_cli(args)
-    if args.name not in ATTACKS:
-        raise UnlearnableError(f"unknown attack {args.name!r} (known: {', '.join(sorted(ATTACKS))})")
+    get_attack(args.name)
     if not args.out:
         raise UnlearnableError("attack needs --out RUN_DIR")
     params = parse_params(args.param)
@@ -90,9 +90,7 @@ def run_all_cli(args: argparse.Namespace) -> int:
     if not args.out:
         raise UnlearnableError("attack all needs --out DIR")
     names = [a for a in args.attacks.split(",") if a] if args.attacks else None
-    unknown = [a for a in names or [] if a not in ATTACKS]
-    if unknown:
-        raise UnlearnableError(f"unknown attack(s) {unknown} (known: {', '.join(sorted(ATTACKS))})")
+    lookup_all(ATTACKS, names or [], "attack")
     if args.param:
         raise UnlearnableError("attack all takes no --param (run single attacks for custom parameters)")
     summary = run_all(context_for(args.data, args.out, args), names)

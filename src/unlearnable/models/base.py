@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from .._io import UnlearnableError
+from .._registry import lookup
 
 
 class Classifier(nn.Module):
@@ -61,11 +61,10 @@ def build_model(name: str, num_classes: int, in_channels: int = 3,
                 image_size: int | tuple[int, int] = 32,
                 mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> Classifier:
     """Build a registered architecture for images of `in_channels` x `image_size`."""
-    if name not in MODELS:
-        raise UnlearnableError(f"unknown architecture {name!r} (known: {', '.join(sorted(MODELS))})")
+    factory = lookup(MODELS, name, "architecture")
     if isinstance(image_size, int):
         image_size = (image_size, image_size)
-    return MODELS[name](num_classes=num_classes, in_channels=in_channels, image_size=tuple(image_size),
+    return factory(num_classes=num_classes, in_channels=in_channels, image_size=tuple(image_size),
                         mean=mean, std=std)
 
 

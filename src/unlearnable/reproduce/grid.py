@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._io import UnlearnableError
+from .._registry import lookup, lookup_all
 from ..runner.executors import expand
 from ..runner.jobs import Spec, canonical, job_key
 
@@ -114,21 +115,16 @@ def build_grid(table: str, dataset: str, archs: list[str] | None = None, level: 
     from ..models import MODELS, arch_signature
     from ..poisons import POISONS
 
-    if table not in TABLES:
-        raise UnlearnableError(f"unknown table {table!r} (known: {', '.join(TABLES)})")
+    lookup(TABLES, table, "table")
     lv = get_level(level)
     if epochs is not None and epochs < 1:
         raise UnlearnableError(f"--epochs must be at least 1, got {epochs}")
     if subset is not None and subset < 1:
         raise UnlearnableError(f"--subset must be at least 1, got {subset}")
     archs = list(archs or ["convnet"])
-    bad = [a for a in archs if a not in MODELS]
-    if bad:
-        raise UnlearnableError(f"unknown architecture(s) {bad} (known: {', '.join(sorted(MODELS))})")
+    lookup_all(MODELS, archs, "architecture")
     methods = list(default_methods(level) if methods is None else methods)
-    unknown = [m for m in methods if m not in POISONS and m != "clean"]
-    if unknown:
-        raise UnlearnableError(f"unknown poison(s) {unknown} (known: {', '.join(sorted(POISONS))})")
+    lookup_all(POISONS, [m for m in methods if m != "clean"], "poison")
     if table == "steps":
         if not steps:
             raise UnlearnableError("the steps table needs --steps (audit steps or attack:NAME)")

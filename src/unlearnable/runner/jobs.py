@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .._io import UnlearnableError
+from .._registry import lookup
 
 Spec = dict[str, Any]
 
@@ -113,9 +113,7 @@ def register_job(name: str, run: Callable[[Spec, JobContext, dict[str, Any]], di
 def get_kind(name: str) -> JobKind:
     from . import kinds  # noqa: F401  (the built-in kinds register themselves)
 
-    if name not in JOBS:
-        raise UnlearnableError(f"unknown job kind {name!r} (known: {', '.join(sorted(JOBS))})")
-    return JOBS[name]
+    return lookup(JOBS, name, "job kind")
 
 
 def poison_spec_of(data: Spec) -> Spec:

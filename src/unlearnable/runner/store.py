@@ -130,12 +130,14 @@ class ResultStore:
         row = self._exec("SELECT status FROM jobs WHERE key = ?", (key,)).fetchone()
         return None if row is None else row[0]
 
-    def jobs(self, status: str | None = None) -> list[dict[str, Any]]:
-        if status is None:
-            cur = self._exec("SELECT * FROM jobs ORDER BY rowid")
-        else:
-            cur = self._exec("SELECT * FROM jobs WHERE status = ? ORDER BY rowid", (status,))
+    def _select(self, table: str, column: str, value: str | None, order: str) -> list[dict[str, Any]]:
+        """Rows of `table` (all, or those whose `column` is `value`), decoded."""
+        where = "" if value is None else f" WHERE {column} = ?"
+        cur = self._exec(f"SELECT * FROM {table}{where} ORDER BY {order}", () if value is None else (value,))
         return [self._row(cur, r) for r in cur.fetchall()]
+
+    def jobs(self, status: str | None = None) -> list[dict[str, Any]]:
+        return self._select("jobs", "status", status, "rowid")
 
     def counts(self) -> dict[str, int]:
         return dict(self._exec("SELECT status, count(*) FROM jobs GROUP BY status").fetchall())
@@ -157,8 +159,4 @@ class ResultStore:
                    (grid_id, layout["table"], layout["dataset"], json.dumps(layout), now, now))
 
     def grids(self, table: str | None = None) -> list[dict[str, Any]]:
-        if table is None:
-            cur = self._exec("SELECT * FROM grids ORDER BY updated")
-        else:
-            cur = self._exec("SELECT * FROM grids WHERE tbl = ? ORDER BY updated", (table,))
-        return [self._row(cur, r) for r in cur.fetchall()]
+        return self._select("grids", "tbl", table, "updated")

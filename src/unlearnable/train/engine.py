@@ -116,9 +116,9 @@ RECIPES: dict[str, Recipe] = {
 
 
 def get_recipe(name: str) -> Recipe:
-    if name not in RECIPES:
-        raise UnlearnableError(f"unknown recipe {name!r} (known: {', '.join(RECIPES)})")
-    return RECIPES[name]
+    from .._registry import lookup
+
+    return lookup(RECIPES, name, "recipe")
 
 
 # A batch loss: (model, x, y_soft_or_hard, generator) -> (loss, logits). Attacks such as
