@@ -107,6 +107,7 @@ class PoisonInfo:
     uses_seed: bool = True  # False for deterministic methods (OPS): any seed gives the same set
     model_based: bool = False
     presets: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    paper_name: str = ""  # the row this method has in the paper's tables, when its name differs
 
     @property
     def kind(self) -> str:
@@ -147,12 +148,14 @@ POISONS: dict[str, PoisonInfo] = {}
 
 def register_poison(name: str, params_cls: type, kind: KindRule, summary: str, paper: str = "",
                     uses_seed: bool = True, *, model_based: bool,
-                    presets: Mapping[str, Mapping[str, str]] | None = None) -> Callable[[PoisonFn], PoisonFn]:
+                    presets: Mapping[str, Mapping[str, str]] | None = None,
+                    paper_name: str = "") -> Callable[[PoisonFn], PoisonFn]:
     """Register `fn(base, params, ctx) -> PoisonOutput` under `name` (used by CLI and tests).
 
     kind: "class-wise" | "sample-wise", or a function of the typed parameters giving one.
     model_based: whether it trains or queries a network (declared, so nothing has to guess).
     presets: {level: {param: string}} for levels that should run cheaper than the paper.
+    paper_name: the method's row in the paper's tables (`reproduce` puts the paper's number there).
     """
     if not callable(kind) and kind not in KINDS:
         raise ValueError(f"kind must be class-wise, sample-wise or a function, got {kind!r}")
@@ -165,7 +168,7 @@ def register_poison(name: str, params_cls: type, kind: KindRule, summary: str, p
 
     def deco(fn: PoisonFn) -> PoisonFn:
         POISONS[name] = PoisonInfo(name, params_cls, fn, kind, summary, paper, uses_seed,
-                                   model_based, presets)
+                                   model_based, presets, paper_name or name)
         return fn
     return deco
 
@@ -178,6 +181,13 @@ def get_poison(name: str) -> PoisonInfo:
 
 # ---------------------------------------------------------------------------------------------
 # Helpers shared by the generators
+
+
+def check_bound(eps: float, name: str = "eps") -> None:
+    """The l_p bound of a perturbation in [0, 1] units: (0, 1], said in one line otherwise."""
+    if not 0 < eps <= 1:
+        raise ValueError(f"{name} must be in (0, 1], got {eps}")
+
 
 
 def apply_delta(x: torch.Tensor, delta: torch.Tensor, linf: float | None = None) -> np.ndarray:

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from ..train.pgd import pgd
 from ..data.imageset import ImageSet
-from .base import PoisonContext, PoisonOutput, perturb_chunks, register_poison
+from .base import PoisonContext, PoisonOutput, check_bound, perturb_chunks, register_poison
 from .crafting import (
     Resumable, cpu_state, crafting_model, default_arch, device_of, fingerprint, loss_and_accuracy,
     peak_memory, progress_bar, resolve, seed_global, sgd, train_steps, unit_generator,
@@ -64,8 +64,7 @@ class EMParams:
     def __post_init__(self) -> None:
         if self.mode not in ("sample", "class"):
             raise ValueError(f"mode must be sample or class, got {self.mode!r}")
-        if not 0 < self.eps <= 1:
-            raise ValueError(f"eps must be in (0, 1], got {self.eps}")
+        check_bound(self.eps)
         for k in ("train_steps", "batch_size"):
             if getattr(self, k) is not None and getattr(self, k) < 1:
                 raise ValueError(f"{k} must be at least 1")
@@ -192,8 +191,7 @@ def em_kind(params: EMParams) -> str:
     "em", EMParams, em_kind,
     "Unlearnable Examples: error-minimizing noise (min-min with a crafting model), l_inf 8/255; "
     "mode=class for one pattern per class",
-    PAPER, model_based=True,
-)
+    PAPER, model_based=True, paper_name="ue")
 def em(base: ImageSet, params: EMParams, ctx: PoisonContext) -> PoisonOutput:
     """Error-minimizing noise (Unlearnable Examples), sample-wise (default) or class-wise.
 

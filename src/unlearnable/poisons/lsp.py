@@ -27,7 +27,9 @@ import torch
 
 from .._io import UnlearnableError
 from ..data.imageset import ImageSet
-from .base import PoisonContext, PoisonOutput, perturb_chunks, register_poison, scale_to_norm, upsample_grid
+from .base import (
+    PoisonContext, PoisonOutput, check_bound, perturb_chunks, register_poison, scale_to_norm, upsample_grid,
+)
 
 
 @dataclass
@@ -38,8 +40,7 @@ class LSPParams:
     random_covariance: bool = True  # sklearn's per-cluster random linear map A_k ~ U(-1, 1)
 
     def __post_init__(self) -> None:
-        if not 0 < self.eps <= 1:
-            raise ValueError(f"eps must be in (0, 1], got {self.eps}")
+        check_bound(self.eps)
         if self.class_sep <= 0:
             raise ValueError(f"class_sep must be positive, got {self.class_sep}")
         if self.grid < 0:

@@ -18,7 +18,10 @@ import torch
 
 from .._io import UnlearnableError
 from ..data.imageset import ImageSet
-from .base import PoisonContext, PoisonOutput, perturb_chunks, register_poison, upsample_grid
+from .base import PoisonContext, PoisonOutput, check_bound, perturb_chunks, register_poison, upsample_grid
+
+PAPER = "Sandoval-Segura et al., What Can We Learn from Unlearnable Datasets? NeurIPS 2023, " \
+        "https://arxiv.org/abs/2305.19254"
 
 
 def distinct_signs(k: int, shape: tuple[int, ...], g: torch.Generator) -> tuple[torch.Tensor, bool]:
@@ -46,17 +49,12 @@ class RandomNoiseParams:
     eps: float = 8 / 255  # l_inf bound; each value of the pattern is +eps or -eps
 
     def __post_init__(self) -> None:
-        if not 0 < self.eps <= 1:
-            raise ValueError(f"eps must be in (0, 1], got {self.eps}")
+        check_bound(self.eps)
 
 
-@register_poison(
-    "random-noise", RandomNoiseParams, "class-wise",
-    "class-wise i.i.d. Bernoulli(0.5) per pixel and channel, scaled to +-eps (8/255)",
-    "Sandoval-Segura et al., What Can We Learn from Unlearnable Datasets? NeurIPS 2023, "
-    "https://arxiv.org/abs/2305.19254 (class-wise Random Noise baseline)",
-    model_based=False,
-)
+@register_poison("random-noise", RandomNoiseParams, "class-wise",
+                 "class-wise i.i.d. Bernoulli(0.5) per pixel and channel, scaled to +-eps (8/255)",
+                 f"{PAPER} (class-wise Random Noise baseline)", model_based=False)
 def random_noise(base: ImageSet, params: RandomNoiseParams, ctx: PoisonContext) -> PoisonOutput:
     """Class-wise Random Noise: delta_k in {-eps, +eps}^(C x H x W), one draw per class.
 
@@ -83,17 +81,12 @@ class RegionsParams:
         r = math.isqrt(self.p) if self.p > 0 else 0
         if self.p < 1 or r * r != self.p:
             raise ValueError(f"p must be a perfect square (1, 4, 9, 16, ...), got {self.p}")
-        if not 0 < self.eps <= 1:
-            raise ValueError(f"eps must be in (0, 1], got {self.eps}")
+        check_bound(self.eps)
 
 
-@register_poison(
-    "regions", RegionsParams, "class-wise",
-    "class-wise sqrt(p) x sqrt(p) grid of regions, each a constant +-eps per channel (Regions-p)",
-    "Sandoval-Segura et al., What Can We Learn from Unlearnable Datasets? NeurIPS 2023, "
-    "https://arxiv.org/abs/2305.19254 (Regions-4 baseline)",
-    model_based=False,
-)
+@register_poison("regions", RegionsParams, "class-wise",
+                 "class-wise sqrt(p) x sqrt(p) grid of regions, each a constant +-eps per channel (Regions-p)",
+                 f"{PAPER} (Regions-4 baseline)", model_based=False)
 def regions(base: ImageSet, params: RegionsParams, ctx: PoisonContext) -> PoisonOutput:
     """Regions-p: per class, p vectors of C signs (Bernoulli) scaled to +-eps, one per region.
 

@@ -31,10 +31,13 @@ import torch
 import torch.nn.functional as F
 
 from ..data.imageset import ImageSet
-from .base import PoisonContext, PoisonOutput, apply_delta, register_poison
+from .base import PoisonContext, PoisonOutput, apply_delta, check_bound, register_poison
 from .crafting import Resumable, device_of, fingerprint, peak_memory, progress_bar, resolve, unit_generator
 
 # Fields left at None take these values at each ladder level; "tiny" is only enough for tests.
+PAPER = "Yuan & Wu, Neural Tangent Generalization Attacks, ICML 2021, https://arxiv.org/abs/2106.03173"
+SUMMARY = ("NTGA: gradient ascent on the validation loss of an infinite-width FNN's NTK predictor, "
+           "blocks of 512, l_inf 8/255")
 LEVEL_TABLE = {
     "paper": {"target_size": 10000, "block_size": 512, "steps": 10},
     "quick": {"target_size": 2048, "block_size": 512, "steps": 10},
@@ -65,8 +68,7 @@ class NTGAParams:
         if (self.block_size is not None and self.block_size < 2) or self.depth < 1 or \
                 (self.steps is not None and self.steps < 1):
             raise ValueError("block_size must be >= 2, depth and steps >= 1")
-        if not 0 < self.eps <= 1:
-            raise ValueError(f"eps must be in (0, 1], got {self.eps}")
+        check_bound(self.eps)
 
 
 def ntk(a: torch.Tensor, b: torch.Tensor, depth: int = 5, activation: str = "erf",
@@ -134,13 +136,7 @@ def surrogate_loss(x_train: torch.Tensor, y_train: torch.Tensor, x_target: torch
     return 0.5 * ((f - F.one_hot(y_target, num_classes).double()) ** 2).mean()
 
 
-@register_poison(
-    "ntga", NTGAParams, "sample-wise",
-    "NTGA: gradient ascent on the validation loss of an infinite-width FNN's NTK predictor, "
-    "blocks of 512, l_inf 8/255",
-    "Yuan & Wu, Neural Tangent Generalization Attacks, ICML 2021, https://arxiv.org/abs/2106.03173",
-    model_based=True,
-)
+@register_poison("ntga", NTGAParams, "sample-wise", SUMMARY, PAPER, model_based=True)
 def ntga(base: ImageSet, params: NTGAParams, ctx: PoisonContext) -> PoisonOutput:
     """Block-wise NTGA, sample-wise, l_inf <= eps.
 

@@ -34,7 +34,7 @@ from ..data.imageset import ImageSet
 from ..ladder import level
 from ..train import batch_crop, batch_flip_lr, checkpoint_paths, fit, load_run, load_weights
 from ..train.engine import crop_padding_for, get_recipe
-from .base import PoisonContext, PoisonOutput, apply_delta, register_poison
+from .base import PoisonContext, PoisonOutput, apply_delta, check_bound, register_poison
 from .crafting import (
     Resumable, crafting_model, crafting_summary, default_arch, device_of, fingerprint, peak_memory,
     progress_bar, resolve, seed_global, unit_generator,
@@ -42,6 +42,9 @@ from .crafting import (
 
 # Fields left at None take these values at each ladder level. epochs: of the crafting model on
 # clean data, trained with the level's recipe (the paper's section 4.2 recipe: 40).
+PAPER = "Fowl et al., Adversarial Examples Make Strong Poisons, NeurIPS 2021, https://arxiv.org/abs/2106.10807"
+SUMMARY = ("Adversarial Poisoning: error-maximizing PGD toward (y+1) mod K against a model trained on "
+           "clean data, l_inf 8/255, restarts, differentiable augmentation")
 LEVEL_TABLE = {
     "paper": {"steps": 250, "step_ratio": 0.05, "restarts": 8, "epochs": 40, "batch_size": 256},
     "quick": {"steps": 20, "step_ratio": 0.1, "restarts": 1, "epochs": 3, "batch_size": 256},
@@ -64,8 +67,7 @@ class TAPParams:
     batch_size: int | None = None  # images per PGD batch (a unit of resumable work; paper 256)
 
     def __post_init__(self) -> None:
-        if not 0 < self.eps <= 1:
-            raise ValueError(f"eps must be in (0, 1], got {self.eps}")
+        check_bound(self.eps)
         if self.batch_size is not None and self.batch_size < 1:
             raise ValueError("batch_size must be at least 1")
 
@@ -111,13 +113,7 @@ def clean_crafting_model(base: ImageSet, params: TAPParams, eff: dict[str, Any],
     return model, {"trained_on_clean": {"recipe": recipe.to_dict(), "train_accuracy": res.train_accuracy}}
 
 
-@register_poison(
-    "tap", TAPParams, "sample-wise",
-    "Adversarial Poisoning: error-maximizing PGD toward (y+1) mod K against a model trained on "
-    "clean data, l_inf 8/255, restarts, differentiable augmentation",
-    "Fowl et al., Adversarial Examples Make Strong Poisons, NeurIPS 2021, https://arxiv.org/abs/2106.10807",
-    model_based=True,
-)
+@register_poison("tap", TAPParams, "sample-wise", SUMMARY, PAPER, model_based=True, paper_name="ap")
 def tap(base: ImageSet, params: TAPParams, ctx: PoisonContext) -> PoisonOutput:
     """Targeted adversarial poisoning (TAP), sample-wise, l_inf <= eps.
 

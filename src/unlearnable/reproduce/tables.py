@@ -16,14 +16,6 @@ from typing import Any
 
 from .grid import TABLES
 
-# Paper rows by our poison names (aliases cover the names model-based poisons may register as).
-_ALIASES = {
-    "clean": "clean", "random-noise": "random-noise", "regions": "regions", "lsp": "lsp", "ops": "ops",
-    "ar": "ar", "em": "ue", "error-minimizing": "ue", "unlearnable-examples": "ue", "ue": "ue",
-    "em-classwise": "ue-cw", "error-minimizing-classwise": "ue-cw", "classwise-em": "ue-cw",
-    "tap": "ap", "adversarial-poisoning": "ap", "ap": "ap", "ntga": "ntga", "rem": "rem",
-    "robust-em": "rem", "robust-error-minimizing": "rem", "ops-em": "ops-em", "ops+em": "ops-em",
-}
 PAPER_TABLE1 = {"random-init": 35.97, "ue": 39.56, "ap": 69.99, "ar": 58.73, "ntga": 57.12, "rem": 41.02,
                 "lsp": 43.31, "ops-em": 38.98, "ops": 47.70, "ue-cw": 34.09, "regions": 48.09,
                 "random-noise": 66.79}
@@ -44,8 +36,15 @@ def pct(x: float | None, digits: int = 2) -> str:
     return "–" if x is None else f"{100 * x:.{digits}f}"
 
 
+def paper_row(method: str) -> str:
+    """The paper's name for a row (the poison registry's `paper_name`; "clean" is "clean")."""
+    from ..poisons import POISONS
+
+    return POISONS[method].paper_name if method in POISONS else method
+
+
 def _paper(table: dict[str, Any], row: str) -> str:
-    v = table.get(_ALIASES.get(row, row))
+    v = table.get(paper_row(row))
     return "–" if v is None else (f"{v:.2f}" if isinstance(v, float) else str(v))
 
 
@@ -131,7 +130,7 @@ def table_data(layout: dict[str, Any], jobs: dict[str, dict[str, Any]]) -> tuple
                    val(m, "adv-train", lambda r: pct(r["test_accuracy"])),
                    val(m, "ortho-proj", op_best), val(m, "ortho-proj", op_both)]
             if paper:
-                p = PAPER_TABLE3.get(_ALIASES.get(m, m))
+                p = PAPER_TABLE3.get(paper_row(m))
                 row += [f"{v:.2f}" for v in p] if p else ["–"] * 3
             rows.append(row)
     return headers, rows

@@ -101,10 +101,12 @@ def base_of(data: Spec, train: ImageSet, ctx: JobContext) -> ImageSet | None:
 # --- kinds --------------------------------------------------------------------------------------
 
 def _poison(spec: Spec, ctx: JobContext, deps: dict[str, Any]) -> dict[str, Any]:
+    from ..data.store import manifest_bound
+
     d = ensure_poison(spec, ctx)
     man = read_json(d / "manifest.json")
     return {"path": os.path.relpath(d, ctx.out_root), "num_samples": man.get("num_samples"),
-            "bound": man.get("bound", man.get("budget")), "perturbation_measured": man.get("perturbation_measured"),
+            "bound": manifest_bound(man), "perturbation_measured": man.get("perturbation_measured"),
             "seconds_generate": man.get("timing", {}).get("generate_seconds")}
 
 
