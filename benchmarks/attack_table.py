@@ -6,12 +6,13 @@ For each training set (the clean seeded subset, then random-noise, regions, lsp,
 from that same subset) runs `unlearnable attack all` (none + the chosen attacks) with the fast
 recipe and prints one Markdown table of clean test accuracy (the better of plain and
 transformed test inputs) and one of wall time relative to standard training. Results are
-reused from --out when rerun.
+reused from --out when rerun. Progress goes to stderr (the library's logging).
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
 from pathlib import Path
@@ -24,7 +25,7 @@ from unlearnable.attacks.compare import run_all
 from unlearnable.data import random_subset
 from unlearnable.data.resolve import load_base
 from unlearnable.data.store import is_dataset_dir
-from unlearnable.train import get_recipe
+from unlearnable.ladder import recipe_for
 
 ATTACKS = ["ortho-proj", "adv-train", "jpeg", "grayscale", "bit-depth", "cutmix", "ueraser-lite"]
 METHODS = ["random-noise", "regions", "lsp", "ops", "ar"]
@@ -42,9 +43,10 @@ def main() -> int:
     ap.add_argument("--device", default="cpu", help="cpu, cuda, or auto (default cpu)")
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     out = Path(a.out)
     attacks = [x for x in a.attacks.split(",") if x]
-    recipe = get_recipe("fast").replace(epochs=a.epochs)
+    recipe = recipe_for(preset="fast", epochs=a.epochs)  # what `attack all --recipe fast --epochs E` trains
     full = load_data(a.data, "train")
     test = load_data(a.data, "test")
     idx = random_subset(full, a.subset, a.seed)
@@ -66,7 +68,7 @@ def main() -> int:
         use = [x for x in attacks if not (x == "grayscale" and ds.channels == 1)]
         ctx = AttackContext(ds, test, a.arch, recipe, a.seed, out / "attacks" / name, device=a.device,
                             progress=False, clean=load_base(ds), data_name=name)
-        summaries[name] = run_all(ctx, use, say=lambda m: print(m, file=sys.stderr, flush=True))
+        summaries[name] = run_all(ctx, use)
     cols = ["none"] + attacks
     print(f"# {a.data}, {a.arch}, {a.subset} training images, fast recipe x {a.epochs} epochs, seed {a.seed}, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads; {time.perf_counter() - t0:.0f} s\n")

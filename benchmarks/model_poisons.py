@@ -1,6 +1,6 @@
 """Model-based poisons on Fashion-MNIST: generation wall time and what a ConvNet learns from them.
 
-For each method: `unlearnable poison METHOD --dataset fashion-mnist --subset N --budget quick`
+For each method: `unlearnable poison METHOD --dataset fashion-mnist --subset N --level quick`
 (ConvNet crafting model on CPU), then `unlearnable train DIR --recipe fast --epochs E`; the clean
 reference trains on the same seeded subset left unprotected (`random-noise --fraction 0`).
 Runs the CLI in subprocesses, so the figures are those of the documented commands. Protected sets
@@ -52,7 +52,7 @@ def main() -> None:
         data = out / m
         if not data.exists():
             spec = (["random-noise", "--fraction", "0"] if m == "clean"
-                    else [method, "--budget", "quick", *[x for kv in params for x in ("--param", kv)],
+                    else [method, "--level", "quick", *[x for kv in params for x in ("--param", kv)],
                           *(["--param", f"arch={a.arch}"] if a.arch else [])])
             spec += ["--device", a.device] if a.device else []
             gen = sh(["poison", *spec, "--dataset", a.data, "--subset", str(a.subset),

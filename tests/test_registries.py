@@ -88,7 +88,11 @@ def test_audit_and_reproduce_ask_for_the_same_recipes(name, protected):
     assert grid_recipes and set(grid_recipes) <= set(audit_recipes)
     for step, recipe in grid_recipes.items():
         assert audit_recipes[step] == recipe, step
-    assert audit_recipes["attack:adv-train"] == cfg.recipe("adv-train").to_dict()
+    from unlearnable.train.run import adapt_recipe
+
+    # ... and it is the recipe as it trains on these images (digits: no mirror, no shift).
+    assert audit_recipes["attack:adv-train"] == adapt_recipe(cfg.recipe("adv-train"), row.sample).to_dict()
+    assert audit_recipes["train-protected"]["flip"] is False
 
 
 # --- audit steps and job kinds ------------------------------------------------------------------------

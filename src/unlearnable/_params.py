@@ -2,7 +2,7 @@
 
 Each method declares a dataclass of parameters whose defaults are the original paper's; the CLI
 gives strings, converted here by the field's annotation. Floats accept fractions ("8/255") since
-that is how the field writes budgets.
+that is how the field writes perturbation bounds.
 """
 
 from __future__ import annotations

@@ -172,12 +172,15 @@ def separability_of(
         data, base = data.subset(idx), (base.subset(idx) if base is not None else None)
     if of == "perturbations":
         if base is None:
-            from ..data.resolve import load_base
+            from ..data.clean import clean_side
 
             if not data.meta.get("manifest", {}).get("base", {}).get("name"):
                 raise UnlearnableError(f"{data.name}: no base dataset is known, so there are no "
                                        "perturbations to measure; use --of images")
-            base = load_base(data, data_root)
+            side = clean_side(data, data_root=data_root)
+            if side.base is None:
+                raise UnlearnableError(f"{data.name}: {'; '.join(side.notes)}")
+            base = side.base
         x = perturbations(data, base)
     else:
         x = data.to_tensor()[0]

@@ -51,7 +51,10 @@ class Row:
     why_no_base: str = "no clean test set (pass --clean DATA)"  # the reason, when `base` is None
 
     def recipe(self, attack: str | None = None) -> dict[str, Any]:
-        return recipe_for(self.level.name, attack=attack, epochs=self.epochs).to_dict()
+        """The level's recipe for this row's data (its dataset's facts applied), as it will train."""
+        from ..train.run import adapt_recipe
+
+        return adapt_recipe(recipe_for(self.level.name, attack=attack, epochs=self.epochs), self.sample).to_dict()
 
     def train_spec(self, data: Spec) -> Spec:
         if self.base is None:

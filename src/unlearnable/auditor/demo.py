@@ -17,19 +17,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .._io import atomic_file, write_json
-from ..data.store import is_dataset_dir
+from .._io import UnlearnableError, atomic_file, write_json
+from ..runner import JobContext, ResultStore, run_jobs
 from .pipeline import AuditConfig, run_audit
 from .report import render_comparison_html, render_comparison_md
 
 
-DEMO_QUICK_EPOCHS = 9  # the demo's epochs under the quick budget
+DEMO_QUICK_EPOCHS = 9  # the demo's epochs at the quick level
 
 
 @dataclass
 class DemoConfig:
     data: str = "fashion-mnist"
-    # The three model-free protections that hold against standard training at this budget (Regions-4,
+    # The three model-free protections that hold against standard training at this level (Regions-4,
     # LSP, AR; random noise and OPS do not: docs/poisons.md) and the paper's attack on them.
     methods: tuple[str, ...] = ("regions", "lsp", "ar")
     # 20,000 images x 9 epochs of the fast recipe (about 700 SGD steps, what 3 epochs of all
@@ -47,10 +47,26 @@ class DemoConfig:
 log = logging.getLogger(__name__)
 
 
+def make_sets(out: Path, cfg: DemoConfig, data_root: str | os.PathLike[str] | None,
+              progress: bool | None) -> list[Path]:
+    """The protected sets as poison jobs (out/jobs.sqlite), written to out/data/NAME: made once,
+    reused on a rerun. They are made as published (level "paper": AR's full filter search)."""
+    specs = [{"kind": "poison", "method": m, "params": {}, "dataset": cfg.data, "subset": cfg.subset,
+              "seed": cfg.seed, "level": "paper"} for m in cfg.methods]
+    ctx = JobContext(out, progress=progress, data_root=str(data_root) if data_root else None,
+                     place=lambda spec: out / "data" / spec["method"])
+    with ResultStore(out / "jobs.sqlite") as store:
+        s = run_jobs(specs, store, ctx, on_start=lambda spec, i, n: log.info(
+            "demo: making the %s protected set ...", spec["method"]))
+        bad = s.failed + s.skipped_failed
+        if bad:
+            raise UnlearnableError(f"demo: a protected set could not be made: {store.get(bad[0])['error']}")
+    return [out / "data" / m for m in cfg.methods]
+
+
 def run_demo(out: str | os.PathLike[str] = "runs/demo", cfg: DemoConfig | None = None,
              data_root: str | os.PathLike[str] | None = None, progress: bool | None = None,
              cache: str | os.PathLike[str] | None = None) -> list[dict[str, Any]]:
-    from ..poisons.make import poison_dataset
 
     cfg = cfg or DemoConfig()
     out = Path(out)
@@ -58,13 +74,7 @@ def run_demo(out: str | os.PathLike[str] = "runs/demo", cfg: DemoConfig | None =
     epochs = cfg.epochs if cfg.epochs is not None else (DEMO_QUICK_EPOCHS if cfg.level == "quick" else None)
     audit_cfg = AuditConfig(arch=cfg.arch, level=cfg.level, seed=cfg.seed, epochs=epochs,
                             attacks=cfg.attacks)
-    sets: list[Path] = []
-    for m in cfg.methods:
-        d = out / "data" / m
-        if not is_dataset_dir(d):
-            log.info("demo: making the %s protected set ...", m)
-            poison_dataset(m, cfg.data, d, seed=cfg.seed, subset=cfg.subset, data_root=data_root)
-        sets.append(d)
+    sets = make_sets(out, cfg, data_root, progress)
 
     results = []
     for m, d in zip(cfg.methods, sets):

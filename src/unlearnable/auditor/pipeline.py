@@ -33,7 +33,7 @@ from ..data.resolve import load_data
 from ..identity import content_id
 from ..ladder import level as get_level
 from ..ladder import recipe_for
-from ..runner import JobContext, ResultStore, Spec, canonical, expand, job_key, run_jobs
+from ..runner import JobContext, ResultStore, Spec, canonical, expand, get_kind, job_key, run_jobs
 from .report import render_audit_html, render_audit_md
 from .verdict import Thresholds, verdict
 
@@ -213,7 +213,7 @@ def execute(steps: list[StepInfo], specs: dict[str, Spec], skipped: dict[str, st
         elapsed = time.perf_counter() - t_start
         rate = elapsed / done_cost[0] if done_cost[0] else None
         eta = f", about {_fmt(rate * (total - done_cost[0]))} left" if rate else ""
-        what = titles.get(names.get(key, ""), f"{spec['kind']} (a dependency)")
+        what = titles.get(names.get(key, ""), get_kind(spec["kind"]).title)
         log.info("[%s] %s (elapsed %s%s)", names.get(key, spec["kind"]), what, _fmt(elapsed), eta)
 
     def on_done(key: str, outcome: dict[str, Any]) -> None:

@@ -15,7 +15,7 @@ from .._registry import lookup_all
 from ..attacks import ATTACKS, AttackContext, get_attack, run_attack
 from .common import add_train_args, parse_params, progress_from_args, recipe_from_args
 
-log = logging.getLogger("unlearnable")
+log = logging.getLogger(__name__)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -41,23 +41,19 @@ def list_attacks() -> str:
 
 
 def context_for(data: str, out: str, args: argparse.Namespace) -> AttackContext:
-    from ..data.resolve import load_base, load_data
-    from ..data.sources import DATASETS
+    from ..data.clean import clean_side
+    from ..data.resolve import load_data
 
     train = load_data(data, "train", args.data_root)
     test = load_data(data, "test", args.data_root)
     if test.chw != train.chw:
         raise UnlearnableError(f"test images {test.chw} differ in shape from training images {train.chw}")
-    clean = None
-    if train.meta.get("manifest", {}).get("base", {}).get("name"):
-        try:
-            clean = load_base(train, args.data_root)
-        except UnlearnableError as e:  # only some attacks need it; they say so themselves
-            log.warning("clean base not available (%s)", e)
-    elif str(data).lower() in DATASETS:
-        clean = train  # a registered (clean) dataset is its own clean base
+    # A clean dataset is its own base; only some attacks need the base, and they say so themselves.
+    side = clean_side(train, None if "manifest" in train.meta else str(data), args.data_root)
+    for note in side.notes:
+        log.warning("%s", note)
     return AttackContext(train, test, args.arch, recipe_from_args(args), args.seed, out, args.device,
-                         progress_from_args(args), clean, data)
+                         progress_from_args(args), side.base, data)
 
 
 def run(args: argparse.Namespace) -> int:

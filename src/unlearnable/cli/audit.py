@@ -1,11 +1,11 @@
 """`unlearnable audit SUBCOMMAND ...`: the paper's audits, one sub-sub-command each.
 
+    unlearnable audit DATA --out DIR [--level tiny|quick|paper] [--cache DIR]   (the full audit)
     unlearnable audit dfr RUN_DIR [--clean DATA] [--n 5000] [--seed 0]
     unlearnable audit separability DATA [--of perturbations|images] [--hidden 0|30] [--repeats R]
 
 The first word after `audit` picks an entry of `SUBCOMMANDS`; anything else is handed to the
-entry named by `DEFAULT_SUBCOMMAND`, so the full audit (`unlearnable audit DATA --out DIR`, a
-later issue) plugs in by adding one entry and setting that name, without touching the parser.
+entry named by `DEFAULT_SUBCOMMAND` (the full audit, "run").
 Each entry builds its own argparse parser (prog "unlearnable audit NAME"), so
 `unlearnable audit dfr --help` shows that sub-command's options.
 """
@@ -29,8 +29,7 @@ class AuditCommand:
 
 
 SUBCOMMANDS: dict[str, AuditCommand] = {}
-# The entry that handles `unlearnable audit DATA ...` (no sub-command word); None until the full
-# audit exists.
+# The entry that handles `unlearnable audit DATA ...` (no sub-command word): set below.
 DEFAULT_SUBCOMMAND: str | None = None
 
 

@@ -56,7 +56,9 @@ def job_key(spec: Spec) -> str:
 
 def method_of(spec: Spec) -> str:
     """A short label for file names and tables (the row's method, or "clean")."""
-    for d in (spec, spec.get("data") or {}, (spec.get("run") or {}).get("data") or {}):
+    if spec.get("method"):
+        return str(spec["method"])
+    for d in (spec.get("data") or {}, (spec.get("run") or {}).get("data") or {}):  # data specs
         if d.get("method"):
             return str(d["method"])
         if d.get("clean"):
@@ -97,6 +99,7 @@ class JobKind:
     run: Callable[[Spec, JobContext, dict[str, Any]], dict[str, Any]]
     deps: Callable[[Spec], list[Spec]] = lambda spec: []
     passes: Callable[[Spec, int, int], float] = lambda spec, n_train, n_test: 0.0
+    title: str = ""  # what progress lines call a job of this kind
 
 
 JOBS: dict[str, JobKind] = {}
@@ -104,8 +107,8 @@ JOBS: dict[str, JobKind] = {}
 
 def register_job(name: str, run: Callable[[Spec, JobContext, dict[str, Any]], dict[str, Any]],
                  deps: Callable[[Spec], list[Spec]] | None = None,
-                 passes: Callable[[Spec, int, int], float] | None = None) -> JobKind:
-    kind = JobKind(name, run, deps or (lambda spec: []), passes or (lambda spec, n, t: 0.0))
+                 passes: Callable[[Spec, int, int], float] | None = None, title: str = "") -> JobKind:
+    kind = JobKind(name, run, deps or (lambda spec: []), passes or (lambda spec, n, t: 0.0), title or name)
     JOBS[name] = kind
     return kind
 

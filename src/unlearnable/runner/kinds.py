@@ -46,7 +46,9 @@ def ensure_poison(spec: Spec, ctx: JobContext) -> Path:
     from ..data.store import load_dataset_dir
     from ..poisons import PoisonContext, poison_dataset
 
-    d = job_dir(ctx.out_root, spec) / "data"
+    # A caller's layout (the demo's data/NAME) when it has one; else the job's own directory.
+    own = ctx.place is not None and spec.get("kind") == "poison"
+    d = ctx.place(spec) if own else job_dir(ctx.out_root, spec) / "data"
     if d.exists():
         try:
             load_dataset_dir(d)
@@ -54,7 +56,7 @@ def ensure_poison(spec: Spec, ctx: JobContext) -> Path:
         except UnlearnableError:
             pass  # a broken or partial copy is remade below (overwrite=True)
     pctx = PoisonContext(seed=int(spec["seed"]), device=ctx.device, progress=ctx.progress,
-                         work_dir=job_dir(ctx.out_root, spec) / "work", level=spec.get("level", "paper"))
+                         work_dir=d.parent / f"{d.name}.work", level=spec.get("level", "paper"))
     return poison_dataset(spec["method"], spec["dataset"], d, seed=int(spec["seed"]), params=spec["params"],
                           subset=spec.get("subset"), data_root=ctx.data_root, overwrite=d.exists(), ctx=pctx)
 
@@ -214,9 +216,10 @@ def _separability(spec: Spec, ctx: JobContext, deps: dict[str, Any]) -> dict[str
     return r
 
 
-register_job("poison", _poison)
-register_job("train", _train, passes=_train_passes)
-register_job("attack", _attack, passes=_attack_passes)
-register_job("dfr-random", _dfr_random, passes=lambda spec, n, t: (min(spec["n"], n) + t) / 3)
-register_job("dfr", _dfr, deps=_dfr_deps, passes=_dfr_passes)
-register_job("separability", _separability)
+register_job("poison", _poison, title="making a protected set")
+register_job("train", _train, passes=_train_passes, title="standard training")
+register_job("attack", _attack, passes=_attack_passes, title="an attack")
+register_job("dfr-random", _dfr_random, passes=lambda spec, n, t: (min(spec["n"], n) + t) / 3,
+             title="DFR on the untrained network (shared by every audit of this base)")
+register_job("dfr", _dfr, deps=_dfr_deps, passes=_dfr_passes, title="DFR over every checkpoint")
+register_job("separability", _separability, title="linear separability")

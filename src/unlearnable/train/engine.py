@@ -102,7 +102,7 @@ class Recipe:
 RECIPES: dict[str, Recipe] = {
     # Section 4.2 / App. A.1: SGD 0.9, wd 5e-4, lr 0.1 cosine, batch 128, 40 epochs, crop + flip.
     "paper": Recipe(),
-    # For 2 CPU cores: a few epochs with larger batches; what `--budget quick` uses.
+    # For 2 CPU cores: a few epochs with larger batches; what the `quick` level uses.
     "fast": Recipe(epochs=8, batch_size=256, lr=0.05, warmup_epochs=0.5),
     # For a few thousand small images (digits, subsets in tests): small batches, few epochs.
     "tiny": Recipe(epochs=4, batch_size=64, lr=0.05, warmup_epochs=0.5),

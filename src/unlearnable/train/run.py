@@ -54,10 +54,14 @@ class RunSpec:
 def spec_for(data: ImageSet, arch: str, recipe: Recipe, seed: int, data_name: str = "") -> RunSpec:
     """The run of `arch` on `data` with `recipe` as it applies to the data: no flip where a mirror
     changes a label, the crop padding that suits the images (`facts_for`, `Recipe.for_data`)."""
-    facts = facts_for(data)
-    recipe = recipe.for_data(facts.hflip, facts.crop_padding(min(data.image_size)))
-    return RunSpec(arch, data.num_classes, data.channels, data.image_size, recipe, seed,
+    return RunSpec(arch, data.num_classes, data.channels, data.image_size, adapt_recipe(recipe, data), seed,
                    data_name or data.name)
+
+
+def adapt_recipe(recipe: Recipe, data: ImageSet) -> Recipe:
+    """`recipe` as it trains on `data` (its dataset's facts applied): what specs and runs record."""
+    facts = facts_for(data)
+    return recipe.for_data(facts.hflip, facts.crop_padding(min(data.image_size)))
 
 
 def as_tensors(d: ImageSet | tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
