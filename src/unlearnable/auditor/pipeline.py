@@ -204,15 +204,21 @@ def execute(steps: list[StepInfo], specs: dict[str, Spec], skipped: dict[str, st
     names = {job_key(s): st.name for st in steps if (s := specs.get(st.name)) is not None}
     titles = {st.name: st.title for st in steps}
     cost = {job_key(s): st.cost(row) for st in steps if (s := specs.get(st.name)) is not None}
-    total = sum(cost.values()) or 1.0
+    total = [sum(cost.values()) or 1.0]
     t_start = time.perf_counter()
     done_cost = [0.0]
+
+    def finished_earlier(store: ResultStore, specs_here: list[Spec]) -> None:
+        # Jobs a store already holds will not run: they are not part of what is left.
+        for s in specs_here:
+            if store.status(job_key(s)) == "done":
+                total[0] -= cost.get(job_key(s), 0.0)
 
     def on_start(spec: Spec, i: int, n: int) -> None:
         key = job_key(spec)
         elapsed = time.perf_counter() - t_start
         rate = elapsed / done_cost[0] if done_cost[0] else None
-        eta = f", about {_fmt(rate * (total - done_cost[0]))} left" if rate else ""
+        eta = f", about {_fmt(rate * max(total[0] - done_cost[0], 0.0))} left" if rate else ""
         what = titles.get(names.get(key, ""), get_kind(spec["kind"]).title)
         log.info("[%s] %s (elapsed %s%s)", names.get(key, spec["kind"]), what, _fmt(elapsed), eta)
 
@@ -234,6 +240,7 @@ def execute(steps: list[StepInfo], specs: dict[str, Spec], skipped: dict[str, st
         cdir = cache_dir(cache)
         with ResultStore(cdir / "results.sqlite") as cstore:
             cctx = JobContext(cdir, cache=dict(preload), **ctx_args)
+            finished_earlier(cstore, shared)
             run_jobs(shared, cstore, cctx, on_start=on_start, on_done=on_done)
             for s in shared:
                 r = cstore.get(job_key(s))
@@ -242,6 +249,7 @@ def execute(steps: list[StepInfo], specs: dict[str, Spec], skipped: dict[str, st
     known = {k: r["result"] for k, r in results.items() if r["status"] == "done"}
     with ResultStore(out / "jobs.sqlite") as store:
         octx = JobContext(out, place=_own_place(out, row), cache=dict(preload), **ctx_args)
+        finished_earlier(store, own)
         run_jobs(own, store, octx, known=known, on_start=on_start, on_done=on_done)
         for s in own:
             r = store.get(job_key(s))
