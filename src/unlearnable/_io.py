@@ -7,12 +7,17 @@ leaves either the old artifact or the new one, never half of one.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
+import logging
 import os
 import platform
+import re
 import shutil
+import socket
 import tempfile
+import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -55,10 +60,21 @@ def sha256_array(a: np.ndarray) -> str:
 
 @contextlib.contextmanager
 def atomic_file(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[Any]:
-    """Open a temporary sibling of `path` for writing; rename it over `path` only on success."""
+    """Open a temporary sibling of `path` for writing; rename it over `path` only on success.
+
+    The temporary's name records the writing process (`temp_prefix`), so that the next write
+    to `path` removes what a killed one left behind (`remove_stale`).
+    """
     path = Path(path)
+    # The rename would fail on a directory, and would replace a device or FIFO (as root, /dev/null)
+    # rather than write into it.
+    if path.is_dir():
+        raise UnlearnableError(f"{path}: is a directory, not a file (name a file to write)")
+    if path.exists() and not path.is_file():
+        raise UnlearnableError(f"{path}: is not a regular file (a device, FIFO or socket); name a file to write")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    remove_stale(path)
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path), suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, mode) as f:
             yield f
@@ -91,41 +107,197 @@ def _json_default(o: Any) -> Any:
     raise TypeError(f"not JSON serializable: {type(o).__name__}")
 
 
-def read_json(path: str | os.PathLike[str]) -> Any:
+# Manifests, run.json and results.json are kilobytes; a larger "JSON file" is not one of ours.
+MAX_JSON_BYTES = 64 << 20
+
+
+def read_json(path: str | os.PathLike[str], object_only: bool = True) -> Any:
+    """The value of a JSON file (a regular file of at most MAX_JSON_BYTES).
+
+    Every JSON file this package writes holds an object, and its readers call `.get` on it, so
+    any other top-level value is a `DataError` unless `object_only=False`.
+    """
+    from ._safe import one_line, read_bounded  # _safe builds on this module's DataError
+
+    raw = read_bounded(path, MAX_JSON_BYTES)
     try:
-        with open(path) as f:
-            return json.load(f)
-    except FileNotFoundError:
-        raise DataError(path, "file not found") from None
+        value = json.loads(raw)
     except json.JSONDecodeError as e:
         raise DataError(path, f"not valid JSON ({e.msg} at line {e.lineno})") from None
+    except (ValueError, RecursionError) as e:  # bad UTF-8, a 5,000-digit number, nesting 10^5 deep
+        raise DataError(path, f"not valid JSON ({one_line(e)})") from None
+    if object_only and not isinstance(value, dict):
+        raise DataError(path, f"expected a JSON object {{...}}, got {json_type(value)}")
+    return value
+
+
+def json_type(value: Any) -> str:
+    """What a JSON value is, in JSON's words (for messages about a wrongly typed field)."""
+    for kind, name in ((bool, "true/false"), (dict, "an object"), (list, "an array"),
+                       (str, "a string"), ((int, float), "a number")):
+        if isinstance(value, kind):
+            return name
+    return "null" if value is None else type(value).__name__
 
 
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike[str], overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary directory that replaces `path` when the block succeeds.
 
-    An existing `path` is refused unless `overwrite`; with it, the old directory is removed only
-    after the new one is complete.
+    An existing `path` is refused unless `overwrite`, and one that is not a directory always (a
+    file named as an output directory is a mistake, not something to replace). With `overwrite`
+    the old directory is moved aside only once the new one is complete, and removed once the new
+    one is in place. The temporary and the old copy are siblings named by `temp_prefix`, so the
+    next write to `path` removes what a killed write left behind (`remove_stale`).
     """
     path = Path(path)
-    if path.exists() and not overwrite:
-        raise UnlearnableError(f"{path}: already exists (choose another --out or pass --overwrite)")
+    check_out_dir(path, overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    remove_stale(path)
+    tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(path), suffix=".tmp", dir=path.parent))
     try:
         yield tmp
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private (0700)
-        if path.exists():
-            old = path.with_name(f".{path.name}.old-{os.getpid()}")
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
+        _put_in_place(tmp, path, overwrite)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    remove_stale(path)  # an old copy kept while `path` was missing is now superseded
+
+
+def check_out_dir(path: str | os.PathLike[str], overwrite: bool = False) -> None:
+    """Refuse to write directory `path` where something is: anything unless `overwrite`, and
+    always a file (named as an output directory by mistake, not something to replace). Writers
+    that work long before `atomic_dir` call this first, so a refusal costs nothing."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UnlearnableError(f"{path}: exists and is not a directory (choose another --out)")
+    if path.exists() and not overwrite:
+        raise UnlearnableError(f"{path}: already exists (choose another --out or pass --overwrite)")
+
+
+def _put_in_place(tmp: Path, path: Path, overwrite: bool) -> None:
+    if not (overwrite and os.path.lexists(path)):
+        try:
+            os.replace(tmp, path)  # onto nothing, or an empty directory made meanwhile
+        except OSError as e:
+            if e.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
+                raise
+            # Another process wrote `path` while this one was writing: its result stays.
+            raise UnlearnableError(f"{path}: was written by another process meanwhile "
+                                   "(choose another --out or pass --overwrite)") from None
+        return
+    old = path.with_name(f"{temp_prefix(path)}{os.urandom(4).hex()}.old")
+    os.replace(path, old)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        os.replace(old, path)
+        raise
+    _remove(old)
+
+
+# A temporary or old copy older than this is abandoned whoever made it: no single write of this
+# package takes a day (an export of ImageNet-sized data takes minutes).
+STALE_AFTER_S = 24 * 3600
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:16] or "host"
+
+
+def temp_prefix(path: Path) -> str:
+    """`.NAME.PID@HOST.`: how the temporaries and old copies of `path` begin. Recording the
+    writer lets `remove_stale` tell a killed write's leftovers from a live one's."""
+    return f".{path.name}.{os.getpid()}@{_host()}."
+
+
+def _stale_names(name: str) -> re.Pattern[str]:
+    # PID@HOST. is absent from the names earlier versions gave (.NAME.XXXXXXXX.tmp, .NAME.old-PID).
+    return re.compile(rf"\.{re.escape(name)}\.(?:(\d+)@([A-Za-z0-9-]+)\.)?"
+                      r"(?:[a-z0-9_]{8}\.tmp|[0-9a-f]{8}\.old|old-\d+)")
+
+
+def remove_stale(path: str | os.PathLike[str]) -> None:
+    """Remove the temporaries and old copies of `path` that interrupted writes left beside it.
+
+    One is stale when its name records a process of this machine that no longer runs, or when it
+    is older than STALE_AFTER_S (a process of another machine sharing the file system, a name
+    from an earlier version, a reused PID). An old copy is kept while `path` itself is missing:
+    it is then the only copy (a kill fell between the two renames of an overwrite).
+    """
+    from ._lock import pid_alive  # _lock builds on this module
+
+    path = Path(path)
+    pattern, host, now = _stale_names(path.name), _host(), time.time()
+    try:
+        entries = list(os.scandir(path.parent))
+    except OSError:
+        return
+    for e in entries:
+        m = pattern.fullmatch(e.name)
+        if not m:
+            continue
+        try:
+            age = now - e.stat(follow_symlinks=False).st_mtime
+        except OSError:
+            continue
+        pid = int(m.group(1)) if m.group(1) else None
+        dead = pid is not None and m.group(2) == host and pid != os.getpid() and not pid_alive(pid)
+        if not (dead or age > STALE_AFTER_S):
+            continue
+        if not e.name.endswith(".tmp") and not os.path.lexists(path):
+            logging.getLogger(__name__).warning(
+                "%s: missing, but an interrupted overwrite left its previous version in %s", path, e.path)
+            continue
+        logging.getLogger(__name__).info("removing %s (left by an interrupted write)", e.path)
+        _remove(Path(e.path))
+
+
+def _remove(p: Path) -> None:
+    if p.is_dir() and not p.is_symlink():
+        shutil.rmtree(p, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()
+
+
+def read_paths(spec: str | os.PathLike[str], meta: dict[str, Any] | None = None) -> list[Path]:
+    """The files and directories that dataset `spec` (a name, a directory, `imagefolder:PATH`)
+    is read from; `meta`, the loaded ImageSet's, adds where a dataset given by name was found."""
+    s = str(spec)
+    found = [s.split(":", 1)[1] if s.startswith("imagefolder:") else s]
+    meta = meta or {}
+    source = meta.get("source") if isinstance(meta.get("source"), dict) else {}
+    found += [meta.get("path"), source.get("imagefolder")]
+    if source.get("path") != ".":  # what an embedded dataset records: it has no files
+        found.append(source.get("path"))
+    return [Path(p) for p in found if isinstance(p, str) and p and os.path.lexists(p)]
+
+
+def refuse_overlap(out: str | os.PathLike[str], reads: list[tuple[str, str | os.PathLike[str] | None]],
+                   option: str = "--out", file: bool = False) -> None:
+    """Refuse an output that is, holds or lies inside a path the same command reads, (what, path)
+    in `reads`: so that `--overwrite` never deletes an input and a write never adds to one.
+
+    Paths are compared resolved (symlinks, `..`). A `file` output may sit at the top of an
+    input directory (DATA/separability.json) unless it is one of the files a dataset is made of.
+    """
+    o = Path(out).resolve()
+    for what, p in reads:
+        if p is None:
+            continue
+        r = Path(p).resolve()
+        if o == r:
+            rel = "is"
+        elif o in r.parents:
+            rel = "holds"
+        elif r in o.parents and not (file and o.parent == r and o.name != "manifest.json" and o.suffix != ".npy"):
+            rel = "lies inside"
+        else:
+            continue
+        raise UnlearnableError(f"{option} {out}: {rel} {what} {p}, which this command reads; "
+                               f"choose another {option}")
 
 
 def versions() -> dict[str, str]:

@@ -8,6 +8,7 @@ that is how the field writes perturbation bounds.
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from typing import Any, TypeVar
 
@@ -49,9 +50,14 @@ def _convert(text: str, tp: Any, name: str) -> Any:
         raise UnlearnableError(f"parameter {name}: expected true/false, got {text!r}")
     if tp in (int, float):
         try:
-            return parse_number(text, tp)
+            value = parse_number(text, tp)
         except UnlearnableError as e:
             raise UnlearnableError(f"parameter {name}: {e}") from None
+        # No parameter means anything at nan or inf, and a nan passes every range check
+        # (nan > 1 is False) to surface hours later as a nan loss or a wrong verdict.
+        if not math.isfinite(value):
+            raise UnlearnableError(f"parameter {name}: expected a finite number, got {text!r}")
+        return value
     return text
 
 

@@ -25,7 +25,6 @@ that gained epochs only computes the new ones. Accuracies are fractions in [0, 1
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
@@ -39,7 +38,7 @@ from .._io import (
     write_json,
 )
 from ..data.imageset import ImageSet
-from ..train.engine import _progress_enabled, checkpoint_paths, load_weights, pick_device
+from ..train.engine import _progress_enabled, checkpoint_paths, load_weights, pick_device, read_jsonl
 from ..train.run import load_run
 
 PAPER = "Sandoval-Segura et al., NeurIPS 2023, §4.2 and Fig. 2, arXiv:2305.19254"
@@ -95,12 +94,8 @@ def _standard_curve(run_dir: Path) -> dict[int, float]:
     out: dict[int, float] = {}
     p = run_dir / "metrics.jsonl"
     if p.exists():
-        for line in p.read_text().splitlines():
-            try:
-                r = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if r.get("test_accuracy") is not None:
+        for r in read_jsonl(p):
+            if isinstance(r.get("test_accuracy"), (int, float)):
                 out[int(r["epoch"])] = float(r["test_accuracy"])
     return out
 
@@ -208,7 +203,7 @@ def dfr_curve(
         if cfile.exists():
             try:
                 prev = read_json(cfile)
-                if prev.get("key") == key:
+                if prev.get("key") == key and isinstance(prev.get("result"), dict):
                     return prev["result"]
             except DataError:
                 pass  # a broken cache file is recomputed

@@ -5,7 +5,8 @@
 
 Every protected set is made from the same seeded subset of the training images, so the clean
 reference (and the random network's DFR) is one job of the shared cache that every audit reuses.
-Everything is reused from `--out` and the cache when rerun.
+Everything is reused from `--out` and the cache when rerun; one demo at a time per `--out`.
+A step that fails in any audit is listed in each result's and in summary.json's `failed_steps`.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from .._io import UnlearnableError, atomic_file, write_json
+from .._lock import dir_lock
 from ..runner import JobContext, ResultStore, run_jobs
-from .pipeline import AuditConfig, run_audit
+from .pipeline import AuditConfig, one_line, run_audit
 from .report import render_comparison_html, render_comparison_md
 
 
@@ -56,11 +58,14 @@ def make_sets(out: Path, cfg: DemoConfig, data_root: str | os.PathLike[str] | No
     ctx = JobContext(out, progress=progress, data_root=str(data_root) if data_root else None,
                      place=lambda spec: out / "data" / spec["method"])
     with ResultStore(out / "jobs.sqlite") as store:
-        s = run_jobs(specs, store, ctx, on_start=lambda spec, i, n: log.info(
+        # A set that failed before is tried again: its cause (a device, a full disk) may be gone.
+        s = run_jobs(specs, store, ctx, retry_failed=True, on_start=lambda spec, i, n: log.info(
             "demo: making the %s protected set ...", spec["method"]))
         bad = s.failed + s.skipped_failed
         if bad:
-            raise UnlearnableError(f"demo: a protected set could not be made: {store.get(bad[0])['error']}")
+            row = store.get(bad[0])
+            raise UnlearnableError(f"demo: the {row['spec'].get('method')} protected set could not be made: "
+                                   f"{one_line(row['error'])}")
     return [out / "data" / m for m in cfg.methods]
 
 
@@ -74,6 +79,13 @@ def run_demo(out: str | os.PathLike[str] = "runs/demo", cfg: DemoConfig | None =
     epochs = cfg.epochs if cfg.epochs is not None else (DEMO_QUICK_EPOCHS if cfg.level == "quick" else None)
     audit_cfg = AuditConfig(arch=cfg.arch, level=cfg.level, seed=cfg.seed, epochs=epochs,
                             attacks=cfg.attacks)
+    out.mkdir(parents=True, exist_ok=True)
+    with dir_lock(out, "demo"):
+        return _demo(out, cfg, audit_cfg, data_root, progress, cache, t0)
+
+
+def _demo(out: Path, cfg: DemoConfig, audit_cfg: AuditConfig, data_root: str | os.PathLike[str] | None,
+          progress: bool | None, cache: str | os.PathLike[str] | None, t0: float) -> list[dict[str, Any]]:
     sets = make_sets(out, cfg, data_root, progress)
 
     results = []
@@ -82,6 +94,8 @@ def run_demo(out: str | os.PathLike[str] = "runs/demo", cfg: DemoConfig | None =
         r = run_audit(d, out / m, audit_cfg, data_root=data_root, progress=progress, cache=cache)
         r["_dir"] = m
         results.append(r)
+        for step, why in r.get("failed_steps", {}).items():
+            log.warning("demo: %s: step %s failed: %s", m, step, why)
 
     seconds = time.perf_counter() - t0
     title = f"Do unlearnable datasets protect? {cfg.data}, {cfg.arch}, level {cfg.level}"
@@ -93,6 +107,7 @@ def run_demo(out: str | os.PathLike[str] = "runs/demo", cfg: DemoConfig | None =
         "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.__dict__.items()},
         "clean_reference": (results[0].get("clean_reference") or {}).get("test_accuracy") if results else None,
         "rows": [{"dataset": r["dataset"]["name"], "verdict": r["verdict"]} for r in results],
+        "failed_steps": {r["_dir"]: r["failed_steps"] for r in results if r.get("failed_steps")},
         "seconds": round(seconds, 1),
     })
     log.info("demo: %d protected sets audited in %.1f min -> %s", len(results), seconds / 60, out / "report.html")

@@ -11,6 +11,12 @@ in DIR/jobs.sqlite and reused on a rerun; jobs that do not depend on the audited
 reference, the random-network DFR) go to the shared cache (`~/.cache/unlearnable`, or `--cache`,
 or $UNLEARNABLE_CACHE) and are computed once for every audit, demo row and rerun that needs them.
 Then figures, `results.json`, `report.html` (self-contained) and `report.md`.
+
+One audit at a time per DIR: a second one is refused at once (`_lock.dir_lock`). Audits of other
+DIRs share the cache safely: each shared job runs in one of them, the others wait for it. A step
+that fails is recorded with its reason (`failed_steps`), retried on the next run, and named by
+the verdict, which never judges without it. `restart=True` discards unfinished training state
+(and finished trainings whose checkpoints no longer load) so those steps start over.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from .._io import UnlearnableError, atomic_file, now_iso, read_json, versions, write_json
+from .._lock import dir_lock
 from .._registry import lookup, lookup_all
 from ..analyses.steps import Row, StepInfo, StepSkipped, steps_for
 from ..attacks import ATTACKS, ordered
@@ -34,6 +41,8 @@ from ..identity import content_id
 from ..ladder import level as get_level
 from ..ladder import recipe_for
 from ..runner import JobContext, ResultStore, Spec, canonical, expand, get_kind, job_key, run_jobs
+from ..runner.executors import discard_artifacts
+from ..runner.jobs import dependencies
 from .report import render_audit_html, render_audit_md
 from .verdict import Thresholds, verdict
 
@@ -127,11 +136,15 @@ def audit_row(inp: AuditInputs, cfg: AuditConfig, data_path: str) -> Row:
 
 def run_audit(data: str | os.PathLike[str], out: str | os.PathLike[str], config: AuditConfig | None = None,
               clean: str | None = None, data_root: str | os.PathLike[str] | None = None,
-              progress: bool | None = None, cache: str | os.PathLike[str] | None = None) -> dict[str, Any]:
-    """Audit `data` into `out`; rerunning continues an interrupted audit.
+              progress: bool | None = None, cache: str | os.PathLike[str] | None = None,
+              restart: bool = False) -> dict[str, Any]:
+    """Audit `data` into `out`; rerunning continues an interrupted audit (and retries failed steps).
 
     `cache`: the shared job cache (see `cache_dir`), where the clean reference and the random
     network's DFR are kept for every audit of the same base, recipe, model and seed.
+    `restart`: start unfinished trainings over instead of resuming them (a checkpoint that
+    cannot be read is discarded with them). The record's `failed_steps` maps each step that
+    failed, or could not run because one failed, to a one-line reason.
     """
     from ..models import MODELS
 
@@ -144,28 +157,37 @@ def run_audit(data: str | os.PathLike[str], out: str | os.PathLike[str], config:
     row = audit_row(inp, cfg, data_path)
     cfg_dict = cfg.to_dict()
     cfg_dict["model_signature"] = row.model
-    results_path = out / "results.json"
-    if results_path.exists():
-        prev_record = read_json(results_path)
-        prev_id = prev_record.get("data_content")
-        if prev_id not in (None, row.data["content"]):
-            raise UnlearnableError(f"{out}: holds an audit of other data ({prev_record.get('data_id')}); "
-                                   "use another --out")
-        prev = prev_record.get("config")
-        if prev is not None and prev != cfg_dict:
-            if {**prev, "model_signature": None} != {**cfg_dict, "model_signature": None}:
-                what = "other settings"
-            elif prev.get("model_signature") is None:
-                what = "an earlier version of unlearnable (no model signature recorded)"
-            else:
-                what = f"another definition of {cfg.arch!r} (another version of unlearnable)"
-            raise UnlearnableError(f"{out}: holds an audit made with {what}; use another --out")
+    _check_previous(out, row, cfg, cfg_dict)
     out.mkdir(parents=True, exist_ok=True)
+    with dir_lock(out, "audit"):
+        _check_previous(out, row, cfg, cfg_dict)  # another audit may have written it meanwhile
+        steps, specs, skipped = _plan(row)
+        record = execute(steps, specs, skipped, row, out, cfg, inp, data_root, progress, cache, restart)
+        record.update({"config": cfg_dict, "data_id": data_path, "data_content": row.data["content"]})
+        return finish(out, record, inp, cfg, row)
 
-    steps, specs, skipped = _plan(row)
-    record = execute(steps, specs, skipped, row, out, cfg, inp, data_root, progress, cache)
-    record.update({"config": cfg_dict, "data_id": data_path, "data_content": row.data["content"]})
-    return finish(out, record, inp, cfg, row)
+
+def _check_previous(out: Path, row: Row, cfg: AuditConfig, cfg_dict: dict[str, Any]) -> None:
+    """Refuse an `out` that holds an audit of other data or with other settings."""
+    results_path = out / "results.json"
+    if not results_path.exists():
+        return
+    prev_record = read_json(results_path)
+    prev_id = prev_record.get("data_content")
+    if prev_id not in (None, row.data["content"]):
+        raise UnlearnableError(f"{out}: holds an audit of other data ({prev_record.get('data_id')}); "
+                               "use another --out")
+    prev = prev_record.get("config")
+    # The device is where the audit runs, not what it computes: a rerun on another one (after
+    # `--device cuda` failed, say) continues the same audit.
+    if prev is not None and {**prev, "device": None} != {**cfg_dict, "device": None}:
+        if {**prev, "model_signature": None, "device": None} != {**cfg_dict, "model_signature": None, "device": None}:
+            what = "other settings"
+        elif prev.get("model_signature") is None:
+            what = "an earlier version of unlearnable (no model signature recorded)"
+        else:
+            what = f"another definition of {cfg.arch!r} (another version of unlearnable)"
+        raise UnlearnableError(f"{out}: holds an audit made with {what}; use another --out")
 
 
 def _plan(row: Row) -> tuple[list[StepInfo], dict[str, Spec], dict[str, str]]:
@@ -193,10 +215,12 @@ def _own_place(out: Path, row: Row):
 
 def execute(steps: list[StepInfo], specs: dict[str, Spec], skipped: dict[str, str], row: Row, out: Path,
             cfg: AuditConfig, inp: AuditInputs, data_root: str | os.PathLike[str] | None,
-            progress: bool | None, cache: str | os.PathLike[str] | None) -> dict[str, Any]:
+            progress: bool | None, cache: str | os.PathLike[str] | None, restart: bool = False) -> dict[str, Any]:
     """Run the step specs: shared jobs in the cache store, the audit's own in DIR/jobs.sqlite.
 
-    A job is shared when its identity does not mention the audited data's content."""
+    A job is shared when its identity does not mention the audited data's content. Failed jobs
+    run again (their cause may be gone); an own job that needs a shared one that failed is not
+    run (it would otherwise redo the shared job in DIR)."""
     mine = row.data["content"]
     jobs = expand(list(specs.values()))
     shared = [s for s in jobs if mine not in canonical(s)]
@@ -241,35 +265,92 @@ def execute(steps: list[StepInfo], specs: dict[str, Spec], skipped: dict[str, st
         with ResultStore(cdir / "results.sqlite") as cstore:
             cctx = JobContext(cdir, cache=dict(preload), **ctx_args)
             finished_earlier(cstore, shared)
-            run_jobs(shared, cstore, cctx, on_start=on_start, on_done=on_done)
+            run_jobs(shared, cstore, cctx, retry_failed=True, on_start=on_start, on_done=on_done,
+                     restart=restart)
             for s in shared:
                 r = cstore.get(job_key(s))
                 if r is not None:
                     results[job_key(s)] = r
     known = {k: r["result"] for k, r in results.items() if r["status"] == "done"}
+    shared_keys = {job_key(s) for s in shared}
+    runnable: list[Spec] = []
+    for s in own:  # expand() order: dependencies first
+        if all(job_key(d) in known or (job_key(d) not in shared_keys and d in runnable) for d in dependencies(s)):
+            runnable.append(s)
     with ResultStore(out / "jobs.sqlite") as store:
         octx = JobContext(out, place=_own_place(out, row), cache=dict(preload), **ctx_args)
+        if restart:
+            _discard_broken_trainings(store, own, octx)
         finished_earlier(store, own)
-        run_jobs(own, store, octx, known=known, on_start=on_start, on_done=on_done)
+        run_jobs(runnable, store, octx, known=known, retry_failed=True, on_start=on_start, on_done=on_done,
+                 restart=restart)
         for s in own:
             r = store.get(job_key(s))
             if r is not None:
                 results[job_key(s)] = r
     steps_rec: dict[str, Any] = {}
+    step_of = {job_key(s): n for n, s in specs.items()}
     for st in steps:
         if st.name in skipped:
             steps_rec[st.name] = {"status": "skipped", "reason": skipped[st.name]}
             continue
         key = job_key(specs[st.name])
         r = results.get(key)
+        if r is not None and r["status"] == "failed":
+            steps_rec[st.name] = {"status": "failed", "key": key, "reason": one_line(r.get("error"))}
+        elif r is None or r["status"] != "done":
+            steps_rec[st.name] = {"status": "blocked", "key": key,
+                                  "reason": _not_run(specs[st.name], results, step_of)}
+        else:
+            steps_rec[st.name] = {"status": "done", "key": key, "result": r["result"],
+                                  "seconds": r.get("seconds"), "shared": mine not in canonical(specs[st.name])}
+    failed = {n: e["reason"] for n, e in steps_rec.items() if e["status"] in ("failed", "blocked")}
+    return {"steps": steps_rec, "failed_steps": failed, "finished": now_iso()}
+
+
+def one_line(error: str | None, limit: int = 300) -> str:
+    """The first line of a recorded error (torch's run over several), at most `limit` characters."""
+    lines = [ln.strip() for ln in (error or "").splitlines() if ln.strip()]
+    text = lines[0] if lines else "failed (no error recorded)"
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _not_run(spec: Spec, results: dict[str, dict[str, Any]], step_of: dict[str, str]) -> str:
+    """Why a job did not run: the first job it depends on that failed, named as its step."""
+    return _failed_dependency(spec, results, step_of) or "a job it depends on did not finish"
+
+
+def _failed_dependency(spec: Spec, results: dict[str, dict[str, Any]], step_of: dict[str, str]) -> str | None:
+    for d in dependencies(spec):
+        r = results.get(job_key(d))
+        if r is not None and r["status"] == "failed":
+            what = f"step {step_of[job_key(d)]}" if job_key(d) in step_of else f"its {d['kind']} job"
+            return f"{what} failed: {one_line(r.get('error'))}"
         if r is None or r["status"] != "done":
-            status = "blocked" if r is None or r["status"] == "pending" else r["status"]
-            steps_rec[st.name] = {"status": "failed" if status == "failed" else status, "key": key,
-                                  "reason": (r or {}).get("error") or "a job it depends on did not finish"}
+            deeper = _failed_dependency(d, results, step_of)
+            if deeper:
+                return deeper
+    return None
+
+
+def _discard_broken_trainings(store: ResultStore, own: list[Spec], ctx: JobContext) -> None:
+    """Under restart, a finished training of this audit whose checkpoints no longer load (DFR
+    reads them all) is made pending and its directory discarded, so it trains again."""
+    import torch
+
+    for s in own:
+        row = store.get(job_key(s))
+        if s["kind"] != "train" or row is None or row["status"] != "done":
             continue
-        steps_rec[st.name] = {"status": "done", "key": key, "result": r["result"], "seconds": r.get("seconds"),
-                              "shared": mine not in canonical(specs[st.name])}
-    return {"steps": steps_rec, "finished": now_iso()}
+        run_dir = ctx.dir_of(s)
+        for ck in [run_dir / "last.pt", *sorted((run_dir / "checkpoints").glob("epoch_*.pt"))]:
+            try:
+                torch.load(ck, map_location="cpu", weights_only=True)
+            except Exception as e:  # noqa: BLE001 - any unreadable checkpoint means: train again
+                log.info("restart: %s is unreadable (%s); that training runs again", ck, type(e).__name__)
+                if store.reset(job_key(s)):
+                    discard_artifacts(s, ctx)
+                break
 
 
 def step_result(record: dict[str, Any], name: str) -> dict[str, Any] | None:
@@ -301,6 +382,8 @@ def finish(out: Path, record: dict[str, Any], inp: AuditInputs, cfg: AuditConfig
             attacks[name] = r
     clean_ref = step_result(record, "train-clean")
     dfr = step_result(record, "dfr")
+    # The steps whose numbers the verdict weighs: were one missing, it would judge without it.
+    feeds = {"train-protected", "train-clean", "dfr", *(f"attack:{a}" for a in cfg.attack_list())}
     gain = None
     if dfr and dfr.get("max_dfr_accuracy") is not None and dfr.get("random_init_dfr_accuracy") is not None:
         gain = 100 * (dfr["max_dfr_accuracy"] - dfr["random_init_dfr_accuracy"])
@@ -335,7 +418,8 @@ def finish(out: Path, record: dict[str, Any], inp: AuditInputs, cfg: AuditConfig
                       "reason": record["steps"][st.name].get("reason", "")}
                      for st in steps_for(row)],
         "verdict": verdict(clean_ref["test_accuracy"] if clean_ref else None, attacks, gain, cfg.thresholds,
-                           inp.protected.num_classes),
+                           inp.protected.num_classes, failed={n: why for n, why in record["failed_steps"].items()
+                                                              if n in feeds}),
         "versions": versions(),
     })
     write_json(out / "results.json", record)

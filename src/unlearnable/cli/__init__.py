@@ -26,7 +26,9 @@ COMMANDS = ["datasets", "train", "demo", "poison", "show", "attack", "audit", "i
 def build_parser() -> argparse.ArgumentParser:
     from .. import __version__
 
-    p = argparse.ArgumentParser(
+    from .common import Parser
+
+    p = Parser(
         prog="unlearnable",
         description="Does an unlearnable (protected) image dataset really protect? "
                     "Make, import, audit and attack protected datasets.",
@@ -72,22 +74,34 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
     parser.add_argument("-v", "--verbose", action="store_true", help="debugging detail on stderr")
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 0
     try:
+        # Usage errors too are UnlearnableError (`common.Parser`), reported like every other.
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 0
         return int(args.func(args) or 0)
     except UnlearnableError as e:
-        print(f"unlearnable: error: {e}", file=sys.stderr)
+        print(f"unlearnable: error: {_one_line(str(e))}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `unlearnable datasets | head`: the reader left, nothing is wrong
         sys.stdout = open(os.devnull, "w")
         return 0
+    except OSError as e:
+        # What the file system refuses (no permission, no space, a read-only mount) is the
+        # user's to fix: one line naming the file, not a traceback.
+        where = " ".join(f"{f}:" for f in (e.filename, e.filename2) if f is not None)
+        print(f"unlearnable: error: {_one_line(f'{where} {e.strerror or e}'.strip())}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("unlearnable: interrupted; finished work is saved, rerun the same command to resume",
               file=sys.stderr)
         return 130
+
+
+def _one_line(text: str) -> str:
+    # The promise is one line: a message quoting a file's content or a path may hold newlines.
+    return " ".join(text.split())
 
 
 if __name__ == "__main__":  # pragma: no cover

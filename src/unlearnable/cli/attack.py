@@ -13,7 +13,8 @@ import logging
 from .._io import UnlearnableError
 from .._registry import lookup_all
 from ..attacks import ATTACKS, AttackContext, get_attack, run_attack
-from .common import add_train_args, parse_params, progress_from_args, recipe_from_args
+from .common import (add_train_args, names_in, parse_params, progress_from_args, recipe_from_args,
+                     refuse_input_overlap, run_dir)
 
 log = logging.getLogger(__name__)
 
@@ -24,12 +25,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "`unlearnable attack --list` shows the attacks.")
     p.add_argument("name", nargs="?", help="attack name (see --list), or `all` to compare them")
     p.add_argument("data", nargs="?", help="protected dataset directory, or a dataset name")
-    p.add_argument("--out", help="run directory (resumed when it exists)")
+    p.add_argument("--out", type=run_dir, help="run directory (resumed when it exists)")
     p.add_argument("--param", action="append", metavar="KEY=VALUE", help="attack parameter (repeatable)")
     p.add_argument("--save-recovered", action="store_true",
                    help="also write the transformed training set (same as --param save_recovered=true)")
     p.add_argument("--list", action="store_true", help="list the attacks and exit")
-    p.add_argument("--attacks", default=None, help="with `all`: comma-separated attacks (default: every one)")
+    p.add_argument("--attacks", default=None, type=names_in(ATTACKS, "attack"),
+                   help="with `all`: comma-separated attacks (default: every one)")
     add_train_args(p)
     p.set_defaults(func=run)
 
@@ -62,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if not args.name or not args.data:
         raise UnlearnableError("usage: unlearnable attack NAME DATA --out RUN_DIR (or --list)")
+    refuse_input_overlap(args.out, args.data)
     if args.name == "all":
         return run_all_cli(args)
     get_attack(args.name)

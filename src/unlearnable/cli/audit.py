@@ -13,12 +13,15 @@ Each entry builds its own argparse parser (prog "unlearnable audit NAME"), so
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from .._io import UnlearnableError, write_json
-from .common import add_cache, add_data_root, add_level
+from ..attacks import ATTACKS
+from .common import (Parser, add_cache, add_data_root, add_level, arch_name, device, finite_float, int_in, names_in,
+                     out_file, positive_float, positive_int, refuse_input_overlap, run_dir, seed_int)
 
 
 @dataclass(frozen=True)
@@ -26,6 +29,9 @@ class AuditCommand:
     help: str
     configure: Callable[[argparse.ArgumentParser], None]  # adds the arguments
     run: Callable[[argparse.Namespace], int]
+    # Checks between arguments (an output that would overwrite an input), made before `run`
+    # creates anything; the values alone are checked by their argparse types.
+    check: Callable[[argparse.Namespace], None] | None = None
 
 
 SUBCOMMANDS: dict[str, AuditCommand] = {}
@@ -45,7 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def sub_parser(name: str) -> argparse.ArgumentParser:
     cmd = SUBCOMMANDS[name]
-    p = argparse.ArgumentParser(prog=f"unlearnable audit {name}", description=cmd.help)
+    p = Parser(prog=f"unlearnable audit {name}", description=cmd.help)
     cmd.configure(p)
     return p
 
@@ -59,6 +65,8 @@ def dispatch(args: argparse.Namespace) -> int:
         raise UnlearnableError(f"audit: choose a sub-command: {', '.join(SUBCOMMANDS)} "
                                f"(got {args.what!r}; `unlearnable audit --help`)")
     sub_args = sub_parser(name).parse_args(argv)
+    if SUBCOMMANDS[name].check is not None:
+        SUBCOMMANDS[name].check(sub_args)
     return SUBCOMMANDS[name].run(sub_args)
 
 
@@ -68,10 +76,10 @@ def _dfr_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", help="a training run directory with per-epoch checkpoints")
     p.add_argument("--clean", default=None,
                    help="clean dataset for the head and the test (default: the run's data, or its base)")
-    p.add_argument("--n", type=int, default=5000, help="clean training images for the head (default 5000)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the clean subset (default 0)")
-    p.add_argument("--max-iter", type=int, default=1000, help="LogisticRegression max_iter (default 1000)")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--n", type=positive_int, default=5000, help="clean training images for the head (default 5000)")
+    p.add_argument("--seed", type=seed_int, default=0, help="seed of the clean subset (default 0)")
+    p.add_argument("--max-iter", type=positive_int, default=1000, help="LogisticRegression max_iter (default 1000)")
+    p.add_argument("--device", default="auto", type=device)
     p.add_argument("--no-progress", action="store_true")
     add_data_root(p)
 
@@ -96,25 +104,35 @@ def _dfr_run(args: argparse.Namespace) -> int:
 
 # --- separability ---------------------------------------------------------------------------------
 
+# A hidden layer this wide already has millions of weights on CIFAR-sized inputs (the paper's is
+# 30); --hidden 10^9 once asked for 256 GB.
+MAX_HIDDEN = 4096
+
+
 def _sep_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("data", help="protected dataset directory (or a dataset name with --of images)")
     p.add_argument("--of", choices=("perturbations", "images"), default="perturbations",
                    help="fit delta = x' - x (needs the base set) or the images themselves")
-    p.add_argument("--hidden", type=int, default=0, help="0: linear; 30: one tanh hidden layer of 30")
-    p.add_argument("--steps", type=int, default=500, help="L-BFGS steps (default 500)")
-    p.add_argument("--max-iter", type=int, default=1,
+    p.add_argument("--hidden", type=int_in(0, MAX_HIDDEN), default=0,
+                   help="0: linear; 30: one tanh hidden layer of 30")
+    p.add_argument("--steps", type=positive_int, default=500, help="L-BFGS steps (default 500)")
+    p.add_argument("--max-iter", type=positive_int, default=1,
                    help="L-BFGS iterations per step (default 1; the released script's is 20)")
-    p.add_argument("--lr", type=float, default=0.5)
-    p.add_argument("--repeats", type=int, default=1, help="seeded repeats, mean and std (default 1)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--n", type=int, default=None, help="use a seeded random subset of N samples")
+    p.add_argument("--lr", type=positive_float, default=0.5)
+    p.add_argument("--repeats", type=positive_int, default=1, help="seeded repeats, mean and std (default 1)")
+    p.add_argument("--seed", type=seed_int, default=0)
+    p.add_argument("--n", type=positive_int, default=None, help="use a seeded random subset of N samples")
     p.add_argument("--no-early-stop", action="store_true", help="run all steps even after 100%% accuracy")
-    p.add_argument("--out", default=None,
+    p.add_argument("--out", default=None, type=out_file,
                    help="JSON file to write (default DATA/separability.json for the default settings, "
                         "DATA/separability-OF-hiddenH.json otherwise; DATA must be a directory)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", type=device)
     p.add_argument("--no-progress", action="store_true")
     add_data_root(p)
+
+
+def _sep_check(args: argparse.Namespace) -> None:
+    refuse_input_overlap(args.out, args.data, file=True)
 
 
 def _sep_run(args: argparse.Namespace) -> int:
@@ -142,28 +160,37 @@ def _sep_run(args: argparse.Namespace) -> int:
 
 SUBCOMMANDS["dfr"] = AuditCommand("DFR: clean linear head on each checkpoint's features (Fig. 2)", _dfr_args, _dfr_run)
 SUBCOMMANDS["separability"] = AuditCommand("linear separability of perturbations or images (Tables 2, 6)",
-                                           _sep_args, _sep_run)
+                                           _sep_args, _sep_run, _sep_check)
 
 
 # --- the full audit: `unlearnable audit DATA --out DIR` --------------------------------------------
 def _full_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("data", help="protected dataset directory (or a dataset name)")
-    p.add_argument("--out", required=True, help="audit directory (a rerun continues where it stopped)")
+    p.add_argument("--out", required=True, type=run_dir,
+                   help="audit directory (a rerun continues where it stopped)")
     p.add_argument("--clean", default=None, help="the clean base dataset, when the manifest does not name it")
-    p.add_argument("--arch", default="convnet", help="architecture (default convnet)")
+    p.add_argument("--arch", default="convnet", type=arch_name, help="architecture (default convnet)")
     add_level(p)
-    p.add_argument("--epochs", type=int, default=None,
+    p.add_argument("--epochs", type=positive_int, default=None,
                    help="override the level's epochs for every training, attacks included")
-    p.add_argument("--attacks", default=None, help="comma-separated attacks (default: the level's)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--broken-at", type=float, default=0.8,
+    p.add_argument("--attacks", default=None, type=names_in(ATTACKS, "attack"),
+                   help="comma-separated attacks (default: the level's)")
+    p.add_argument("--seed", type=seed_int, default=0)
+    p.add_argument("--broken-at", type=finite_float(0.0, 1.0, lo_open=True), default=0.8,
                    help="an attack breaks the protection at this fraction of clean accuracy (default 0.8)")
-    p.add_argument("--leak-points", type=float, default=10.0,
+    p.add_argument("--leak-points", type=finite_float(0.0), default=10.0,
                    help="DFR gain over a random network, in points, that counts as leaking (default 10)")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", type=device)
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--restart", action="store_true",
+                   help="start unfinished trainings over instead of resuming them (use when a checkpoint is unreadable)")
     add_cache(p)
     add_data_root(p)
+
+
+def _full_check(args: argparse.Namespace) -> None:
+    refuse_input_overlap(args.out, args.data)
+    refuse_input_overlap(args.out, args.clean, what="the clean dataset")
 
 
 def _full_run(args: argparse.Namespace) -> int:
@@ -174,16 +201,20 @@ def _full_run(args: argparse.Namespace) -> int:
                       attacks=tuple(a for a in args.attacks.split(",") if a) if args.attacks else None,
                       thresholds=Thresholds(args.broken_at, args.leak_points), device=args.device)
     r = run_audit(args.data, args.out, cfg, clean=args.clean, data_root=args.data_root,
-                  progress=False if args.no_progress else None, cache=args.cache)
+                  progress=False if args.no_progress else None, cache=args.cache, restart=args.restart)
     print(summary_text([r]))
-    skipped = {n: s.get("reason") for n, s in r["steps"].items() if s.get("status") in ("skipped", "failed", "blocked")}
+    skipped = {n: s.get("reason") for n, s in r["steps"].items() if s.get("status") == "skipped"}
     for n, why in skipped.items():
-        print(f"  {n}: {r['steps'][n]['status']} ({why})")
+        print(f"  {n}: skipped ({why})")
     v = r["verdict"]
     print(f"verdict: {v['overall']} - {v['reason']}\nreport: {Path(args.out) / 'report.html'}")
-    return 0
+    # A step that failed is not a result: say which, on stderr, and exit non-zero.
+    failed = r.get("failed_steps") or {}
+    for name, why in failed.items():
+        print(f"unlearnable: audit step {name} {r['steps'][name]['status']}: {why}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 SUBCOMMANDS["run"] = AuditCommand("the full audit: every analysis, a verdict, report.html (default)",
-                                  _full_args, _full_run)
+                                  _full_args, _full_run, _full_check)
 DEFAULT_SUBCOMMAND = "run"

@@ -9,30 +9,36 @@ a summary table on stdout.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
 from ..auditor.demo import DEMO_QUICK_EPOCHS, DemoConfig, run_demo
 from ..auditor.report import summary_text
-from .common import add_cache, add_data_root, add_level
+from ..attacks import ATTACKS
+from ..poisons import POISONS
+from .common import (add_cache, add_data_root, add_level, arch_name, names_in, nonneg_int, positive_int,
+                     refuse_input_overlap, run_dir, seed_int)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     d = DemoConfig()
     p = sub.add_parser("demo", help="protect Fashion-MNIST several ways, audit each, compare (make demo)")
     p.add_argument("--data", default=d.data, help=f"clean dataset (default {d.data})")
-    p.add_argument("--out", default="runs/demo", help="output directory (default runs/demo; reused when rerun)")
-    p.add_argument("--methods", default=",".join(d.methods), help="comma-separated poisons")
-    p.add_argument("--subset", type=int, default=d.subset,
+    p.add_argument("--out", default="runs/demo", type=run_dir,
+                   help="output directory (default runs/demo; reused when rerun)")
+    p.add_argument("--methods", default=",".join(d.methods), type=names_in(POISONS, "poison"),
+                   help="comma-separated poisons")
+    p.add_argument("--subset", type=nonneg_int, default=d.subset,
                    help=f"training images per protected set (default {d.subset}; 0 = all)")
     add_level(p, d.level)
-    p.add_argument("--attacks", default=",".join(d.attacks or ()),
+    p.add_argument("--attacks", default=",".join(d.attacks or ()), type=names_in(ATTACKS, "attack"),
                    help="comma-separated attacks (default: the cheap ones; add adv-train for the full table)")
-    p.add_argument("--epochs", type=int, default=None,
+    p.add_argument("--epochs", type=positive_int, default=None,
                    help=f"override the level's epochs (default {DEMO_QUICK_EPOCHS} at the quick level, "
                         "the level's own otherwise)")
-    p.add_argument("--arch", default=d.arch)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--arch", default=d.arch, type=arch_name)
+    p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--no-progress", action="store_true")
     add_cache(p)
     add_data_root(p)
@@ -40,6 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    refuse_input_overlap(args.out, args.data)
     cfg = DemoConfig(data=args.data, methods=tuple(m for m in args.methods.split(",") if m),
                      subset=args.subset or None, level=args.level, arch=args.arch, seed=args.seed,
                      attacks=tuple(a for a in args.attacks.split(",") if a),
@@ -49,4 +56,7 @@ def run(args: argparse.Namespace) -> int:
     print(summary_text(results))
     print(f"demo: {len(results)} protected sets audited in {(time.perf_counter() - t0) / 60:.1f} min "
           f"-> {Path(args.out) / 'report.html'}")
-    return 0
+    failed = [(r["_dir"], n, why) for r in results for n, why in (r.get("failed_steps") or {}).items()]
+    for m, n, why in failed:
+        print(f"unlearnable: demo {m}: audit step {n}: {why}", file=sys.stderr)
+    return 1 if failed else 0

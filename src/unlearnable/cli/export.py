@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..imports import EXPORTERS, export_dataset
-from .common import add_data_root
+from .common import add_data_root, out_dir
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -13,7 +13,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("data", metavar="DIR", help="dataset directory (or dataset name)")
     p.add_argument("--format", default="png-folder", choices=list(EXPORTERS),
                    help="png-folder (data/{index}.png + labels.csv), imagefolder (CLASS/{index}.png), npz")
-    p.add_argument("--out", required=True, metavar="OUT", help="directory to write")
+    p.add_argument("--out", required=True, metavar="OUT", type=out_dir, help="directory to write")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_data_root(p)

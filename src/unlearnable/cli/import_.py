@@ -6,7 +6,7 @@ import argparse
 
 from ..data.store import load_dataset_dir
 from ..imports import IMPORTERS, import_dataset
-from .common import add_data_root, parse_params
+from .common import add_data_root, out_dir, parse_params
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("path", metavar="PATH", help="the released file or directory")
     p.add_argument("--base", required=True, metavar="DATA",
                    help="clean training set the poison was made from (dataset name or directory)")
-    p.add_argument("--out", required=True, metavar="DIR", help="dataset directory to write")
+    p.add_argument("--out", required=True, metavar="DIR", type=out_dir, help="dataset directory to write")
     p.add_argument("--trust-labels", action="store_true",
                    help="keep labels the files carry even where they disagree with the base set")
     p.add_argument("--layout", choices=["NHWC", "NCHW"], default=None, help="npz: axis order of images")

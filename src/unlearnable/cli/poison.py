@@ -10,7 +10,7 @@ from .._io import UnlearnableError
 from ..data.store import load_dataset_dir
 from ..ladder import LEVELS
 from ..poisons import POISONS, PoisonContext, poison_dataset
-from .common import add_data_root, parse_params, progress_from_args
+from .common import add_data_root, device, fraction, out_dir, parse_params, positive_int, progress_from_args, seed_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,16 +19,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--list", action="store_true", help="list the methods with their default parameters")
     p.add_argument("--dataset", help="clean base dataset: name (fashion-mnist, cifar10, digits, ...) "
                                      "or imagefolder:PATH; its training split is protected")
-    p.add_argument("--out", help="output dataset directory")
-    p.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
+    p.add_argument("--out", type=out_dir, help="output dataset directory")
+    p.add_argument("--seed", type=seed_int, default=0, help="seed of every random choice (default 0)")
     p.add_argument("--param", action="append", metavar="K=V", default=[],
                    help="method parameter, repeatable (e.g. --param p=16, --param eps=8/255)")
-    p.add_argument("--fraction", type=float, default=1.0,
+    p.add_argument("--fraction", type=fraction, default=1.0,
                    help="poison only this seeded fraction of the samples (default 1.0)")
-    p.add_argument("--subset", type=int, default=None,
+    p.add_argument("--subset", type=positive_int, default=None,
                    help="protect a seeded random subset of N base images (indices.npy says which)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
-    p.add_argument("--device", default="cpu", help="device for model-based methods (default cpu)")
+    p.add_argument("--device", default="cpu", type=device, help="device for model-based methods (default cpu)")
     p.add_argument("--level", default="paper", choices=LEVELS,
                    help="compute level (the ladder's): the cost of model-based methods, and "
                         "cheaper presets of model-free ones at tiny (default paper)")

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from .._io import UnlearnableError
-from .common import add_data_root, add_level
+from .common import add_data_root, add_level, arch_name, device, out_file, positive_int, run_dir, seed_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    + "; ".join(f"{k}: {v}" for k, v in TABLES.items()))
     p.add_argument("table", choices=list(TABLES), help="which table or figure")
     p.add_argument("--dataset", required=True, help="dataset name (fashion-mnist, cifar10, digits, ...)")
-    p.add_argument("--arch", action="append", default=None,
+    p.add_argument("--arch", action="append", default=None, type=arch_name,
                    help="architecture (repeatable; table4 makes one column per arch; default convnet)")
     add_level(p)
     p.add_argument("--steps", default=None,
@@ -35,19 +36,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--methods", default=None,
                    help="comma-separated poisons for the rows (default: every registered poison cheap "
                         "enough for the level); the clean set is always a row")
-    p.add_argument("--subset", type=int, default=None,
+    p.add_argument("--subset", type=positive_int, default=None,
                    help="train on a seeded random subset of this many training images (default: all)")
-    p.add_argument("--epochs", type=int, default=None, help="override the level's training epochs")
-    p.add_argument("--seed", type=int, default=0, help="seed of every cell (default 0)")
+    p.add_argument("--epochs", type=positive_int, default=None, help="override the level's training epochs")
+    p.add_argument("--seed", type=seed_int, default=0, help="seed of every cell (default 0)")
     p.add_argument("--executor", default="local", choices=list(EXECUTORS),
                    help="local (in process, sequential; default) or ray (one Ray task per cell)")
     p.add_argument("--address", default=None,
                    help="Ray cluster address (e.g. auto or ray://host:10001); default: a local Ray instance")
     p.add_argument("--dry-run", action="store_true", help="print the grid and a cost estimate; run nothing")
     p.add_argument("--retry-failed", action="store_true", help="rerun cells that failed before")
-    p.add_argument("--db", default="runs/results.sqlite", help="result store (default runs/results.sqlite)")
-    p.add_argument("--out", default="runs/reproduce", help="artifacts and tables (default runs/reproduce)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, ... (default auto)")
+    p.add_argument("--db", default="runs/results.sqlite", type=out_file,
+                   help="result store (default runs/results.sqlite)")
+    p.add_argument("--out", default="runs/reproduce", type=run_dir,
+                   help="artifacts and tables (default runs/reproduce)")
+    p.add_argument("--device", default="auto", type=device, help="auto, cpu, cuda, ... (default auto)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_data_root(p)
     p.set_defaults(func=run)
@@ -56,6 +59,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..reproduce import ResultStore, build_grid, run_grid, write_outputs
 
+    if Path(args.out).resolve() == Path(args.db).resolve():
+        raise UnlearnableError(f"--out {args.out}: is the result store --db {args.db}; choose another --out")
     methods = None if args.methods is None else [m.strip() for m in args.methods.split(",") if m.strip()]
     steps = None if args.steps is None else [s.strip() for s in args.steps.split(",") if s.strip()]
     grid = build_grid(args.table, args.dataset, args.arch, args.level, methods, args.seed, args.subset, args.epochs,
@@ -88,8 +93,6 @@ def _describe(spec: dict) -> str:
 
 
 def dry_run(grid, args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from ..data.resolve import load_data
     from ..reproduce import ResultStore
     from ..reproduce.cost import estimate, format_estimate

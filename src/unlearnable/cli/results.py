@@ -12,7 +12,8 @@ import json
 import sys
 from typing import Any
 
-from .._io import UnlearnableError, atomic_file
+from .._io import UnlearnableError, atomic_file, refuse_overlap
+from .common import out_file
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,11 +21,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("results", help="list and export the result store (tables, CSV, JSON)",
                        description="List the jobs of the result store, or render the grids of --table.")
-    p.add_argument("--db", default="runs/results.sqlite", help="result store (default runs/results.sqlite)")
+    p.add_argument("--db", default="runs/results.sqlite", type=out_file,
+                   help="result store (default runs/results.sqlite)")
     p.add_argument("--table", choices=list(TABLES), default=None, help="render this table's grids")
     p.add_argument("--dataset", default=None, help="only grids of this dataset (with --table)")
     p.add_argument("--format", default="table", choices=["table", "csv", "json"], help="output format")
-    p.add_argument("--out", default=None, help="write to FILE instead of standard output")
+    p.add_argument("--out", default=None, type=out_file, help="write to FILE instead of standard output")
     p.set_defaults(func=run)
 
 
@@ -41,6 +43,8 @@ def run(args: argparse.Namespace) -> int:
     from ..reproduce import ResultStore, grid_jobs, table_data, to_csv, to_markdown
     from ..reproduce.tables import caption
 
+    if args.out:
+        refuse_overlap(args.out, [("the result store", args.db)], file=True)
     with ResultStore(args.db, create=False) as store:
         if args.table:
             grids = [g for g in store.grids(args.table) if args.dataset in (None, g["dataset"])]

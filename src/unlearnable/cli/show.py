@@ -7,32 +7,49 @@ import argparse
 from .._io import UnlearnableError
 from ..data.resolve import load_base
 from ..data.store import load_dataset_dir
-from ..viz.grid import comparison_grid, save_png
-from .common import add_data_root
+from ..viz.grid import comparison_grid, default_scale, grid_size, save_png
+from .common import add_data_root, out_file, positive_int, refuse_input_overlap
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("show", help="PNG grid per class: clean, protected, amplified perturbation")
     p.add_argument("data", help="protected dataset directory")
-    p.add_argument("--out", required=True, help="PNG file to write")
-    p.add_argument("--per-class", type=int, default=1, help="images per class (default 1)")
-    p.add_argument("--classes", default=None,
+    p.add_argument("--out", required=True, type=out_file, help="PNG file to write")
+    p.add_argument("--per-class", type=positive_int, default=1, help="images per class (default 1)")
+    p.add_argument("--classes", default=None, type=class_list,
                    help="comma-separated class indices to show (default: the first 10)")
-    p.add_argument("--scale", type=int, default=None, help="upscale factor (default: cells of ~80 px)")
+    p.add_argument("--scale", type=positive_int, default=None, help="upscale factor (default: cells of ~80 px)")
     add_data_root(p)
     p.set_defaults(func=run)
 
 
+# 64 megapixels is a 192 MB canvas: far above a readable figure, far below what would exhaust memory
+# (--scale 100000 once asked for terabytes).
+MAX_GRID_PIXELS = 64 << 20
+
+
+def class_list(text: str) -> list[int]:
+    """A `type=` for --classes: comma-separated class indices (checked against DATA later)."""
+    try:
+        classes = [int(c) for c in text.split(",") if c.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expects comma-separated integers, got {text!r}") from None
+    if not classes:
+        raise argparse.ArgumentTypeError(f"names no class, got {text!r}")
+    return classes
+
+
 def run(args: argparse.Namespace) -> int:
+    refuse_input_overlap(args.out, args.data, file=True)
     protected = load_dataset_dir(args.data)
+    h, w = protected.image_size
+    rows = len(args.classes) if args.classes else min(protected.num_classes, 10)
+    width, height = grid_size(rows, args.per_class, (h, w), args.scale or default_scale((h, w)))
+    if width * height > MAX_GRID_PIXELS:
+        raise UnlearnableError(f"--per-class/--scale/--classes: the grid would be {width}x{height} pixels "
+                               f"(more than {MAX_GRID_PIXELS >> 20} megapixels); ask for fewer or smaller cells")
     clean = load_base(protected, args.data_root)
-    classes = None
-    if args.classes:
-        try:
-            classes = [int(c) for c in args.classes.split(",") if c.strip()]
-        except ValueError:
-            raise UnlearnableError(f"--classes expects comma-separated integers, got {args.classes!r}") from None
-    img = comparison_grid(clean, protected, args.per_class, classes, args.scale)
+    img = comparison_grid(clean, protected, args.per_class, args.classes, args.scale)
     out = save_png(img, args.out)
     print(f"{args.data}: {img.size[0]}x{img.size[1]} grid -> {out}")
     return 0

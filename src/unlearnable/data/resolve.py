@@ -25,9 +25,19 @@ from pathlib import Path
 import numpy as np
 
 from .._io import DataError, UnlearnableError, sha256_array
+from .._safe import check_bytes
 from .imageset import ImageSet
 from .sources import DATASETS, Download, Source, load_image_folder
-from .store import is_dataset_dir, load_dataset_dir
+from .store import is_dataset_dir, load_dataset_dir, read_manifest
+
+# How many protected sets may stand between a set and the clean data it names (a set made from
+# an imported set is 2); a longer chain is taken for a loop made through links or mounts.
+MAX_BASE_CHAIN = 16
+# The largest official download (cifar-100-python.tar.gz) is 169 MB; a server sending more is
+# not sending it.
+MAX_DOWNLOAD_BYTES = 2 << 30
+# Unpacked, the CIFAR archives hold under 200 MB.
+MAX_EXTRACT_BYTES = 4 << 30
 
 
 def data_roots(data_root: str | os.PathLike[str] | None = None) -> list[Path]:
@@ -94,6 +104,31 @@ def load_data(spec: str | os.PathLike[str], split: str = "train",
     For a project-format (protected) directory, "train" is the directory's own samples and
     "test" is the clean test split of the base dataset named in its manifest.
     """
+    return _load_data(spec, split, data_root, ())
+
+
+def _as_dir(spec: str) -> Path | None:
+    """The directory `load_data` takes `spec` for (resolved), or None for a dataset name."""
+    if spec.startswith("imagefolder:"):
+        return Path(spec.split(":", 1)[1]).resolve()
+    p = Path(spec)
+    return p.resolve() if p.is_dir() or os.sep in spec or spec.startswith(".") else None
+
+
+def _next_base(here: Path, man: dict, seen: tuple[Path, ...]) -> str | None:
+    """The base `here`'s manifest names, refused when it leads back into the chain `seen`."""
+    name = (man.get("base") or {}).get("name")
+    nxt = _as_dir(name) if name else None
+    if nxt is not None and (nxt == here or nxt in seen):
+        what = "itself" if nxt == here else f"{nxt}, which leads back to it"
+        raise DataError(here / "manifest.json", f"base {name!r} names {what} (a loop in the base chain)")
+    if len(seen) >= MAX_BASE_CHAIN:
+        raise DataError(here / "manifest.json", f"more than {MAX_BASE_CHAIN} datasets in its base chain")
+    return name
+
+
+def _load_data(spec: str | os.PathLike[str], split: str, data_root: str | os.PathLike[str] | None,
+               seen: tuple[Path, ...]) -> ImageSet:
     s = str(spec)
     if s.startswith("imagefolder:"):
         return load_image_folder(Path(s.split(":", 1)[1]), split)
@@ -102,10 +137,16 @@ def load_data(spec: str | os.PathLike[str], split: str = "train",
         if not p.exists():
             raise DataError(p, "no such directory")
         if is_dataset_dir(p):
-            ds = load_dataset_dir(p)
+            here = p.resolve()
             if split == "train":
+                ds = load_dataset_dir(p)
+                _next_base(here, ds.meta["manifest"], seen)
                 return ds
-            return load_data(base_name(ds), split, data_root)
+            # Only the manifest is needed to follow the chain to the clean test split.
+            name = _next_base(here, read_manifest(p), seen)
+            if not name:
+                raise DataError(p / "manifest.json", "manifest names no base dataset")
+            return _load_data(name, split, data_root, (*seen, here))
         if (p / "train").is_dir():
             return load_image_folder(p, split)
         # A folder that merely shares a registered name (./fashion-mnist holding the raw IDX
@@ -233,9 +274,13 @@ def _fetch(dl: Download, stage: Path, src: Source, progress: bool | None) -> Pat
         try:
             with urllib.request.urlopen(url, timeout=60) as r, open(tmp, "wb") as f:
                 total = int(r.headers.get("Content-Length") or 0) or None
+                got = 0
                 with tqdm(total=total, unit="B", unit_scale=True, desc=dl.filename, disable=not show,
                           leave=False) as bar:
                     while block := r.read(1 << 20):
+                        got += len(block)
+                        if got > MAX_DOWNLOAD_BYTES:
+                            raise ValueError(f"sent more than {MAX_DOWNLOAD_BYTES} bytes; stopped")
                         f.write(block)
                         bar.update(len(block))
         except (OSError, ValueError) as e:  # URLError and socket errors are OSErrors
@@ -272,7 +317,9 @@ def _safe_extract(archive: Path, dest: Path) -> None:
 
     Links, devices and any member whose path is absolute or climbs out with `..` are refused:
     the archive was checksum-verified, but a reader of untrusted archives should not depend on it.
+    So is unpacking more than MAX_EXTRACT_BYTES, judged by each member's declared size first.
     """
+    total = 0
     try:
         with tarfile.open(archive) as tar:
             for m in tar:
@@ -283,6 +330,8 @@ def _safe_extract(archive: Path, dest: Path) -> None:
                     continue
                 if not m.isfile():
                     raise DataError(archive, f"refused archive member {m.name!r} (not a regular file)")
+                total += m.size
+                check_bytes(archive, total, MAX_EXTRACT_BYTES, "unpacking it")
                 out = dest.joinpath(*parts)
                 out.parent.mkdir(parents=True, exist_ok=True)
                 f = tar.extractfile(m)

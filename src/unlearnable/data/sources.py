@@ -7,17 +7,21 @@ data, the CIFAR pickles go through `restricted_load`.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import math
 import os
 import struct
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 
 from .._io import DataError
+from .._safe import DEFAULT_MAX_BYTES, check_bytes, one_line, open_image, open_regular, readinto_exact
 from .facts import DataFacts
 from .imageset import ImageSet
 from .unpickle import restricted_load_file
@@ -36,31 +40,48 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
-def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
-    """Parse an IDX file (gzipped or not) into an array, checking its header against its size."""
+def read_idx(path: str | os.PathLike[str], max_bytes: int = DEFAULT_MAX_BYTES) -> np.ndarray:
+    """Parse an IDX file (gzipped or not) into an array, checking its header against its size.
+
+    A gzipped file is streamed: its magic number and dimensions are checked before the body is
+    inflated, and the body is read only up to the size they declare (at most `max_bytes`).
+    """
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-        if raw[:2] == b"\x1f\x8b":
-            raw = gzip.decompress(raw)
-    except FileNotFoundError:
-        raise DataError(path, "file not found") from None
-    except IsADirectoryError:
-        raise DataError(path, "is a directory, not an IDX file") from None
-    except (OSError, EOFError, zlib.error) as e:
-        raise DataError(path, f"truncated or corrupted gzip ({e})") from None
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
+    with open_regular(path) as f:
+        gz = f.read(2) == b"\x1f\x8b"
+        f.seek(0)
+        size = os.fstat(f.fileno()).st_size
+        try:
+            with gzip.GzipFile(fileobj=f, mode="rb") if gz else contextlib.nullcontext(f) as stream:
+                return _read_idx_stream(stream, path, None if gz else size, max_bytes)
+        except (OSError, EOFError, zlib.error) as e:
+            raise DataError(path, f"truncated or corrupted gzip ({one_line(e)})") from None
+
+
+def _read_idx_stream(stream: IO[bytes], path: Path, size: int | None, max_bytes: int) -> np.ndarray:
+    """The IDX array in `stream`; `size` is the file's length when it is not compressed."""
+    magic = stream.read(4)
+    if len(magic) < 4 or magic[0] != 0 or magic[1] != 0 or magic[2] not in _IDX_DTYPES:
         raise DataError(path, "not an IDX file (bad magic number)")
-    ndim = raw[3]
-    if len(raw) < 4 + 4 * ndim:
+    ndim = magic[3]
+    dims = stream.read(4 * ndim)
+    if len(dims) < 4 * ndim:
         raise DataError(path, "truncated IDX header")
-    shape = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
-    dtype = np.dtype(_IDX_DTYPES[raw[2]])
-    need = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    body = raw[4 + 4 * ndim:]
-    if len(body) != need:
-        raise DataError(path, f"IDX header says shape {shape} ({need} bytes) but the file holds {len(body)}")
-    return np.frombuffer(body, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
+    shape = struct.unpack(f">{ndim}I", dims)
+    dtype = np.dtype(_IDX_DTYPES[magic[2]])
+    need = math.prod(shape) * dtype.itemsize
+    if size is not None and size - 4 - 4 * ndim != need:
+        raise DataError(path, f"IDX header says shape {shape} ({need} bytes) but the file holds "
+                              f"{size - 4 - 4 * ndim}")
+    check_bytes(path, need, max_bytes, f"the IDX array of shape {shape}")
+    body = np.empty(need, np.uint8)
+    try:
+        readinto_exact(stream, body, path, "the IDX header")
+    except DataError:
+        raise DataError(path, f"IDX header says shape {shape} ({need} bytes) but the file holds less") from None
+    if stream.read(1):
+        raise DataError(path, f"IDX header says shape {shape} ({need} bytes) but the file holds more")
+    return body.view(dtype).reshape(shape).astype(dtype.newbyteorder("="), copy=False)
 
 
 def _find(root: Path, stems: list[str]) -> Path:
@@ -142,18 +163,61 @@ def _check_range(path: Path, labels: np.ndarray, k: int) -> None:
 # ---------------------------------------------------------------------------------------------
 # SVHN (.mat, cropped digits)
 
-def load_svhn(root: Path, split: str) -> ImageSet:
+_MAT_COMPRESSED = 15  # miCOMPRESSED: a zlib-compressed variable of a MAT v5 file
+
+
+def _mat_inflated_sizes(f: IO[bytes], path: Path, limits: list[int]) -> None:
+    """Refuse a compressed variable of a MAT v5 file that inflates past its limit (`limits[i]` for
+    the i-th variable), counting its output without keeping it."""
+    head = f.read(128)
+    order = {b"IM": "<", b"MI": ">"}.get(head[126:128])
+    if not head.startswith(b"MATLAB 5.0") or order is None:
+        return  # v4 files are not compressed; scipy refuses the rest
+    for limit in limits:
+        tag = f.read(8)
+        if len(tag) < 8:
+            return
+        mdtype, nbytes = struct.unpack(order + "II", tag)
+        if mdtype >> 16:  # a small data element, its data inside the tag
+            continue
+        if mdtype != _MAT_COMPRESSED:
+            f.seek(nbytes, os.SEEK_CUR)
+            continue
+        z, out = zlib.decompressobj(), 0
+        while nbytes > 0 and (chunk := f.read(min(nbytes, 1 << 20))):
+            nbytes -= len(chunk)
+            while chunk and out <= limit:
+                out += len(z.decompress(chunk, 1 << 24))
+                chunk = z.unconsumed_tail
+            check_bytes(path, out, limit, "a compressed variable")
+
+
+def load_svhn(root: Path, split: str, max_bytes: int = DEFAULT_MAX_BYTES) -> ImageSet:
     import scipy.io
 
     f = root / f"{split}_32x32.mat"
-    if not f.is_file():
-        raise DataError(f, "file not found")
     try:
-        mat = scipy.io.loadmat(f)
+        with open_regular(f) as fh:
+            found = scipy.io.whosmat(fh)
+            names = {name: (shape, cls) for name, shape, cls in found}
+            if "X" not in names or "y" not in names:
+                raise DataError(f, "expected variables 'X' and 'y'")
+            (xs, xc), (ys, _) = names["X"], names["y"]
+            if len(xs) != 4 or xs[:3] != (32, 32, 3) or xc != "uint8":
+                raise DataError(f, f"'X' must be uint8 (32, 32, 3, N), got {xc} {xs}")
+            check_bytes(f, math.prod(xs), max_bytes, f"'X' of shape {xs}")
+            if math.prod(ys) != xs[3]:
+                raise DataError(f, f"{math.prod(ys)} labels for {xs[3]} images")
+            # Each variable may inflate to its declared size (16 bytes an element at most) plus
+            # its header; what would inflate further is refused before scipy inflates it.
+            fh.seek(0)
+            _mat_inflated_sizes(fh, f, [16 * math.prod(shape) + (1 << 16) for _, shape, _ in found])
+            fh.seek(0)
+            mat = scipy.io.loadmat(fh, variable_names=["X", "y"])
+    except DataError:
+        raise
     except Exception as e:  # scipy raises a zoo of types for a broken file
-        raise DataError(f, f"not a readable .mat file ({type(e).__name__}: {e})") from None
-    if "X" not in mat or "y" not in mat:
-        raise DataError(f, "expected variables 'X' and 'y'")
+        raise DataError(f, f"not a readable .mat file ({type(e).__name__}: {one_line(e)})") from None
     x, y = mat["X"], mat["y"].reshape(-1).astype(np.int64)
     if x.ndim != 4 or x.shape[:3] != (32, 32, 3) or x.dtype != np.uint8:
         raise DataError(f, f"'X' must be uint8 (32, 32, 3, N), got {x.dtype} {x.shape}")
@@ -168,18 +232,25 @@ def load_svhn(root: Path, split: str) -> ImageSet:
 # ---------------------------------------------------------------------------------------------
 # ImageFolder: ROOT/{train,test}/CLASS/*.png|jpg
 
+_FOLDER_FORMATS = ("PNG", "JPEG", "BMP")
+
+
+def _grey_or_rgb(mode: str) -> str:
+    return "L" if mode in ("L", "1", "I;16", "I") else "RGB"
+
+
 def _class_dirs(d: Path) -> list[Path]:
     return sorted(p for p in d.iterdir() if p.is_dir() and not p.name.startswith(".")) if d.is_dir() else []
 
 
-def load_image_folder(root: Path, split: str) -> ImageSet:
+def load_image_folder(root: Path, split: str, max_bytes: int = DEFAULT_MAX_BYTES) -> ImageSet:
     """ROOT/train/CLASS/*.png (and ROOT/test/CLASS/...), or a flat ROOT/CLASS/*.png training set.
 
     Classes are the sorted folder names of the training split, so a test folder that lacks a
-    class still gets the same label numbers; all images must share one size.
+    class still gets the same label numbers; all images must share one size. Each image is
+    read as the PNG, JPEG or BMP its content says it is (whatever its name), its size checked
+    from its header before it is decoded; the images together may take at most `max_bytes`.
     """
-    from PIL import Image, UnidentifiedImageError
-
     root = Path(root)
     split_layout = (root / "train").is_dir()
     train_dir = root / "train" if split_layout else root
@@ -192,25 +263,30 @@ def load_image_folder(root: Path, split: str) -> ImageSet:
     if not classes:
         raise DataError(train_dir, "no class folders (expected ROOT/[train|test]/CLASS/*.png)")
     index = {c: k for k, c in enumerate(classes)}
-    images, labels, size, mode = [], [], None, None
+    images: list[np.ndarray] = []
+    labels: list[int] = []
+    size: tuple[int, ...] | None = None
+    mode: str | None = None
+    total = 0
+
+    def same_size(wh: tuple[int, int], im_mode: str) -> None:
+        shape = (wh[1], wh[0]) + (() if (mode or _grey_or_rgb(im_mode)) == "L" else (3,))
+        if size is not None and shape != size:
+            raise DataError(f, f"image of shape {shape}, the others are {size}")
+        check_bytes(f, total + math.prod(shape), max_bytes, "the images together")
+
     for cdir in _class_dirs(d):
         if cdir.name not in index:
             raise DataError(cdir, f"class folder not in the training split's classes {classes}")
         for f in sorted(cdir.iterdir()):
             if f.suffix.lower() not in IMAGE_SUFFIXES:
                 continue
-            try:
-                with Image.open(f) as im:
-                    im.load()
-                    if mode is None:
-                        mode = "L" if im.mode in ("L", "1", "I;16", "I") else "RGB"
-                    arr = np.asarray(im.convert(mode))
-            except (UnidentifiedImageError, OSError, ValueError) as e:
-                raise DataError(f, f"unreadable image ({e})") from None
-            if size is None:
-                size = arr.shape
-            elif arr.shape != size:
-                raise DataError(f, f"image of shape {arr.shape}, the others are {size}")
+            im = open_image(f, _FOLDER_FORMATS, check=same_size)
+            if mode is None:
+                mode = _grey_or_rgb(im.mode)
+            arr = np.asarray(im.convert(mode))
+            size = size or arr.shape
+            total += arr.size
             images.append(arr)
             labels.append(index[cdir.name])
     if not images:

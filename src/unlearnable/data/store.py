@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from .._io import DataError, atomic_dir, now_iso, read_json, sha256_array, versions, write_json
+from .._io import DataError, atomic_dir, json_type, now_iso, read_json, sha256_array, versions, write_json
+from .._safe import DEFAULT_MAX_BYTES, NpyHeader, read_npy
 from .imageset import ImageSet
 
 FORMAT_NAME = "unlearnable-dataset"
@@ -117,33 +118,125 @@ def save_dataset(
     return path
 
 
-def load_dataset_dir(path: str | os.PathLike[str], verify: bool = True) -> ImageSet:
-    """Load and verify a dataset directory; any problem is a `DataError` naming the file."""
+# The fields code reads from a manifest: (JSON types accepted, null accepted). A manifest comes
+# with a downloaded dataset, so each is checked before any code relies on its type.
+_NUM = (int, float)
+_MANIFEST_FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
+    "format": ((str,), False), "format_version": ((int,), False), "name": ((str,), False),
+    "method": ((str,), False), "kind": ((str,), True), "summary": ((str,), True), "paper": ((str,), True),
+    "created": ((str,), True), "note": ((str,), True), "source_dataset": ((str,), True),
+    "classes": ((list,), False), "num_samples": ((int,), False), "image_shape_hwc": ((list,), False),
+    "params": ((dict,), False), "seed": ((int,), False), "fraction": (_NUM, False),
+    "num_poisoned": ((int,), False), "rank": ((int,), False), "poisoned_mask": ((dict,), False),
+    "bound": ((dict,), True), "budget": ((dict,), True), "level": ((str,), True),
+    "compute_budget": ((str,), True), "info": ((dict,), True), "subset": ((dict,), True),
+    "base": ((dict,), False), "arrays": ((dict,), False), "perturbation_measured": ((dict,), False),
+    "timing": ((dict,), False), "verification": ((dict,), False), "source": ((dict,), False),
+    "versions": ((dict,), False),
+}
+_NESTED_FIELDS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
+    "base": {"name": ((str,), False), "sha256_images": ((str,), False), "num_samples": ((int,), False),
+             "split": ((str,), False)},
+    "poisoned_mask": {"sha256": ((str,), False)},
+    "timing": {"generate_seconds": (_NUM, False), "load_seconds": (_NUM, False)},
+    "info": {"level": ((str,), True), "compute_budget": ((str,), True)},
+}
+_NON_NEGATIVE = {"format_version", "num_samples", "seed", "num_poisoned", "rank", "base.num_samples"}
+_ARRAY_RECORD = {"sha256": ((str,), False), "dtype": ((str,), False), "shape": ((list,), False)}
+
+
+def _field(where: Path, rec: dict[str, Any], name: str, key: str,
+           spec: tuple[tuple[type, ...], bool]) -> None:
+    if key not in rec:
+        return
+    kinds, nullable = spec
+    v = rec[key]
+    if v is None and nullable:
+        return
+    # JSON's true/false is a Python int; a seed or a count of `true` is not meant.
+    if isinstance(v, bool) or not isinstance(v, kinds):
+        want = "a number" if float in kinds else \
+            {str: "a string", int: "an integer", dict: "an object", list: "an array"}[kinds[0]]
+        raise DataError(where, f"field {name!r} must be {want}{' or null' if nullable else ''}, "
+                               f"got {json_type(v)}")
+    if isinstance(v, str) and "\0" in v:
+        raise DataError(where, f"field {name!r} holds a NUL character")
+    if name in _NON_NEGATIVE and v < 0:
+        raise DataError(where, f"field {name!r} must not be negative, got {v}")
+
+
+def _int_list(where: Path, name: str, v: list[Any]) -> None:
+    if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in v):
+        raise DataError(where, f"field {name!r} must be an array of non-negative integers")
+
+
+def check_manifest(man: Any, where: str | os.PathLike[str]) -> dict[str, Any]:
+    """`man` (a parsed manifest.json at `where`) with every field the code reads of its type and
+    range; otherwise a `DataError` naming the file and the field."""
+    where = Path(where)
+    if not isinstance(man, dict) or man.get("format") != FORMAT_NAME:
+        raise DataError(where, f"not an {FORMAT_NAME} manifest")
+    for key, spec in _MANIFEST_FIELDS.items():
+        _field(where, man, key, key, spec)
+    for parent, fields in _NESTED_FIELDS.items():
+        for key, spec in fields.items():
+            if isinstance(man.get(parent), dict):
+                _field(where, man[parent], f"{parent}.{key}", key, spec)
+    if man.get("format_version", 0) > FORMAT_VERSION:
+        raise DataError(where, f"format version {man.get('format_version')} is newer than this package "
+                               f"supports ({FORMAT_VERSION}); upgrade unlearnable")
+    classes = man.get("classes")
+    if not isinstance(classes, list) or not classes:
+        raise DataError(where, "missing 'classes'")
+    if not all(isinstance(c, str) for c in classes):
+        raise DataError(where, "field 'classes' must be an array of strings")
+    if "image_shape_hwc" in man:
+        _int_list(where, "image_shape_hwc", man["image_shape_hwc"])
+    if "fraction" in man and not 0 <= man["fraction"] <= 1:
+        raise DataError(where, f"field 'fraction' must be in [0, 1], got {man['fraction']}")
+    for fname, rec in man.get("arrays", {}).items():
+        if not isinstance(rec, dict):
+            raise DataError(where, f"field 'arrays.{fname}' must be an object, got {json_type(rec)}")
+        for key, spec in _ARRAY_RECORD.items():
+            _field(where, rec, f"arrays.{fname}.{key}", key, spec)
+        if "shape" in rec:
+            _int_list(where, f"arrays.{fname}.shape", rec["shape"])
+    return man
+
+
+def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The checked manifest of dataset directory `path` (no array is read)."""
+    f = Path(path) / "manifest.json"
+    return check_manifest(read_json(f), f)
+
+
+def load_dataset_dir(path: str | os.PathLike[str], verify: bool = True,
+                     max_bytes: int = DEFAULT_MAX_BYTES) -> ImageSet:
+    """Load and verify a dataset directory; any problem is a `DataError` naming the file.
+
+    Each array's .npy header is checked (dtype, and with `verify` the shape the manifest records)
+    before its data is read; no array above `max_bytes` is read.
+    """
     path = Path(path)
     if not path.is_dir():
         raise DataError(path, "not a directory")
-    man = read_json(path / "manifest.json")
-    if not isinstance(man, dict) or man.get("format") != FORMAT_NAME:
-        raise DataError(path / "manifest.json", f"not an {FORMAT_NAME} manifest")
-    if man.get("format_version", 0) > FORMAT_VERSION:
-        raise DataError(path / "manifest.json",
-                        f"format version {man.get('format_version')} is newer than this package "
-                        f"supports ({FORMAT_VERSION}); upgrade unlearnable")
-    classes = man.get("classes")
-    if not isinstance(classes, list) or not classes:
-        raise DataError(path / "manifest.json", "missing 'classes'")
+    man = read_manifest(path)
+    classes = man["classes"]
     arrays = {}
     for key, dtype in _ARRAYS.items():
         f = path / f"{key}.npy"
-        arrays[key] = a = load_npy(f)
-        if a.dtype != dtype:
-            raise DataError(f, f"dtype {a.dtype}, expected {np.dtype(dtype).name}")
+        rec = man.get("arrays", {}).get(f"{key}.npy")
+        if verify and rec is None:
+            raise DataError(path / "manifest.json", f"no checksum recorded for {key}.npy")
+
+        def expected(h: NpyHeader, f: Path = f, dtype: Any = dtype, rec: Any = rec) -> None:
+            if h.dtype != dtype:
+                raise DataError(f, f"dtype {h.dtype}, expected {np.dtype(dtype).name}")
+            if verify and list(h.shape) != rec.get("shape"):
+                raise DataError(f, f"shape {list(h.shape)} does not match manifest {rec.get('shape')}")
+
+        arrays[key] = a = read_npy(f, max_bytes=max_bytes, check=expected)
         if verify:
-            rec = man.get("arrays", {}).get(f"{key}.npy")
-            if rec is None:
-                raise DataError(path / "manifest.json", f"no checksum recorded for {key}.npy")
-            if list(a.shape) != rec.get("shape"):
-                raise DataError(f, f"shape {list(a.shape)} does not match manifest {rec.get('shape')}")
             if sha256_array(a) != rec.get("sha256"):
                 raise DataError(f, "SHA-256 mismatch: the file is corrupted or was modified")
     images, labels, indices = arrays["images"], arrays["labels"], arrays["indices"]
@@ -183,19 +276,10 @@ def manifest_level(man: dict[str, Any]) -> str | None:
     return None
 
 
-def load_npy(f: str | os.PathLike[str], mmap: bool = False) -> np.ndarray:
-    """np.load without pickles, with a one-line error for a missing or broken file."""
-    try:
-        return np.load(f, allow_pickle=False, mmap_mode="r" if mmap else None)
-    except FileNotFoundError:
-        raise DataError(f, "file not found") from None
-    except ValueError as e:
-        msg = str(e)
-        if "allow_pickle" in msg or "Object arrays" in msg:
-            raise DataError(f, "holds Python objects (a pickle); refused") from None
-        raise DataError(f, f"not a valid .npy file ({msg})") from None
-    except (OSError, EOFError) as e:
-        raise DataError(f, f"truncated or unreadable .npy file ({e})") from None
+def load_npy(f: str | os.PathLike[str], mmap: bool = False, max_bytes: int = DEFAULT_MAX_BYTES) -> np.ndarray:
+    """An .npy array without pickles, its header checked before anything is allocated (see
+    `unlearnable._safe.read_npy`); a missing, odd or broken file is a one-line `DataError`."""
+    return read_npy(f, mmap=mmap, max_bytes=max_bytes)
 
 
 def export_png_folder(data: ImageSet, out: str | os.PathLike[str], overwrite: bool = False) -> Path:

@@ -15,16 +15,15 @@ from typing import Any
 import numpy as np
 
 from .._io import DataError
+from .._safe import DEFAULT_MAX_BYTES, one_line, read_bounded
 
 _HAS_NUMPY_CORE_PRIVATE = hasattr(np, "_core")
 
-# The only callables a pickle of dicts, lists, bytes and numpy arrays references.
+# The only callables a pickle of dicts, lists, bytes and numpy arrays references (besides
+# _reconstruct and ndarray, which are handed out guarded, below).
 _NUMPY_ALLOWED = {
-    ("numpy.core.multiarray", "_reconstruct"),
-    ("numpy._core.multiarray", "_reconstruct"),
     ("numpy.core.multiarray", "scalar"),
     ("numpy._core.multiarray", "scalar"),
-    ("numpy", "ndarray"),
     ("numpy", "dtype"),
     ("numpy.core.numeric", "_frombuffer"),
     ("numpy._core.numeric", "_frombuffer"),
@@ -43,8 +42,31 @@ class RefusedGlobal(pickle.UnpicklingError):
     """The pickle names a callable outside the allow-list: it would run code."""
 
 
+class _Ndarray:
+    """What a pickle gets for numpy.ndarray. numpy's pickles only pass the class to _reconstruct;
+    calling it would allocate an array of any shape the file names, before any check."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise RefusedGlobal("refused a direct call of numpy.ndarray (numpy's pickles never make one)")
+
+
+_NDARRAY = _Ndarray()
+
+
+def _reconstruct(subtype: Any, shape: Any, dtype: Any) -> np.ndarray:
+    # numpy pickles an array as _reconstruct(ndarray, (0,), b"b") and then sets its real state,
+    # whose data is in the file; any other shape would be allocated here, unchecked.
+    if subtype is not _NDARRAY or not isinstance(shape, tuple) or 0 not in shape:
+        raise RefusedGlobal(f"refused numpy _reconstruct of shape {shape!r} (numpy writes an empty one)")
+    return np.ndarray.__new__(np.ndarray, shape, dtype)
+
+
 class RestrictedUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
+        if module in {"numpy.core.multiarray", "numpy._core.multiarray"} and name == "_reconstruct":
+            return _reconstruct
+        if (module, name) == ("numpy", "ndarray"):
+            return _NDARRAY
         if (module, name) in _NUMPY_ALLOWED:
             # Pickles written by numpy 1 (the CIFAR batches) name numpy.core, which numpy 2 keeps
             # only as a deprecated alias of numpy._core.
@@ -68,14 +90,11 @@ def restricted_load(data: bytes, source: str | os.PathLike[str] = "<bytes>",
     except RefusedGlobal as e:
         raise DataError(source, f"unsafe or invalid pickle: {e}") from None
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError,
-            KeyError, MemoryError) as e:
-        raise DataError(source, f"truncated or corrupted pickle ({type(e).__name__}: {e})") from None
+            KeyError, MemoryError, OverflowError, RecursionError) as e:
+        raise DataError(source, f"truncated or corrupted pickle ({type(e).__name__}: {one_line(e)})") from None
 
 
-def restricted_load_file(path: str | os.PathLike[str], encoding: str = "bytes") -> Any:
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        raise DataError(path, "file not found") from None
-    return restricted_load(data, path, encoding)
+def restricted_load_file(path: str | os.PathLike[str], encoding: str = "bytes",
+                         max_bytes: int = DEFAULT_MAX_BYTES) -> Any:
+    """`restricted_load` of a regular file of at most `max_bytes` (a FIFO or device is refused)."""
+    return restricted_load(read_bounded(path, max_bytes), path, encoding)

@@ -19,8 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from .._io import DataError, UnlearnableError, sha256_file
+from .._io import DataError, UnlearnableError, check_out_dir, read_paths, refuse_overlap, sha256_file
 from .._params import from_params, to_dict
+from .._safe import regular_file_size
 from ..data.imageset import ImageSet
 from ..data.resolve import load_data
 from ..data.sources import DATASETS
@@ -89,6 +90,8 @@ def find_one(path: Path, patterns: tuple[str, ...], what: str) -> Path:
     if path.is_file():
         return path
     if not path.is_dir():
+        if os.path.lexists(path):
+            regular_file_size(path)  # a FIFO or device says what it is
         raise DataError(path, "no such file or directory")
     for pat in patterns:
         hits = sorted(p for p in path.glob(pat) if p.is_file())
@@ -192,16 +195,18 @@ def import_dataset(
     Example: `import_dataset("rem-pkl", "rem.pkl", "cifar10", "runs/rem")`.
     """
     path, out = Path(path), Path(out)
-    if out.exists() and not overwrite:
-        raise UnlearnableError(f"{out}: already exists (choose another --out or pass --overwrite)")
+    check_out_dir(out, overwrite)
     if not path.exists():
         raise DataError(path, "no such file or directory")
+    reads = [("the released data", path), *(("the base set", p) for p in read_paths(base))]
+    refuse_overlap(out, reads)
     name = detect_format(path) if fmt == "auto" else fmt
     if name not in IMPORTERS:
         raise UnlearnableError(f"unknown import format {fmt!r} (known: auto, {', '.join(IMPORTERS)})")
     imp = IMPORTERS[name]
     opts = from_params(imp.params, params)
     clean, base_ref = resolve_base(base, data_root)
+    refuse_overlap(out, [("the base set", p) for p in read_paths(base, clean.meta)])  # found by name
     got = imp.fn(path, clean, opts, progress_enabled(progress))
     protected, aligned, label_info = _verify(got, clean, path, trust_labels)
     stats = perturbation_stats(protected.images, aligned.images, protected.labels)

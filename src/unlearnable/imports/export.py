@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .._io import UnlearnableError, atomic_dir, now_iso, sha256_array, versions, write_json
+from .._io import (UnlearnableError, atomic_dir, check_out_dir, now_iso, read_paths, refuse_overlap, sha256_array,
+                   versions, write_json)
 from ..data.imageset import ImageSet
 from ..data.resolve import load_data
 from .images import class_dir_name
@@ -86,7 +87,10 @@ def export_dataset(
     """
     if fmt not in EXPORTERS:
         raise UnlearnableError(f"unknown export format {fmt!r} (known: {', '.join(EXPORTERS)})")
+    check_out_dir(out, overwrite)
+    refuse_overlap(out, [("the dataset", p) for p in read_paths(src)])
     ds = load_data(src, "train", data_root)
+    refuse_overlap(out, [("the dataset", p) for p in read_paths(src, ds.meta)])
     if len(np.unique(ds.indices)) != len(ds):
         raise UnlearnableError(f"{src}: indices repeat, so {{index}}.png names would collide")
     man = ds.meta.get("manifest", {})

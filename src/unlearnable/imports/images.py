@@ -8,14 +8,15 @@ base set by `import_dataset`.
 from __future__ import annotations
 
 import csv
+import io
 import re
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .._io import DataError, UnlearnableError
+from .._safe import open_image, read_bounded, read_npz
 from ..data.imageset import ImageSet
 from ..data.store import load_npy
 from .base import Imported, check_finite, chunks, describe, find_one, register_importer
@@ -24,6 +25,15 @@ from .base import Imported, check_finite, chunks, describe, find_one, register_i
 # PNG folders
 
 _INT_STEM = re.compile(r"^[0-9]+$")
+_PNG_MODES = {"P", "1", "L", "LA", "RGB", "RGBA"}
+# labels.csv of a 50,000-image set is under a megabyte.
+_MAX_CSV_BYTES = 256 << 20
+
+
+def array_limit(base: ImageSet) -> int:
+    """The most bytes an array of a release for `base` may declare: every base value as a
+    16-byte number, plus one-hot labels of as many; more cannot be a release for this base."""
+    return 16 * (base.images.size + len(base) * base.num_classes) + (1 << 20)
 
 
 def class_dir_name(name: str) -> str:
@@ -31,29 +41,28 @@ def class_dir_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._ -]", "_", name).strip() or "_"
 
 
-def read_png(f: Path, channels: int) -> np.ndarray:
-    """One PNG as uint8 (H, W, channels).
+def read_png(f: Path, channels: int, size: tuple[int, int] | None = None) -> np.ndarray:
+    """One PNG as uint8 (H, W, channels); with `size` (width, height), one of that size.
 
     8-bit grey, RGB and palette images are read as they are. For a grey base set an RGB image is
     accepted only when its three channels are equal (effectively grey); a grey image for a colour
     base set is refused (nothing says how it was meant); an alpha channel must be fully opaque;
-    16-bit and float PNGs are refused (they are not the 8-bit images the base set holds).
+    16-bit and float PNGs are refused (they are not the 8-bit images the base set holds). Size
+    and mode are checked from the header before decoding; a file that is not a PNG by its
+    content (a JPEG named .png) is refused.
     """
-    from PIL import Image, UnidentifiedImageError
+    def header(wh: tuple[int, int], mode: str) -> None:
+        if mode not in _PNG_MODES:
+            raise DataError(f, f"PNG mode {mode} is not an 8-bit grey or RGB image")
+        if size is not None and wh != size:
+            raise DataError(f, f"image of {wh[0]}x{wh[1]} pixels, the base set's are {size[0]}x{size[1]}")
 
-    try:
-        with Image.open(f) as im:
-            im.load()
-            mode = im.mode
-            if mode == "P":
-                im = im.convert("RGBA" if "transparency" in im.info else "RGB")
-            elif mode == "1":
-                im = im.convert("L")
-            elif mode not in {"L", "LA", "RGB", "RGBA"}:
-                raise DataError(f, f"PNG mode {mode} is not an 8-bit grey or RGB image")
-            a = np.asarray(im)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise DataError(f, f"unreadable PNG ({e})") from None
+    im = open_image(f, ("PNG",), "PNG", check=header)
+    if im.mode == "P":
+        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+    elif im.mode == "1":
+        im = im.convert("L")
+    a = np.asarray(im)
     if a.ndim == 2:
         a = a[..., None]
     if im.mode in {"LA", "RGBA"}:
@@ -95,27 +104,34 @@ def _is_png_folder(path: Path) -> bool:
         return False
 
 
-def _index_of(f: Path) -> int:
+def _index_of(f: Path, n: int) -> int:
     if not _INT_STEM.match(f.stem):
         raise DataError(f, "file name is not an index into the base set ({index}.png)")
-    return int(f.stem)
+    # Checked as a Python int: a 20-digit name does not fit the int64 array of indices.
+    i = int(f.stem)
+    if i >= n:
+        raise DataError(f, f"index {i} is outside the base set (0..{n - 1})")
+    return i
 
 
 def _read_labels_csv(f: Path) -> dict[int, int]:
     """index -> label from the labels.csv `unlearnable export` writes (index,label[,class])."""
     out: dict[int, int] = {}
     try:
-        with open(f, newline="") as fh:
-            rows = list(csv.reader(fh))
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        text = read_bounded(f, _MAX_CSV_BYTES).decode("utf-8")
+        rows = list(csv.reader(io.StringIO(text, newline="")))
+    except (UnicodeDecodeError, csv.Error) as e:
         raise DataError(f, f"unreadable CSV ({e})") from None
     if not rows or [c.strip() for c in rows[0][:2]] != ["index", "label"]:
         raise DataError(f, "expected a header 'index,label[,class]'")
     for n, row in enumerate(rows[1:], start=2):
         try:
-            out[int(row[0])] = int(row[1])
+            index, label = int(row[0]), int(row[1])
         except (ValueError, IndexError):
-            raise DataError(f, f"line {n}: expected 'index,label', got {','.join(row)!r}") from None
+            raise DataError(f, f"line {n}: expected 'index,label', got {','.join(row)[:80]!r}") from None
+        if not (0 <= index < 1 << 63 and -1 << 63 <= label < 1 << 63):
+            raise DataError(f, f"line {n}: index or label out of range")
+        out[index] = label
     return out
 
 
@@ -152,15 +168,13 @@ def import_png(path: Path, base: ImageSet, p: PNGParams, progress: bool) -> Impo
             found = _pngs(d)
             files += found
             folder_labels += [k] * len(found)
-    idx = np.array([_index_of(f) for f in files], dtype=np.int64)
+    idx = np.array([_index_of(f, len(base)) for f in files], dtype=np.int64)
     order = np.argsort(idx, kind="stable")
     files = [files[i] for i in order]
     idx = idx[order]
     dup = np.flatnonzero(np.diff(idx) == 0)
     if len(dup):
         raise DataError(files[dup[0] + 1], f"index {idx[dup[0]]} appears twice ({files[dup[0]].name})")
-    if len(idx) and idx[-1] >= len(base):
-        raise DataError(files[-1], f"index {idx[-1]} is outside the base set (0..{len(base) - 1})")
     if not p.subset and len(idx) != len(base):
         missing = np.setdiff1d(np.arange(len(base)), idx)
         where = root if layout == "classes" else root / f"{missing[0]}.png"
@@ -169,7 +183,7 @@ def import_png(path: Path, base: ImageSet, p: PNGParams, progress: bool) -> Impo
     h, w, c = base.images.shape[1:]
     images = np.empty((len(files), h, w, c), np.uint8)
     for i, f in enumerate(tqdm(files, desc="read PNG", disable=not progress, leave=False)):
-        a = read_png(f, c)
+        a = read_png(f, c, (w, h))
         if a.shape != (h, w, c):
             raise DataError(f, f"image of {a.shape[1]}x{a.shape[0]} pixels with {a.shape[2]} channel(s), "
                                f"the base set's are {w}x{h} with {c}")
@@ -233,8 +247,8 @@ def import_ntga(path: Path, base: ImageSet, p: NTGAParams, progress: bool) -> Im
     fx = find_one(path, ("x_train*.npy",), "x_train*.npy")
     fy = fx.with_name("y_train" + fx.name[len("x_train"):]) if path.is_file() else \
         find_one(path, ("y_train*.npy",), "y_train*.npy")
-    x = load_npy(fx, mmap=True)
-    y = load_npy(fy)
+    x = load_npy(fx, mmap=True, max_bytes=array_limit(base))
+    y = load_npy(fy, max_bytes=array_limit(base))
     if not np.issubdtype(x.dtype, np.floating):
         raise DataError(fx, f"expected float images in [0, 1], got {describe(x)}")
     if x.ndim != 4 or x.shape[1:] != base.images.shape[1:]:
@@ -290,20 +304,6 @@ class NPZParams:
     clip: bool = False
 
 
-def _load_npz(f: Path) -> dict[str, np.ndarray]:
-    try:
-        with np.load(f, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    except FileNotFoundError:
-        raise DataError(f, "file not found") from None
-    except ValueError as e:
-        if "allow_pickle" in str(e) or "Object arrays" in str(e):
-            raise DataError(f, "holds Python objects (a pickle); refused") from None
-        raise DataError(f, f"not a valid .npz file ({e})") from None
-    except (zipfile.BadZipFile, OSError, EOFError) as e:
-        raise DataError(f, f"not a valid .npz file ({e})") from None
-
-
 def _layout(x: np.ndarray, base: ImageSet, f: Path, layout: str) -> tuple[np.ndarray, str]:
     """(x as NHWC, the layout it had); a 3-d array is (N, H, W) for a grey base set."""
     h, w, c = base.images.shape[1:]
@@ -349,9 +349,10 @@ def _scale(x: np.ndarray, f: Path, scale: str) -> int:
     "any tool that saves numpy arrays")
 def import_npz(path: Path, base: ImageSet, p: NPZParams, progress: bool) -> Imported:
     f = find_one(path, ("*.npz",), ".npz")
-    z = _load_npz(f)
+    # Only these members are read; any other is never inflated.
+    z, members = read_npz(f, ("images", "labels", "indices"), array_limit(base))
     if "images" not in z:
-        raise DataError(f, f"no 'images' array (has: {', '.join(z) or 'nothing'})")
+        raise DataError(f, f"no 'images' array (has: {', '.join(map(repr, members[:10])) or 'nothing'})")
     if p.quantize not in {"round", "truncate"}:
         raise UnlearnableError(f"quantize must be round or truncate, got {p.quantize!r}")
     x = z["images"]

@@ -16,13 +16,16 @@ Work is chunked so a 50,000-image float64 copy of the dataset is never made.
 
 from __future__ import annotations
 
+import os
 import pickle
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .._io import DataError, UnlearnableError
+from .._safe import DEFAULT_MAX_BYTES, check_bytes, one_line, open_regular
 from ..data.imageset import ImageSet
 from ..data.store import load_npy
 from ..data.unpickle import restricted_load_file
@@ -30,6 +33,7 @@ from .base import (
     Imported, NoParams, check_finite, chunks, describe, find_one, per_sample_or_class,
     register_importer, require_float,
 )
+from .images import array_limit
 
 
 def _has(path: Path, *patterns: str) -> bool:
@@ -71,21 +75,32 @@ class UEParams:
     noise_range: str = "signed"
 
 
-def load_torch_tensor(f: Path):
-    """A tensor from a torch file, loaded with weights_only=True (no code can run)."""
+def load_torch_tensor(f: Path, max_bytes: int = DEFAULT_MAX_BYTES):
+    """A tensor from a torch file, loaded with weights_only=True (no code can run).
+
+    torch allocates each record of its zip archive at the size the zip directory declares and
+    inflates compressed ones, so those sizes are checked against `max_bytes` first.
+    """
     import torch
 
     try:
-        obj = torch.load(f, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise DataError(f, "file not found") from None
+        with open_regular(f) as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if zipfile.is_zipfile(fh):
+                fh.seek(0)
+                with zipfile.ZipFile(fh) as z:
+                    size = sum(i.file_size for i in z.infolist())
+            check_bytes(f, size, max_bytes, "its contents")
+            fh.seek(0)
+            obj = torch.load(fh, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         # torch's message is a paragraph of advice; the line naming the global is the fact.
         lines = [ln.strip() for ln in str(e).splitlines() if "GLOBAL" in ln or "global" in ln]
         why = lines[0][:200] if lines else type(e).__name__
         raise DataError(f, f"refused by weights_only=True: holds Python objects, not only tensors ({why})") from None
-    except (RuntimeError, EOFError, OSError, ValueError, AttributeError, TypeError) as e:
-        raise DataError(f, f"not a readable torch file ({type(e).__name__}: {str(e)[:160]})") from None
+    except (RuntimeError, EOFError, OSError, ValueError, AttributeError, TypeError, KeyError, IndexError,
+            OverflowError, MemoryError, RecursionError, zipfile.BadZipFile) as e:
+        raise DataError(f, f"not a readable torch file ({type(e).__name__}: {one_line(e, 160)})") from None
     if not isinstance(obj, torch.Tensor):
         raise DataError(f, f"holds a {type(obj).__name__}, expected one tensor")
     return obj
@@ -99,7 +114,7 @@ def import_ue(path: Path, base: ImageSet, p: UEParams, progress: bool) -> Import
     import torch
 
     f = find_one(path, ("perturbation.pt", "*.pt", "*.pth"), "torch (.pt)")
-    t = load_torch_tensor(f)
+    t = load_torch_tensor(f, array_limit(base))
     if p.noise_range not in {"signed", "nonnegative"}:
         raise UnlearnableError(f"noise_range must be signed or nonnegative, got {p.noise_range!r}")
     if not torch.is_floating_point(t):
@@ -138,7 +153,7 @@ def import_ue(path: Path, base: ImageSet, p: UEParams, progress: bool) -> Import
     "Fu et al., Robust Unlearnable Examples, ICLR 2022 (arXiv 2203.14533)")
 def import_rem(path: Path, base: ImageSet, p: NoParams, progress: bool) -> Imported:
     f = find_one(path, ("*.pkl", "*.pickle"), "pickle (.pkl)")
-    a = restricted_load_file(f)
+    a = restricted_load_file(f, max_bytes=array_limit(base))
     if not isinstance(a, np.ndarray):
         raise DataError(f, f"holds a {type(a).__name__}, expected an int8 array")
     if a.dtype != np.int8:
@@ -178,7 +193,7 @@ class OPSParams:
     "Wu et al., One-Pixel Shortcut, ICLR 2023 (arXiv 2205.12141)")
 def import_ops(path: Path, base: ImageSet, p: OPSParams, progress: bool) -> Imported:
     f = find_one(path, ("perturbation.npy",), "perturbation.npy")
-    a = load_npy(f, mmap=True)
+    a = load_npy(f, mmap=True, max_bytes=array_limit(base))
     require_float(a, f, "the perturbation")
     hwc = base.images.shape[1:]
     if a.ndim == 3 and a.shape == hwc:
@@ -216,8 +231,8 @@ def import_ops(path: Path, base: ImageSet, p: OPSParams, progress: bool) -> Impo
 def import_lsp(path: Path, base: ImageSet, p: NoParams, progress: bool) -> Imported:
     f = find_one(path, ("simple_data.npy",), "simple_data.npy")
     fl = f.with_name("simple_label.npy")
-    data = load_npy(f, mmap=True)
-    lab = load_npy(fl)
+    data = load_npy(f, mmap=True, max_bytes=array_limit(base))
+    lab = load_npy(fl, max_bytes=array_limit(base))
     require_float(data, f, "simple_data")
     hwc = base.images.shape[1:]
     if data.ndim != 4 or data.shape[1:] != hwc:

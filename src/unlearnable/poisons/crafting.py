@@ -153,7 +153,7 @@ class Resumable:
         except Exception as e:  # a truncated or foreign file: torch raises several types
             raise UnlearnableError(f"{self.path}: unreadable poison state ({type(e).__name__}); "
                                    "delete it to start over") from None
-        if state.get("fingerprint") != self.fp:
+        if not isinstance(state, dict) or state.get("fingerprint") != self.fp:
             raise UnlearnableError(f"{self.path}: state of a run with other settings or data; "
                                    "delete the work directory or use the same settings")
         return state

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from .._io import UnlearnableError, sha256_array
+from .._io import UnlearnableError, check_out_dir, read_paths, refuse_overlap, sha256_array
 from ..data.imageset import ImageSet
 from ..data.resolve import load_data, random_subset
 from ..data.sources import DATASETS
@@ -66,6 +66,7 @@ def poison_dataset(
         `poison_dataset("lsp", "fashion-mnist", "data/fmnist-lsp", seed=0, subset=20000)`
     """
     t0 = time.perf_counter()
+    check_out_dir(out, overwrite)  # before hours of crafting, not after
     info = get_poison(method)
     ctx = ctx or PoisonContext(seed=seed)
     p = info.params(params, ctx.level)  # bad parameters fail before any data is read
@@ -82,7 +83,11 @@ def poison_dataset(
     if is_dataset_dir(spec):
         raise UnlearnableError(f"{spec}: is already a protected dataset ({_method_of(spec)}); "
                                "poison a clean dataset instead")
+    # `--overwrite` must never delete the clean images (imagefolder:OUT), nor a write add a class
+    # folder to them; checked again once a dataset given by name has been found.
+    refuse_overlap(out, [("the clean dataset", p) for p in read_paths(spec)])
     full = load_data(spec, "train", data_root)
+    refuse_overlap(out, [("the clean dataset", p) for p in read_paths(spec, full.meta)])
     base_name = full.name if spec.lower() in DATASETS else _absolute(spec)
     base = full
     if subset is not None:

@@ -1,4 +1,4 @@
-"""Run jobs: in process (`local`) or as Ray tasks (`ray`); the driver alone writes the store.
+"""Run jobs: in process (`local`) or as Ray tasks (`ray`); drivers alone write the store.
 
     summary = run_jobs(specs, store, JobContext(out_root), executor="local")   # an audit, a demo
     summary = run_grid(grid, store, out_root, executor="ray", address=None)  # a grid (a local Ray)
@@ -6,6 +6,12 @@
 Only jobs that are not `done` run (and `failed` ones only with `retry_failed`); a job left
 `running` by a killed driver runs again (its training resumes from the last epoch checkpoint).
 A job whose dependency failed is not started (`blocked`).
+
+Several drivers may work on one store at once (two `reproduce` runs on one --db; audits that
+share the cache): each job runs in the driver that claims it (`ResultStore.claim`), exactly once.
+A driver that reaches a job, or a dependency, that another live driver is running goes on with
+other jobs and polls (sleeps of at most `POLL_MOST` seconds) until it is finished, then uses its
+result; it never runs it a second time and never records anything on it.
 
 Ray: each job is a `ray.remote` task (`num_gpus=1` when CUDA is used, `num_cpus=1` otherwise);
 a dependent job gets its dependencies' object refs as arguments, so Ray starts it only after
@@ -16,7 +22,9 @@ dependency's files regenerates them from the spec, which is deterministic).
 
 from __future__ import annotations
 
+import logging
 import os
+import shutil
 import socket
 import time
 import traceback
@@ -26,21 +34,26 @@ from pathlib import Path
 from typing import Any
 
 from .._io import UnlearnableError, versions
-from .jobs import JobContext, Spec, dependencies, job_key, run_job
+from .._lock import wait_interval
+from .jobs import JobContext, Spec, dependencies, get_kind, job_key, run_job
 from .store import ResultStore
 
+log = logging.getLogger(__name__)
+
 EXECUTORS = ("local", "ray")
+POLL_MOST = 5.0  # seconds: the longest sleep between two looks at jobs other drivers run
 
 
 @dataclass
 class GridSummary:
     total: int = 0  # jobs in the grid (dependencies included)
-    cached: int = 0  # already done before this run
+    cached: int = 0  # done before this run, or by another driver while this one waited
     ran: list[str] = field(default_factory=list)  # keys completed now
     failed: list[str] = field(default_factory=list)
     blocked: list[str] = field(default_factory=list)  # not started: a dependency failed
     skipped_failed: list[str] = field(default_factory=list)  # failed earlier, no --retry-failed
     seconds: float = 0.0
+    elsewhere: list[str] = field(default_factory=list)  # finished by another driver during this run
 
 
 def _execute(spec: Spec, ctx: JobContext, deps: dict[str, Any]) -> dict[str, Any]:
@@ -92,12 +105,134 @@ def plan(jobs: list[Spec], store: ResultStore, retry_failed: bool = False) -> tu
     return todo, summary
 
 
+def _retryable(store: ResultStore, todo: list[Spec]) -> dict[str, int]:
+    """key -> attempts of each failed job in `todo`: retried only if no driver retried it since."""
+    out = {}
+    for spec in todo:
+        row = store.get(job_key(spec))
+        if row is not None and row["status"] == "failed":
+            out[row["key"]] = row["attempts"]
+    return out
+
+
+def discard_artifacts(spec: Spec, ctx: JobContext) -> None:
+    """Remove what an unfinished job left in its directory (checkpoints, metrics, partial
+    outputs), so that it starts over; only ever inside `ctx.out_root`."""
+    d = Path(ctx.dir_of(spec)).resolve()
+    root = Path(ctx.out_root).resolve()
+    if d != root and root in d.parents and d.is_dir():
+        log.info("restart: discarding the unfinished %s in %s", spec["kind"], d)
+        shutil.rmtree(d)
+
+
+class _Scheduler:
+    """Which of `todo` this driver runs next. Each look reads the store again: a job another
+    driver finished is used, one it runs is waited for, one whose dependency failed is blocked,
+    and one that is free is claimed (atomically: of two drivers, one wins)."""
+
+    def __init__(self, todo: list[Spec], store: ResultStore, ctx: JobContext, known: dict[str, Any],
+                 summary: GridSummary, retry: dict[str, int], restart: bool):
+        self.pending = list(todo)
+        self.store, self.ctx, self.known, self.summary = store, ctx, known, summary
+        self.retry, self.restart = retry, restart
+        self.polls = 0
+        self.said: set[str] = set()
+
+    def _drop(self, spec: Spec, into: list[str] | None) -> None:
+        self.pending.remove(spec)
+        if into is not None:
+            into.append(job_key(spec))
+
+    def _wait_note(self, spec: Spec, row: dict[str, Any], why: str) -> None:
+        key = job_key(spec)
+        if key not in self.said:
+            self.said.add(key)
+            owner = row.get("owner") or ""
+            who = owner.partition("@")[2] or "another driver"
+            log.info("waiting for %s (%s), %s in %s (%s)", get_kind(spec["kind"]).title, key[:12], why,
+                     self.store.path, who)
+
+    def _free(self, row: dict[str, Any]) -> bool:
+        """Whether this driver may take the job in `row`."""
+        if row["status"] == "pending":
+            return True
+        if row["status"] == "failed":
+            return self.retry.get(row["key"]) == row["attempts"]
+        if row["status"] == "running":
+            # This store's own claim on a job still pending here: left by a run that was
+            # interrupted (Ctrl-C) in this process, not one running now.
+            return row.get("owner") == self.store.owner or not self.store.owner_alive(row.get("owner"))
+        return False
+
+    def next(self, spec: Spec, mine: dict[str, Any]) -> tuple[str, dict[str, Any] | None]:
+        """("go", dependency results) when this driver claimed `spec` and should run it now;
+        ("wait", None) when it, or a dependency, is being run elsewhere; ("gone", None) when it
+        left `pending` (finished or failed elsewhere, or blocked). `mine`: key -> Ray object ref
+        of jobs this driver submitted that have not finished; dependents may use those refs."""
+        key = job_key(spec)
+        row = self.store.get(key)
+        if row is None:  # registered by plan(); a store emptied under us is not ours to refill
+            self._drop(spec, self.summary.failed)
+            return "gone", None
+        if row["status"] == "done":
+            self.summary.cached += 1
+            self._drop(spec, self.summary.elsewhere)
+            return "gone", None
+        if not self._free(row):
+            if row["status"] == "failed":  # failed in another driver while this one waited
+                self._drop(spec, self.summary.failed)
+                return "gone", None
+            self._wait_note(spec, row, "which another process is running")
+            return "wait", None
+        deps: dict[str, Any] = {}
+        for d in dependencies(spec):
+            dk = job_key(d)
+            if dk in self.known:
+                deps[dk] = self.known[dk]
+                continue
+            drow = self.store.get(dk)
+            if drow is not None and drow["status"] == "done":
+                deps[dk] = drow["result"]
+            elif drow is None or (drow["status"] == "failed" and self.retry.get(dk) != drow["attempts"]):
+                self._drop(spec, self.summary.blocked)
+                return "gone", None
+            elif dk in mine:
+                deps[dk] = mine[dk]
+            else:
+                if d not in self.pending and self._free(drow):
+                    self.pending.insert(self.pending.index(spec), d)  # nobody else will run it
+                self._wait_note(spec, drow, "whose dependency is not finished")
+                return "wait", None
+        if not self.store.claim(key, row):
+            return "wait", None  # another driver took it between the look and the claim
+        if row["status"] == "running":
+            log.info("taking over %s (%s): the process that was running it is gone", spec["kind"], key[:12])
+        if self.restart:
+            discard_artifacts(spec, self.ctx)
+        self._drop(spec, None)
+        return "go", deps
+
+    def idle(self, progressed: bool) -> float:
+        """Seconds to wait before the next look when nothing could be done (0 after progress)."""
+        if progressed:
+            self.polls = 0
+            return 0.0
+        self.polls += 1
+        return wait_interval(self.polls - 1, most=POLL_MOST)
+
+
 def _record(store: ResultStore, key: str, out: dict[str, Any], summary: GridSummary) -> None:
     if out["ok"]:
-        store.finish(key, out["result"], out["seconds"], out["host"], out["versions"])
+        mine = store.finish(key, out["result"], out["seconds"], out["host"], out["versions"])
+    else:
+        mine = store.fail(key, out["error"], out["traceback"], out["seconds"], out["host"])
+    if not mine:
+        # Another driver took the job over (this one looked gone): its record stands.
+        log.warning("job %s was taken over by another process; its outcome here is not recorded", key[:12])
+        summary.elsewhere.append(key)
+    elif out["ok"]:
         summary.ran.append(key)
     else:
-        store.fail(key, out["error"], out["traceback"], out["seconds"], out["host"])
         summary.failed.append(key)
 
 
@@ -105,12 +240,13 @@ def run_jobs(specs: list[Spec], store: ResultStore, ctx: JobContext, executor: s
              address: str | None = None, retry_failed: bool = False, known: dict[str, Any] | None = None,
              on_start: Callable[[Spec, int, int], None] | None = None,
              on_done: Callable[[str, dict[str, Any]], None] | None = None,
-             ray_init: dict[str, Any] | None = None) -> GridSummary:
+             ray_init: dict[str, Any] | None = None, restart: bool = False) -> GridSummary:
     """Run every job of `specs` (and their dependencies) that `store` has not finished.
 
     known: key -> result of jobs finished elsewhere (the shared cache) that these depend on.
     on_start(spec, i, n) before each job runs locally; on_done(key, outcome) after each is
-    recorded (progress lines; tests use it to interrupt a run mid-way).
+    recorded (progress lines; tests use it to interrupt a run mid-way). restart: a job this
+    driver takes over starts from nothing (`discard_artifacts`) instead of resuming.
     """
     if executor not in EXECUTORS:
         raise UnlearnableError(f"unknown executor {executor!r} (known: {', '.join(EXECUTORS)})")
@@ -118,10 +254,11 @@ def run_jobs(specs: list[Spec], store: ResultStore, ctx: JobContext, executor: s
     known = dict(known or {})
     todo, summary = plan(expand(specs, known), store, retry_failed)
     ctx.out_root = Path(ctx.out_root).resolve()
+    sched = _Scheduler(todo, store, ctx, known, summary, _retryable(store, todo) if retry_failed else {}, restart)
     if executor == "local":
-        _run_local(todo, store, ctx, known, summary, on_start, on_done)
+        _run_local(sched, ctx, on_start, on_done)
     else:
-        _run_ray(todo, store, ctx, known, address, summary, on_done, ray_init or {})
+        _run_ray(sched, ctx, address, on_done, ray_init or {})
     summary.seconds = time.perf_counter() - t0
     return summary
 
@@ -138,48 +275,38 @@ def run_grid(grid: Any, store: ResultStore, out_root: str | os.PathLike[str], ex
                     on_done=on_done, ray_init=ray_init)
 
 
-def _dep_results(spec: Spec, store: ResultStore, known: dict[str, Any]) -> dict[str, Any] | None:
-    """key -> result of each dependency, or None when one is not done."""
-    out = {}
-    for d in dependencies(spec):
-        k = job_key(d)
-        if k in known:
-            out[k] = known[k]
-            continue
-        row = store.get(k)
-        if row is None or row["status"] != "done":
-            return None
-        out[k] = row["result"]
-    return out
-
-
-def _run_local(todo: list[Spec], store: ResultStore, ctx: JobContext, known: dict[str, Any],
-               summary: GridSummary, on_start: Callable[[Spec, int, int], None] | None,
+def _run_local(sched: _Scheduler, ctx: JobContext, on_start: Callable[[Spec, int, int], None] | None,
                on_done: Callable[[str, dict[str, Any]], None] | None) -> None:
-    host = socket.gethostname()
-    for i, spec in enumerate(todo, 1):  # expand() order: dependencies first
-        key = job_key(spec)
-        deps = _dep_results(spec, store, known)
-        if deps is None:
-            summary.blocked.append(key)
-            continue
-        if on_start is not None:
-            on_start(spec, i, len(todo))
-        store.start(key, host)
-        out = _execute(spec, ctx, deps)
-        _record(store, key, out, summary)
-        if on_done is not None:
-            on_done(key, out)
+    n, i = len(sched.pending), 0
+    while sched.pending:
+        progressed = False
+        for spec in list(sched.pending):  # expand() order: dependencies first
+            if spec not in sched.pending:
+                continue
+            what, deps = sched.next(spec, {})
+            if what == "wait":
+                continue
+            progressed = True
+            if what != "go":
+                continue
+            i += 1
+            if on_start is not None:
+                on_start(spec, i, max(n, i))
+            key = job_key(spec)
+            out = _execute(spec, ctx, deps or {})
+            _record(sched.store, key, out, sched.summary)
+            if on_done is not None:
+                on_done(key, out)
+        time.sleep(sched.idle(progressed))
 
 
-def _run_ray(todo: list[Spec], store: ResultStore, ctx: JobContext, known: dict[str, Any], address: str | None,
-             summary: GridSummary, on_done: Callable[[str, dict[str, Any]], None] | None,
-             ray_init: dict[str, Any]) -> None:
+def _run_ray(sched: _Scheduler, ctx: JobContext, address: str | None,
+             on_done: Callable[[str, dict[str, Any]], None] | None, ray_init: dict[str, Any]) -> None:
     try:
         import ray
     except ImportError:
         raise UnlearnableError("the ray executor needs Ray: pip install 'unlearnable[ray]'") from None
-    if not todo:
+    if not sched.pending:
         return
     started_here = not ray.is_initialized()
     if started_here:
@@ -200,35 +327,31 @@ def _run_ray(todo: list[Spec], store: ResultStore, ctx: JobContext, known: dict[
         use_gpu = ctx.device.startswith("cuda") or (ctx.device == "auto" and torch.cuda.is_available())
         opts = {"num_gpus": 1} if use_gpu else {"num_cpus": 1}
         remote = ray.remote(**opts)(_ray_task)
-        refs: dict[str, Any] = {}
-        host = socket.gethostname()
+        mine: dict[str, Any] = {}  # key -> ref of a job submitted here and not yet recorded
         pending: dict[Any, str] = {}
-        for spec in todo:  # dependencies first, so their refs exist when a dependent is submitted
-            key = job_key(spec)
-            dep_refs = []
-            blocked = False
-            for d in dependencies(spec):
-                dk = job_key(d)
-                if dk in refs:
-                    dep_refs.append(refs[dk])
-                elif dk in known:
-                    dep_refs.append({"ok": True, "key": dk, "result": known[dk]})
-                elif store.status(dk) == "done":
-                    dep_refs.append({"ok": True, "key": dk, "result": store.get(dk)["result"]})
-                else:
-                    blocked = True
-            if blocked:
-                summary.blocked.append(key)
+        while sched.pending or pending:
+            progressed = False
+            for spec in list(sched.pending):  # dependencies first, so their refs exist for dependents
+                if spec not in sched.pending:
+                    continue
+                what, deps = sched.next(spec, mine)
+                progressed = progressed or what != "wait"
+                if what != "go":
+                    continue
+                key = job_key(spec)
+                args = [v if dk in mine else {"ok": True, "key": dk, "result": v} for dk, v in (deps or {}).items()]
+                mine[key] = remote.remote(spec, str(ctx.out_root), ctx.device, ctx.data_root, *args)
+                pending[mine[key]] = key
+            wait_s = sched.idle(progressed) if sched.pending else None
+            if not pending:
+                time.sleep(wait_s or 0.0)
                 continue
-            store.start(key, host)
-            refs[key] = remote.remote(spec, str(ctx.out_root), ctx.device, ctx.data_root, *dep_refs)
-            pending[refs[key]] = key
-        while pending:
-            done, _ = ray.wait(list(pending), num_returns=1)
+            done, _ = ray.wait(list(pending), num_returns=1, timeout=wait_s)
             for ref in done:
                 key = pending.pop(ref)
                 out = ray.get(ref)
-                _record(store, key, out, summary)
+                _record(sched.store, key, out, sched.summary)
+                mine.pop(key, None)
                 if on_done is not None:
                     on_done(key, out)
     finally:

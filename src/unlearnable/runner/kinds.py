@@ -13,12 +13,16 @@ clean test split / whole clean training split the job uses):
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
-from .._io import DataError, UnlearnableError, read_json
+from .._io import DataError, UnlearnableError, temp_prefix
+from .._lock import FileLock
 from ..data.imageset import ImageSet
 from ..identity import content_id
 from .jobs import JobContext, Spec, job_dir, job_key, poison_spec_of, register_job
@@ -40,25 +44,69 @@ def named_split(name: str, split: str, ctx: JobContext) -> ImageSet:
     return _cached(ctx, (split, name), lambda: load_data(name, split, ctx.data_root))
 
 
+def _loads(d: Path) -> bool:
+    from ..data.store import load_dataset_dir
+
+    if not d.exists():
+        return False
+    try:
+        load_dataset_dir(d)
+        return True
+    except UnlearnableError:
+        return False  # a broken or partial copy: remade
+
+
 def ensure_poison(spec: Spec, ctx: JobContext) -> Path:
     """The protected set's directory, made now if it is not there (deterministic: same spec, same
-    bytes), so a worker without the driver's disk can still run a dependent job."""
-    from ..data.store import load_dataset_dir
+    bytes), so a worker without the driver's disk can still run a dependent job.
+
+    Made under a lock next to it (processes on one machine make it once, the others wait and
+    use it) into a temporary sibling that is renamed into place; where another process put a
+    loadable copy there first (a machine the lock does not reach), that copy is used."""
     from ..poisons import PoisonContext, poison_dataset
 
     # A caller's layout (the demo's data/NAME) when it has one; else the job's own directory.
     own = ctx.place is not None and spec.get("kind") == "poison"
     d = ctx.place(spec) if own else job_dir(ctx.out_root, spec) / "data"
-    if d.exists():
-        try:
-            load_dataset_dir(d)
+    if _loads(d):
+        return d
+    d.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(d.parent / f".{d.name}.lock")
+    lock.acquire(what=f"{d} (another process is making it)")
+    try:
+        if _loads(d):  # made by the process this one waited for
             return d
-        except UnlearnableError:
-            pass  # a broken or partial copy is remade below (overwrite=True)
-    pctx = PoisonContext(seed=int(spec["seed"]), device=ctx.device, progress=ctx.progress,
-                         work_dir=d.parent / f"{d.name}.work", level=spec.get("level", "paper"))
-    return poison_dataset(spec["method"], spec["dataset"], d, seed=int(spec["seed"]), params=spec["params"],
-                          subset=spec.get("subset"), data_root=ctx.data_root, overwrite=d.exists(), ctx=pctx)
+        stage = Path(tempfile.mkdtemp(prefix=temp_prefix(d), suffix=".tmp", dir=d.parent))
+        try:
+            pctx = PoisonContext(seed=int(spec["seed"]), device=ctx.device, progress=ctx.progress,
+                                 work_dir=d.parent / f"{d.name}.work", level=spec.get("level", "paper"))
+            # Made under d's own name (the manifest records it), in the temporary directory.
+            made = poison_dataset(spec["method"], spec["dataset"], stage / d.name, seed=int(spec["seed"]),
+                                  params=spec["params"], subset=spec.get("subset"), data_root=ctx.data_root,
+                                  ctx=pctx)
+            _install(made, d)
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
+    finally:
+        lock.release()
+    return d
+
+
+def _install(made: Path, d: Path) -> None:
+    """Rename `made` to `d`; a loadable `d` that appeared meanwhile is kept, a broken one replaced."""
+    try:
+        os.rename(made, d)
+        return
+    except OSError as e:
+        if e.errno not in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR):
+            raise
+    if _loads(d):
+        log.info("%s: made by another process meanwhile; using that copy", d)
+        return
+    old = d.with_name(f"{temp_prefix(d)}{os.urandom(4).hex()}.old")  # a name remove_stale knows
+    os.rename(d, old)
+    os.rename(made, d)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def load_spec_data(data: Spec, ctx: JobContext) -> ImageSet:
@@ -105,8 +153,10 @@ def base_of(data: Spec, train: ImageSet, ctx: JobContext) -> ImageSet | None:
 def _poison(spec: Spec, ctx: JobContext, deps: dict[str, Any]) -> dict[str, Any]:
     from ..data.store import manifest_bound
 
+    from ..data.store import read_manifest
+
     d = ensure_poison(spec, ctx)
-    man = read_json(d / "manifest.json")
+    man = read_manifest(d)
     return {"path": os.path.relpath(d, ctx.out_root), "num_samples": man.get("num_samples"),
             "bound": manifest_bound(man), "perturbation_measured": man.get("perturbation_measured"),
             "seconds_generate": man.get("timing", {}).get("generate_seconds")}

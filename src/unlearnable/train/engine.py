@@ -25,7 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._io import UnlearnableError, atomic_file
+from .._io import MAX_JSON_BYTES, DataError, UnlearnableError, atomic_file
+from .._safe import open_regular, read_bounded
 from .augment import AUGMENTATIONS, LABEL_AUGMENTATIONS, batch_crop, batch_flip_lr
 
 
@@ -48,6 +49,35 @@ class Recipe:
     augment: tuple[str, ...] = ()  # extra names from AUGMENTATIONS / LABEL_AUGMENTATIONS
     label_smoothing: float = 0.0
     eval_batch_size: int = 1000
+
+    def __post_init__(self) -> None:
+        # Every construction, replace() and from_dict() passes here, so the Python API refuses
+        # what the CLI refuses: a batch size of 0 divides by zero, a nan lr trains a chance-level
+        # model without an error, a negative epoch count trains nothing.
+        import numbers
+
+        def integer(v: object) -> bool:
+            return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+        def finite(v: object) -> bool:
+            return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+
+        rules = (
+            ("epochs", integer(self.epochs) and self.epochs >= 1, "an integer >= 1"),
+            ("batch_size", integer(self.batch_size) and self.batch_size >= 1, "an integer >= 1"),
+            ("eval_batch_size", integer(self.eval_batch_size) and self.eval_batch_size >= 1, "an integer >= 1"),
+            ("crop_padding", integer(self.crop_padding) and self.crop_padding >= 0, "an integer >= 0"),
+            ("lr", finite(self.lr) and self.lr > 0, "a finite number > 0"),
+            ("momentum", finite(self.momentum) and 0 <= self.momentum < 1, "a finite number in [0, 1)"),
+            ("weight_decay", finite(self.weight_decay) and self.weight_decay >= 0, "a finite number >= 0"),
+            ("gamma", finite(self.gamma) and self.gamma > 0, "a finite number > 0"),
+            ("warmup_epochs", finite(self.warmup_epochs) and self.warmup_epochs >= 0, "a finite number >= 0"),
+            ("label_smoothing", finite(self.label_smoothing) and 0 <= self.label_smoothing < 1,
+             "a finite number in [0, 1)"),
+        )
+        for name, ok, rule in rules:
+            if not ok:
+                raise UnlearnableError(f"recipe: {name} must be {rule}, got {getattr(self, name)!r}")
 
     def replace(self, **kw: Any) -> Recipe:
         return dataclasses.replace(self, **kw)
@@ -289,11 +319,20 @@ def fit(
         (out / "checkpoints").mkdir(exist_ok=True)
         last = out / "last.pt"
         if last.exists():
-            state = torch.load(last, map_location=dev, weights_only=True)
-            model.load_state_dict(state["model"])
-            opt.load_state_dict(state["optimizer"])
-            start_epoch = int(state["epoch"])
-            history = _read_metrics(out / "metrics.jsonl", start_epoch)
+            # It comes from disk: cut short by a full disk, copied from another run, or planted.
+            # Whatever fails while restoring from it is the file's fault, said in one line.
+            try:
+                with open_regular(last) as fh:
+                    state = torch.load(fh, map_location=dev, weights_only=True)
+                model.load_state_dict(state["model"])
+                opt.load_state_dict(state["optimizer"])
+                start_epoch = _resumable(state, opt, recipe.epochs)
+            except Exception as e:  # noqa: BLE001 - torch raises many types for a bad file
+                raise unreadable_checkpoint(last, e) from None
+            try:
+                history = _read_metrics(out / "metrics.jsonl", start_epoch)
+            except Exception as e:  # noqa: BLE001 - not text, not one JSON object per line
+                raise unreadable_checkpoint(out / "metrics.jsonl", e, "metrics file") from None
 
     t0 = time.perf_counter() - (history[-1]["elapsed"] if history else 0.0)
     bar = tqdm(total=recipe.epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch,
@@ -364,16 +403,34 @@ def _save_epoch(out: Path, model: nn.Module, opt: torch.optim.Optimizer, epoch: 
         torch.save({"epoch": epoch, "model": weights, "optimizer": opt.state_dict()}, f)
 
 
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The JSON objects of a one-object-per-line file (metrics.jsonl), read within a size bound.
+    Only the last line may be cut off (a crash mid-write): it is passed over; anything else that
+    is not one object with an integer epoch per line is a one-line DataError."""
+    try:
+        lines = read_bounded(path, MAX_JSON_BYTES).decode("utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise DataError(path, "is not text (one JSON object per line expected)") from None
+    rows = []
+    for i, line in enumerate(lines):
+        try:
+            r = json.loads(line)
+        except (ValueError, RecursionError):
+            if i == len(lines) - 1:
+                continue
+            raise DataError(path, f"line {i + 1} is not JSON") from None
+        if not isinstance(r, dict) or not isinstance(r.get("epoch", 0), int):
+            raise DataError(path, f"line {i + 1} is not an object with an integer epoch")
+        rows.append(r)
+    return rows
+
+
 def _read_metrics(path: Path, upto_epoch: int) -> list[dict[str, Any]]:
     """Metrics of epochs <= upto_epoch; rewrites the file without lines of unfinished epochs."""
     if not path.exists():
         return []
     rows = []
-    for line in path.read_text().splitlines():
-        try:
-            r = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a line cut off by a crash
+    for r in read_jsonl(path):
         if r.get("epoch", 0) <= upto_epoch:
             rows.append(r)
     rows = list({r["epoch"]: r for r in rows}.values())
@@ -394,20 +451,45 @@ def checkpoint_paths(run_dir: str | os.PathLike[str]) -> list[tuple[int, Path]]:
     return out
 
 
+def unreadable_checkpoint(path: str | os.PathLike[str], e: BaseException, what: str = "checkpoint") -> UnlearnableError:
+    """The one-line error for a checkpoint (or a run's other resume state) that cannot be
+    restored from: a DataError naming the file."""
+
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    why = f"{type(e).__name__}: {lines[0][:200]}" if lines else type(e).__name__
+    return DataError(path, f"{what} is unreadable ({why}); delete it or rerun with --restart")
+
+
+def _resumable(state: Any, opt: torch.optim.Optimizer, epochs: int) -> int:
+    """The epoch a loaded last.pt resumes after, once it is known to belong to this run: an
+    epoch within the recipe and optimizer buffers shaped like the parameters (a foreign file
+    would otherwise fail mid-epoch or report a run that never trained)."""
+    epoch = state["epoch"]
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or not 0 <= epoch <= epochs:
+        raise ValueError(f"epoch {epoch!r} is not one of this {epochs}-epoch run's")
+    for group in opt.param_groups:
+        for p in group["params"]:
+            buf = opt.state.get(p, {}).get("momentum_buffer")
+            if buf is not None and buf.shape != p.shape:
+                raise ValueError(f"an optimizer buffer of shape {tuple(buf.shape)} for a parameter of "
+                                 f"shape {tuple(p.shape)}")
+    return epoch
+
+
 def load_weights(model: nn.Module, path: str | os.PathLike[str]) -> nn.Module:
     """Load a checkpoint saved by `fit` (tensors only: `weights_only=True`, never code)."""
-    from .._io import DataError
 
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise DataError(path, "file not found") from None
-    except Exception as e:  # torch raises several types for a broken or unsafe file
-        raise DataError(path, f"not a loadable weights file ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+        with open_regular(path) as fh:
+            state = torch.load(fh, map_location="cpu", weights_only=True)
+    except DataError:
+        raise
+    except Exception as e:  # noqa: BLE001 - torch raises several types for a broken or unsafe file
+        raise unreadable_checkpoint(path, e) from None
     if isinstance(state, dict) and "model" in state and "optimizer" in state:
         state = state["model"]
     try:
         model.load_state_dict(state)
-    except (RuntimeError, TypeError) as e:
-        raise DataError(path, f"weights do not fit the model ({str(e).splitlines()[0]})") from None
+    except Exception as e:  # noqa: BLE001 - a foreign file: wrong keys, shapes or types
+        raise unreadable_checkpoint(path, e) from None
     return model

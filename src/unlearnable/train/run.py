@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import time
@@ -96,6 +97,7 @@ def train_on(
     out = Path(out_dir) if out_dir is not None else None
     model = spec.build()
     signature = model_signature(model)
+    made: list[Path] = []  # what this call created, removed again if no epoch finishes
     if out is not None:
         prev = out / "run.json"
         if prev.exists():
@@ -106,13 +108,20 @@ def train_on(
                 raise UnlearnableError(f"{out}: holds a run of another definition of {spec.arch!r} "
                                        "(made by another version of unlearnable); use another --out")
         else:
+            made = [prev, *(d for d in (out, *out.parents) if not d.exists())]
+    try:
+        if made:
             out.mkdir(parents=True, exist_ok=True)
             write_json(prev, {"spec": spec.to_dict(), "model_signature": signature, "created": now_iso(),
                               "versions": versions(), **(extra or {})})
-    model = model.to(dev)
-    xy = as_tensors(train)
-    txy = as_tensors(test) if test is not None else None
-    res = fit(model, xy, txy, spec.recipe, spec.seed, out, dev, progress, **fit_kw)
+        model = model.to(dev)
+        xy = as_tensors(train)
+        txy = as_tensors(test) if test is not None else None
+        res = fit(model, xy, txy, spec.recipe, spec.seed, out, dev, progress, **fit_kw)
+    except BaseException:
+        if made and not (out / "last.pt").exists():
+            _unmake(out, made)
+        raise
     if out is not None and res.epochs >= spec.recipe.epochs:
         write_json(out / "result.json", {
             "test_accuracy": res.test_accuracy, "test_loss": res.test_loss,
@@ -123,6 +132,19 @@ def train_on(
             **(extra or {}),
         })
     return model, res
+
+
+def _unmake(out: Path, made: list[Path]) -> None:
+    """Undo a new run that failed before its first epoch: a directory holding only run.json
+    would be resumed from nothing, or refused as "a run with different settings" after a fix.
+    Only what this run wrote goes: run.json, fit's empty checkpoints/, the directories it made."""
+    with contextlib.suppress(OSError):
+        (out / "checkpoints").rmdir()
+    with contextlib.suppress(FileNotFoundError):
+        made[0].unlink()
+    for d in made[1:]:  # innermost first; a directory someone else filled meanwhile stays
+        with contextlib.suppress(OSError):
+            d.rmdir()
 
 
 def train_data(
