@@ -465,3 +465,13 @@ def test_the_audit_command_exits_1_naming_a_failed_step(regions, tmp_path, monke
     monkeypatch.undo()
     assert main(["audit", str(regions), "--out", str(out), "--level", "tiny", "--attacks", "jpeg",
                  "--no-progress"]) == 0
+
+
+def test_a_clean_dataset_that_cannot_be_had_is_refused_before_anything_runs(regions, tmp_path, capsys):
+    from unlearnable.cli import main
+
+    rc = main(["audit", str(regions), "--out", str(tmp_path / "a"), "--level", "tiny", "--clean", "no-such-set",
+               "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "--clean no-such-set" in err[0]
+    assert not (tmp_path / "a").exists()

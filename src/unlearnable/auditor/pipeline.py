@@ -102,9 +102,13 @@ def resolve_inputs(data: str | os.PathLike[str], clean: str | None = None,
     """The protected set, the clean test set and, where they can be found, the clean images."""
     protected = load_data(data, "train", data_root)
     man = protected.meta.get("manifest", {})
+    asked = clean
     if clean is None and "manifest" not in protected.meta:
         clean = str(data)  # a clean dataset audited as is: its own base
     side = clean_side(protected, clean, data_root)
+    if asked is not None and side.test is None:
+        # The user named the clean data: that it cannot be had is an error, not a skipped step.
+        raise UnlearnableError(f"--clean {asked}: {side.notes[0] if side.notes else 'not found'}")
     name = man.get("name") or protected.name or Path(str(data)).name
     base_name = side.base_name if side.test is not None else None
     return AuditInputs(protected, side.test, side.base, side.pool, name, side.notes, base_name)
