@@ -21,7 +21,8 @@ from typing import Any
 from .._io import UnlearnableError, atomic_file, write_json
 from .._lock import dir_lock
 from ..runner import JobContext, ResultStore, run_jobs
-from .pipeline import AuditConfig, one_line, run_audit
+from .._safe import one_line
+from .pipeline import AuditConfig, run_audit
 from .report import render_comparison_html, render_comparison_md
 
 

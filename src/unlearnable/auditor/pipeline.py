@@ -32,6 +32,7 @@ from typing import Any
 from .._io import UnlearnableError, atomic_file, now_iso, read_json, versions, write_json
 from .._lock import dir_lock
 from .._registry import lookup, lookup_all
+from .._safe import one_line
 from ..analyses.steps import Row, StepInfo, StepSkipped, steps_for
 from ..attacks import ATTACKS, ordered
 from ..data.clean import clean_side
@@ -301,7 +302,7 @@ def execute(steps: list[StepInfo], specs: dict[str, Spec], skipped: dict[str, st
         key = job_key(specs[st.name])
         r = results.get(key)
         if r is not None and r["status"] == "failed":
-            steps_rec[st.name] = {"status": "failed", "key": key, "reason": one_line(r.get("error"))}
+            steps_rec[st.name] = {"status": "failed", "key": key, "reason": _reason(r.get("error"))}
         elif r is None or r["status"] != "done":
             steps_rec[st.name] = {"status": "blocked", "key": key,
                                   "reason": _not_run(specs[st.name], results, step_of)}
@@ -312,11 +313,9 @@ def execute(steps: list[StepInfo], specs: dict[str, Spec], skipped: dict[str, st
     return {"steps": steps_rec, "failed_steps": failed, "finished": now_iso()}
 
 
-def one_line(error: str | None, limit: int = 300) -> str:
-    """The first line of a recorded error (torch's run over several), at most `limit` characters."""
-    lines = [ln.strip() for ln in (error or "").splitlines() if ln.strip()]
-    text = lines[0] if lines else "failed (no error recorded)"
-    return text if len(text) <= limit else text[:limit - 3] + "..."
+def _reason(error: str | None) -> str:
+    """A recorded error as the one line a step's reason is (torch's run over several)."""
+    return one_line(error or "failed (no error recorded)", 300)
 
 
 def _not_run(spec: Spec, results: dict[str, dict[str, Any]], step_of: dict[str, str]) -> str:
@@ -329,7 +328,7 @@ def _failed_dependency(spec: Spec, results: dict[str, dict[str, Any]], step_of: 
         r = results.get(job_key(d))
         if r is not None and r["status"] == "failed":
             what = f"step {step_of[job_key(d)]}" if job_key(d) in step_of else f"its {d['kind']} job"
-            return f"{what} failed: {one_line(r.get('error'))}"
+            return f"{what} failed: {_reason(r.get('error'))}"
         if r is None or r["status"] != "done":
             deeper = _failed_dependency(d, results, step_of)
             if deeper:

@@ -17,6 +17,7 @@ import os
 import sys
 
 from .._io import UnlearnableError
+from .._safe import one_line
 
 # Modules that define sub-commands, in the order `--help` lists them.
 COMMANDS = ["datasets", "train", "demo", "poison", "show", "attack", "audit", "import_", "export",
@@ -101,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _one_line(text: str) -> str:
     # The promise is one line: a message quoting a file's content or a path may hold newlines.
-    return " ".join(text.split())
+    return one_line(text, limit=2000)
 
 
 if __name__ == "__main__":  # pragma: no cover

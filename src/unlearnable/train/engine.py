@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._io import MAX_JSON_BYTES, DataError, UnlearnableError, atomic_file
-from .._safe import open_regular, read_bounded
+from .._safe import one_line, open_regular, read_bounded
 from .augment import AUGMENTATIONS, LABEL_AUGMENTATIONS, batch_crop, batch_flip_lr
 
 
@@ -454,9 +454,7 @@ def checkpoint_paths(run_dir: str | os.PathLike[str]) -> list[tuple[int, Path]]:
 def unreadable_checkpoint(path: str | os.PathLike[str], e: BaseException, what: str = "checkpoint") -> UnlearnableError:
     """The one-line error for a checkpoint (or a run's other resume state) that cannot be
     restored from: a DataError naming the file."""
-
-    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    why = f"{type(e).__name__}: {lines[0][:200]}" if lines else type(e).__name__
+    why = f"{type(e).__name__}: {one_line(e)}" if str(e).strip() else type(e).__name__
     return DataError(path, f"{what} is unreadable ({why}); delete it or rerun with --restart")
 
 
