@@ -5,10 +5,12 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from unlearnable import UnlearnableError
-from unlearnable.auditor import AuditConfig, run_audit, verdict
+from unlearnable.analyses.steps import DFR_RANDOM_INITS
+from unlearnable.auditor import AuditConfig, Thresholds, run_audit, verdict
 from unlearnable.cli import main
 from unlearnable.poisons.make import poison_dataset
 from unlearnable.runner import ResultStore
@@ -33,7 +35,7 @@ def test_audit_runs_every_step_and_writes_its_outputs(audited):
     out, r = audited
     assert {s["status"] for s in r["steps"].values()} == {"done"}, r["steps"]
     saved = json.loads((out / "results.json").read_text())
-    assert saved["verdict"]["overall"] in {"broken", "leaks features", "holds"}
+    assert saved["verdict"]["overall"] in {"broken", "ineffective", "leaks features", "holds"}
     # The verdict's numbers are the results' numbers.
     per = saved["verdict"]["per_attack"]
     assert per["none"]["accuracy"] == saved["protected_training"]["test_accuracy"]
@@ -175,15 +177,44 @@ def test_unknown_base_runs_what_it_can_and_says_what_it_skipped(protected, tmp_p
     assert np.isfinite(r["separability"]["images"]["train_accuracy_mean"])
 
 
+def _window(frac: float, spread: float, lo: float = 0.76, hi: float = 0.86) -> dict:
+    """A DFR window as `dfr_window` builds it: random networks at `lo`, clean-trained at `hi`."""
+    from unlearnable.auditor.verdict import dfr_window
+
+    top = lo + frac * (hi - lo)
+    inits = [lo - spread, lo, lo + spread]  # sample std = spread
+    return dfr_window({"max_dfr_accuracy": top, "random_mean": lo, "random_inits": inits,
+                       "random_spread": float(np.std(inits, ddof=1))}, {"max_dfr_accuracy": hi})
+
+
 def test_verdict_rules():
     attacks = {"none": {"test_accuracy": 0.2}, "ortho-proj": {"test_accuracy": 0.5,
                                                                "test_accuracy_transformed_test": 0.85}}
-    v = verdict(0.9, attacks, 3.0, num_classes=10)
+    # broken: only an attack recovers 80 % of the clean accuracy
+    v = verdict(0.9, attacks, _window(0.1, 0.005), num_classes=10, level="quick")
     assert v["overall"] == "broken" and v["broken_by"] == ["ortho-proj"]
     assert v["per_attack"]["ortho-proj"]["recovered_fraction"] == pytest.approx(0.85 / 0.9)
-    assert verdict(0.9, {"none": {"test_accuracy": 0.2}}, 12.0, num_classes=10)["overall"] == "leaks features"
-    assert verdict(0.9, {"none": {"test_accuracy": 0.2}}, 2.0, num_classes=10)["overall"] == "holds"
-    assert verdict(0.12, {"none": {"test_accuracy": 0.1}}, 2.0, num_classes=10)["overall"] == "inconclusive"
+    assert "standard training does not" in v["reason"]
+    # ineffective: standard training alone does (the protection did not take effect at this level)
+    v = verdict(0.9, {**attacks, "none": {"test_accuracy": 0.8}}, _window(0.9, 0.005), num_classes=10,
+                level="quick")
+    assert v["overall"] == "ineffective" and v["per_attack"]["none"]["verdict"] == "ineffective"
+    assert "quick level" in v["reason"] and "--level paper" in v["reason"] and v["broken_by"] == ["ortho-proj"]
+    # leaks features: DFR recovers 0.6 of the window, the gain (6 points) above 2x the spread (0.5)
+    w = _window(0.6, 0.005)
+    assert w["recovered_fraction"] == pytest.approx(0.6) and w["gain_points"] == pytest.approx(6.0)
+    none = {"none": {"test_accuracy": 0.2}}
+    v = verdict(0.9, none, w, num_classes=10)
+    assert v["overall"] == "leaks features" and "60% of the window" in v["reason"]
+    # ... not when the random networks alone vary that much (2 x 4 points > 6 points)
+    assert verdict(0.9, none, _window(0.6, 0.04), num_classes=10)["overall"] == "holds"
+    # ... nor below the fraction, whatever the points: on a dataset where random features are
+    # strong, a 4-point gain is 40 % of the window
+    assert verdict(0.9, none, _window(0.4, 0.001), num_classes=10)["overall"] == "holds"
+    assert verdict(0.9, none, _window(0.4, 0.001), Thresholds(leak_fraction=0.3), num_classes=10)["overall"] \
+        == "leaks features"
+    assert verdict(0.9, none, None, num_classes=10)["overall"] == "holds"
+    assert verdict(0.12, {"none": {"test_accuracy": 0.1}}, None, num_classes=10)["overall"] == "inconclusive"
 
 
 def test_demo_compares_protected_sets_in_one_report(tmp_path, capsys):
@@ -194,7 +225,7 @@ def test_demo_compares_protected_sets_in_one_report(tmp_path, capsys):
     summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
     assert [r["dataset"] for r in summary["rows"]] == ["regions", "ops"]
     for row in summary["rows"]:
-        assert row["verdict"]["overall"] in {"broken", "leaks features", "holds", "inconclusive"}
+        assert row["verdict"]["overall"] in {"broken", "ineffective", "leaks features", "holds", "inconclusive"}
         assert row["dataset"] in out  # the one-screen table on stdout
     html = (tmp_path / "demo" / "report.html").read_text()
     assert html.count('class="tag"') >= 2 and 'href="regions/report.html"' in html
@@ -206,4 +237,7 @@ def test_demo_compares_protected_sets_in_one_report(tmp_path, capsys):
     assert res[0]["clean_reference"] == res[1]["clean_reference"]
     with ResultStore(tmp_path / "c" / "results.sqlite") as store:
         kinds = [j["kind"] for j in store.jobs()]
-    assert kinds.count("train") == 1 and kinds.count("dfr-random") == 1
+    # ... and so were the random networks' DFR, DFR on the clean-trained network and the clean
+    # images' separability (the baseline both sets' separability is read against).
+    assert kinds.count("train") == 1 and kinds.count("dfr-random") == DFR_RANDOM_INITS
+    assert kinds.count("dfr") == 1 and kinds.count("separability") == 1

@@ -48,3 +48,61 @@ def test_dfr_without_checkpoints_is_a_one_line_error(tmp_path, quick_recipe, cap
     # Any other first word is the full audit's DATA: not a dataset, a one-line error.
     assert main(["audit", "nonsense", "--out", str(tmp_path / "o")]) == 2
     assert "unknown dataset 'nonsense'" in capsys.readouterr().err
+
+
+def test_released_procedure_refits_the_trained_head_and_reestimates_batchnorm(digits_train, digits_test):
+    """dfr_step_2.py: the trained head is the starting point (no new head), the network runs in
+    train mode so BatchNorm's running statistics move to the clean images; the paper's procedure
+    leaves the network untouched."""
+    import torch
+
+    from unlearnable.analyses.dfr import fit_head
+    from unlearnable.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("convnet", 10, 1, (8, 8))
+    with torch.no_grad():
+        model.head.weight.normal_()
+    head0 = model.head.weight.detach().clone()
+    bn0 = [b.clone() for n, b in model.named_buffers() if n.endswith("running_mean")]
+    sub = digits_train.subset(np.arange(200))
+    x_tr, y_tr, x_te, y_te = sub.uint8_tensor(), sub.labels, digits_test.uint8_tensor(), digits_test.labels
+    fit_head("paper", model, x_tr, y_tr, x_te, y_te, 10)
+    assert all(torch.equal(a, b) for a, b in zip(bn0, [b for n, b in model.named_buffers() if n.endswith("running_mean")]))
+    # A step too small to move the head: what is left of the head is the trained one, not a new one.
+    from unlearnable.analyses import dfr as dfr_mod
+
+    r = dfr_mod.released_head(model, x_tr, y_tr, x_te, y_te, 10, crop_padding=1, flip=False, seed=0,
+                              epochs=1, batch_size=128, lr=1e-12)
+    assert torch.allclose(model.head.weight, head0, atol=1e-6)
+    assert r["bn_running_mean_change"] > 1e-3
+    bn1 = [b for n, b in model.named_buffers() if n.endswith("running_mean")]
+    assert any(not torch.equal(a, b) for a, b in zip(bn0, bn1))
+    # A real refit moves the head and learns the classes.
+    r = dfr_mod.released_head(model, x_tr, y_tr, x_te, y_te, 10, crop_padding=1, flip=False, seed=0,
+                              epochs=3, batch_size=128)
+    assert not torch.allclose(model.head.weight, head0) and r["dfr_accuracy"] > 0.3
+    assert all(p.requires_grad for p in model.parameters())  # the model is left trainable
+
+
+def test_indices_select_exactly_those_images(tmp_path, digits_train, digits_test, quick_recipe, capsys):
+    spec = RunSpec("convnet", 10, 1, (8, 8), quick_recipe.replace(epochs=1), seed=0, data="digits")
+    train_on(digits_train, digits_test, spec, tmp_path / "run", progress=False)
+    idx = np.array([5, 3, 99, 700, 42] * 1 + list(range(1000, 1095)), dtype=np.int64)
+    np.save(tmp_path / "idx.npy", idx)
+    assert main(["audit", "dfr", str(tmp_path / "run"), "--indices", str(tmp_path / "idx.npy"),
+                 "--procedure", "released", "--no-progress", "--device", "cpu"]) == 0
+    assert "released procedure" in capsys.readouterr().out
+    saved = json.loads((tmp_path / "run" / "dfr-released.json").read_text())
+    assert saved["procedure"] == "released" and saved["settings"]["indices_from"] == "file"
+    assert saved["settings"]["n"] == len(idx)
+    assert np.array_equal(np.load(tmp_path / "run" / "dfr_indices.npy"), idx)
+    assert not (tmp_path / "run" / "dfr.json").exists()  # each procedure keeps its own file
+    # Bad index files: one line naming the file, nothing written.
+    for bad, why in ((np.array([0, 0, 1]), "repeat"), (np.array([0, 10 ** 6]), "[0, "),
+                     (np.zeros((2, 2), dtype=np.int64), "1-D integer")):
+        np.save(tmp_path / "bad.npy", bad)
+        assert main(["audit", "dfr", str(tmp_path / "run"), "--indices", str(tmp_path / "bad.npy"),
+                     "--no-progress"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "bad.npy" in err[0] and why in err[0]

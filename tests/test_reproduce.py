@@ -200,8 +200,8 @@ def test_dry_run_estimates_without_running(tmp_path, capsys):
     assert main(["reproduce", "table1", "--dataset", "digits", "--budget", "tiny", "--methods", "regions",
                  "--subset", "100", "--db", str(db), "--out", str(tmp_path / "out"), "--dry-run"]) == 0
     out = capsys.readouterr().out
-    # poison, 2 trainings, 2 DFR curves, and one random-network DFR both rows share
-    assert "table1 on digits: 2 cells, 6 jobs (0 already done)" in out
+    # poison, 2 trainings, 2 DFR curves, and the random networks' DFR both rows share (3 inits)
+    assert "table1 on digits: 2 cells, 8 jobs (0 already done)" in out
     assert "device-hours" in out and "samples/s" in out
     assert not db.exists() and not (tmp_path / "out").exists()
 

@@ -16,8 +16,21 @@ network reaches, the protection did not prevent feature learning.
     report = dfr_curve("runs/lsp", clean_train, clean_test, n=5000, seed=0)
     report["max_dfr_accuracy"], report["gain_over_random_init"]
 
-Writes RUN_DIR/dfr.json, RUN_DIR/dfr.png (Fig. 2), RUN_DIR/dfr_indices.npy (the subset) and a
-per-epoch cache RUN_DIR/dfr_cache/epoch_NNN.json, so an interrupted audit resumes and a run
+Two procedures fit the head (`procedure=`):
+- "paper" (default): what the paper's text describes. Features in eval mode (BatchNorm uses the
+  running statistics of the training it audits), standardized, and a fresh scikit-learn
+  multinomial `LogisticRegression` (lbfgs, L2 with C=1).
+- "released": what the released `dfr_step_2.py` does. The *trained* head is refitted with
+  `torch.optim.LBFGS(lr=0.5)` (torch's max_iter 20, history 100, no line search) on the raw
+  features, without L2, for 15 epochs of shuffled batches of 1,024 augmented clean images (the
+  run's crop and flip), the L-BFGS state carried across batches, with the network in train mode,
+  so every forward pass re-estimates the BatchNorm running statistics on the clean images.
+  Then it evaluates in eval mode. Its random-init baseline is a fresh network refitted the same way.
+`indices=` takes the clean subset from an index array (the released `train_5000samples.npy`,
+`load_indices`) instead of drawing it.
+
+Writes RUN_DIR/dfr.json (dfr-released.json for the released procedure), RUN_DIR/dfr.png (Fig. 2),
+RUN_DIR/dfr_indices.npy (the subset) and a per-epoch cache RUN_DIR/dfr_cache/epoch_NNN.json, so an interrupted audit resumes and a run
 that gained epochs only computes the new ones. Accuracies are fractions in [0, 1];
 `gain_over_random_init` is a fraction too (0.10 = 10 percentage points), and
 `gain_over_random_init_points` says the same in points.
@@ -89,6 +102,103 @@ def dfr_head(f_train: np.ndarray, y_train: np.ndarray, f_test: np.ndarray, y_tes
     return {"dfr_accuracy": acc, "dfr_loss": loss, "converged": bool(clf.n_iter_.max() < max_iter)}
 
 
+PROCEDURES = ("paper", "released")
+
+
+def released_head(model: torch.nn.Module, x_tr: torch.Tensor, y_tr: np.ndarray, x_te: torch.Tensor,
+                  y_te: np.ndarray, num_classes: int, crop_padding: int = 4, flip: bool = True, seed: int = 0,
+                  epochs: int = 15, batch_size: int = 1024, lr: float = 0.5,
+                  eval_batch_size: int = 500) -> dict[str, Any]:
+    """The released step 2 (see the module docstring) on `model` in place; returns the clean
+    test accuracy and loss afterwards, and how far the BatchNorm running means moved."""
+    import torch.nn.functional as F
+
+    from ..train.augment import batch_crop, batch_flip_lr
+
+    dev = next(model.parameters()).device
+    bn_before = _bn_means(model)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for p in model.head.parameters():
+        p.requires_grad_(True)
+    opt = torch.optim.LBFGS(model.head.parameters(), lr=lr)  # torch's defaults: max_iter 20, history 100
+    gen = torch.Generator().manual_seed(seed)
+    y_all = torch.as_tensor(y_tr, dtype=torch.long)
+    model.train()  # BatchNorm: batch statistics, and running statistics re-estimated on these images
+    for _ in range(epochs):
+        perm = torch.randperm(len(x_tr), generator=gen)
+        for s in range(0, len(perm), batch_size):
+            idx = perm[s:s + batch_size]
+            xb = x_tr[idx].float().div_(255) if x_tr.dtype == torch.uint8 else x_tr[idx].float()
+            if crop_padding:
+                xb = batch_crop(xb, gen, crop_padding)
+            if flip:
+                xb = batch_flip_lr(xb, gen)
+            xb, yb = xb.to(dev), y_all[idx].to(dev)
+
+            def closure() -> torch.Tensor:
+                opt.zero_grad(set_to_none=True)
+                loss = F.cross_entropy(model(xb), yb)
+                loss.backward()
+                return loss
+
+            opt.step(closure)
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(True)
+    correct, total_loss = 0, 0.0
+    y_test = torch.as_tensor(y_te, dtype=torch.long)
+    with torch.no_grad():
+        for s in range(0, len(x_te), eval_batch_size):
+            xb = x_te[s:s + eval_batch_size].to(dev)
+            xb = xb.float().div_(255) if xb.dtype == torch.uint8 else xb.float()
+            logits = model(xb).float()
+            yb = y_test[s:s + eval_batch_size].to(dev)
+            total_loss += F.cross_entropy(logits, yb, reduction="sum").item()
+            correct += int((logits.argmax(1) == yb).sum())
+    bn_after = _bn_means(model)
+    moved = float(max((a - b).abs().max().item() for a, b in zip(bn_after, bn_before))) if bn_before else 0.0
+    return {"dfr_accuracy": correct / max(len(x_te), 1), "dfr_loss": total_loss / max(len(x_te), 1),
+            "bn_running_mean_change": moved}
+
+
+def _bn_means(model: torch.nn.Module) -> list[torch.Tensor]:
+    return [m.running_mean.detach().clone() for m in model.modules()
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.running_mean is not None]
+
+
+def fit_head(procedure: str, model: torch.nn.Module, x_tr: torch.Tensor, y_tr: np.ndarray, x_te: torch.Tensor,
+             y_te: np.ndarray, num_classes: int, max_iter: int = 1000, c: float = 1.0, batch_size: int = 500,
+             crop_padding: int = 4, flip: bool = True, seed: int = 0) -> dict[str, Any]:
+    """DFR's head on `model` by `procedure` ("paper" or "released"): accuracy and loss."""
+    if procedure == "paper":
+        return dfr_head(dfr_features(model, x_tr, batch_size), y_tr, dfr_features(model, x_te, batch_size),
+                        y_te, num_classes, max_iter, c)
+    if procedure == "released":
+        return released_head(model, x_tr, y_tr, x_te, y_te, num_classes, crop_padding, flip, seed,
+                             eval_batch_size=batch_size)
+    raise UnlearnableError(f"DFR --procedure must be one of {', '.join(PROCEDURES)}, got {procedure!r}")
+
+
+def load_indices(path: str | os.PathLike[str], pool_size: int) -> np.ndarray:
+    """A clean-subset index file (.npy of distinct integers in [0, pool_size)), checked before use."""
+    from .._safe import read_npy
+
+    def check(h) -> None:
+        if h.dtype.kind not in "iu" or len(h.shape) != 1:
+            raise DataError(path, f"DFR indices must be a 1-D integer array, got {h.dtype} of shape {h.shape}")
+
+    idx = np.asarray(read_npy(path, max_bytes=8 * max(pool_size, 1) + 1024, check=check)).astype(np.int64)
+    if len(idx) == 0:
+        raise DataError(path, "no indices")
+    if idx.min() < 0 or idx.max() >= pool_size:
+        raise DataError(path, f"indices must lie in [0, {pool_size}) (the clean training set's size), "
+                              f"got {idx.min()}..{idx.max()}")
+    if len(np.unique(idx)) != len(idx):
+        raise DataError(path, "indices repeat")
+    return idx
+
+
 def _standard_curve(run_dir: Path) -> dict[int, float]:
     """Standard (whole-network) clean test accuracy per epoch, from metrics.jsonl."""
     out: dict[int, float] = {}
@@ -121,30 +231,44 @@ def weights_sha256(model: torch.nn.Module) -> str:
 
 def random_init_dfr(spec: Any, clean_train: ImageSet, clean_test: ImageSet, n: int = 5000, seed: int = 0,
                     device: str = "auto", max_iter: int = 1000, c: float = 1.0,
-                    batch_size: int = 500) -> dict[str, Any]:
+                    batch_size: int = 500, procedure: str = "paper",
+                    indices: np.ndarray | None = None) -> dict[str, Any]:
     """DFR on the untrained network `spec.build()` (a RunSpec: its seed draws the weights): the
     baseline every DFR curve of that architecture and seed is compared with. Returns the head's
     accuracy and loss, and the `settings` a curve must share to use it."""
-    x_tr, y_tr, x_te, y_te, settings, _ = _clean_subset(clean_train, clean_test, n, seed, max_iter, c)
+    x_tr, y_tr, x_te, y_te, settings, _ = _clean_subset(clean_train, clean_test, n, seed, max_iter, c,
+                                                        indices, procedure)
     model = spec.build().to(pick_device(device))
+    sha = weights_sha256(model)
     t0 = time.perf_counter()
-    res = dfr_head(dfr_features(model, x_tr, batch_size), y_tr, dfr_features(model, x_te, batch_size),
-                   y_te, spec.num_classes, max_iter, c)
+    res = fit_head(procedure, model, x_tr, y_tr, x_te, y_te, spec.num_classes, max_iter, c, batch_size,
+                   spec.recipe.crop_padding, spec.recipe.flip, seed)
     return {**res, "seconds": round(time.perf_counter() - t0, 3), "settings": settings,
-            "weights_sha256": weights_sha256(model), "seed": spec.seed, "arch": spec.arch}
+            "weights_sha256": sha, "seed": spec.seed, "arch": spec.arch}
 
 
-def _clean_subset(clean_train: ImageSet, clean_test: ImageSet, n: int, seed: int, max_iter: int, c: float):
-    """The seeded clean subset of DFR's head and what identifies it."""
-    n_used = min(int(n), len(clean_train))
-    if n_used < 1:
-        raise UnlearnableError("DFR needs at least one clean training image (--n)")
-    idx = np.sort(np.random.default_rng(seed).choice(len(clean_train), n_used, replace=False))
+def _clean_subset(clean_train: ImageSet, clean_test: ImageSet, n: int, seed: int, max_iter: int, c: float,
+                  indices: np.ndarray | None = None, procedure: str = "paper"):
+    """The clean subset of DFR's head (seeded, or the given indices) and what identifies it."""
+    if indices is not None:
+        idx = np.asarray(indices, dtype=np.int64)
+        if len(idx) == 0 or idx.min() < 0 or idx.max() >= len(clean_train) or len(np.unique(idx)) != len(idx):
+            raise UnlearnableError(f"DFR indices must be distinct and in [0, {len(clean_train)})")
+        n_used = len(idx)
+    else:
+        n_used = min(int(n), len(clean_train))
+        if n_used < 1:
+            raise UnlearnableError("DFR needs at least one clean training image (--n)")
+        idx = np.sort(np.random.default_rng(seed).choice(len(clean_train), n_used, replace=False))
     sub = clean_train.subset(idx)
+    classifier = ("sklearn LogisticRegression (multinomial, lbfgs) on standardized features" if procedure == "paper"
+                  else "the trained head refitted: LBFGS lr 0.5, 15 epochs of batches of 1024, crop+flip, "
+                       "BatchNorm in train mode")
     settings = {"n": n_used, "n_requested": int(n), "seed": seed, "max_iter": max_iter, "c": c,
                 "clean_train": clean_train.name, "clean_test": clean_test.name,
                 "indices_sha256": sha256_array(idx), "num_test": len(clean_test),
-                "classifier": "sklearn LogisticRegression (multinomial, lbfgs) on standardized features"}
+                "indices_from": "file" if indices is not None else "seed",
+                "procedure": procedure, "classifier": classifier}
     return sub.uint8_tensor(), sub.labels, clean_test.uint8_tensor(), clean_test.labels, settings, idx
 
 
@@ -162,6 +286,8 @@ def dfr_curve(
     batch_size: int = 500,
     plot: bool = True,
     random_init: dict[str, Any] | None = None,
+    procedure: str = "paper",
+    indices: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Run the DFR audit over every epoch checkpoint of `run_dir`; write dfr.json (+ dfr.png).
 
@@ -171,12 +297,17 @@ def dfr_curve(
     dfr_indices.npy. The random-init baseline is the run's own initialization (`spec.build()`,
     seeded with the run's seed: epoch 0 of the curve). `random_init`: that baseline already
     computed by `random_init_dfr` for the same architecture, seed and clean subset (it does not
-    depend on the training data, so audits of one base share it). Returns the dfr.json dict.
+    depend on the training data, so audits of one base share it). `procedure`: "paper" or
+    "released" (module docstring); `indices`: the clean subset as indices into clean_train.
+    Returns the dfr.json dict (dfr-released.json for the released procedure).
     """
     from tqdm.auto import tqdm
 
+    if procedure not in PROCEDURES:
+        raise UnlearnableError(f"DFR --procedure must be one of {', '.join(PROCEDURES)}, got {procedure!r}")
     run_dir = Path(run_dir)
     t_start = time.perf_counter()
+    stem = "dfr" if procedure == "paper" else f"dfr-{procedure}"
     spec, _ = load_run(run_dir)
     ckpts = checkpoint_paths(run_dir)
     if not ckpts:
@@ -191,7 +322,8 @@ def dfr_curve(
         if ds.chw != want or ds.num_classes != spec.num_classes:
             raise UnlearnableError(f"{name} set is {ds.chw} with {ds.num_classes} classes but the run "
                                    f"was trained on {want} with {spec.num_classes}")
-    x_tr, y_tr, x_te, y_te, settings, idx = _clean_subset(clean_train, clean_test, n, seed, max_iter, c)
+    x_tr, y_tr, x_te, y_te, settings, idx = _clean_subset(clean_train, clean_test, n, seed, max_iter, c,
+                                                          indices, procedure)
     with atomic_file(run_dir / "dfr_indices.npy", "wb") as f:
         np.save(f, idx, allow_pickle=False)
     dev = pick_device(device)
@@ -199,7 +331,7 @@ def dfr_curve(
 
     def evaluate_model(model: torch.nn.Module, tag: str, weights_sha: str) -> dict[str, Any]:
         key = {**settings, "weights_sha256": weights_sha}
-        cfile = cache / f"{tag}.json"
+        cfile = cache / (f"{tag}.json" if procedure == "paper" else f"{procedure}-{tag}.json")
         if cfile.exists():
             try:
                 prev = read_json(cfile)
@@ -209,8 +341,8 @@ def dfr_curve(
                 pass  # a broken cache file is recomputed
         t0 = time.perf_counter()
         model.to(dev)
-        res = dfr_head(dfr_features(model, x_tr, batch_size), y_tr, dfr_features(model, x_te, batch_size),
-                       y_te, spec.num_classes, max_iter, c)
+        res = fit_head(procedure, model, x_tr, y_tr, x_te, y_te, spec.num_classes, max_iter, c, batch_size,
+                       spec.recipe.crop_padding, spec.recipe.flip, seed)
         res["seconds"] = round(time.perf_counter() - t0, 3)
         write_json(cfile, {"key": key, "result": res})
         return res
@@ -241,16 +373,16 @@ def dfr_curve(
         "random_init_dfr_accuracy": rnd["dfr_accuracy"], "random_init_dfr_loss": rnd["dfr_loss"],
         "gain_over_random_init": gain, "gain_over_random_init_points": round(100 * gain, 2),
         "final_standard_test_accuracy": curve[-1]["test_accuracy"],
-        "curve": curve, "settings": settings, "indices_file": "dfr_indices.npy",
+        "curve": curve, "settings": settings, "indices_file": "dfr_indices.npy", "procedure": procedure,
         "random_init": {"seed": spec.seed, "note": "the run's own initialization (epoch 0)",
                         "shared": random_init is not None},
         "seconds": round(time.perf_counter() - t_start, 3), "device": str(dev),
         "paper": PAPER, "finished": now_iso(), "versions": versions(),
     }
-    write_json(run_dir / "dfr.json", report)
+    write_json(run_dir / f"{stem}.json", report)
     if plot:
         from ..viz.plots import plot_dfr_curve
 
-        plot_dfr_curve(curve, rnd["dfr_accuracy"], run_dir / "dfr.png",
+        plot_dfr_curve(curve, rnd["dfr_accuracy"], run_dir / f"{stem}.png",
                        f"DFR: {spec.arch} on {Path(spec.data).name or spec.data}")
     return report

@@ -49,6 +49,8 @@ class Row:
     has_pool: bool = True  # the base's whole clean training split can be loaded
     params: dict[str, dict[str, str]] = field(default_factory=dict)  # attack -> parameters
     why_no_base: str = "no clean test set (pass --clean DATA)"  # the reason, when `base` is None
+    dfr_procedure: str = "paper"  # paper | released (analyses/dfr.py)
+    dfr_indices: dict[str, str] | None = None  # {"sha256", "_path"}: the clean subset from a file
 
     def recipe(self, attack: str | None = None) -> dict[str, Any]:
         """The level's recipe for this row's data (its dataset's facts applied), as it will train."""
@@ -149,35 +151,88 @@ def train_clean(row: Row) -> Spec:
     return row.train_spec(row.clean)
 
 
-def dfr_random_spec(row: Row) -> Spec:
-    """DFR on the untrained network: it depends on the architecture, seed and clean subset only,
+# Random initializations DFR's baseline is measured on: its seed-to-seed spread is what a gain
+# must clear before the verdict calls it a leak.
+DFR_RANDOM_INITS = 3
+
+
+def dfr_random_spec(row: Row, seed: int | None = None) -> Spec:
+    """DFR on an untrained network: it depends on the architecture, seed and clean subset only,
     so every audit of one base shares it."""
     s = row.sample
-    return {"kind": "dfr-random", "arch": row.arch, "model": row.model, "shape": list(s.chw),
-            "num_classes": s.num_classes, "seed": row.seed, "pool": row.base, "test": row.base,
-            "n": row.level.dfr_n, "subset_seed": row.seed}
+    spec: Spec = {"kind": "dfr-random", "arch": row.arch, "model": row.model, "shape": list(s.chw),
+                  "num_classes": s.num_classes, "seed": row.seed if seed is None else seed, "pool": row.base,
+                  "test": row.base, "n": row.level.dfr_n, "subset_seed": row.seed}
+    return _with_procedure(row, spec)
 
 
-@register_step("dfr", "DFR over every checkpoint, and a random network", order=2, cost=lambda row: 0.3,
-               headline=lambda r: f"max {100 * r['max_dfr_accuracy']:.1f}% vs random "
-                                  f"{100 * r['random_init_dfr_accuracy']:.1f}%",
-               paper="Sandoval-Segura et al., NeurIPS 2023, §4.2, Fig. 2")
-def dfr(row: Row) -> Spec:
+def _with_procedure(row: Row, spec: Spec) -> Spec:
+    # Only a non-default procedure enters the identity: the paper's jobs keep the keys they had.
+    if row.dfr_procedure != "paper":
+        rec = row.recipe()
+        spec.update({"procedure": row.dfr_procedure, "crop_padding": rec["crop_padding"], "flip": rec["flip"]})
+    if row.dfr_indices:
+        spec["indices"] = dict(row.dfr_indices)
+    return spec
+
+
+def dfr_spec(row: Row, run: Spec) -> Spec:
+    """DFR over every checkpoint of the training `run`, with the random-network baselines."""
     if not row.has_pool or row.base is None:
         raise StepSkipped("no clean training images for the DFR head (pass --clean DATA)")
-    return {"kind": "dfr", "run": row.train_spec(row.data), "pool": row.base, "n": row.level.dfr_n,
-            "seed": row.seed, "random": dfr_random_spec(row)}
+    spec = {"kind": "dfr", "run": run, "pool": row.base, "n": row.level.dfr_n, "seed": row.seed,
+            "random": dfr_random_spec(row),
+            "spread": [dfr_random_spec(row, row.seed + i) for i in range(1, DFR_RANDOM_INITS)]}
+    return _with_procedure(row, spec)
 
 
-def separability_spec(row: Row, of: str, repeats: int | None = None) -> Spec:
+def _dfr_headline(r: dict[str, Any]) -> str:
+    return f"max {100 * r['max_dfr_accuracy']:.1f}% vs random {100 * r.get('random_mean', r['random_init_dfr_accuracy']):.1f}%"
+
+
+@register_step("dfr", "DFR over every checkpoint, and random networks", order=2, cost=lambda row: 0.3,
+               headline=_dfr_headline, paper="Sandoval-Segura et al., NeurIPS 2023, §4.2, Fig. 2")
+def dfr(row: Row) -> Spec:
+    return dfr_spec(row, row.train_spec(row.data))
+
+
+@register_step("dfr-clean", "DFR on the clean-trained reference (the top of the window)", order=2,
+               cost=lambda row: 0.3, headline=_dfr_headline)
+def dfr_clean(row: Row) -> Spec:
+    if row.clean is None:
+        raise StepSkipped("the clean base images are unknown (pass --clean DATA)")
+    return dfr_spec(row, row.train_spec(row.clean))
+
+
+def separability_spec(row: Row, of: str, repeats: int | None = None, baseline: bool = True) -> Spec:
+    """The separability job of the row's perturbations or images at the row's level; with
+    `baseline`, it depends on the same fit of the clean images (same N, settings and repeats),
+    which every audit of one base shares. A clean set audited as is is its own baseline."""
     lv = row.level
-    return {"kind": "separability", "data": row.data, "of": of, "steps": lv.separability_steps,
-            "repeats": repeats if repeats is not None else (lv.separability_repeats if of == "images" else 1),
-            "n": lv.separability_n, "seed": row.seed}
+    spec: Spec = {"kind": "separability", "data": row.data, "of": of, "steps": lv.separability_steps,
+                  "max_iter": lv.separability_max_iter, "early_stop": lv.separability_early_stop,
+                  "repeats": repeats if repeats is not None else (lv.separability_repeats if of == "images" else 1),
+                  "n": lv.separability_n, "seed": row.seed}
+    if baseline and row.clean is not None:
+        if row.clean == row.data and of == "images":
+            spec["baseline"] = "self"
+        else:
+            spec["baseline"] = {**spec, "data": row.clean, "of": "images",
+                                "repeats": repeats if repeats is not None else lv.separability_repeats}
+    return spec
+
+
+def _sep_headline(r: dict[str, Any]) -> str:
+    own = f"{100 * r['train_accuracy_mean']:.1f}%"
+    b = r.get("baseline")
+    if not b:
+        return own
+    note = "" if r.get("informative", True) else ": uninformative at this N"
+    return f"{own} (clean images {100 * b['train_accuracy_mean']:.1f}%{note})"
 
 
 @register_step("separability-perturbations", "linear separability of the perturbations", order=3,
-               headline=_pct("train_accuracy_mean"), paper="Sandoval-Segura et al., NeurIPS 2023, Table 2")
+               headline=_sep_headline, paper="Sandoval-Segura et al., NeurIPS 2023, Table 2")
 def separability_perturbations(row: Row) -> Spec:
     if row.clean is None:
         raise StepSkipped("the clean base images are unknown (pass --clean DATA)")
@@ -185,6 +240,6 @@ def separability_perturbations(row: Row) -> Spec:
 
 
 @register_step("separability-images", "linear separability of the images", order=4,
-               headline=_pct("train_accuracy_mean"), paper="Sandoval-Segura et al., NeurIPS 2023, Table 6")
+               headline=_sep_headline, paper="Sandoval-Segura et al., NeurIPS 2023, Table 6")
 def separability_images(row: Row) -> Spec:
     return separability_spec(row, "images")

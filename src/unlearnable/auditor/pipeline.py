@@ -45,7 +45,7 @@ from ..runner import JobContext, ResultStore, Spec, canonical, expand, get_kind,
 from ..runner.executors import discard_artifacts
 from ..runner.jobs import dependencies
 from .report import render_audit_html, render_audit_md
-from .verdict import Thresholds, verdict
+from .verdict import Thresholds, dfr_window, verdict
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,8 @@ class AuditConfig:
     attacks: tuple[str, ...] | None = None  # overrides the level's
     thresholds: Thresholds = field(default_factory=Thresholds)
     device: str = "auto"
+    dfr_procedure: str = "paper"  # paper | released (analyses/dfr.py)
+    dfr_indices: str | None = None  # an .npy of indices into the clean training set (the released files)
 
     def recipe(self, attack: str | None = None):
         return recipe_for(self.level, attack=attack, epochs=self.epochs)
@@ -136,6 +138,16 @@ def audit_row(inp: AuditInputs, cfg: AuditConfig, data_path: str) -> Row:
               cfg.attack_list(), inp.clean_full is not None)
     if inp.notes:
         row.why_no_base = inp.notes[0]
+    row.dfr_procedure = cfg.dfr_procedure
+    if cfg.dfr_indices:
+        from .._io import sha256_array
+        from ..analyses.dfr import load_indices
+
+        if inp.clean_full is None:
+            raise UnlearnableError(f"--dfr-indices {cfg.dfr_indices}: there is no clean training set to index "
+                                   f"({row.why_no_base})")
+        idx = load_indices(cfg.dfr_indices, len(inp.clean_full))
+        row.dfr_indices = {"sha256": sha256_array(idx), "_path": str(Path(cfg.dfr_indices).resolve())}
     return row
 
 
@@ -153,8 +165,12 @@ def run_audit(data: str | os.PathLike[str], out: str | os.PathLike[str], config:
     """
     from ..models import MODELS
 
+    from ..analyses.dfr import PROCEDURES
+
     cfg = config or AuditConfig()
     get_level(cfg.level)
+    if cfg.dfr_procedure not in PROCEDURES:
+        raise UnlearnableError(f"--dfr-procedure must be one of {', '.join(PROCEDURES)}, got {cfg.dfr_procedure!r}")
     lookup(MODELS, cfg.arch, "architecture")
     out = Path(out)
     inp = resolve_inputs(data, clean, data_root)
@@ -184,7 +200,11 @@ def _check_previous(out: Path, row: Row, cfg: AuditConfig, cfg_dict: dict[str, A
                                "use another --out")
     prev = prev_record.get("config")
     # The device is where the audit runs, not what it computes: a rerun on another one (after
-    # `--device cuda` failed, say) continues the same audit.
+    # `--device cuda` failed, say) continues the same audit. The thresholds only weigh results.
+    if prev is not None:
+        # Options added since an audit was made read as their defaults (what it did).
+        prev = {"dfr_procedure": "paper", "dfr_indices": None, **prev, "thresholds": None}
+        cfg_dict = {**cfg_dict, "thresholds": None}
     if prev is not None and {**prev, "device": None} != {**cfg_dict, "device": None}:
         if {**prev, "model_signature": None, "device": None} != {**cfg_dict, "model_signature": None, "device": None}:
             what = "other settings"
@@ -385,11 +405,13 @@ def finish(out: Path, record: dict[str, Any], inp: AuditInputs, cfg: AuditConfig
             attacks[name] = r
     clean_ref = step_result(record, "train-clean")
     dfr = step_result(record, "dfr")
+    dfr_clean = step_result(record, "dfr-clean")
     # The steps whose numbers the verdict weighs: were one missing, it would judge without it.
-    feeds = {"train-protected", "train-clean", "dfr", *(f"attack:{a}" for a in cfg.attack_list())}
-    gain = None
-    if dfr and dfr.get("max_dfr_accuracy") is not None and dfr.get("random_init_dfr_accuracy") is not None:
-        gain = 100 * (dfr["max_dfr_accuracy"] - dfr["random_init_dfr_accuracy"])
+    feeds = {"train-protected", "train-clean", "dfr", "dfr-clean", *(f"attack:{a}" for a in cfg.attack_list())}
+    window = dfr_window(dfr, dfr_clean)
+    if dfr and window:
+        dfr = {**dfr, **{k: window[k] for k in ("random", "random_spread", "max", "clean_trained",
+                                                 "recovered_fraction", "gain_points")}}
     sep = {k.split("-", 1)[1]: v for k in ("separability-perturbations", "separability-images")
            if (v := step_result(record, k))}
     figures: dict[str, str | None] = {
@@ -413,6 +435,7 @@ def finish(out: Path, record: dict[str, Any], inp: AuditInputs, cfg: AuditConfig
         "clean_reference": clean_ref,
         "protected_training": prot,
         "dfr": dfr,
+        "dfr_clean": dfr_clean,
         "separability": sep,
         "attacks": attacks,
         "figures": {k: v for k, v in figures.items() if v},
@@ -420,9 +443,9 @@ def finish(out: Path, record: dict[str, Any], inp: AuditInputs, cfg: AuditConfig
                       "headline": _headline(st, step_result(record, st.name)),
                       "reason": record["steps"][st.name].get("reason", "")}
                      for st in steps_for(row)],
-        "verdict": verdict(clean_ref["test_accuracy"] if clean_ref else None, attacks, gain, cfg.thresholds,
+        "verdict": verdict(clean_ref["test_accuracy"] if clean_ref else None, attacks, window, cfg.thresholds,
                            inp.protected.num_classes, failed={n: why for n, why in record["failed_steps"].items()
-                                                              if n in feeds}),
+                                                              if n in feeds}, level=cfg.level),
         "versions": versions(),
     })
     write_json(out / "results.json", record)

@@ -15,7 +15,7 @@ from typing import Any
 
 ATTACK_TITLES = {"none": "none (standard training)", "adv-train": "adversarial training",
                  "ortho-proj": "orthogonal projection", "mean-sub": "class-mean subtraction"}
-VERDICT_COLOURS = {"broken": "#c0392b", "leaks features": "#d68910", "holds": "#1e8449",
+VERDICT_COLOURS = {"broken": "#c0392b", "ineffective": "#922b21", "leaks features": "#d68910", "holds": "#1e8449",
                    "inconclusive": "#7f8c8d", "incomplete": "#7f8c8d"}
 
 
@@ -81,6 +81,31 @@ def attack_rows(res: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
+def window_row(res: dict[str, Any]) -> list[str] | None:
+    """DFR's window, as the report's first table shows it: random networks / protected-trained /
+    clean-trained, and the fraction of the window recovered."""
+    w = res.get("verdict", {}).get("dfr")
+    if not w:
+        return None
+    spread = w.get("random_spread")
+    rnd = pct(w["random"]) + ("" if spread is None else f" ± {100 * spread:.1f}")
+    n_inits = len(w.get("random_inits") or []) or 1
+    return [f"{rnd} ({n_inits} init{'s' if n_inits > 1 else ''})", pct(w["max"]), pct(w.get("clean_trained")),
+            pct(w.get("recovered_fraction"), 0), f"{w['gain_points']:+.1f}", w.get("procedure", "paper")]
+
+
+WINDOW_HEADERS = ["random networks", "protected-trained", "clean-trained", "window recovered", "gain (points)",
+                  "procedure"]
+
+
+def sep_cell(s: dict[str, Any]) -> str:
+    """A separability result, read against its clean-image baseline."""
+    own = pct(s.get("train_accuracy_mean"))
+    if s.get("informative") is False:
+        return f"{own} (uninformative: clean images reach {pct(s['baseline']['train_accuracy_mean'])} at this N)"
+    return own
+
+
 def render_audit_html(res: dict[str, Any], base: Path) -> str:
     """One audit: verdict first, then the evidence."""
     base = Path(base)
@@ -92,6 +117,14 @@ def render_audit_html(res: dict[str, Any], base: Path) -> str:
              *(f'<p class="muted">Note: {html.escape(n)}</p>' for n in ds.get("notes", [])),
              f'<div class="verdict" style="background:{VERDICT_COLOURS.get(overall, "#555")}">'
              f"Verdict: <b>{html.escape(overall)}</b> — {html.escape(v.get('reason', ''))}</div>"]
+    wrow = window_row(res)
+    if wrow:
+        parts.append("<h2>What the network learned: DFR's window</h2>")
+        parts.append("<p>Clean test accuracy of a linear head fitted on clean images over the features of random "
+                     "networks, of the network trained on the protected set, and of the network trained on the "
+                     "clean images. The fraction of that window the protected-trained features recover is what "
+                     "the verdict weighs (it means the same on every dataset).</p>")
+        parts.append(_table(WINDOW_HEADERS, [[html.escape(c) for c in wrow]], "window-table"))
     rows = [[html.escape(r[0]), r[1], r[2], r[3], r[4], _tag(r[5])] for r in attack_rows(res)]
     parts.append("<h2>Attacks (clean test accuracy)</h2>")
     parts.append(f"<p>Reference: the same recipe trained on the clean images reaches "
@@ -107,8 +140,8 @@ def render_audit_html(res: dict[str, Any], base: Path) -> str:
             ["max DFR accuracy", "at epoch", "min DFR loss", "at epoch", "random init", "gain"],
             [[pct(dfr.get("max_dfr_accuracy")), str(dfr.get("max_dfr_epoch")),
               f"{dfr.get('min_dfr_loss', float('nan')):.3f}", str(dfr.get("min_dfr_epoch")),
-              pct(dfr.get("random_init_dfr_accuracy")),
-              f"{v.get('dfr_gain_points', 0):+.1f} points"]]))
+              pct(dfr.get("random", dfr.get("random_init_dfr_accuracy"))),
+              "–" if v.get("dfr_gain_points") is None else f"{v['dfr_gain_points']:+.1f} points"]]))
     parts.append(_img(base, res.get("figures", {}).get("dfr"), "DFR accuracy per epoch vs standard training"))
     parts.append("<h2>Learned linear weights (the paper's Fig. 3)</h2>")
     parts.append(_img(base, res.get("figures", {}).get("weights"),
@@ -124,13 +157,23 @@ def render_audit_html(res: dict[str, Any], base: Path) -> str:
     sep = res.get("separability", {})
     if sep:
         parts.append("<h2>Linear separability (the paper's Tables 2 and 6)</h2>")
-        srows = [[html.escape(k), pct(s.get("train_accuracy_mean")),
-                  pct(s.get("train_accuracy_std"), 2), str(s.get("settings", {}).get("repeats", 1))]
+        srows = [[html.escape(k), html.escape(sep_cell(s)), pct(s.get("train_accuracy_std"), 2),
+                  pct((s.get("baseline") or {}).get("train_accuracy_mean")), str(s.get("n", "–")),
+                  str(s.get("settings", {}).get("repeats", 1)), html.escape(_opt(s))]
                  for k, s in sep.items()]
-        parts.append(_table(["of", "train accuracy (mean)", "std", "runs"], srows))
+        parts.append(_table(["of", "train accuracy (mean)", "std", "clean images (baseline)", "N", "runs",
+                             "optimiser"], srows))
         parts.append(_img(base, res.get("figures", {}).get("separability"), "linear separability"))
     parts.append(_provenance_html(res))
     return _page(f"unlearnable audit: {ds.get('name', '')}", "".join(parts))
+
+
+def _opt(s: dict[str, Any]) -> str:
+    o = s.get("optimizer") or {}
+    if not o:
+        return ""
+    return (f"L-BFGS lr {o.get('lr')}, {o.get('steps')} steps x max_iter {o.get('max_iter')}"
+            + (", early stop" if o.get("early_stop") else ""))
 
 
 def _describe(ds: dict[str, Any]) -> str:
@@ -174,13 +217,15 @@ def render_audit_md(res: dict[str, Any]) -> str:
              "| attack | clean test | transformed test | result | of clean | verdict |",
              "|---|---:|---:|---:|---:|---|"]
     lines += ["| " + " | ".join(r) + " |" for r in attack_rows(res)]
+    wrow = window_row(res)
+    if wrow:
+        lines += ["", "DFR's window:", "", "| " + " | ".join(WINDOW_HEADERS) + " |",
+                  "|" + "---|" * len(WINDOW_HEADERS), "| " + " | ".join(wrow) + " |"]
     dfr = res.get("dfr")
     if dfr:
-        lines += ["", f"DFR: max {pct(dfr.get('max_dfr_accuracy'))} at epoch {dfr.get('max_dfr_epoch')}, "
-                      f"random init {pct(dfr.get('random_init_dfr_accuracy'))}, gain "
-                      f"{v.get('dfr_gain_points', 0):+.1f} points"]
+        lines += ["", f"DFR: max {pct(dfr.get('max_dfr_accuracy'))} at epoch {dfr.get('max_dfr_epoch')}"]
     for k, s in res.get("separability", {}).items():
-        lines.append(f"Separability of {k}: {pct(s.get('train_accuracy_mean'))}")
+        lines.append(f"Separability of {k}: {sep_cell(s)}")
     if res.get("analyses"):
         lines += ["", "| step | status | result | note |", "|---|---|---|---|"]
         lines += [f"| {a['title']} | {a['status']} | {a['headline']} | {a.get('reason', '')} |"
@@ -193,15 +238,18 @@ def render_audit_md(res: dict[str, Any]) -> str:
 
 def comparison_rows(all_res: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
     attacks = _ordered(sorted({a for r in all_res for a in r.get("verdict", {}).get("per_attack", {})}))
-    headers = ["protected set", "clean ref"] + [a for a in attacks] + ["DFR gain", "verdict"]
+    headers = ["protected set", "clean ref"] + [a for a in attacks] + ["DFR window", "verdict"]
     rows = []
     for r in all_res:
         v = r.get("verdict", {})
         per = v.get("per_attack", {})
+        w = v.get("dfr") or {}
         g = v.get("dfr_gain_points")
+        cell = "–" if g is None else (f"{g:+.1f}" if w.get("recovered_fraction") is None
+                                      else f"{100 * w['recovered_fraction']:.0f}% ({g:+.1f})")
         rows.append([r.get("dataset", {}).get("name", "?"), pct(v.get("clean_accuracy"))]
                     + [pct(per[a]["accuracy"]) if a in per else "–" for a in attacks]
-                    + ["–" if g is None else f"{g:+.1f}", v.get("overall", "incomplete")])
+                    + [cell, v.get("overall", "incomplete")])
     return headers, rows
 
 

@@ -1,9 +1,15 @@
 """The audit's verdict, computed from results only (so the report never types a number by hand).
 
-- an attack *breaks* the protection when its clean test accuracy reaches `broken_fraction`
-  (default 80 %) of the accuracy of the same recipe trained on the clean images;
-- the protection *leaks features* when DFR on the protected-trained network gains at least
-  `leak_points` (default 10) accuracy points over DFR on a random network;
+- the protection is *ineffective* when standard training alone reaches `broken_fraction`
+  (default 80 %) of the accuracy of the same recipe trained on the clean images: it did not
+  take effect at this budget (often a short training: most poisons need epochs to bite);
+- an attack *breaks* it when the attack reaches that fraction and standard training does not;
+- it *leaks features* when DFR on the protected-trained network recovers at least
+  `leak_fraction` (default 0.5) of the DFR window, (max - random) / (clean-trained - random),
+  with a gain over the random networks larger than `leak_spread` (2) times their seed-to-seed
+  spread (and at least `leak_points`, default 0). The window makes the rule mean the same on
+  every dataset: on Fashion-MNIST a random ConvNet's DFR already reaches 76-77 %, so no absolute
+  gain could say how much of what a clean network learns got through;
 - otherwise it *holds* (against what was tried).
 """
 
@@ -18,7 +24,9 @@ from ..attacks.base import best_accuracy
 @dataclass
 class Thresholds:
     broken_fraction: float = 0.80
-    leak_points: float = 10.0
+    leak_points: float = 0.0  # an absolute floor on the DFR gain, in points, on top of the window rule
+    leak_fraction: float = 0.5
+    leak_spread: float = 2.0
 
     def __post_init__(self) -> None:
         # Checked at construction: a nan compares False with everything, so it would turn every
@@ -37,12 +45,61 @@ class Thresholds:
         if not (finite(self.leak_points) and self.leak_points >= 0):
             raise UnlearnableError("thresholds: leak_points (--leak-points) must be a finite number >= 0, "
                                    f"got {self.leak_points!r}")
+        if not (finite(self.leak_fraction) and 0 < self.leak_fraction <= 1):
+            raise UnlearnableError("thresholds: leak_fraction (--leak-at) must be a finite number in (0, 1], "
+                                   f"got {self.leak_fraction!r}")
+        if not (finite(self.leak_spread) and self.leak_spread >= 0):
+            raise UnlearnableError("thresholds: leak_spread (--leak-spread) must be a finite number >= 0, "
+                                   f"got {self.leak_spread!r}")
+
+
+def dfr_window(dfr: dict[str, Any] | None, dfr_clean: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The DFR evidence the verdict weighs, from the dfr step's result on the protected-trained
+    network and the dfr-clean step's on the clean-trained one: `random` (mean over random
+    initializations), `random_spread` (their sample std), `max`, `clean_trained`, `gain_points`
+    and `recovered_fraction` = (max - random) / (clean_trained - random), all fractions but the
+    points. None without a DFR result."""
+    if not dfr or dfr.get("max_dfr_accuracy") is None:
+        return None
+    rnd = dfr.get("random_mean", dfr.get("random_init_dfr_accuracy"))
+    if rnd is None:
+        return None
+    top = dfr_clean.get("max_dfr_accuracy") if dfr_clean else None
+    frac = None
+    if top is not None and top - rnd > 1e-9:
+        frac = (dfr["max_dfr_accuracy"] - rnd) / (top - rnd)
+    return {"random": rnd, "random_inits": dfr.get("random_inits"), "random_spread": dfr.get("random_spread"),
+            "max": dfr["max_dfr_accuracy"], "max_epoch": dfr.get("max_dfr_epoch"), "clean_trained": top,
+            "gain_points": 100 * (dfr["max_dfr_accuracy"] - rnd), "recovered_fraction": frac,
+            "procedure": dfr.get("procedure", "paper")}
+
+
+def _leak(window: dict[str, Any] | None, th: Thresholds) -> tuple[bool, str]:
+    """Whether DFR says the network learned features, and the sentence that says why."""
+    if window is None:
+        return False, ""
+    gain, frac, spread = window["gain_points"], window["recovered_fraction"], window.get("random_spread")
+    noise = 100 * th.leak_spread * spread if spread is not None else 0.0
+    if frac is None:  # no clean-trained DFR: the window's top is unknown, so only the floor can speak
+        fires = th.leak_points > 0 and gain >= th.leak_points and gain > noise
+        return fires, f"DFR gains {gain:.1f} points over random networks (the clean-trained DFR is unknown)"
+    fires = frac >= th.leak_fraction and gain > noise and gain >= th.leak_points
+    where = f"DFR recovers {100 * frac:.0f}% of the window between random networks " \
+            f"({100 * window['random']:.1f}%) and the clean-trained network ({100 * window['clean_trained']:.1f}%)"
+    if spread is not None:
+        where += f"; the gain, {gain:.1f} points, {'exceeds' if gain > noise else 'does not exceed'} " \
+                 f"{th.leak_spread:g}x the random networks' spread ({100 * spread:.1f} points)"
+    return fires, where
 
 
 def verdict(clean_accuracy: float | None, attacks: dict[str, dict[str, Any]],
-            dfr_gain_points: float | None, th: Thresholds = Thresholds(),
-            num_classes: int | None = None, failed: dict[str, str] | None = None) -> dict[str, Any]:
+            dfr: dict[str, Any] | None = None, th: Thresholds = Thresholds(),
+            num_classes: int | None = None, failed: dict[str, str] | None = None,
+            level: str | None = None) -> dict[str, Any]:
     """Per attack: accuracy, fraction of clean accuracy recovered, broken or not; and overall.
+
+    `dfr`: the DFR window (`dfr_window`), or None when DFR did not run. `level`: the ladder level
+    the trainings ran at (named by an "ineffective" verdict).
 
     Without a clean reference the audit is "incomplete"; with one barely above chance (less than
     1.5x chance: the budget was too small to learn even the clean data) it is "inconclusive",
@@ -50,7 +107,8 @@ def verdict(clean_accuracy: float | None, attacks: dict[str, dict[str, Any]],
 
     failed: step -> one-line reason, for the steps behind these numbers that failed (or could
     not run), most essential first. A verdict that needs what they would have measured is
-    "incomplete" and names the first; only "broken" (an attack that ran broke it) stands.
+    "incomplete" and names the first; "ineffective" and "broken" (a training that ran
+    recovered the accuracy) stand.
     """
     per: dict[str, dict[str, Any]] = {}
     for name, r in attacks.items():
@@ -58,16 +116,17 @@ def verdict(clean_accuracy: float | None, attacks: dict[str, dict[str, Any]],
             continue
         acc = best_accuracy(r)
         frac = acc / clean_accuracy if clean_accuracy else None
+        reached = frac is not None and frac >= th.broken_fraction
         per[name] = {
             "accuracy": acc,
             "test_accuracy": r.get("test_accuracy"),
             "test_accuracy_transformed_test": r.get("test_accuracy_transformed_test"),
             "recovered_fraction": frac,
-            "verdict": "broken" if frac is not None and frac >= th.broken_fraction else "holds",
+            "verdict": ("ineffective" if name == "none" else "broken") if reached else "holds",
         }
-    broken = sorted((n for n, v in per.items() if v["verdict"] == "broken"),
-                    key=lambda n: -per[n]["accuracy"])
-    leaks = dfr_gain_points is not None and dfr_gain_points >= th.leak_points
+    broken = sorted((n for n, v in per.items() if v["verdict"] == "broken"), key=lambda n: -per[n]["accuracy"])
+    ineffective = per.get("none", {}).get("verdict") == "ineffective"
+    leaks, leak_why = _leak(dfr, th)
     chance = 1.0 / num_classes if num_classes else 0.0
     failed = dict(failed or {})
     why_failed = ""
@@ -83,23 +142,33 @@ def verdict(clean_accuracy: float | None, attacks: dict[str, dict[str, Any]],
         overall = "inconclusive"
         reason = (f"the clean-trained reference reaches only {100 * clean_accuracy:.1f}% (chance "
                   f"{100 * chance:.1f}%): the training budget is too small to judge; use a larger budget")
+    elif ineffective:
+        overall = "ineffective"
+        at = f" at the {level} level" if level else ""
+        nxt = {"tiny": "quick", "quick": "paper"}.get(level or "")
+        reason = (f"standard training alone recovers {100 * per['none']['recovered_fraction']:.0f}% of the "
+                  f"clean-trained accuracy ({100 * per['none']['accuracy']:.1f}% vs {100 * clean_accuracy:.1f}%)"
+                  f"{at}: the protection did not take effect at this training budget"
+                  + (f"; audit at --level {nxt} to judge it" if nxt else ""))
     elif broken:
         best = broken[0]
-        what = "standard training alone" if best == "none" else f"the {best} attack"
         overall = "broken"
-        reason = (f"{what} recovers {100 * per[best]['recovered_fraction']:.0f}% of the clean-trained "
+        reason = (f"the {best} attack recovers {100 * per[best]['recovered_fraction']:.0f}% of the clean-trained "
+                  f"accuracy ({100 * per[best]['accuracy']:.1f}% vs {100 * clean_accuracy:.1f}%), which standard "
+                  f"training does not ({100 * per['none']['accuracy']:.1f}%)" if "none" in per else
+                  f"the {best} attack recovers {100 * per[best]['recovered_fraction']:.0f}% of the clean-trained "
                   f"accuracy ({100 * per[best]['accuracy']:.1f}% vs {100 * clean_accuracy:.1f}%)")
     elif leaks:
         overall = "leaks features"
-        reason = (f"no attack reaches {100 * th.broken_fraction:.0f}% of clean accuracy, but DFR gains "
-                  f"{dfr_gain_points:.1f} points over a random network")
+        reason = f"no attack reaches {100 * th.broken_fraction:.0f}% of clean accuracy, but {leak_why}"
     else:
         overall = "holds"
-        reason = (f"no attack reaches {100 * th.broken_fraction:.0f}% of clean accuracy"
-                  + ("" if dfr_gain_points is None else
-                     f" and DFR gains only {dfr_gain_points:.1f} points over a random network"))
+        reason = f"no attack reaches {100 * th.broken_fraction:.0f}% of clean accuracy" + \
+                 (f", and {leak_why}" if leak_why else "")
     if failed and overall in ("holds", "leaks features"):
         overall, reason = "incomplete", f"{why_failed}; of the steps that ran, {reason}"
     return {"overall": overall, "reason": reason, "broken_by": broken, "per_attack": per, "failed_steps": failed,
-            "dfr_gain_points": dfr_gain_points, "clean_accuracy": clean_accuracy,
-            "thresholds": {"broken_fraction": th.broken_fraction, "leak_points": th.leak_points}}
+            "dfr": dfr, "dfr_gain_points": dfr["gain_points"] if dfr else None,
+            "clean_accuracy": clean_accuracy, "level": level,
+            "thresholds": {"broken_fraction": th.broken_fraction, "leak_fraction": th.leak_fraction,
+                           "leak_spread": th.leak_spread, "leak_points": th.leak_points}}

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from .._io import UnlearnableError, write_json
 from ..attacks import ATTACKS
-from .common import (Parser, add_cache, add_data_root, add_level, arch_name, device, finite_float, int_in, names_in,
+from .common import (Parser, add_cache, add_data_root, add_level, arch_name, device, finite_float, in_file, int_in, names_in,
                      out_file, positive_float, positive_int, refuse_input_overlap, run_dir, seed_int)
 
 
@@ -79,6 +79,13 @@ def _dfr_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n", type=positive_int, default=5000, help="clean training images for the head (default 5000)")
     p.add_argument("--seed", type=seed_int, default=0, help="seed of the clean subset (default 0)")
     p.add_argument("--max-iter", type=positive_int, default=1000, help="LogisticRegression max_iter (default 1000)")
+    p.add_argument("--procedure", choices=("paper", "released"), default="paper",
+                   help="paper: a fresh logistic regression on standardized eval-mode features (the paper's "
+                        "text, default); released: the released dfr_step_2.py (refit the trained head with "
+                        "L-BFGS, BatchNorm statistics re-estimated on the clean images)")
+    p.add_argument("--indices", default=None, type=in_file,
+                   help="an .npy of indices into the clean training set (e.g. the released "
+                        "dfr_indices/CIFAR10/train_5000samples.npy) instead of a seeded draw of --n")
     p.add_argument("--device", default="auto", type=device)
     p.add_argument("--no-progress", action="store_true")
     add_data_root(p)
@@ -89,16 +96,21 @@ def _dfr_run(args: argparse.Namespace) -> int:
 
     if not Path(args.run_dir).is_dir():
         raise UnlearnableError(f"{args.run_dir}: no such run directory")
+    from ..analyses.dfr import load_indices
+    from ..train.run import load_run
+
     tr = te = None
-    if args.clean:
-        tr, te = resolve_clean(args.clean, args.data_root)
+    if args.clean or args.indices:
+        tr, te = resolve_clean(args.clean or load_run(Path(args.run_dir))[0].data, args.data_root)
+    idx = load_indices(args.indices, len(tr)) if args.indices else None
     r = dfr_curve(args.run_dir, tr, te, n=args.n, seed=args.seed, device=args.device,
                   progress=False if args.no_progress else None, data_root=args.data_root,
-                  max_iter=args.max_iter)
+                  max_iter=args.max_iter, procedure=args.procedure, indices=idx)
+    stem = "dfr" if args.procedure == "paper" else f"dfr-{args.procedure}"
     print(f"DFR {args.run_dir}: max {100 * r['max_dfr_accuracy']:.2f}% at epoch {r['max_dfr_epoch']}, "
           f"random init {100 * r['random_init_dfr_accuracy']:.2f}% "
           f"(gain {r['gain_over_random_init_points']:+.2f} points), min loss {r['min_dfr_loss']:.3f} "
-          f"at epoch {r['min_dfr_epoch']} -> {args.run_dir}/dfr.json, dfr.png")
+          f"at epoch {r['min_dfr_epoch']} ({args.procedure} procedure) -> {args.run_dir}/{stem}.json, {stem}.png")
     return 0
 
 
@@ -116,13 +128,19 @@ def _sep_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hidden", type=int_in(0, MAX_HIDDEN), default=0,
                    help="0: linear; 30: one tanh hidden layer of 30")
     p.add_argument("--steps", type=positive_int, default=500, help="L-BFGS steps (default 500)")
-    p.add_argument("--max-iter", type=positive_int, default=1,
-                   help="L-BFGS iterations per step (default 1; the released script's is 20)")
+    p.add_argument("--max-iter", type=positive_int, default=20,
+                   help="L-BFGS evaluations per step (default 20, the released script's; 1: one per step)")
     p.add_argument("--lr", type=positive_float, default=0.5)
     p.add_argument("--repeats", type=positive_int, default=1, help="seeded repeats, mean and std (default 1)")
     p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--n", type=positive_int, default=None, help="use a seeded random subset of N samples")
-    p.add_argument("--no-early-stop", action="store_true", help="run all steps even after 100%% accuracy")
+    stop = p.add_mutually_exclusive_group()
+    stop.add_argument("--early-stop", action="store_true",
+                      help="stop a run once it fits every sample (not the released script's; saves time)")
+    stop.add_argument("--no-early-stop", action="store_true", help="run every step (the default, as released)")
+    p.add_argument("--no-baseline", action="store_true",
+                   help="skip the clean images' fit at the same N and settings (the baseline every result "
+                        "is read against)")
     p.add_argument("--out", default=None, type=out_file,
                    help="JSON file to write (default DATA/separability.json for the default settings, "
                         "DATA/separability-OF-hiddenH.json otherwise; DATA must be a directory)")
@@ -142,8 +160,8 @@ def _sep_run(args: argparse.Namespace) -> int:
     ds = load_data(args.data, "train", args.data_root)
     r = separability_of(ds, args.of, data_root=args.data_root, n=args.n, hidden=args.hidden,
                         steps=args.steps, lr=args.lr, repeats=args.repeats, seed=args.seed,
-                        max_iter=args.max_iter, early_stop=not args.no_early_stop, device=args.device,
-                        progress=False if args.no_progress else None)
+                        max_iter=args.max_iter, early_stop=args.early_stop, device=args.device,
+                        progress=False if args.no_progress else None, baseline=not args.no_baseline)
     r["data"] = str(args.data)
     out = args.out
     if out is None and Path(args.data).is_dir():
@@ -152,9 +170,12 @@ def _sep_run(args: argparse.Namespace) -> int:
     if out is not None:
         write_json(out, r)
     where = f" -> {out}" if out is not None else " (not saved: pass --out)"
-    print(f"separability of {args.data} {args.of} ({r['settings']['model']}): train accuracy "
+    b = r.get("baseline")
+    base = "" if not b else (f"; clean images {100 * b['train_accuracy_mean']:.2f}% at the same N"
+                             + ("" if r.get("informative") else " (uninformative at this N)"))
+    print(f"separability of {args.data} {args.of} ({r['settings']['model']}, N={r['n']}): train accuracy "
           f"{100 * r['train_accuracy_mean']:.2f}% +- {100 * r['train_accuracy_std']:.2f} over {args.repeats} "
-          f"run(s), {r['seconds']:.1f}s{where}")
+          f"run(s){base}, {r['seconds']:.1f}s{where}")
     return 0
 
 
@@ -178,8 +199,17 @@ def _full_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--broken-at", type=finite_float(0.0, 1.0, lo_open=True), default=0.8,
                    help="an attack breaks the protection at this fraction of clean accuracy (default 0.8)")
-    p.add_argument("--leak-points", type=finite_float(0.0), default=10.0,
-                   help="DFR gain over a random network, in points, that counts as leaking (default 10)")
+    p.add_argument("--leak-at", type=finite_float(0.0, 1.0, lo_open=True), default=0.5,
+                   help="DFR leaks features when it recovers this fraction of the window between random "
+                        "networks and the clean-trained network (default 0.5)")
+    p.add_argument("--leak-spread", type=finite_float(0.0), default=2.0,
+                   help="... and its gain exceeds this many times the random networks' spread (default 2)")
+    p.add_argument("--leak-points", type=finite_float(0.0), default=0.0,
+                   help="... and at least this many points (an absolute floor; default 0)")
+    p.add_argument("--dfr-procedure", choices=("paper", "released"), default="paper",
+                   help="how DFR fits its head: the paper's text (default) or the released dfr_step_2.py")
+    p.add_argument("--dfr-indices", default=None, type=in_file,
+                   help="an .npy of indices into the clean training set for DFR's head (the released files)")
     p.add_argument("--device", default="auto", type=device)
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--restart", action="store_true",
@@ -199,7 +229,8 @@ def _full_run(args: argparse.Namespace) -> int:
 
     cfg = AuditConfig(arch=args.arch, level=args.level, seed=args.seed, epochs=args.epochs,
                       attacks=tuple(a for a in args.attacks.split(",") if a) if args.attacks else None,
-                      thresholds=Thresholds(args.broken_at, args.leak_points), device=args.device)
+                      thresholds=Thresholds(args.broken_at, args.leak_points, args.leak_at, args.leak_spread),
+                      device=args.device, dfr_procedure=args.dfr_procedure, dfr_indices=args.dfr_indices)
     r = run_audit(args.data, args.out, cfg, clean=args.clean, data_root=args.data_root,
                   progress=False if args.no_progress else None, cache=args.cache, restart=args.restart)
     print(summary_text([r]))

@@ -144,6 +144,19 @@ def out_file(text: str) -> str:
     return _place(text, False)
 
 
+def in_file(text: str) -> str:
+    """A `type=` for a file to read: an existing regular file."""
+    p = Path(text) if text and "\0" not in text else None
+    try:
+        if p is None or not p.exists():
+            raise argparse.ArgumentTypeError(f"{text}: no such file")
+        if not p.is_file():
+            raise argparse.ArgumentTypeError(f"{text}: is not a regular file")
+    except OSError as e:
+        raise argparse.ArgumentTypeError(f"{text}: {e.strerror or e}") from None
+    return text
+
+
 def device(text: str) -> str:
     """A `type=` for --device: auto, or a device torch knows and this machine has."""
     from ..train.engine import pick_device

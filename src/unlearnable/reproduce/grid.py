@@ -158,14 +158,16 @@ def build_grid(table: str, dataset: str, archs: list[str] | None = None, level: 
         cells = [Cell(m, a, AUDITS["dfr"].spec(row(m, a))) for m in rows for a in archs]
     elif table == "table2":
         cols = ["perturbations"]
-        # The clean row has no perturbation; the paper reports the clean images there.
+        # The clean row has no perturbation; the paper reports the clean images there. That row is
+        # every other row's baseline (same N and settings), so the cells carry none of their own.
         cells = [Cell(m, "perturbations", separability_spec(row(m, archs[0]), "images" if m == "clean"
-                                                            else "perturbations", 1)) for m in rows]
+                                                            else "perturbations", 1, baseline=False)) for m in rows]
     elif table == "table6":
         cols = ["images"]
         # The paper: 10 repeats; at least 3 so a std means something on the smaller levels.
         reps = max(lv.separability_repeats, 3)
-        cells = [Cell(m, "images", separability_spec(row(m, archs[0]), "images", reps)) for m in rows]
+        cells = [Cell(m, "images", separability_spec(row(m, archs[0]), "images", reps, baseline=False))
+                 for m in rows]
     elif table == "table3":
         cols = list(TABLE3_ATTACKS)
         for m in rows:

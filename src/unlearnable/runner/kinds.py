@@ -6,9 +6,12 @@ clean test split / whole clean training split the job uses):
     poison        the poison's own data fields {"method", "params", "dataset", "subset", "seed", "level"}
     train         {"data", "test", "arch", "model", "recipe", "seed"}
     attack        {"data", "test", "attack", "params", "arch", "model", "recipe", "seed"}
-    dfr           {"run": train spec, "pool", "n", "seed", "random": dfr-random spec}
-    dfr-random    {"arch", "model", "shape", "num_classes", "seed", "pool", "test", "n", "subset_seed"}
-    separability  {"data", "of": perturbations|images, "steps", "repeats", "n", "seed"}
+    dfr           {"run": train spec, "pool", "n", "seed", "random": dfr-random spec, "spread": [dfr-random
+                   specs of other seeds], "procedure": paper|released, "indices": {"sha256", "_path"}}
+    dfr-random    {"arch", "model", "shape", "num_classes", "seed", "pool", "test", "n", "subset_seed",
+                   "procedure", "crop_padding", "flip", "indices"}
+    separability  {"data", "of": perturbations|images, "steps", "max_iter", "early_stop", "repeats", "n",
+                   "seed", "baseline": separability spec of the clean images | "self" (optional)}
 """
 
 from __future__ import annotations
@@ -210,18 +213,40 @@ def _attack_passes(spec: Spec, n_train: int, n_test: int) -> float:
     return n_train * epochs * get_attack(spec["attack"]).cost_of(spec.get("params")) + n_test * epochs / 3
 
 
+def _dfr_indices(spec: Spec, ctx: JobContext, pool_size: int):
+    """The clean subset named by a spec's "indices" ({"sha256", "_path"}), checked against its
+    checksum, or None (the subset is drawn from the seed)."""
+    ref = spec.get("indices")
+    if not ref:
+        return None
+    from .._io import sha256_array
+    from ..analyses.dfr import load_indices
+
+    idx = load_indices(ref["_path"], pool_size)
+    if sha256_array(idx) != ref["sha256"]:
+        raise UnlearnableError(f"{ref['_path']}: the DFR index file changed since the audit named it "
+                               "(its checksum differs)")
+    return idx
+
+
 def _dfr_random(spec: Spec, ctx: JobContext, deps: dict[str, Any]) -> dict[str, Any]:
     from ..analyses.dfr import random_init_dfr
     from ..train.engine import Recipe
     from ..train.run import RunSpec
 
     c, h, w = spec["shape"]
-    rs = RunSpec(spec["arch"], int(spec["num_classes"]), c, (h, w), Recipe(), int(spec["seed"]))
-    return random_init_dfr(rs, named_split(spec["pool"], "train", ctx), named_split(spec["test"], "test", ctx),
-                           n=int(spec["n"]), seed=int(spec["subset_seed"]), device=ctx.device)
+    # The released procedure refits on augmented images: the run's crop and flip for these images.
+    recipe = Recipe(crop_padding=int(spec.get("crop_padding", 4)), flip=bool(spec.get("flip", True)))
+    rs = RunSpec(spec["arch"], int(spec["num_classes"]), c, (h, w), recipe, int(spec["seed"]))
+    pool = named_split(spec["pool"], "train", ctx)
+    return random_init_dfr(rs, pool, named_split(spec["test"], "test", ctx),
+                           n=int(spec["n"]), seed=int(spec["subset_seed"]), device=ctx.device,
+                           procedure=spec.get("procedure", "paper"), indices=_dfr_indices(spec, ctx, len(pool)))
 
 
 def _dfr(spec: Spec, ctx: JobContext, deps: dict[str, Any]) -> dict[str, Any]:
+    import numpy as np
+
     from ..analyses.dfr import dfr_curve
 
     run = spec["run"]
@@ -230,46 +255,75 @@ def _dfr(spec: Spec, ctx: JobContext, deps: dict[str, Any]) -> dict[str, Any]:
         run_dir = Path(_train(run, ctx, {})["run_dir"])
     rnd = deps.get(job_key(spec["random"])) if spec.get("random") else None
     test_name = run.get("test") or spec["pool"]
-    r = dfr_curve(run_dir, named_split(spec["pool"], "train", ctx), named_split(test_name, "test", ctx),
+    pool = named_split(spec["pool"], "train", ctx)
+    r = dfr_curve(run_dir, pool, named_split(test_name, "test", ctx),
                   n=int(spec["n"]), seed=int(spec["seed"]), device=ctx.device, progress=ctx.progress,
-                  random_init=rnd)
+                  random_init=rnd, procedure=spec.get("procedure", "paper"),
+                  indices=_dfr_indices(spec, ctx, len(pool)))
     keep = ("max_dfr_accuracy", "max_dfr_epoch", "min_dfr_loss", "min_dfr_epoch", "random_init_dfr_accuracy",
             "random_init_dfr_loss", "gain_over_random_init", "gain_over_random_init_points",
-            "final_standard_test_accuracy", "settings")
-    return {**{k: r[k] for k in keep}, "run_dir": str(run_dir),
-            "curve": [{k: c.get(k) for k in ("epoch", "dfr_accuracy", "dfr_loss", "test_accuracy")}
-                      for c in r["curve"]]}
+            "final_standard_test_accuracy", "settings", "procedure")
+    out = {**{k: r[k] for k in keep}, "run_dir": str(run_dir),
+           "curve": [{k: c.get(k) for k in ("epoch", "dfr_accuracy", "dfr_loss", "test_accuracy")}
+                     for c in r["curve"]]}
+    # Other random initializations on the same clean subset: how much the baseline itself varies.
+    others = [deps[job_key(s)]["dfr_accuracy"] for s in spec.get("spread", [])]
+    if others:
+        inits = [r["random_init_dfr_accuracy"], *others]
+        out["random_inits"] = inits
+        out["random_mean"] = float(np.mean(inits))
+        out["random_spread"] = float(np.std(inits, ddof=1))
+    return out
 
 
 def _dfr_deps(spec: Spec) -> list[Spec]:
-    return [spec["run"]] + ([spec["random"]] if spec.get("random") else [])
+    return [spec["run"]] + ([spec["random"]] if spec.get("random") else []) + list(spec.get("spread", []))
+
+
+def _head_passes(spec: Spec, n_train: int, n_test: int) -> float:
+    """One DFR head's cost in training passes: a forward over the subset and the test set, or,
+    for the released refit, 15 epochs of up to 20 L-BFGS evaluations (forward only, a third)."""
+    n = min(spec["n"], n_train)
+    return (n * 300 + n_test) / 3 if spec.get("procedure") == "released" else (n + n_test) / 3
 
 
 def _dfr_passes(spec: Spec, n_train: int, n_test: int) -> float:
-    return (min(spec["n"], n_train) + n_test) * (spec["run"]["recipe"]["epochs"] + 1) / 3
+    return _head_passes(spec, n_train, n_test) * (spec["run"]["recipe"]["epochs"] + 1)
 
 
 def _separability(spec: Spec, ctx: JobContext, deps: dict[str, Any]) -> dict[str, Any]:
-    from ..analyses.separability import separability_of
+    from ..analyses.separability import separability_of, with_baseline
 
     train = load_spec_data(spec["data"], ctx)
     base = base_of(spec["data"], train, ctx) if spec["of"] == "perturbations" else None
     if spec["of"] == "perturbations" and base is None:
         raise UnlearnableError("the clean base images are unknown, so there are no perturbations to measure")
     n = spec.get("n")
+    # Specs made before the released optimiser became the default carry neither key.
     r = separability_of(train, spec["of"], base=base, n=n if n is not None and n < len(train) else None,
                         subset_seed=int(spec["seed"]), steps=int(spec["steps"]), repeats=int(spec["repeats"]),
-                        seed=int(spec["seed"]), progress=ctx.progress)
+                        seed=int(spec["seed"]), max_iter=int(spec.get("max_iter", 1)),
+                        early_stop=bool(spec.get("early_stop", True)), progress=ctx.progress)
     r.pop("seconds", None)  # results are content: timings live in the store's own columns
     for run in r.get("runs", []):
         run.pop("seconds", None)
+    b = spec.get("baseline")
+    if b == "self":
+        return with_baseline(r, r)
+    if isinstance(b, dict):
+        return with_baseline(r, deps[job_key(b)])
     return r
+
+
+def _separability_deps(spec: Spec) -> list[Spec]:
+    b = spec.get("baseline")
+    return [b] if isinstance(b, dict) else []
 
 
 register_job("poison", _poison, title="making a protected set")
 register_job("train", _train, passes=_train_passes, title="standard training")
 register_job("attack", _attack, passes=_attack_passes, title="an attack")
-register_job("dfr-random", _dfr_random, passes=lambda spec, n, t: (min(spec["n"], n) + t) / 3,
+register_job("dfr-random", _dfr_random, passes=_head_passes,
              title="DFR on the untrained network (shared by every audit of this base)")
 register_job("dfr", _dfr, deps=_dfr_deps, passes=_dfr_passes, title="DFR over every checkpoint")
-register_job("separability", _separability, title="linear separability")
+register_job("separability", _separability, deps=_separability_deps, title="linear separability")
