@@ -104,7 +104,7 @@ def run_ray(sched: _Scheduler, ctx: JobContext, address: str | None,
         # One task per CPU it pins: Ray packs tasks by num_cpus, and more threads would oversubscribe.
         threads = ctx.threads or 1
         opts = {"num_gpus": 1} if use_gpu else {"num_cpus": threads}
-        remote = ray.remote(**opts)(execute_elsewhere)
+        remote = ray.remote(**opts)(_ray_job)
         where = {**portable(ctx), "threads": threads}
         mine: dict[str, Any] = {}  # key -> ref of a job submitted here and not yet recorded
         pending: dict[Any, str] = {}
@@ -136,3 +136,12 @@ def run_ray(sched: _Scheduler, ctx: JobContext, address: str | None,
     finally:
         if started_here:
             ray.shutdown()
+
+
+def _ray_job(spec: dict[str, Any], where: dict[str, Any], *deps: dict[str, Any]) -> dict[str, Any]:
+    """A job in a Ray worker; its host names the node too (containers may share a host name)."""
+    import ray
+
+    out = execute_elsewhere(spec, where, *deps)
+    out["host"] = f"{out['host']} (ray node {ray.get_runtime_context().get_node_id()[:8]})"
+    return out
