@@ -1,6 +1,6 @@
 """Device check: every figure the GPU targets ask for, in one run, with a time limit per section.
 
-    python benchmarks/device_check.py --device cuda --out runs/device-check      # ~6 min, H100-class
+    python benchmarks/device_check.py --device cuda --out runs/device-check      # at most 7.9 min (the limits)
     python benchmarks/device_check.py --device cpu --smoke                       # CI: tiny sizes, every code path
 
 Sections (each with its own limit; one that fails or runs out of time is reported and the next
