@@ -1,6 +1,6 @@
 """Device check: every figure the GPU targets ask for, in one run, with a time limit per section.
 
-    python benchmarks/device_check.py --device cuda --out runs/device-check      # at most 7.9 min (the limits)
+    python benchmarks/device_check.py --device cuda --out runs/device-check      # at most 7.3 min (the limits)
     python benchmarks/device_check.py --device cpu --smoke                       # CI: tiny sizes, every code path
 
 Sections (each with its own limit; one that fails or runs out of time is reported and the next
@@ -123,7 +123,7 @@ def model(cfg: Config, arch: str | None = None, channels: int = 3, size: int = 3
 
 # --- sections -------------------------------------------------------------------------------------
 
-@section("engine_vs_dataloader", "engine vs per-sample DataLoader, ResNet-18, CIFAR-shaped", 70)
+@section("engine_vs_dataloader", "engine vs per-sample DataLoader, ResNet-18, CIFAR-shaped", 55)
 def engine_vs_dataloader(cfg: Config, fig: dict[str, Any]) -> str:
     import engine_vs_dataloader as evd
 
@@ -144,7 +144,7 @@ def engine_vs_dataloader(cfg: Config, fig: dict[str, Any]) -> str:
             f"{fig['dataloader_images_per_s']:,.0f} img/s: {fig['ratio']:.2f}x (target >= 5x)")
 
 
-@section("train_40_epochs", "40-epoch ResNet-18 run, CIFAR-shaped 50,000 (extrapolated)", 75)
+@section("train_40_epochs", "40-epoch ResNet-18 run, CIFAR-shaped 50,000 (extrapolated)", 60)
 def train_40_epochs(cfg: Config, fig: dict[str, Any]) -> str:
     from unlearnable.train import RECIPES, fit
 
@@ -163,7 +163,7 @@ def train_40_epochs(cfg: Config, fig: dict[str, Any]) -> str:
             f"{fig['estimated_40_epoch_seconds']:.0f} s (target <= 60 s)")
 
 
-@section("projection", "orthogonal projection of 50,000 x 3,072: ours vs the released loop", 60)
+@section("projection", "orthogonal projection of 50,000 x 3,072: ours vs the released loop", 40)
 def projection(cfg: Config, fig: dict[str, Any]) -> str:
     import tracemalloc
 
@@ -222,37 +222,37 @@ def _poison_unit(cfg: Config, fig: dict[str, Any], method: str, params: dict[str
     return sec
 
 
-@section("em_classwise", "one round of class-wise EM, ResNet-18", 40)
+@section("em_classwise", "one round of class-wise EM, ResNet-18", 30)
 def em_classwise(cfg: Config, fig: dict[str, Any]) -> str:
-    n = cfg.n(10_000, 64)
+    n = cfg.n(5_000, 64)
     sec = _poison_unit(cfg, fig, "em", {"mode": "class", "arch": cfg.arch, "max_rounds": "1"}, n,
                        "tiny" if cfg.smoke else "paper", None)
     return f"one round (10 SGD steps + 20 PGD steps over {n:,} images): {sec:.1f} s"
 
 
-@section("em_samplewise", "one round of sample-wise EM, ResNet-18", 50)
+@section("em_samplewise", "one round of sample-wise EM, ResNet-18", 35)
 def em_samplewise(cfg: Config, fig: dict[str, Any]) -> str:
-    n = cfg.n(10_000, 64)
+    n = cfg.n(5_000, 64)
     sec = _poison_unit(cfg, fig, "em", {"mode": "sample", "arch": cfg.arch, "max_rounds": "1"}, n,
                        "tiny" if cfg.smoke else "paper", None)
     return f"one round over {n:,} images: {sec:.1f} s ({n / sec:,.0f} images/s)"
 
 
-@section("tap_block", "one TAP block (crafting model 1 epoch + one PGD batch), ResNet-18", 45)
+@section("tap_block", "one TAP block (crafting model 1 epoch + one PGD batch), ResNet-18", 25)
 def tap_block(cfg: Config, fig: dict[str, Any]) -> str:
     n = cfg.n(10_000, 64)
     sec = _poison_unit(cfg, fig, "tap", {"arch": cfg.arch, "epochs": "1"}, n, "tiny" if cfg.smoke else "quick", 1)
     return f"1 crafting epoch on {n:,} + 1 block of 256 x 20 PGD steps: {sec:.1f} s"
 
 
-@section("ntga_block", "one NTGA block (512 images against a 2,048-image target)", 35)
+@section("ntga_block", "one NTGA block (512 images against a 2,048-image target)", 25)
 def ntga_block(cfg: Config, fig: dict[str, Any]) -> str:
     n = cfg.n(4096, 128)
     sec = _poison_unit(cfg, fig, "ntga", {}, n, "tiny" if cfg.smoke else "quick", 1)
     return f"one block: {sec:.1f} s"
 
 
-@section("table3_cell", "one Table-3 cell: standard, ortho-proj, adv-train, ResNet-18", 100)
+@section("table3_cell", "one Table-3 cell: standard, ortho-proj, adv-train, ResNet-18", 80)
 def table3_cell(cfg: Config, fig: dict[str, Any]) -> str:
     from unlearnable.attacks import AttackContext, run_attack
     from unlearnable.poisons import PoisonContext, make_poison
@@ -300,7 +300,7 @@ def audit(cfg: Config, fig: dict[str, Any]) -> str:
     return f"{len(steps)} steps on {n:,} images in {fig['seconds']:.1f} s"
 
 
-@section("autocast", "bf16 autocast vs float32: ConvNet on digits, same seed", 40)
+@section("autocast", "bf16 autocast vs float32: ConvNet on digits, same seed", 30)
 def autocast(cfg: Config, fig: dict[str, Any]) -> str:
     from unlearnable.data import load_data
     from unlearnable.train import RECIPES, engine
