@@ -2,6 +2,7 @@
 
     unlearnable reproduce table3 --dataset fashion-mnist --level quick --methods regions,lsp --subset 10000
     unlearnable reproduce table1 --dataset cifar10 --level paper --executor ray --address auto
+    unlearnable reproduce table3 --dataset cifar10 --executor ray --address HEAD:6379 --artifacts s3://bucket/t3
     unlearnable reproduce table4 --dataset cifar10 --arch resnet18 --arch vgg16 --dry-run
 
 Every cell is a job in the result store (--db); finished cells are never recomputed, so rerunning
@@ -43,7 +44,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--executor", default="local", choices=list(EXECUTORS),
                    help="local (in process, sequential; default) or ray (one Ray task per cell)")
     p.add_argument("--address", default=None,
-                   help="Ray cluster address (e.g. auto or ray://host:10001); default: a local Ray instance")
+                   help="Ray cluster address (e.g. auto or HOST:6379); default: a local Ray instance on 127.0.0.1")
+    p.add_argument("--artifacts", default=None, metavar="DIR_OR_URL",
+                   help="where job artifacts live: a directory (on a cluster, one every node mounts) or an "
+                        "fsspec URL such as s3://bucket/path that every node can reach (default: --out)")
+    p.add_argument("--threads", type=positive_int, default=1,
+                   help="torch threads of every job, recorded with its result: the same value gives the same "
+                        "numbers on any executor (default 1)")
+    p.add_argument("--workers", type=positive_int, default=1,
+                   help="local executor: independent jobs run side by side in this many processes (default 1)")
     p.add_argument("--dry-run", action="store_true", help="print the grid and a cost estimate; run nothing")
     p.add_argument("--retry-failed", action="store_true", help="rerun cells that failed before")
     p.add_argument("--db", default="runs/results.sqlite", type=out_file,
@@ -61,6 +70,10 @@ def run(args: argparse.Namespace) -> int:
 
     if Path(args.out).resolve() == Path(args.db).resolve():
         raise UnlearnableError(f"--out {args.out}: is the result store --db {args.db}; choose another --out")
+    if args.artifacts is not None:
+        from ..runner.storage import open_storage
+
+        open_storage(args.artifacts)  # an unknown protocol or a missing package: one line, before any work
     methods = None if args.methods is None else [m.strip() for m in args.methods.split(",") if m.strip()]
     steps = None if args.steps is None else [s.strip() for s in args.steps.split(",") if s.strip()]
     grid = build_grid(args.table, args.dataset, args.arch, args.level, methods, args.seed, args.subset, args.epochs,
@@ -76,7 +89,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {key[:12]} {what}: {state} ({out['seconds']:.1f}s)", file=sys.stderr, flush=True)
 
         s = run_grid(grid, store, args.out, args.executor, args.address, args.device, progress,
-                     args.data_root, args.retry_failed, on_done)
+                     args.data_root, args.retry_failed, on_done, artifacts=args.artifacts,
+                     threads=args.threads, workers=args.workers)
         paths = write_outputs(grid.layout(), store, args.out)
         print(open(paths["md"]).read())
         print(f"{grid.table} on {grid.dataset}: {s.total} jobs, {s.cached} cached, {len(s.ran)} ran, "

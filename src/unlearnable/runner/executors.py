@@ -1,7 +1,9 @@
-"""Run jobs: in process (`local`) or as Ray tasks (`ray`); drivers alone write the store.
+"""Run jobs: in process (`local`), side by side in local processes, or as Ray tasks (`ray`);
+drivers alone write the store.
 
     summary = run_jobs(specs, store, JobContext(out_root), executor="local")   # an audit, a demo
     summary = run_grid(grid, store, out_root, executor="ray", address=None)  # a grid (a local Ray)
+    summary = run_grid(grid, store, out_root, artifacts="s3://bucket/t3", executor="ray", address="HOST:6379")
 
 Only jobs that are not `done` run (and `failed` ones only with `retry_failed`); a job left
 `running` by a killed driver runs again (its training resumes from the last epoch checkpoint).
@@ -13,29 +15,32 @@ A driver that reaches a job, or a dependency, that another live driver is runnin
 other jobs and polls (sleeps of at most `POLL_MOST` seconds) until it is finished, then uses its
 result; it never runs it a second time and never records anything on it.
 
-Ray: each job is a `ray.remote` task (`num_gpus=1` when CUDA is used, `num_cpus=1` otherwise);
-a dependent job gets its dependencies' object refs as arguments, so Ray starts it only after
-they finished, and the driver records results as they arrive (`ray.wait`). Workers write
-artifacts under `out_root` (a shared filesystem on a cluster; a worker that cannot see a
-dependency's files regenerates them from the spec, which is deterministic).
+Every job runs with a pinned thread count (`JobContext.threads`, recorded in its `versions`):
+a grid pins 1, so the local executor, a pool of local workers and Ray give the same numbers.
+Artifacts live behind one storage (`storage.py`): a directory (shared by the nodes, on a
+cluster) or an fsspec URL, from which each job copies its inputs and to which it copies its
+outputs, so nodes need no shared mount. Ray: see `ray_executor.py`; local processes: `pool.py`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
 import os
 import shutil
 import socket
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .._io import UnlearnableError, versions
 from .._lock import wait_interval
-from .jobs import JobContext, Spec, dependencies, get_kind, job_key, run_job
+from .jobs import JobContext, Spec, dependencies, get_kind, job_dir, job_key, run_job
+from .storage import open_storage, relocate, staged
 from .store import ResultStore
 
 log = logging.getLogger(__name__)
@@ -57,16 +62,59 @@ class GridSummary:
 
 
 def _execute(spec: Spec, ctx: JobContext, deps: dict[str, Any]) -> dict[str, Any]:
-    """Run one job and package the outcome; never raises (the driver records failures)."""
+    """Run one job and package the outcome; never raises (the driver records failures). The job
+    runs with `ctx.threads` threads (recorded in `versions`), in a scratch directory filled from
+    and copied back to `ctx.storage` when that is a URL."""
     t0 = time.perf_counter()
     host = socket.gethostname()
     try:
-        result = run_job(spec, ctx, deps)
+        with pinned_threads(ctx.threads) as threads:
+            if ctx.storage is not None and ctx.storage.remote:
+                result = _run_staged(spec, ctx, deps)
+            else:
+                result = run_job(spec, ctx, deps)
         return {"ok": True, "result": result, "seconds": time.perf_counter() - t0, "host": host,
-                "versions": versions()}
+                "versions": {**versions(), "torch_threads": threads}}
     except Exception as e:  # noqa: BLE001 - any failure of a cell is recorded, not fatal to the grid
         return {"ok": False, "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc(),
                 "seconds": time.perf_counter() - t0, "host": host}
+
+
+def _rel(spec: Spec) -> str:
+    return job_dir("", spec).as_posix()
+
+
+def _run_staged(spec: Spec, ctx: JobContext, deps: dict[str, Any]) -> dict[str, Any]:
+    """`run_job` in a scratch directory holding the job's own and its dependencies' artifacts."""
+    if ctx.place is not None:
+        raise UnlearnableError("artifacts at a URL need the default job layout (no `place`)")
+    own = _rel(spec)
+    with staged(ctx.storage, [own, *(_rel(d) for d in dependencies(spec))], own) as scratch:
+        result = run_job(spec, dataclasses.replace(ctx, out_root=scratch, cache={}), deps)
+        return relocate(result, str(scratch), ctx.storage.url)
+
+
+@contextlib.contextmanager
+def pinned_threads(threads: int | None) -> Iterator[int]:
+    """Run with `threads` torch intra-op threads and BLAS/OpenMP threads (None: as they are);
+    yields the torch thread count in effect. The previous settings come back afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    if threads is None:
+        yield before
+        return
+    try:
+        from threadpoolctl import threadpool_limits
+        limits: Any = threadpool_limits(limits=threads)
+    except ImportError:  # scikit-learn brings it; without it only torch is pinned
+        limits = contextlib.nullcontext()
+    torch.set_num_threads(threads)
+    try:
+        with limits:
+            yield threads
+    finally:
+        torch.set_num_threads(before)
 
 
 def expand(specs: list[Spec], known: dict[str, Any] | None = None) -> list[Spec]:
@@ -117,7 +165,11 @@ def _retryable(store: ResultStore, todo: list[Spec]) -> dict[str, int]:
 
 def discard_artifacts(spec: Spec, ctx: JobContext) -> None:
     """Remove what an unfinished job left in its directory (checkpoints, metrics, partial
-    outputs), so that it starts over; only ever inside `ctx.out_root`."""
+    outputs), so that it starts over; only ever inside `ctx.out_root` (or its storage)."""
+    if ctx.storage is not None and ctx.storage.remote:
+        log.info("restart: discarding the unfinished %s in %s/%s", spec["kind"], ctx.storage.url, _rel(spec))
+        ctx.storage.remove(_rel(spec))
+        return
     d = Path(ctx.dir_of(spec)).resolve()
     root = Path(ctx.out_root).resolve()
     if d != root and root in d.parents and d.is_dir():
@@ -240,39 +292,60 @@ def run_jobs(specs: list[Spec], store: ResultStore, ctx: JobContext, executor: s
              address: str | None = None, retry_failed: bool = False, known: dict[str, Any] | None = None,
              on_start: Callable[[Spec, int, int], None] | None = None,
              on_done: Callable[[str, dict[str, Any]], None] | None = None,
-             ray_init: dict[str, Any] | None = None, restart: bool = False) -> GridSummary:
+             ray_init: dict[str, Any] | None = None, restart: bool = False, workers: int = 1) -> GridSummary:
     """Run every job of `specs` (and their dependencies) that `store` has not finished.
 
     known: key -> result of jobs finished elsewhere (the shared cache) that these depend on.
     on_start(spec, i, n) before each job runs locally; on_done(key, outcome) after each is
     recorded (progress lines; tests use it to interrupt a run mid-way). restart: a job this
     driver takes over starts from nothing (`discard_artifacts`) instead of resuming.
+    workers: with the local executor, how many independent jobs run side by side (each in its
+    own process, with `ctx.threads` threads, 1 when unset); 1 runs them here, one after another.
     """
     if executor not in EXECUTORS:
         raise UnlearnableError(f"unknown executor {executor!r} (known: {', '.join(EXECUTORS)})")
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise UnlearnableError(f"workers must be an integer >= 1, got {workers!r}")
     t0 = time.perf_counter()
     known = dict(known or {})
     todo, summary = plan(expand(specs, known), store, retry_failed)
-    ctx.out_root = Path(ctx.out_root).resolve()
+    if ctx.storage is None or not ctx.storage.remote:
+        ctx.out_root = Path(ctx.out_root).resolve()
     sched = _Scheduler(todo, store, ctx, known, summary, _retryable(store, todo) if retry_failed else {}, restart)
-    if executor == "local":
-        _run_local(sched, ctx, on_start, on_done)
+    if executor == "ray":
+        from .ray_executor import run_ray
+
+        run_ray(sched, ctx, address, on_done, ray_init or {})
+    elif workers > 1 and len(todo) > 1:
+        from .pool import run_pool
+
+        run_pool(sched, ctx, workers, on_start, on_done)
     else:
-        _run_ray(sched, ctx, address, on_done, ray_init or {})
+        _run_local(sched, ctx, on_start, on_done)
     summary.seconds = time.perf_counter() - t0
     return summary
+
+
+GRID_THREADS = 1  # threads per grid job unless asked otherwise: the same table on every executor
 
 
 def run_grid(grid: Any, store: ResultStore, out_root: str | os.PathLike[str], executor: str = "local",
              address: str | None = None, device: str = "auto", progress: bool | None = None,
              data_root: str | None = None, retry_failed: bool = False,
              on_done: Callable[[str, dict[str, Any]], None] | None = None,
-             ray_init: dict[str, Any] | None = None) -> GridSummary:
-    """Run every job of a reproduction grid that the store has not finished; record the grid."""
+             ray_init: dict[str, Any] | None = None, artifacts: str | None = None,
+             threads: int = GRID_THREADS, workers: int = 1) -> GridSummary:
+    """Run every job of a reproduction grid that the store has not finished; record the grid.
+
+    artifacts: where job artifacts live (a directory or an fsspec URL; default `out_root`).
+    threads: each job's pinned thread count (recorded with its result). workers: local jobs
+    side by side (see `run_jobs`)."""
     store.save_grid(grid.grid_id, grid.layout())
-    ctx = JobContext(Path(out_root), device, progress, data_root)
+    storage = open_storage(artifacts if artifacts is not None else out_root)
+    root = Path(storage.url) if not storage.remote else Path(out_root)
+    ctx = JobContext(root, device, progress, data_root, storage=storage, threads=threads)
     return run_jobs([c.spec for c in grid.cells], store, ctx, executor, address, retry_failed,
-                    on_done=on_done, ray_init=ray_init)
+                    on_done=on_done, ray_init=ray_init, workers=workers)
 
 
 def _run_local(sched: _Scheduler, ctx: JobContext, on_start: Callable[[Spec, int, int], None] | None,
@@ -300,76 +373,27 @@ def _run_local(sched: _Scheduler, ctx: JobContext, on_start: Callable[[Spec, int
         time.sleep(sched.idle(progressed))
 
 
-def _run_ray(sched: _Scheduler, ctx: JobContext, address: str | None,
-             on_done: Callable[[str, dict[str, Any]], None] | None, ray_init: dict[str, Any]) -> None:
-    try:
-        import ray
-    except ImportError:
-        raise UnlearnableError("the ray executor needs Ray: pip install 'unlearnable[ray]'") from None
-    if not sched.pending:
-        return
-    started_here = not ray.is_initialized()
-    if started_here:
-        kw: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "ignore_reinit_error": True}
-        if address:
-            kw["address"] = address
-        else:
-            kw["num_cpus"] = max(1, min(os.cpu_count() or 1, 2))
-        # Workers import the package the driver runs; on a local instance make sure they find it.
-        src = str(Path(__file__).resolve().parents[2])
-        kw.setdefault("runtime_env", {"env_vars": {"PYTHONPATH": os.pathsep.join(
-            p for p in (src, os.environ.get("PYTHONPATH", "")) if p)}})
-        kw.update(ray_init)
-        ray.init(**kw)
-    try:
-        import torch
-
-        use_gpu = ctx.device.startswith("cuda") or (ctx.device == "auto" and torch.cuda.is_available())
-        opts = {"num_gpus": 1} if use_gpu else {"num_cpus": 1}
-        remote = ray.remote(**opts)(_ray_task)
-        mine: dict[str, Any] = {}  # key -> ref of a job submitted here and not yet recorded
-        pending: dict[Any, str] = {}
-        while sched.pending or pending:
-            progressed = False
-            for spec in list(sched.pending):  # dependencies first, so their refs exist for dependents
-                if spec not in sched.pending:
-                    continue
-                what, deps = sched.next(spec, mine)
-                progressed = progressed or what != "wait"
-                if what != "go":
-                    continue
-                key = job_key(spec)
-                args = [v if dk in mine else {"ok": True, "key": dk, "result": v} for dk, v in (deps or {}).items()]
-                mine[key] = remote.remote(spec, str(ctx.out_root), ctx.device, ctx.data_root, *args)
-                pending[mine[key]] = key
-            wait_s = sched.idle(progressed) if sched.pending else None
-            if not pending:
-                time.sleep(wait_s or 0.0)
-                continue
-            done, _ = ray.wait(list(pending), num_returns=1, timeout=wait_s)
-            for ref in done:
-                key = pending.pop(ref)
-                out = ray.get(ref)
-                _record(sched.store, key, out, sched.summary)
-                mine.pop(key, None)
-                if on_done is not None:
-                    on_done(key, out)
-    finally:
-        if started_here:
-            ray.shutdown()
+def portable(ctx: JobContext) -> dict[str, Any]:
+    """What another process needs to rebuild `ctx` (a Ray task, a pool worker): plain values."""
+    if ctx.place is not None:
+        raise UnlearnableError("jobs with their own layout (`place`) run only in this process")
+    return {"root": str(ctx.out_root), "storage": ctx.storage.url if ctx.storage is not None else None,
+            "device": ctx.device, "data_root": ctx.data_root, "threads": ctx.threads}
 
 
-def _ray_task(spec: Spec, out_root: str, device: str, data_root: str | None, *deps: dict[str, Any]) -> dict[str, Any]:
-    """A job on a Ray worker. `deps` are the dependencies' outcomes (object refs resolved by Ray,
-    or results the driver already had), each with its key."""
-    import torch
+def from_portable(d: dict[str, Any]) -> JobContext:
+    storage = open_storage(d["storage"]) if d.get("storage") else None
+    return JobContext(Path(d["root"]), d["device"], False, d["data_root"], storage=storage,
+                      threads=d["threads"])
 
+
+def execute_elsewhere(spec: Spec, where: dict[str, Any], *deps: dict[str, Any]) -> dict[str, Any]:
+    """A job in another process (a Ray worker, a pool worker). `deps` are the dependencies'
+    outcomes, each with its key; a failed one fails this job without running it."""
     bad = [d for d in deps if not d.get("ok")]
     if bad:
         return {"ok": False, "error": f"a dependency failed: {bad[0]['error']}", "traceback": "",
-                "seconds": 0.0, "host": socket.gethostname()}
-    # One thread per task: Ray packs one task per CPU, and more threads would oversubscribe.
-    torch.set_num_threads(1)
-    out = _execute(spec, JobContext(Path(out_root), device, False, data_root), {d["key"]: d["result"] for d in deps})
+                "seconds": 0.0, "host": socket.gethostname(), "key": job_key(spec)}
+    out = _execute(spec, from_portable(where), {d["key"]: d["result"] for d in deps})
     out["key"] = job_key(spec)
     return out

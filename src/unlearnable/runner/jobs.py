@@ -76,7 +76,12 @@ class JobContext:
     """Where and how jobs run: none of it is part of a job's identity.
 
     place(spec) -> the job's artifact directory (default `job_dir(out_root, spec)`): the audit
-    maps its jobs onto its own layout (train-protected/, attacks/NAME/)."""
+    maps its jobs onto its own layout (train-protected/, attacks/NAME/).
+    storage: where artifacts live when that is not `out_root` itself (`storage.open_storage`,
+    an fsspec URL): each job then runs in a scratch `out_root` filled from and copied back to it.
+    threads: torch (and BLAS) threads each job runs with, recorded with its result; None keeps
+    the process's setting. Numbers depend on it (sums split over threads round differently), so
+    a grid pins it to get the same table from any executor on any machine."""
 
     out_root: Path
     device: str = "auto"
@@ -84,6 +89,8 @@ class JobContext:
     data_root: str | None = None
     place: Callable[[Spec], Path] | None = None
     cache: dict[str, Any] = field(default_factory=dict)  # loaded data by content, within one process
+    storage: Any = None
+    threads: int | None = None
 
     def dir_of(self, spec: Spec) -> Path:
         return self.place(spec) if self.place is not None else job_dir(self.out_root, spec)

@@ -250,7 +250,9 @@ def _dfr(spec: Spec, ctx: JobContext, deps: dict[str, Any]) -> dict[str, Any]:
     from ..analyses.dfr import dfr_curve
 
     run = spec["run"]
-    run_dir = Path(deps[job_key(run)]["run_dir"]) if job_key(run) in deps else ctx.dir_of(run)
+    run_dir = ctx.dir_of(run)  # where this process sees it (a scratch copy, with a storage URL)
+    if not (run_dir / "result.json").exists() and job_key(run) in deps:
+        run_dir = Path(deps[job_key(run)]["run_dir"])
     if not (run_dir / "result.json").exists():  # a worker without the driver's disk
         run_dir = Path(_train(run, ctx, {})["run_dir"])
     rnd = deps.get(job_key(spec["random"])) if spec.get("random") else None

@@ -171,8 +171,17 @@ def pick_device(name: str = "auto") -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UnlearnableError("--device cuda asked for, but CUDA is not available")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UnlearnableError("--device cuda asked for, but CUDA is not available")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise UnlearnableError(f"--device {name} asked for, but this machine has "
+                                   f"{torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise UnlearnableError("--device mps asked for, but MPS is not available")
+    elif dev.type != "cpu":
+        raise UnlearnableError(f"--device {name}: only cpu, cuda and mps devices are supported")
     return dev
 
 
@@ -206,9 +215,15 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     return total_loss / n, correct / n
 
 
+# Device types whose training and evaluation run under autocast, and in which dtype. bf16 on
+# CUDA: the speed of half precision without loss scaling. A test (and benchmarks/device_check.py)
+# adds "cpu" or removes "cuda" to compare against float32 on the same device.
+AUTOCAST: dict[str, torch.dtype] = {"cuda": torch.bfloat16}
+
+
 def _autocast(dev: torch.device):
-    # bf16 on CUDA: the speed of half precision without loss scaling.
-    return torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else _nullcontext()
+    dtype = AUTOCAST.get(dev.type)
+    return torch.autocast(dev.type, dtype=dtype) if dtype is not None else _nullcontext()
 
 
 class _nullcontext:
