@@ -189,7 +189,7 @@ def test_vit_released_recipe_is_the_released_adam_warmup_cosine():
 
 def test_adam_recipe_trains_with_adam_and_resumes_exactly(tmp_path, digits_train):
     x, y = _xy(digits_train)
-    x, y = x[:256], y[:256]
+    x, y = x[:128], y[:128]
     recipe = RECIPES["tiny"].replace(optimizer="adam", lr=1e-3, weight_decay=5e-5, epochs=2, flip=False)
 
     def run(out, stop=None):
