@@ -127,8 +127,8 @@ def batch_shear_scale(x: torch.Tensor, gen: torch.Generator, shear: float = 10.0
                       scale: tuple[float, float] = (0.8, 1.2), mode: str = "nearest") -> torch.Tensor:
     """torchvision's RandomAffine(0, shear=shear, scale=scale) on tensors: no rotation or
     translation, an x-shear uniform in [-shear, shear] degrees and a scale uniform in `scale` per
-    image, about the centre, fill 0, nearest-neighbour resampling (its default). torchvision's
-    shear matrix is [[1, -tan], [0, 1]]; the shear is symmetric, so the distribution is the same."""
+    image, about the centre, fill 0, nearest-neighbour resampling (its default). Whether a
+    positive shear leans the same way as torchvision's does not matter: the range is symmetric."""
     b = len(x)
     cpu = torch.device("cpu")
     sh = torch.deg2rad(_uniform(b, -shear, shear, gen, cpu))
