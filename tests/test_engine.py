@@ -163,3 +163,47 @@ def test_digits_with_the_paper_recipe_learn_in_3_epochs():
     """`unlearnable train digits --epochs 3`: 62.5 % when 8x8 digits were mirrored and shifted."""
     _, res = train_data("digits", "convnet", RECIPES["paper"].with_epochs(3), seed=0, progress=False)
     assert res.test_accuracy >= 0.85
+
+
+# ---------------------------------------------------------------------------------------------
+# The optimizer is part of the recipe (issue 14: the released ViT trains with Adam)
+
+def test_vit_released_recipe_is_the_released_adam_warmup_cosine():
+    from unlearnable import UnlearnableError
+    from unlearnable.train.engine import RELEASED_AUGMENT, Recipe
+
+    r = RECIPES["vit-released"]
+    assert (r.optimizer, r.lr, r.weight_decay, r.warmup_epochs, r.epochs, r.batch_size, r.schedule) == \
+        ("adam", 1e-3, 5e-5, 5.0, 50, 128, "cosine")
+    assert r.augment == RELEASED_AUGMENT == RECIPES["released"].augment
+    assert r.lr_at(0) == 0 and r.lr_at(2.5) == pytest.approx(5e-4)  # linear warm-up over 5 epochs
+    assert r.lr_at(50) == pytest.approx(0, abs=1e-12) and r.lr_at(25) == pytest.approx(5e-4)
+    # Recorded with the run; dicts written before the field existed load as SGD.
+    assert r.to_dict()["optimizer"] == "adam" and Recipe.from_dict(r.to_dict()) == r
+    old = RECIPES["paper"].to_dict()
+    del old["optimizer"]
+    assert Recipe.from_dict(old) == RECIPES["paper"] and RECIPES["paper"].optimizer == "sgd"
+    with pytest.raises(UnlearnableError, match="recipe: optimizer must be one of sgd, adam, got 'adamw'"):
+        RECIPES["paper"].replace(optimizer="adamw")
+
+
+def test_adam_recipe_trains_with_adam_and_resumes_exactly(tmp_path, digits_train):
+    x, y = _xy(digits_train)
+    x, y = x[:128], y[:128]
+    recipe = RECIPES["tiny"].replace(optimizer="adam", lr=1e-3, weight_decay=5e-5, epochs=2, flip=False)
+
+    def run(out, stop=None):
+        torch.manual_seed(0)
+        model = build_model("convnet", 10, 1, 8)
+        fit(model, (x, y), None, recipe, seed=0, out_dir=out, progress=False, stop_after_epoch=stop)
+        return model
+
+    full = run(tmp_path / "full")
+    state = torch.load(tmp_path / "full" / "last.pt", weights_only=True)["optimizer"]
+    assert {"exp_avg", "exp_avg_sq"} <= set(next(iter(state["state"].values())))  # Adam's moments
+    assert state["param_groups"][0]["betas"] == (0.9, 0.999)
+    assert [g["weight_decay"] for g in state["param_groups"]] == [5e-5, 0.0]
+    run(tmp_path / "cut", stop=1)
+    resumed = run(tmp_path / "cut")
+    for (k, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), k

@@ -137,3 +137,33 @@ def test_vit_rejects_sizes_it_cannot_patch():
     model = build_model("vit", 10, 3, 32)
     with pytest.raises(UnlearnableError, match="built for 32x32 images, got 28x28"):
         model(torch.rand(1, 3, 28, 28))
+
+
+def test_densenet121_is_the_released_cifar_densenet():
+    from unlearnable.models.densenet import Bottleneck
+
+    model = build_model("densenet121", 10, 3, 32)
+    assert sum(p.numel() for p in model.parameters()) == 6_956_298  # the released DenseNet121()
+    assert model.feature_dim == 1024
+    stem = model.body[0]
+    assert stem.kernel_size == (3, 3) and stem.stride == (1, 1) and stem.out_channels == 64
+    blocks = [m for m in model.body if isinstance(m, nn.Sequential) and isinstance(m[0], Bottleneck)]
+    assert [len(b) for b in blocks] == [6, 12, 24, 16]
+    assert all(b.body[-1].out_channels == 32 for blk in blocks for b in blk)  # growth rate 32
+    # 32 -> 16 -> 8 -> 4 before the global pool, as released (avg_pool2d(..., 4) on a 4x4 map).
+    with torch.no_grad():
+        assert model.body[:-4](torch.rand(1, 3, 32, 32)).shape == (1, 1024, 4, 4)
+    # A 4x4 input pools while it can (4-2-1) and keeps its 1x1 map.
+    assert sum(isinstance(m, nn.AvgPool2d) for m in build_model("densenet121", 10, 1, 4).modules()) == 2
+
+
+def test_vgg19_is_configuration_e_with_the_released_one_layer_classifier():
+    model = build_model("vgg19", 10, 3, 32)
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    assert [m.out_channels for m in convs] == [64, 64, 128, 128] + [256] * 4 + [512] * 8
+    assert linears == [model.head] and model.feature_dim == 512 and model.head.in_features == 512
+    assert sum(isinstance(m, nn.MaxPool2d) for m in model.modules()) == 5
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in model.modules()) == 16
+    # The released VGG('VGG19') has 20,040,522: the same layers plus a bias on each conv.
+    assert sum(p.numel() for p in model.parameters()) == 20_040_522 - sum(m.out_channels for m in convs)

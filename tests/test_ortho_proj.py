@@ -1,6 +1,7 @@
 """Orthogonal Projection, class-mean subtraction, the released recipe's augmentations, `attack` CLI."""
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -189,3 +190,79 @@ def test_mean_sub_runs_without_transformed_test(tmp_path, digits_train, digits_t
     with pytest.raises(Exception, match="unknown mode"):
         run_attack("mean-sub", ctx, {"mode": "nope"})
 
+
+
+# --- the released step 2's pipeline (issue 14): its order, its resampling, its jitter order ----
+
+def test_released_recipe_augments_in_the_released_order():
+    """rotate -> shear-scale -> per-image jitter -> crop -> flip -> CutMix, each with its draws in
+    turn from one generator: augment_batch equals the steps applied one by one."""
+    from unlearnable.train.augment import (batch_color_jitter_per_image, batch_crop, batch_cutmix,
+                                           batch_flip_lr, batch_rotate, batch_shear_scale)
+    from unlearnable.train.engine import RECIPES, augment_batch
+
+    x, y = torch.rand(8, 3, 16, 16), torch.arange(8) % 4
+    recipe = RECIPES["released"]
+    for seed in range(4):  # CutMix mixes some batches (p 0.5) and not others
+        xa, ya = augment_batch(x, y, recipe, torch.Generator().manual_seed(seed), 4)
+        g = torch.Generator().manual_seed(seed)
+        ref = batch_flip_lr(batch_crop(batch_color_jitter_per_image(batch_shear_scale(batch_rotate(x, g), g), g),
+                                       g, 2), g)  # 16 px images: the crop padding is capped at 2
+        ref, yref = batch_cutmix(ref, torch.eye(4)[y], g)
+        assert torch.equal(xa, ref) and torch.equal(ya, yref)
+    # Where the data allows no crop or flip (digits), the named steps are skipped, the rest kept.
+    no = recipe.replace(flip=False, crop_padding=0)
+    xa, _ = augment_batch(x, y, no, torch.Generator().manual_seed(0), 4)
+    g = torch.Generator().manual_seed(0)
+    ref, _ = batch_cutmix(batch_color_jitter_per_image(batch_shear_scale(batch_rotate(x, g), g), g),
+                          torch.eye(4)[y], g)
+    assert torch.equal(xa, ref)
+    # A recipe that does not name them crops and flips first, as before.
+    first = recipe.replace(augment=("rotate",))
+    xa, _ = augment_batch(x, y, first, torch.Generator().manual_seed(0), 4)
+    g = torch.Generator().manual_seed(0)
+    assert torch.equal(xa, batch_rotate(batch_flip_lr(batch_crop(x, g, 2), g), g))
+
+
+def test_released_rotation_and_shear_resample_nearest():
+    """torchvision's RandomRotation / RandomAffine default to nearest: no new pixel values."""
+    from unlearnable.train.augment import _affine_sample, batch_rotate, batch_shear_scale
+
+    x = torch.rand(4, 1, 9, 9)
+    for fn in (batch_rotate, batch_shear_scale):
+        out = fn(x, torch.Generator().manual_seed(0))
+        assert not torch.equal(out, x)
+        assert torch.isin(out, torch.cat([x.flatten(), torch.zeros(1)])).all(), fn.__name__
+    bilinear = batch_rotate(x, torch.Generator().manual_seed(0), mode="bilinear")
+    assert not torch.isin(bilinear, torch.cat([x.flatten(), torch.zeros(1)])).all()
+    # A quarter turn about the centre of a square image is exact under nearest resampling.
+    one = torch.ones(4, dtype=torch.float64)
+    quarter = _affine_sample(x, one * math.pi / 2, one * 0, one, "nearest")
+    assert torch.equal(quarter, x.rot90(1, (2, 3))) or torch.equal(quarter, x.rot90(-1, (2, 3)))
+    # No angle, no shear, scale 1: the identity, pixel for pixel.
+    assert torch.equal(batch_shear_scale(x, torch.Generator(), 0.0, (1.0, 1.0)), x)
+    assert torch.equal(batch_rotate(x, torch.Generator(), 0.0), x)
+
+
+def test_released_colour_jitter_draws_its_order_per_image():
+    """Each image gets its own order of brightness, contrast and saturation, as torchvision's
+    ColorJitter draws one per call: the batch equals the adjustments applied image by image."""
+    from unlearnable.train.augment import _JITTER, _jitter_factors, _jitter_one, batch_color_jitter_per_image
+
+    # Bright, saturated images: the [0, 1] clamps make the order matter.
+    x = (torch.rand(12, 3, 6, 6, generator=torch.Generator().manual_seed(5)) * 0.6 + 0.5).clamp(0, 1)
+    out = batch_color_jitter_per_image(x, torch.Generator().manual_seed(1))
+    g = torch.Generator().manual_seed(1)
+    factors = _jitter_factors(x, g, 0.2, 0.2, 0.2)
+    orders = torch.rand(12, 3, generator=g).argsort(1)
+    assert len({tuple(o.tolist()) for o in orders}) > 1  # two images in this batch differ in order
+    for i in range(12):
+        xi = x[i:i + 1]
+        for k in orders[i].tolist():
+            xi = _jitter_one(xi, _JITTER[k], factors[_JITTER[k]][i:i + 1])
+        torch.testing.assert_close(out[i:i + 1], xi, rtol=0, atol=0)
+    # ... and the order is not cosmetic: one fixed order for the whole batch gives other images.
+    fixed = x
+    for k in orders[0].tolist():
+        fixed = _jitter_one(fixed, _JITTER[k], factors[_JITTER[k]])
+    assert not torch.equal(fixed, out)

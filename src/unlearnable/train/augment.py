@@ -60,27 +60,28 @@ register_augmentation("crop")(batch_crop)
 
 
 # --- The released orthogonal-projection recipe's augmentations (the "released" preset) --------
-# torchvision's RandomAffine(degrees=10, shear=10, scale=(0.8, 1.2)), ColorJitter(0.2, 0.2, 0.2)
-# and CutMix (beta 1, p 0.5), rewritten as whole-batch tensor ops with explicit generators.
+# The released orthogonal_projection_step_2.py trains on tensors through RandomRotation(10),
+# RandomAffine(0, shear=10, scale=(0.8, 1.2)), ColorJitter(0.2, 0.2, 0.2), RandomCrop(side,
+# padding=4), RandomHorizontalFlip() in that order, then CutMix (beta 1, p 0.5) on the batch.
+# Here: "rotate", "shear-scale", "color-jitter-per-image" (+ the engine's crop and flip, placed by
+# naming them in `Recipe.augment`) and "cutmix", as whole-batch tensor ops with explicit
+# generators. "affine" (rotation + shear + scale in one bilinear step) and "color-jitter" (one
+# order per batch) are the approximations the preset used before, kept under their names.
 
 def _uniform(n: int, low: float, high: float, gen: torch.Generator, device: torch.device) -> torch.Tensor:
     return (torch.rand(n, generator=gen, dtype=torch.float64) * (high - low) + low).to(device)
 
 
-def batch_affine(x: torch.Tensor, gen: torch.Generator, degrees: float = 10.0, shear: float = 10.0,
-                 scale: tuple[float, float] = (0.8, 1.2)) -> torch.Tensor:
-    """Random rotation, x-shear and isotropic scale about the image centre, one per image.
-
-    Angles in degrees drawn uniformly from [-degrees, degrees] and [-shear, shear], the scale from
-    `scale`; areas moved in from outside are black (torchvision's fill=0). Bilinear resampling via
-    one `affine_grid` + `grid_sample` for the whole batch. The forward map is
-    A = s * R(angle) @ [[1, tan(shear)], [0, 1]] in pixel units; grid_sample needs its inverse,
-    expressed in normalized coordinates (so non-square images rotate without distortion).
+def _affine_sample(x: torch.Tensor, ang: torch.Tensor, sh: torch.Tensor, s: torch.Tensor,
+                   mode: str) -> torch.Tensor:
+    """Resample x (B, C, H, W) through one affine map per image about the image centre: rotation by
+    `ang`, x-shear by `sh` (radians, float64, (B,)) and isotropic scale `s`; what moves in from
+    outside is black (torchvision's fill=0). `mode`: "nearest" or "bilinear" (grid_sample's).
+    The forward map is A = s * R(ang) @ [[1, tan(sh)], [0, 1]] in pixel units; grid_sample needs
+    its inverse in normalized coordinates (so non-square images rotate without distortion), the
+    grid torchvision's tensor `affine`/`rotate` build (pixel centres, align_corners=False).
     """
     b, _, h, w = x.shape
-    ang = torch.deg2rad(_uniform(b, -degrees, degrees, gen, torch.device("cpu")))
-    sh = torch.deg2rad(_uniform(b, -shear, shear, gen, torch.device("cpu")))
-    s = _uniform(b, scale[0], scale[1], gen, torch.device("cpu"))
     cos, sin, tan = torch.cos(ang), torch.sin(ang), torch.tan(sh)
     # A = s * [[cos, cos*tan - sin], [sin, sin*tan + cos]]  (rotation times shear)
     a = torch.stack([torch.stack([cos, cos * tan - sin], -1),
@@ -90,8 +91,49 @@ def batch_affine(x: torch.Tensor, gen: torch.Generator, degrees: float = 10.0, s
     d = torch.tensor([2.0 / w, 2.0 / h], dtype=torch.float64)
     theta_lin = inv * d[None, :, None] / d[None, None, :]
     theta = torch.cat([theta_lin, torch.zeros(b, 2, 1, dtype=torch.float64)], 2)
-    grid = torch.nn.functional.affine_grid(theta.to(x.device, x.dtype), list(x.shape), align_corners=False)
-    return torch.nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    grid = F.affine_grid(theta.to(x.device, x.dtype), list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode=mode, padding_mode="zeros", align_corners=False)
+
+
+def batch_affine(x: torch.Tensor, gen: torch.Generator, degrees: float = 10.0, shear: float = 10.0,
+                 scale: tuple[float, float] = (0.8, 1.2)) -> torch.Tensor:
+    """Random rotation, x-shear and isotropic scale about the image centre, one per image, in one
+    bilinear resampling (`_affine_sample`).
+
+    Angles in degrees drawn uniformly from [-degrees, degrees] and [-shear, shear], the scale from
+    `scale`: the released pipeline's rotation and affine map in one bilinear step. The `released`
+    recipe instead rotates and then shears in two nearest-neighbour steps, as torchvision does
+    (`batch_rotate`, `batch_shear_scale`); this one stays registered as "affine".
+    """
+    b = len(x)
+    cpu = torch.device("cpu")
+    ang = torch.deg2rad(_uniform(b, -degrees, degrees, gen, cpu))
+    sh = torch.deg2rad(_uniform(b, -shear, shear, gen, cpu))
+    s = _uniform(b, scale[0], scale[1], gen, cpu)
+    return _affine_sample(x, ang, sh, s, "bilinear")
+
+
+def batch_rotate(x: torch.Tensor, gen: torch.Generator, degrees: float = 10.0,
+                 mode: str = "nearest") -> torch.Tensor:
+    """torchvision's RandomRotation(degrees) on tensors: an angle uniform in [-degrees, degrees]
+    per image, about the centre, same size, fill 0, nearest-neighbour resampling (its default)."""
+    b = len(x)
+    ang = torch.deg2rad(_uniform(b, -degrees, degrees, gen, torch.device("cpu")))
+    zero = torch.zeros(b, dtype=torch.float64)
+    return _affine_sample(x, ang, zero, torch.ones(b, dtype=torch.float64), mode)
+
+
+def batch_shear_scale(x: torch.Tensor, gen: torch.Generator, shear: float = 10.0,
+                      scale: tuple[float, float] = (0.8, 1.2), mode: str = "nearest") -> torch.Tensor:
+    """torchvision's RandomAffine(0, shear=shear, scale=scale) on tensors: no rotation or
+    translation, an x-shear uniform in [-shear, shear] degrees and a scale uniform in `scale` per
+    image, about the centre, fill 0, nearest-neighbour resampling (its default). Whether a
+    positive shear leans the same way as torchvision's does not matter: the range is symmetric."""
+    b = len(x)
+    cpu = torch.device("cpu")
+    sh = torch.deg2rad(_uniform(b, -shear, shear, gen, cpu))
+    s = _uniform(b, scale[0], scale[1], gen, cpu)
+    return _affine_sample(x, torch.zeros(b, dtype=torch.float64), sh, s, mode)
 
 
 def _grey(x: torch.Tensor) -> torch.Tensor:
@@ -102,27 +144,61 @@ def _grey(x: torch.Tensor) -> torch.Tensor:
     return (x * wts).sum(1, keepdim=True)
 
 
+_JITTER = ("brightness", "contrast", "saturation")
+
+
+def _jitter_one(x: torch.Tensor, name: str, f: torch.Tensor) -> torch.Tensor:
+    """One of torchvision's colour adjustments with per-image factors f (B, 1, 1, 1), clamped to
+    [0, 1] as torchvision clamps float images. Saturation is a no-op on one-channel images."""
+    if name == "brightness":
+        return (x * f).clamp(0, 1)
+    if name == "contrast":
+        m = _grey(x).mean(dim=(1, 2, 3), keepdim=True)
+        return (m + f * (x - m)).clamp(0, 1)
+    if x.shape[1] == 3:
+        g = _grey(x)
+        return (g + f * (x - g)).clamp(0, 1)
+    return x
+
+
+def _jitter_factors(x: torch.Tensor, gen: torch.Generator, brightness: float, contrast: float,
+                    saturation: float) -> dict[str, torch.Tensor]:
+    b = len(x)
+    return {name: _uniform(b, 1 - v, 1 + v, gen, x.device).to(x.dtype).view(-1, 1, 1, 1)
+            for name, v in zip(_JITTER, (brightness, contrast, saturation))}
+
+
 def batch_color_jitter(x: torch.Tensor, gen: torch.Generator, brightness: float = 0.2,
                        contrast: float = 0.2, saturation: float = 0.2) -> torch.Tensor:
     """torchvision ColorJitter(brightness, contrast, saturation): factors uniform in [1-v, 1+v]
-    per image, the three applied in a random order drawn once per batch, clamped to [0, 1] after
-    each (as torchvision does). Saturation is a no-op on one-channel images.
+    per image, the three applied in a random order drawn once per *batch*, clamped to [0, 1] after
+    each. torchvision draws the order per call, i.e. per image: that is
+    `batch_color_jitter_per_image`, which the `released` recipe uses; this one stays registered as
+    "color-jitter".
+    """
+    factors = _jitter_factors(x, gen, brightness, contrast, saturation)
+    for i in torch.randperm(3, generator=gen).tolist():
+        x = _jitter_one(x, _JITTER[i], factors[_JITTER[i]])
+    return x
+
+
+def batch_color_jitter_per_image(x: torch.Tensor, gen: torch.Generator, brightness: float = 0.2,
+                                 contrast: float = 0.2, saturation: float = 0.2) -> torch.Tensor:
+    """torchvision ColorJitter(brightness, contrast, saturation) as it runs in a per-image
+    pipeline: factors uniform in [1-v, 1+v] and an order of the three adjustments drawn for every
+    image (torchvision draws a permutation per call), each clamped to [0, 1]. Batched: at each of
+    the three positions every adjustment is computed for the whole batch and each image keeps the
+    one its order puts there (three times the arithmetic of a fixed order, still cheap).
     """
     b = len(x)
-    factors = {name: _uniform(b, 1 - v, 1 + v, gen, x.device).to(x.dtype).view(-1, 1, 1, 1)
-               for name, v in (("brightness", brightness), ("contrast", contrast), ("saturation", saturation))}
-    order = torch.randperm(3, generator=gen).tolist()
-    for i in order:
-        name = ("brightness", "contrast", "saturation")[i]
-        f = factors[name]
-        if name == "brightness":
-            x = (x * f).clamp(0, 1)
-        elif name == "contrast":
-            m = _grey(x).mean(dim=(1, 2, 3), keepdim=True)
-            x = (m + f * (x - m)).clamp(0, 1)
-        elif x.shape[1] == 3:
-            g = _grey(x)
-            x = (g + f * (x - g)).clamp(0, 1)
+    factors = _jitter_factors(x, gen, brightness, contrast, saturation)
+    # A uniform permutation per image: the ranks of i.i.d. uniforms (torchvision: randperm per call).
+    order = torch.rand(b, 3, generator=gen).argsort(1).to(x.device)
+    for pos in range(3):
+        out = x
+        for i, name in enumerate(_JITTER):
+            out = torch.where((order[:, pos] == i).view(-1, 1, 1, 1), _jitter_one(x, name, factors[name]), out)
+        x = out
     return x
 
 
@@ -156,6 +232,9 @@ def batch_cutmix(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator, beta: f
 
 register_augmentation("affine")(batch_affine)
 register_augmentation("color-jitter")(batch_color_jitter)
+register_augmentation("rotate")(batch_rotate)
+register_augmentation("shear-scale")(batch_shear_scale)
+register_augmentation("color-jitter-per-image")(batch_color_jitter_per_image)
 register_augmentation("cutmix", with_labels=True)(batch_cutmix)
 
 

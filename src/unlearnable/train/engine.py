@@ -32,7 +32,14 @@ from .augment import AUGMENTATIONS, LABEL_AUGMENTATIONS, batch_crop, batch_flip_
 
 @dataclass
 class Recipe:
-    """Hyperparameters of one training run. Defaults: the paper's section 4.2 recipe."""
+    """Hyperparameters of one training run. Defaults: the paper's section 4.2 recipe.
+
+    The random crop (`crop_padding`) and flip come before the `augment` names unless `augment`
+    names "crop" or "flip": then each runs at its place there, still as the recipe's fields and
+    the data's facts allow (the released pipeline: rotate, shear-scale, jitter, crop, flip).
+    `optimizer` "sgd" uses `momentum`/`nesterov`; "adam" uses torch's Adam with its default betas
+    (0.9, 0.999) and `weight_decay` as an L2 term, as the released ViT training does.
+    """
 
     epochs: int = 40
     batch_size: int = 128
@@ -49,6 +56,7 @@ class Recipe:
     augment: tuple[str, ...] = ()  # extra names from AUGMENTATIONS / LABEL_AUGMENTATIONS
     label_smoothing: float = 0.0
     eval_batch_size: int = 1000
+    optimizer: str = "sgd"  # sgd | adam
 
     def __post_init__(self) -> None:
         # Every construction, replace() and from_dict() passes here, so the Python API refuses
@@ -74,6 +82,7 @@ class Recipe:
             ("warmup_epochs", finite(self.warmup_epochs) and self.warmup_epochs >= 0, "a finite number >= 0"),
             ("label_smoothing", finite(self.label_smoothing) and 0 <= self.label_smoothing < 1,
              "a finite number in [0, 1)"),
+            ("optimizer", self.optimizer in OPTIMIZERS, f"one of {', '.join(OPTIMIZERS)}"),
         )
         for name, ok, rule in rules:
             if not ok:
@@ -129,6 +138,12 @@ class Recipe:
         return cls(**d)
 
 
+OPTIMIZERS = ("sgd", "adam")
+
+# The released orthogonal_projection_step_2.py's training pipeline, in its order (torchvision's
+# RandomRotation, RandomAffine, ColorJitter, RandomCrop, RandomHorizontalFlip; CutMix per batch).
+RELEASED_AUGMENT = ("rotate", "shear-scale", "color-jitter-per-image", "crop", "flip", "cutmix")
+
 RECIPES: dict[str, Recipe] = {
     # Section 4.2 / App. A.1: SGD 0.9, wd 5e-4, lr 0.1 cosine, batch 128, 40 epochs, crop + flip.
     "paper": Recipe(),
@@ -136,10 +151,14 @@ RECIPES: dict[str, Recipe] = {
     "fast": Recipe(epochs=8, batch_size=256, lr=0.05, warmup_epochs=0.5),
     # For a few thousand small images (digits, subsets in tests): small batches, few epochs.
     "tiny": Recipe(epochs=4, batch_size=64, lr=0.05, warmup_epochs=0.5),
-    # The released orthogonal-projection code: 50 epochs, wd 1e-4, lr x0.1 at 25 and 37, with
-    # CutMix and affine/colour augmentation.
+    # The released orthogonal-projection step 2: 50 epochs, wd 1e-4, lr x0.1 at 25 and 37, its
+    # augmentation pipeline in its order, then CutMix.
     "released": Recipe(epochs=50, weight_decay=1e-4, schedule="step", milestones=(25, 37),
-                       augment=("affine", "color-jitter", "cutmix")),
+                       augment=RELEASED_AUGMENT),
+    # The same step for a ViT as released: Adam lr 1e-3, betas (0.9, 0.999), wd 5e-5, 5 warm-up
+    # epochs, then cosine; batch 128, 50 epochs, the same augmentations (docs/models.md).
+    "vit-released": Recipe(epochs=50, lr=1e-3, optimizer="adam", weight_decay=5e-5, warmup_epochs=5.0,
+                           augment=RELEASED_AUGMENT),
     # Adversarial training baseline (section 4.4.2): 100 epochs, lr x0.1 at 75 and 90.
     "adv": Recipe(epochs=100, schedule="step", milestones=(75, 90)),
 }
@@ -249,13 +268,20 @@ def crop_padding_for(padding: int, size: int) -> int:
 
 def augment_batch(x: torch.Tensor, y: torch.Tensor, recipe: Recipe, gen: torch.Generator,
                   num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Apply the recipe's augmentations; y stays hard labels unless a label augmentation mixes."""
-    if recipe.crop_padding:
-        x = batch_crop(x, gen, crop_padding_for(recipe.crop_padding, min(x.shape[-2:])))
-    if recipe.flip:
-        x = batch_flip_lr(x, gen)
-    for name in recipe.augment:
-        if name in AUGMENTATIONS:
+    """Apply the recipe's augmentations; y stays hard labels unless a label augmentation mixes.
+    The crop and flip come first unless `recipe.augment` places them (see `Recipe`)."""
+    names = list(recipe.augment)
+    for name in ("flip", "crop"):
+        if name not in names:
+            names.insert(0, name)
+    for name in names:
+        if name == "crop":
+            if recipe.crop_padding:
+                x = batch_crop(x, gen, crop_padding_for(recipe.crop_padding, min(x.shape[-2:])))
+        elif name == "flip":
+            if recipe.flip:
+                x = batch_flip_lr(x, gen)
+        elif name in AUGMENTATIONS:
             x = AUGMENTATIONS[name](x, gen)
         elif name in LABEL_AUGMENTATIONS:
             if y.dtype == torch.int64:
@@ -322,9 +348,11 @@ def fit(
     for p in model.parameters():
         # No weight decay on BatchNorm and bias vectors, as the field's fast trainers do.
         (no_decay if p.ndim <= 1 else decay).append(p)
-    opt = torch.optim.SGD([{"params": decay, "weight_decay": recipe.weight_decay},
-                           {"params": no_decay, "weight_decay": 0.0}],
-                          lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.nesterov)
+    groups = [{"params": decay, "weight_decay": recipe.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if recipe.optimizer == "adam":  # torch's default betas (0.9, 0.999), L2 decay: the released ViT's
+        opt: torch.optim.Optimizer = torch.optim.Adam(groups, lr=recipe.lr)
+    else:
+        opt = torch.optim.SGD(groups, lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.nesterov)
     steps_per_epoch = math.ceil(n / recipe.batch_size)
 
     start_epoch, history = 0, []
@@ -482,10 +510,11 @@ def _resumable(state: Any, opt: torch.optim.Optimizer, epochs: int) -> int:
         raise ValueError(f"epoch {epoch!r} is not one of this {epochs}-epoch run's")
     for group in opt.param_groups:
         for p in group["params"]:
-            buf = opt.state.get(p, {}).get("momentum_buffer")
-            if buf is not None and buf.shape != p.shape:
-                raise ValueError(f"an optimizer buffer of shape {tuple(buf.shape)} for a parameter of "
-                                 f"shape {tuple(p.shape)}")
+            for key in ("momentum_buffer", "exp_avg", "exp_avg_sq"):  # SGD's and Adam's buffers
+                buf = opt.state.get(p, {}).get(key)
+                if buf is not None and buf.shape != p.shape:
+                    raise ValueError(f"an optimizer buffer of shape {tuple(buf.shape)} for a parameter of "
+                                     f"shape {tuple(p.shape)}")
     return epoch
 
 
