@@ -34,7 +34,7 @@ from unlearnable.data.resolve import load_data, random_subset
 from unlearnable.detect.core import FEATURES, measure, params_for
 from unlearnable.poisons import POISONS, PoisonContext, make_poison, poisoned_mask
 
-SIZES = {"fashion-mnist": (500, 1000, 2000), "digits": (600, 1200)}
+SIZES = {"fashion-mnist": (500, 1000, 2000), "digits": (600, 1200, 1437)}  # 1437: all of digits' train split
 SEEDS = (0, 1, 2)
 FPR = 0.05
 
@@ -99,6 +99,8 @@ def build(args: argparse.Namespace) -> list[dict]:
     for dname, sizes in SIZES.items():
         full = load_data(dname, "train")
         for size in sizes:
+            if args.only and f"{dname}:{size}" not in args.only.split(","):
+                continue
             for seed in SEEDS[:args.seeds]:
                 base = full.subset(random_subset(full, min(size, len(full)), seed))
                 for neg, fn in NEGATIVES.items():
@@ -270,6 +272,8 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=len(SEEDS), help="seeds per subset (default 3)")
     ap.add_argument("--model-seeds", type=int, default=1, help="seeds for model-based poisons (default 1)")
     ap.add_argument("--rows", default=None, help="reuse the rows.json of an earlier run (refit only)")
+    ap.add_argument("--only", default=None, help="build only these DATASET:SIZE entries (with --merge: add rows)")
+    ap.add_argument("--merge", default=None, help="rows.json of an earlier run to add the new rows to")
     ap.add_argument("--write", action="store_true", help="write the package's calibration.json")
     a = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -279,6 +283,8 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     rows = json.loads(Path(a.rows).read_text()) if a.rows else build(a)
+    if a.merge:
+        rows = json.loads(Path(a.merge).read_text()) + rows
     (out / "rows.json").write_text(json.dumps(rows))
     s = summarize(rows)
     s["seconds"] = round(time.perf_counter() - t0, 1)

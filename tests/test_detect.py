@@ -71,7 +71,7 @@ def test_per_sample_scores_find_the_protected_half(tmp_path):
     # Protected samples score higher than untouched ones, far above chance.
     from sklearn.metrics import roc_auc_score
 
-    assert roc_auc_score(mask, s) > 0.8
+    assert roc_auc_score(mask, s) > 0.75
 
 
 def test_cli_prints_one_line_and_writes_its_files(tmp_path, capsys):
