@@ -167,10 +167,15 @@ def scores(rows: list[dict], cal: dict) -> np.ndarray:
 
 
 def threshold_at(neg: np.ndarray, fpr: float) -> float:
-    """The lowest threshold that flags at most `fpr` of `neg` (score >= threshold flags)."""
+    """A threshold that flags at most `fpr` of `neg` (score >= threshold flags): halfway between
+    the highest negative it must clear and the next one up, so that a negative is not decided by
+    the last bit of a float sum (every threshold in that gap has the same measured FPR)."""
     s = np.sort(neg)[::-1]
     allowed = int(np.floor(fpr * len(s)))
-    return float(np.nextafter(s[allowed], 1.0)) if allowed < len(s) else 0.0
+    if allowed >= len(s):
+        return 0.0
+    upper = s[allowed - 1] if allowed > 0 else 1.0
+    return float((s[allowed] + upper) / 2)
 
 
 def evaluate(rows: list[dict], cal: dict) -> dict:
@@ -182,8 +187,22 @@ def evaluate(rows: list[dict], cal: dict) -> dict:
     return {"auc": float(roc_auc_score(y, s)), "tpr": float(flag[y == 1].mean()), "fpr": float(flag[y == 0].mean())}
 
 
+def unique(rows: list[dict]) -> list[dict]:
+    """Each set once: a subset as large as its dataset is the same set under every seed, and a
+    deterministic processing of it too (the detector measures it with its own fixed seed)."""
+    seen, out = set(), []
+    for r in rows:
+        key = (r["kind"], r["dataset"], r["size"], r["fraction"], json.dumps(r["features"], sort_keys=True))
+        if key not in seen:
+            seen.add(key)
+            out.append(r)
+    return out
+
+
 def summarize(rows: list[dict]) -> dict:
     from sklearn.metrics import roc_auc_score
+
+    rows = unique(rows)
 
     cal = fit(rows)
     overall = evaluate(rows, cal)
@@ -289,7 +308,7 @@ def main() -> None:
     s = summarize(rows)
     s["seconds"] = round(time.perf_counter() - t0, 1)
     (out / "summary.json").write_text(json.dumps({k: v for k, v in s.items() if k != "lopo_scores"}, indent=1))
-    plot(rows, s, out / "roc.png")
+    plot(unique(rows), s, out / "roc.png")
     print(markdown(s))
     if a.write:
         cal = dict(s["calibration"])
