@@ -269,8 +269,8 @@ def plot(rows: list[dict], summary: dict, path: Path) -> None:
 
 def markdown(s: dict) -> str:
     lines = [f"positives {s['n_positive']}, negatives {s['n_negative']}",
-             f"overall: AUC {s['overall']['auc']:.3f}, TPR at the shipped threshold {100 * s['overall']['tpr']:.1f}% "
-             f"(FPR {100 * s['overall']['fpr']:.1f}%)",
+             (f"overall: AUC {s['overall']['auc']:.3f}, TPR at the shipped threshold {100 * s['overall']['tpr']:.1f}% "
+              f"(FPR {100 * s['overall']['fpr']:.1f}%)"),
              f"leave-one-poison-out: AUC {s['leave_one_poison_out']['auc']:.3f}, TPR {100 * s['leave_one_poison_out']['tpr']:.1f}%",
              "", "| poison | sets | AUC | TPR @5% FPR | fraction 1.0 | fraction 0.5 | LOPO AUC | LOPO TPR |",
              "|---|---:|---:|---:|---:|---:|---:|---:|"]

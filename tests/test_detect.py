@@ -12,7 +12,11 @@ from unlearnable import ImageSet, load_data
 from unlearnable._io import UnlearnableError
 from unlearnable.cli import main
 from unlearnable.detect import detect, load_calibration
-from unlearnable.poisons import PoisonContext, make_poison, poison_dataset, stored_poisoned_mask
+from unlearnable.poisons import (
+    make_poison,
+    poison_dataset,
+    stored_poisoned_mask,
+)
 
 
 @pytest.fixture(scope="module")

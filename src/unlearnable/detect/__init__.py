@@ -5,6 +5,15 @@
     r["score"], r["protected"], r["threshold"]
 """
 
-from .core import BUDGETS, FEATURES, DetectParams, detect, explain, load_calibration, measure, params_for
+from .core import (
+    BUDGETS,
+    FEATURES,
+    DetectParams,
+    detect,
+    explain,
+    load_calibration,
+    measure,
+    params_for,
+)
 
 __all__ = ["BUDGETS", "FEATURES", "DetectParams", "detect", "explain", "load_calibration", "measure", "params_for"]

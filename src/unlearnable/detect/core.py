@@ -196,7 +196,7 @@ def detect(ds: ImageSet, level: str = "quick", seed: int = 0, params: DetectPara
 
 def explain(res: dict[str, Any]) -> str:
     """The decision in one line a person can check."""
-    e, f = res["errors"], res["features"]
+    e = res["errors"]
     verdict = "protected" if res["protected"] else "not detected as protected"
     return (f"{verdict}: score {res['score']:.2f} (threshold {res['threshold']:.2f} at "
             f"{100 * res['fpr_target']:.0f}% false positives); held-out error raw {100 * e['raw']:.1f}% "
