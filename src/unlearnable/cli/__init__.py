@@ -20,7 +20,7 @@ from .._io import UnlearnableError
 from .._safe import one_line
 
 # Modules that define sub-commands, in the order `--help` lists them.
-COMMANDS = ["datasets", "train", "demo", "poison", "show", "attack", "audit", "import_", "export",
+COMMANDS = ["datasets", "train", "demo", "poison", "show", "attack", "audit", "detect", "import_", "export",
             "reproduce", "results"]
 
 

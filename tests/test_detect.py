@@ -1,0 +1,125 @@
+"""`unlearnable detect`: flags planted shortcuts, clears clean sets, ignores sample order, refuses
+bad input in one line, writes its files, and runs as the audit's "detect" step."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from unlearnable import ImageSet, load_data
+from unlearnable._io import UnlearnableError
+from unlearnable.cli import main
+from unlearnable.detect import detect, load_calibration
+from unlearnable.poisons import (
+    make_poison,
+    poison_dataset,
+    stored_poisoned_mask,
+)
+
+
+@pytest.fixture(scope="module")
+def fmnist() -> ImageSet:
+    try:
+        full = load_data("fashion-mnist", "train")
+    except UnlearnableError as e:
+        pytest.skip(str(e))
+    return full.subset(np.random.default_rng(0).choice(len(full), 1500, replace=False))
+
+
+def test_the_shipped_calibration_is_complete():
+    cal = load_calibration()
+    assert set(cal["weights"]) == {"quant", "blur", "proj", "ncm"}
+    assert 0 < cal["threshold"] < 1 and cal["fpr_target"] == 0.05
+    assert "benchmarks/detect_calibration.py" in cal["command"]
+
+
+def test_clean_digits_and_a_clean_fashion_mnist_subset_are_not_flagged(digits_train, fmnist):
+    for ds in (digits_train, fmnist):
+        r = detect(ds, "tiny")
+        assert 0.0 <= r["score"] < r["threshold"], (ds.name, r["score"], r["features"])
+        assert r["protected"] is False
+
+
+def test_a_planted_class_wise_pattern_is_flagged(fmnist, digits_train):
+    for base in (fmnist, digits_train):
+        # One +-8/255 block pattern per class (Regions-4): invisible, and exactly a shortcut.
+        ds = make_poison("regions", base, None, seed=0)
+        r = detect(ds, "tiny")
+        assert r["protected"] is True and r["score"] >= r["threshold"], (base.name, r["features"])
+        # The evidence a person can check: raw pixels beat the 2-bit view that erases the pattern.
+        assert r["errors"]["raw"] < r["errors"]["quant"]
+
+
+def test_a_sample_wise_linearly_separable_poison_is_flagged(fmnist):
+    ds = make_poison("lsp", fmnist, None, seed=0)
+    r = detect(ds, "tiny")
+    assert r["protected"] is True, r["features"]
+
+
+def test_the_answer_does_not_depend_on_the_order_of_the_samples(digits_train):
+    ds = make_poison("random-noise", digits_train, None, seed=0, fraction=0.5)
+    perm = np.random.default_rng(1).permutation(len(ds))
+    a, b = detect(ds, "tiny"), detect(ds.subset(perm), "tiny")
+    assert a["score"] == b["score"] and a["errors"] == b["errors"]
+    np.testing.assert_array_equal(a["per_sample"][perm], b["per_sample"])
+
+
+def test_per_sample_scores_find_the_protected_half(tmp_path):
+    out = poison_dataset("random-noise", "digits", tmp_path / "rn", seed=0, fraction=0.5)
+    ds = load_data(str(out), "train")
+    mask = stored_poisoned_mask(ds)
+    s = detect(ds, "tiny")["per_sample"]
+    assert s.shape == (len(ds),) and np.isfinite(s).all() and ((0 <= s) & (s <= 1)).all()
+    # Protected samples score higher than untouched ones, far above chance.
+    from sklearn.metrics import roc_auc_score
+
+    assert roc_auc_score(mask, s) > 0.75
+
+
+def test_cli_prints_one_line_and_writes_its_files(tmp_path, capsys):
+    prot = poison_dataset("regions", "digits", tmp_path / "prot", seed=0)
+    assert main(["detect", str(prot), "--budget", "tiny", "--out", str(tmp_path / "d")]) == 0
+    line = capsys.readouterr().out.splitlines()[0]
+    assert line.startswith(f"{prot}: protected: score")
+    doc = json.loads((tmp_path / "d" / "detect.json").read_text())
+    assert isinstance(doc["score"], float) and 0 <= doc["score"] <= 1 and doc["protected"] is True
+    assert {"threshold", "fpr_target", "features", "errors", "per_class", "seed", "versions"} <= set(doc)
+    assert doc["dataset"]["content"].startswith("sha256:")
+    html = (tmp_path / "d" / "detect.html").read_text()
+    assert "data:image/png;base64," in html and "<script src" not in html and "protected" in html
+    scores = np.load(tmp_path / "d" / "per_sample.npy", allow_pickle=False)
+    assert scores.shape == (len(load_data(str(prot), "train")),)
+    # Without --out: the decision in one line, nothing written.
+    assert main(["detect", "digits", "--budget", "tiny"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1 and out[0].startswith("digits: not detected as protected")
+
+
+def test_unreadable_input_is_a_one_line_error_and_nothing_is_created(tmp_path, capsys):
+    prot = poison_dataset("regions", "digits", tmp_path / "prot", seed=0)
+    (prot / "images.npy").write_bytes(b"\x93NUMPY garbage")
+    out = tmp_path / "d"
+    for data in (str(prot), str(tmp_path / "missing"), "no-such-dataset"):
+        assert main(["detect", data, "--budget", "tiny", "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("unlearnable: error:"), err
+    assert not out.exists()
+    assert main(["detect", "digits", "--budget", "nope"]) == 2
+    assert "invalid choice: 'nope'" in capsys.readouterr().err
+
+
+def test_the_audit_step_runs_the_detector_and_has_a_headline(tmp_path, digits_train):
+    from unlearnable.analyses import AUDITS
+    from unlearnable.analyses.steps import Row
+    from unlearnable.identity import content_id
+    from unlearnable.ladder import level
+    from unlearnable.runner.jobs import JobContext, run_job
+
+    info = AUDITS["detect"]
+    spec = info.spec(Row({"content": content_id(digits_train), "clean": "digits"}, None, None, digits_train,
+                         level("tiny")))
+    res = run_job(spec, JobContext(tmp_path))
+    json.dumps(res)  # plain JSON, as the result store keeps it
+    assert res["protected"] is False and info.headline(res) == f"detectable: no ({res['score']:.2f})"
