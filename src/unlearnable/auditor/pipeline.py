@@ -436,6 +436,7 @@ def finish(out: Path, record: dict[str, Any], inp: AuditInputs, cfg: AuditConfig
         "protected_training": prot,
         "dfr": dfr,
         "dfr_clean": dfr_clean,
+        "detect": step_result(record, "detect"),
         "separability": sep,
         "attacks": attacks,
         "figures": {k: v for k, v in figures.items() if v},

@@ -98,6 +98,17 @@ WINDOW_HEADERS = ["random networks", "protected-trained", "clean-trained", "wind
                   "procedure"]
 
 
+def detect_line(res: dict[str, Any]) -> str | None:
+    """The `detect` step's decision in words, or None when it did not run."""
+    d = res.get("detect")
+    if not d or d.get("score") is None:
+        return None
+    fpr = d.get("fpr_target")
+    at = f" at {100 * fpr:.0f}% false positives" if isinstance(fpr, (int, float)) else ""
+    return (f"{'yes' if d.get('protected') else 'no'}: score {d['score']:.2f} against the threshold "
+            f"{d.get('threshold', float('nan')):.2f}{at} (unlearnable detect, docs/detect.md)")
+
+
 def sep_cell(s: dict[str, Any]) -> str:
     """A separability result, read against its clean-image baseline."""
     own = pct(s.get("train_accuracy_mean"))
@@ -117,6 +128,10 @@ def render_audit_html(res: dict[str, Any], base: Path) -> str:
              *(f'<p class="muted">Note: {html.escape(n)}</p>' for n in ds.get("notes", [])),
              f'<div class="verdict" style="background:{VERDICT_COLOURS.get(overall, "#555")}">'
              f"Verdict: <b>{html.escape(overall)}</b> — {html.escape(v.get('reason', ''))}</div>"]
+    det = detect_line(res)
+    if det:
+        parts.append(f"<p><b>Detectable</b> (would a data collector notice, without the clean images?): "
+                     f"{html.escape(det)}</p>")
     wrow = window_row(res)
     if wrow:
         parts.append("<h2>What the network learned: DFR's window</h2>")
@@ -217,6 +232,9 @@ def render_audit_md(res: dict[str, Any]) -> str:
              "| attack | clean test | transformed test | result | of clean | verdict |",
              "|---|---:|---:|---:|---:|---|"]
     lines += ["| " + " | ".join(r) + " |" for r in attack_rows(res)]
+    det = detect_line(res)
+    if det:
+        lines += ["", f"Detectable without the clean images: {det}"]
     wrow = window_row(res)
     if wrow:
         lines += ["", "DFR's window:", "", "| " + " | ".join(WINDOW_HEADERS) + " |",
