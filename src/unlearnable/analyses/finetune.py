@@ -166,7 +166,7 @@ def finetune_from(model: torch.nn.Module, name: str, clean_train: ImageSet, clea
         recipe = params.recipe(k, base_recipe)
         key = {"start": start_sha, "recipe": recipe.to_dict(), "indices_sha256": sha256_array(idx),
                "seed": seed, "test": clean_test.name, "num_test": len(clean_test)}
-        cfile = cache / f"{name}-k{k}-{_key_hash(key)}.json"
+        cfile = cache / f"k{k}-{_key_hash(key)}.json"  # by content: equal starts share it
         res = None
         if cfile.exists():
             try:
