@@ -53,7 +53,11 @@ def test_subsets_are_nested_and_apart_from_dfr_and_validation():
     full = attacker_order(n, seed, dfr_n)
     assert len(full) == n - dfr_n and np.array_equal(full[:400], order)
     with pytest.raises(UnlearnableError, match="--sizes"):
-        finetune_subsets(n, (600,), seed, dfr_n)
+        finetune_subsets(n, (900,), seed, dfr_n)
+    # A pool too small to keep them apart: DFR's images come last, the validation half never.
+    big = finetune_subsets(n, (600,), seed, dfr_n)
+    assert np.array_equal(big[:len(full) // 2], full[:len(full) // 2]) and set(big[len(full) // 2:]) <= set(idx)
+    assert len(finetune_subsets(n, (5000,), seed, 5000, cap=True)) == n  # the audit caps, as DFR does
     # Early stopping validates on the other half.
     ctx = AttackContext(ds, ds, "convnet", RECIPES["tiny"], seed, ".", clean=ds)
     _, val = validation_positions(ctx, EarlyStopParams(k=200, dfr_n=dfr_n))

@@ -26,6 +26,7 @@ training loop.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -126,14 +127,38 @@ def attacker_order(n_pool: int, seed: int, dfr_n: int) -> np.ndarray:
     return left[np.random.default_rng([seed, 15]).permutation(len(left))]
 
 
-def finetune_subsets(n_pool: int, sizes: tuple[int, ...], seed: int, dfr_n: int) -> np.ndarray:
-    """The first max(sizes) entries of the attacker's order (its first half); subset k = [:k]."""
-    half = attacker_order(n_pool, seed, dfr_n)[: (n_pool - min(dfr_n, n_pool)) // 2]
-    if max(sizes) > len(half):
-        raise UnlearnableError(f"fine-tuning size {max(sizes)} is more than the {len(half)} clean images "
-                               f"available (half of the {n_pool}-image pool outside DFR's {dfr_n}); "
-                               "pass smaller --sizes")
-    return half[:max(sizes)]
+def finetune_subsets(n_pool: int, sizes: tuple[int, ...], seed: int, dfr_n: int, cap: bool = False) -> np.ndarray:
+    """The fine-tuning order: the first half of the attacker's order, then (only for a pool too
+    small to keep them apart, with a warning) DFR's images; subset k is its first k entries.
+    Never the second half, where early stopping validates. `cap`: sizes beyond what there is
+    are the audit's to shrink (`capped`), not an error."""
+    order = attacker_order(n_pool, seed, dfr_n)
+    first = order[:len(order) // 2]
+    usable = np.concatenate([first, np.random.default_rng([seed, 16]).permutation(dfr_indices(n_pool, dfr_n, seed))])
+    want = max(sizes)
+    if want > len(usable):
+        if not cap or not len(usable):
+            raise UnlearnableError(f"fine-tuning size {want} is more than the {len(usable)} clean images available "
+                                   f"(the pool of {n_pool} less the half early stopping validates on); "
+                                   "pass smaller --sizes")
+        want = len(usable)
+    if want > len(first):
+        log.warning("fine-tuning on %d images uses some of DFR's %d (the pool of %d is too small to keep them apart)",
+                    want, min(dfr_n, n_pool), n_pool)
+    return usable[:want]
+
+
+def capped(p: FinetuneParams, n_pool: int, seed: int, dfr_n: int) -> FinetuneParams:
+    """`p` with its sizes cut to what the pool holds (as DFR takes min(n, pool)): for the audit."""
+    most = len(finetune_subsets(n_pool, p.sizes, seed, dfr_n, cap=True))
+    return dataclasses.replace(p, sizes=tuple(sorted({min(k, most) for k in p.sizes})))
+
+
+def scaled(p: FinetuneParams, factor: float) -> FinetuneParams:
+    """`p` for an audit whose trainings run `factor` of their level's epochs (`--epochs`): its
+    epochs and minimum steps at the same fraction, at least 1."""
+    return dataclasses.replace(p, epochs=max(1, round(p.epochs * factor)),
+                               min_steps=max(1, round(p.min_steps * factor)))
 
 
 # --- the analysis -------------------------------------------------------------------------------
@@ -363,7 +388,7 @@ def _start_job(spec: Spec, ctx: JobContext, deps: dict[str, Any]) -> dict[str, A
         c, h, w = spec["shape"]
         model = RunSpec(spec["arch"], int(spec["num_classes"]), c, (h, w), Recipe(), int(spec["seed"])).build()
     pool, test = named_split(spec["pool"], "train", ctx), named_split(spec["test"], "test", ctx)
-    p = FinetuneParams(**spec["params"])
+    p = capped(FinetuneParams(**spec["params"]), len(pool), int(spec["seed"]), int(spec["dfr_n"]))
     if model.head.out_features != pool.num_classes:
         raise UnlearnableError(f"the network has {model.head.out_features} classes, {spec['pool']} {pool.num_classes}")
     order = finetune_subsets(len(pool), p.sizes, int(spec["seed"]), int(spec["dfr_n"]))
@@ -381,7 +406,8 @@ def _start_deps(spec: Spec) -> list[Spec]:
 def _finetune_job(spec: Spec, ctx: JobContext, deps: dict[str, Any]) -> dict[str, Any]:
     from ..runner.kinds import named_split
 
-    p = FinetuneParams(**spec["params"])
+    pool = named_split(spec["starts"]["scratch"]["pool"], "train", ctx)
+    p = capped(FinetuneParams(**spec["params"]), len(pool), int(spec["seed"]), int(spec["dfr_n"]))
     acc = {}
     for name in ("protected", "scratch", "clean"):
         s = spec["starts"].get(name)
@@ -390,7 +416,6 @@ def _finetune_job(spec: Spec, ctx: JobContext, deps: dict[str, Any]) -> dict[str
             acc[name] = {int(k): v for k, v in r["by_k"].items()}
     out = ctx.dir_of(spec)
     out.mkdir(parents=True, exist_ok=True)
-    pool = named_split(spec["starts"]["scratch"]["pool"], "train", ctx)
     order = finetune_subsets(len(pool), p.sizes, int(spec["seed"]), int(spec["dfr_n"]))
     with atomic_file(out / "finetune_indices.npy", "wb") as f:
         np.save(f, order, allow_pickle=False)
@@ -434,7 +459,7 @@ def _cost(row: Row) -> float:
 
     n = len(row.sample)
     standard = n * recipe_for(row.level.name, epochs=row.epochs).epochs
-    return max(finetune_passes(LEVEL_PARAMS[row.level.name].to_dict(), 3, min(n, 10000)) / max(standard, 1), 0.01)
+    return max(finetune_passes(level_params(row).to_dict(), 3, min(n, 10000)) / max(standard, 1), 0.01)
 
 
 def _headline(r: dict[str, Any]) -> str:
@@ -446,4 +471,14 @@ def _headline(r: dict[str, Any]) -> str:
 @register_step("finetune", "fine-tuning on k clean images vs scratch and the clean network", order=5, cost=_cost,
                headline=_headline, paper=PAPER)
 def finetune_step(row: Row) -> Spec:
-    return finetune_spec(row, LEVEL_PARAMS[row.level.name])
+    return finetune_spec(row, level_params(row))
+
+
+def level_params(row: Row) -> FinetuneParams:
+    """The level's fine-tuning, scaled with the audit's `--epochs` as every training is."""
+    from ..ladder import recipe_for
+
+    p = LEVEL_PARAMS[row.level.name]
+    if row.epochs is None:
+        return p
+    return scaled(p, row.epochs / recipe_for(row.level.name).epochs)

@@ -29,7 +29,8 @@ def _args(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", help="a finished training run directory (its final checkpoint is the start)")
     p.add_argument("--sizes", type=sizes, default=d.sizes,
                    help=f"clean training images k, comma-separated (default {','.join(map(str, d.sizes))})")
-    p.add_argument("--epochs", type=positive_int, default=d.epochs, help=f"epochs over the k images (default {d.epochs})")
+    p.add_argument("--epochs", type=positive_int, default=d.epochs,
+                   help=f"epochs over the k images (default {d.epochs})")
     p.add_argument("--min-steps", type=positive_int, default=d.min_steps,
                    help=f"at least this many SGD steps, whatever k (default {d.min_steps})")
     p.add_argument("--lr", type=positive_float, default=d.lr, help=f"initial lr, cosine to 0 (default {d.lr})")
