@@ -14,7 +14,7 @@ from unlearnable.analyses.finetune import (
     LEVEL_PARAMS, FinetuneParams, attacker_order, dfr_indices, finetune_curve, finetune_subsets, summarize,
 )
 from unlearnable.attacks import AttackContext, run_attack
-from unlearnable.attacks.early_stop import EarlyStopParams, pick_epoch, validation_positions
+from unlearnable.attacks.early_stop import EarlyStopParams, pick_epoch, validation_set
 from unlearnable.cli import main
 from unlearnable.train.engine import checkpoint_paths, evaluate, load_weights
 from unlearnable.train.run import load_run, spec_for, train_on
@@ -60,7 +60,7 @@ def test_subsets_are_nested_and_apart_from_dfr_and_validation():
     assert len(finetune_subsets(n, (5000,), seed, 5000, cap=True)) == n  # the audit caps, as DFR does
     # Early stopping validates on the other half.
     ctx = AttackContext(ds, ds, "convnet", RECIPES["tiny"], seed, ".", clean=ds)
-    _, val = validation_positions(ctx, EarlyStopParams(k=200, dfr_n=dfr_n))
+    _, val = validation_set(ctx, EarlyStopParams(k=200, dfr_n=dfr_n))
     assert len(val) == 200 and not set(val.tolist()) & (set(order.tolist()) | set(idx.tolist()))
 
 

@@ -8,8 +8,9 @@ keeps the best one (the earliest of equals). Its clean test accuracy is the atta
 The k images come from the base's clean training pool: the second half of the attacker's seeded
 order (`analyses.finetune.attacker_order`), which leaves out DFR's subset and the first half
 fine-tuning draws from, so no analysis of one audit validates on another's training images.
-Only images whose clean copies the attack holds (`ctx.clean`, aligned with the protected set)
-can be used; with a protected subset of the pool, the k are the first available in that order.
+They come from the base's whole clean training split when the manifest names one that loads
+(so they need not be training images); otherwise from the aligned clean images `ctx.clean`,
+the first k of them in that order.
 
 Needs the clean base images. Costs one standard training plus k forward passes per epoch.
 """
@@ -24,6 +25,7 @@ import numpy as np
 import torch
 
 from .._io import UnlearnableError, sha256_array
+from ..data.imageset import ImageSet
 from ..train.engine import checkpoint_paths, evaluate, load_weights
 from .base import AttackContext, register_attack, train_and_evaluate
 
@@ -40,16 +42,25 @@ class EarlyStopParams:
             raise ValueError(f"k must be >= 1 and dfr_n >= 0, got k={self.k}, dfr_n={self.dfr_n}")
 
 
-def validation_positions(ctx: AttackContext, p: EarlyStopParams) -> tuple[np.ndarray, np.ndarray]:
-    """(positions in ctx.clean, their pool indices) of the validation images."""
+def validation_set(ctx: AttackContext, p: EarlyStopParams) -> tuple[ImageSet, np.ndarray]:
+    """The k clean validation images and their pool indices: from the base's whole training split
+    when the manifest names one that loads, else from the aligned clean images `ctx.clean`."""
     from ..analyses.finetune import attacker_order
+    from ..data.clean import clean_side
 
-    clean = ctx.clean
+    pool = None
+    if "manifest" in ctx.train.meta:
+        try:
+            pool = clean_side(ctx.train).pool
+        except UnlearnableError:
+            pool = None
+    src = pool if pool is not None else ctx.clean
     base = ctx.train.meta.get("manifest", {}).get("base") or {}
-    n_pool = int(base.get("num_samples") or (int(clean.indices.max()) + 1 if len(clean) else 0))
+    n_pool = len(pool) if pool is not None else \
+        int(base.get("num_samples") or (int(src.indices.max()) + 1 if len(src) else 0))
     order = attacker_order(n_pool, ctx.seed, p.dfr_n)
     second = order[len(order) // 2:][::-1]  # from the far end: the last fine-tuning would reach
-    where = {int(i): pos for pos, i in enumerate(clean.indices)}
+    where = {int(i): pos for pos, i in enumerate(src.indices)}
     chosen = [i for i in second if int(i) in where][:p.k]
     if not chosen:
         raise UnlearnableError("early-stop: no clean image is left for validation outside DFR's and "
@@ -57,7 +68,7 @@ def validation_positions(ctx: AttackContext, p: EarlyStopParams) -> tuple[np.nda
     if len(chosen) < p.k:
         log.warning("early-stop: only %d of the %d validation images asked for are available", len(chosen), p.k)
     pool_idx = np.sort(np.asarray(chosen, dtype=np.int64))
-    return np.asarray([where[int(i)] for i in pool_idx], dtype=np.int64), pool_idx
+    return src.subset(np.asarray([where[int(i)] for i in pool_idx], dtype=np.int64)), pool_idx
 
 
 def pick_epoch(curve: list[dict[str, Any]]) -> dict[str, Any]:
@@ -71,8 +82,7 @@ def pick_epoch(curve: list[dict[str, Any]]) -> dict[str, Any]:
 def early_stop(ctx: AttackContext, p: EarlyStopParams) -> dict[str, Any]:
     if ctx.clean is None:
         raise UnlearnableError("early-stop needs the clean base images (pass --clean DATA)")
-    pos, pool_idx = validation_positions(ctx, p)
-    val = ctx.clean.subset(pos)
+    val, pool_idx = validation_set(ctx, p)
     model, trained = train_and_evaluate(ctx)
     run = ctx.out_dir / "train"
     metrics = {r["epoch"]: r for r in _metrics(run)}
