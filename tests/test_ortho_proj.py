@@ -266,3 +266,79 @@ def test_released_colour_jitter_draws_its_order_per_image():
     for k in orders[0].tolist():
         fixed = _jitter_one(fixed, _JITTER[k], factors[_JITTER[k]])
     assert not torch.equal(fixed, out)
+
+
+# --- the oracle: projecting the known perturbations -----------------------------------------------
+
+def _planted_sets(n: int = 600, side: int = 8, eps: int = 24, seed: int = 0, sample_wise: bool = False):
+    """(protected, clean, patterns): random mid-grey images (nothing clipped) plus eps/255 patterns,
+    one per class, or (sample_wise) a random mix of K directions per image."""
+    from unlearnable import ImageSet
+
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % K
+    clean = rng.integers(80, 176, size=(n, side, side, 1)).astype(np.int16)
+    pat = rng.choice([-eps, eps], size=(K, side, side, 1))
+    # Sample-wise mixes use integer weights, so every delta lies exactly in the patterns' span.
+    delta = pat[y] if not sample_wise else np.einsum("nk,khwc->nhwc", rng.integers(-1, 2, size=(n, K)), pat)
+    mk = lambda x, name: ImageSet(x.astype(np.uint8), y, [str(c) for c in range(K)], name)  # noqa: E731
+    return mk(clean + delta, "p"), mk(clean, "c"), pat.reshape(K, -1) / 255
+
+
+def test_oracle_basis_removes_the_planted_patterns_exactly():
+    from unlearnable.attacks.ortho_proj import perturbation_directions
+
+    prot, clean, pat = _planted_sets()
+    rows, used = perturbation_directions(prot, clean)
+    assert used == "class-means"  # measured: one pattern per class
+    np.testing.assert_allclose(rows, pat, atol=1e-12)  # the class means are the patterns
+    q, rank = projection_basis(rows)
+    assert rank == K and q.shape == (64, K)  # full rank K
+    residual = pat - (pat @ q.numpy()) @ q.numpy().T  # ||delta_class Q_perp||
+    assert np.abs(residual).max() < 1e-12
+    # Sample-wise: every delta is a mix of the K patterns; the top-K principal directions span them.
+    prot, clean, pat = _planted_sets(eps=4, sample_wise=True)
+    rows, used = perturbation_directions(prot, clean)
+    assert used == "pca" and rows.shape == (K, 64)
+    q, rank = projection_basis(rows)
+    delta = (prot.images.astype(np.float64) - clean.images).reshape(len(prot), -1) / 255
+    assert rank == K and np.abs(delta - delta @ q.numpy() @ q.numpy().T).max() < 1e-9
+    assert perturbation_directions(prot, clean, "pca", k=3)[0].shape == (3, 64)
+
+
+def test_alignment_is_one_for_the_patterns_and_zero_for_the_orthogonal():
+    from unlearnable.attacks.ortho_proj import alignment
+
+    _, _, pat = _planted_sets()
+    q, _ = projection_basis(pat)
+    w = torch.from_numpy(pat * 3.0)  # W's rows are the patterns (scaled: the span is what counts)
+    assert alignment(projection_basis(w)[0], q) == pytest.approx([1.0] * K, abs=1e-9)
+    other = torch.linalg.qr(torch.randn(64, 64, dtype=torch.float64))[0]
+    a, b = other[:, :5], other[:, 5:12]
+    assert alignment(a, b) == pytest.approx([0.0] * 5, abs=1e-9)
+    assert alignment(a, a[:, :2]) == pytest.approx([1.0, 1.0])
+
+
+def test_oracle_attack_records_directions_and_alignment(tmp_path, digits16_poison, quick_recipe):
+    poison, test, clean = digits16_poison
+    poison, clean = poison.subset(np.arange(500)), clean.subset(np.arange(500))
+    recipe = quick_recipe.replace(epochs=1, crop_padding=0)
+    res = {}
+    for name, params in (("learned", {}), ("perturbations", {"directions": "perturbations"})):
+        ctx = AttackContext(poison, test, "convnet", recipe, 0, tmp_path / name, "cpu", False, clean, "d16")
+        res[name] = run_attack("ortho-proj", ctx, {"linear_batch_size": "64", "linear_epochs": "5", **params})
+    learned, oracle = res["learned"], res["perturbations"]
+    assert (learned["directions"], oracle["directions"]) == ("learned", "perturbations")
+    assert oracle["rank"] == K and oracle["perturbation_basis"] == "class-means"
+    assert learned["alignment"] == oracle["alignment"] and len(learned["alignment"]) == K
+    cos = learned["alignment"]
+    # Sorted cosines in [0, 1]; W finds most of the (clipped) patterns' span, not all of it.
+    assert cos == sorted(cos, reverse=True) and 0 <= cos[-1] and cos[0] <= 1 and cos[0] > 0.5
+    assert np.load(tmp_path / "perturbations" / "perturbation_directions.npy").shape == (K, 256)
+    assert ATTACKS["ortho-proj-oracle"].params().directions == "perturbations"
+    bare = AttackContext(poison, test, "convnet", recipe, 0, tmp_path / "bare", "cpu", False, None, "d16")
+    with pytest.raises(Exception, match="needs the clean base"):
+        run_attack("ortho-proj", bare, {"directions": "perturbations"})
+    with pytest.raises(Exception, match="directions must be"):
+        run_attack("ortho-proj", bare, {"directions": "both"})
+    assert "alignment" not in run_attack("ortho-proj", bare, {"linear_epochs": "1"})

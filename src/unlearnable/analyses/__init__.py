@@ -7,6 +7,7 @@ of one registry, `AUDITS` (steps.py), whose entries say how to turn a training s
 from __future__ import annotations
 
 from . import detect as _detect  # noqa: F401  (registers the "detect" step)
+from . import finetune  # noqa: F401  (registers the fine-tuning step and job kind)
 from .dfr import dfr_curve, dfr_features, dfr_head, random_init_dfr
 from .separability import separability as separability_score
 from .separability import separability_of

@@ -24,10 +24,18 @@ linear_batch_size (1024), clip (true), chunk (4096), save_recovered (false). It 
 `test_accuracy` (clean test set, unprojected: the paper's figure) and
 `test_accuracy_transformed_test` (test inputs projected too: the attacker controls its own
 inference; `test_accuracy_projected_test` is the same number under the name issue 4 uses).
+
+The oracle (`--param directions=perturbations`, or the attack `ortho-proj-oracle`): the paper's
+summary writes the projection for a *known* perturbation v as P = I - v v^T / ||v||^2. With the
+clean base, the basis is the span of delta = x' - x: its K class means for a class-wise poison
+(exactly the K patterns), else its top-K principal directions (`basis`, `k`); the rest of the
+attack is unchanged. Whenever the base is known, `alignment` records the cosines of the
+principal angles between span(W) and span(delta): how much of the shortcut the linear model found.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from dataclasses import dataclass, field
@@ -40,11 +48,13 @@ import torch.nn.functional as F
 
 from .._io import UnlearnableError, atomic_file
 from .._params import to_dict
-from ..data.imageset import to_uint8
+from ..data.imageset import ImageSet, to_uint8
 from ..train.engine import _progress_enabled, pick_device
 from .base import AttackContext, register_attack, train_and_evaluate
 
 PAPER = "Sandoval-Segura et al., NeurIPS 2023, Alg. 1, arXiv:2305.19254"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -180,9 +190,21 @@ def project(x: torch.Tensor, q: torch.Tensor | np.ndarray, chunk: int = 4096, cl
     return out
 
 
+DIRECTIONS = ("learned", "perturbations")
+BASES = ("auto", "class-means", "pca")
+
+
 @dataclass
 class OrthoProjParams:
-    """Parameters of the `ortho-proj` attack (see the module docstring)."""
+    """Parameters of the `ortho-proj` attack (see the module docstring).
+
+    directions: `learned` (Algorithm 1: the rows of W) or `perturbations` (the oracle: the span of
+    the known perturbations delta = x' - x, which needs the clean base). basis: how the oracle
+    spans delta: `class-means` (the K class-mean perturbations: exactly the K patterns of a
+    class-wise poison), `pca` (the top `k` principal directions of delta, for sample-wise
+    poisons) or `auto` (class-means for a class-wise poison, as its manifest or the data says;
+    pca otherwise). k: None means the number of classes.
+    """
 
     linear_epochs: int | None = None
     linear_lr: float = 0.1
@@ -192,10 +214,95 @@ class OrthoProjParams:
     chunk: int = 4096
     save_recovered: bool = False
     linear_milestones: tuple[float, ...] = field(default=(0.5, 0.75))
+    directions: str = "learned"
+    basis: str = "auto"
+    k: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.directions not in DIRECTIONS:
+            raise ValueError(f"directions must be one of {', '.join(DIRECTIONS)}, got {self.directions!r}")
+        if self.basis not in BASES:
+            raise ValueError(f"basis must be one of {', '.join(BASES)}, got {self.basis!r}")
+        if self.k is not None and self.k < 1:
+            raise ValueError(f"k must be >= 1, got {self.k}")
 
     def linear(self) -> LinearParams:
         return LinearParams(self.linear_epochs, self.linear_lr, self.linear_momentum,
                             self.linear_batch_size, self.linear_milestones)
+
+
+@dataclass
+class OracleParams(OrthoProjParams):
+    """`ortho-proj-oracle`: the same attack projecting the known perturbations by default."""
+
+    directions: str = "perturbations"
+
+
+# --- the oracle: the span of the known perturbations -------------------------------------------------
+
+def is_class_wise(train: ImageSet, clean: ImageSet, chunk: int = 4096) -> bool:
+    """Whether delta is one pattern per class: the manifest's kind when it says, else measured
+    (every class's perturbations equal to within 1/255 where no pixel was clipped)."""
+    man = train.meta.get("manifest", {})
+    if man.get("kind") in ("class-wise", "sample-wise"):
+        return man["kind"] == "class-wise"
+    shape = (train.num_classes, *train.images.shape[1:])
+    hi, lo = np.full(shape, -256, np.int16), np.full(shape, 256, np.int16)
+    for s in range(0, len(train), chunk):
+        x = train.images[s:s + chunk]
+        d = x.astype(np.int16) - clean.images[s:s + chunk].astype(np.int16)
+        inside = (x > 0) & (x < 255)  # a clipped pixel lost part of its pattern
+        y = train.labels[s:s + chunk]
+        for c in np.unique(y):
+            dc, ic = d[y == c], inside[y == c]
+            hi[c] = np.maximum(hi[c], np.where(ic, dc, -256).max(0))
+            lo[c] = np.minimum(lo[c], np.where(ic, dc, 256).min(0))
+    seen = hi >= lo
+    return bool((hi - lo)[seen].max(initial=0) <= 1)
+
+
+def perturbation_directions(train: ImageSet, clean: ImageSet, basis: str = "auto", k: int | None = None,
+                            chunk: int = 4096) -> tuple[np.ndarray, str]:
+    """Rows spanning the known perturbations delta = x' - x in [0, 1] units, flattened
+    channel-major as W's rows are: ((r, d) float64, the basis used).
+
+    class-means: the K class means of delta (for a class-wise poison, its K patterns up to
+    clipping). pca: the top-k eigenvectors of delta^T delta, uncentred, since a perturbation shared
+    by every image is part of what the network sees (accumulated in float64 chunk by chunk, so
+    memory is d x d, not N x d).
+    """
+    if train.images.shape != clean.images.shape:
+        raise UnlearnableError(f"the clean images {clean.images.shape} are not aligned with the protected "
+                               f"ones {train.images.shape}")
+    if basis == "auto":
+        basis = "class-means" if is_class_wise(train, clean, chunk) else "pca"
+    K = train.num_classes
+    d = int(np.prod(train.chw))
+    sums, counts = np.zeros((K, d)), np.zeros(K)
+    gram = np.zeros((d, d)) if basis == "pca" else None
+    xt, xc = train.uint8_tensor(), clean.uint8_tensor()
+    for s in range(0, len(train), chunk):
+        delta = (xt[s:s + chunk].flatten(1).double() - xc[s:s + chunk].flatten(1).double()).numpy() / 255
+        if gram is not None:
+            gram += delta.T @ delta
+        else:
+            y = train.labels[s:s + chunk]
+            np.add.at(sums, y, delta)
+            counts += np.bincount(y, minlength=K)
+    if gram is None:
+        return sums[counts > 0] / counts[counts > 0, None], basis
+    vals, vecs = np.linalg.eigh(gram)
+    top = np.argsort(vals)[::-1][:k or K]
+    return vecs[:, top[vals[top] > 0]].T, basis
+
+
+def alignment(q_a: torch.Tensor | np.ndarray, q_b: torch.Tensor | np.ndarray) -> list[float]:
+    """Cosines of the principal angles between span(q_a) and span(q_b) (orthonormal columns),
+    largest first: 1.0 for a shared direction, 0.0 for an orthogonal one; min(rank) of them."""
+    a, b = (np.asarray(q.numpy() if isinstance(q, torch.Tensor) else q, dtype=np.float64) for q in (q_a, q_b))
+    if a.shape[1] == 0 or b.shape[1] == 0:
+        return []
+    return [float(min(c, 1.0)) for c in np.linalg.svd(a.T @ b, compute_uv=False)]
 
 
 def save_linear_weights(path: str | os.PathLike[str], w: torch.Tensor) -> None:
@@ -204,17 +311,19 @@ def save_linear_weights(path: str | os.PathLike[str], w: torch.Tensor) -> None:
         np.save(f, w.numpy().astype(np.float32), allow_pickle=False)
 
 
-@register_attack("ortho-proj", "Orthogonal Projection: remove the directions a linear model learns, then train",
-                 PAPER, params_cls=OrthoProjParams, cost=1.1, order=20, transforms_test=True,
-                 artifacts={"weights": "weights.png", "linear_weights": "linear_weights.npy"})
-def ortho_proj(ctx: AttackContext, p: OrthoProjParams) -> dict[str, Any]:
+def _ortho_proj(ctx: AttackContext, p: OrthoProjParams) -> dict[str, Any]:
     from ..viz.plots import plot_weight_rows
 
     dev = pick_device(ctx.device)
     ds = ctx.train
+    known = ctx.clean is not None and ctx.clean.images.shape == ds.images.shape
+    if p.directions == "perturbations" and not known:
+        raise UnlearnableError("directions=perturbations needs the clean base images, aligned with the "
+                               "protected ones (pass --clean DATA)")
     x_u8 = ds.uint8_tensor()  # (N, C, H, W): flattening it is channel-major
     y = torch.from_numpy(ds.labels)
     t0 = time.perf_counter()
+    # W is fitted in both modes: its picture, and its alignment with the perturbations.
     w = fit_linear(x_u8.flatten(1), y, ds.num_classes, p.linear(), ctx.seed, dev,
                    _progress_enabled(ctx.progress))
     lin_acc = linear_accuracy(x_u8.flatten(1), y, w)
@@ -225,6 +334,17 @@ def ortho_proj(ctx: AttackContext, p: OrthoProjParams) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     q, rank = projection_basis(w)
+    extra: dict[str, Any] = {"directions": p.directions, "learned_rank": rank}
+    if known:
+        rows, used = perturbation_directions(ds, ctx.clean, p.basis, p.k, p.chunk)
+        q_pert, pert_rank = projection_basis(rows) if len(rows) else (torch.zeros(q.shape[0], 0), 0)
+        extra.update({"alignment": alignment(q, q_pert), "perturbation_basis": used,
+                      "perturbation_rank": pert_rank})
+        if pert_rank == 0:
+            log.warning("ortho-proj: the perturbations are all zero; nothing to project")
+        if p.directions == "perturbations":
+            q, rank = q_pert, pert_rank
+            save_linear_weights(ctx.out_dir / "perturbation_directions.npy", torch.from_numpy(rows).float())
     x_r = project(x_u8, q, p.chunk, p.clip)
     seconds_projection = time.perf_counter() - t0
 
@@ -232,7 +352,7 @@ def ortho_proj(ctx: AttackContext, p: OrthoProjParams) -> dict[str, Any]:
     _, trained = train_and_evaluate(ctx, (x_r, y), test_transform=lambda xb: project(xb, q, p.chunk, p.clip))
     out: dict[str, Any] = {
         **trained, "test_accuracy_projected_test": trained["test_accuracy_transformed_test"],
-        "linear_train_accuracy": lin_acc, "rank": rank, "num_classes": ds.num_classes,
+        "linear_train_accuracy": lin_acc, "rank": rank, "num_classes": ds.num_classes, **extra,
         "linear_epochs": p.linear().epochs_for(ds.num_classes),
         "seconds_linear": round(seconds_linear, 3), "seconds_projection": round(seconds_projection, 3),
         "params_resolved": to_dict(p),
@@ -240,6 +360,17 @@ def ortho_proj(ctx: AttackContext, p: OrthoProjParams) -> dict[str, Any]:
     if p.save_recovered:
         out["recovered"] = str(save_recovered(ctx, x_r, to_dict(p), rank))
     return out
+
+
+ARTIFACTS = {"weights": "weights.png", "linear_weights": "linear_weights.npy"}
+register_attack("ortho-proj", "Orthogonal Projection: remove the directions a linear model learns, then train",
+                PAPER, params_cls=OrthoProjParams, cost=1.1, order=20, transforms_test=True,
+                artifacts=ARTIFACTS)(_ortho_proj)
+# The oracle as an attack of its own, so an audit can list it beside the learned one (`--attacks
+# ortho-proj,ortho-proj-oracle`): it knows delta, so it is an upper bound, not an attacker.
+register_attack("ortho-proj-oracle", "Orthogonal Projection of the known perturbations (needs the base): "
+                "the upper bound of ortho-proj", PAPER, params_cls=OracleParams, cost=1.1, order=21,
+                transforms_test=True, artifacts=ARTIFACTS)(_ortho_proj)
 
 
 def save_recovered(ctx: AttackContext, x_r: torch.Tensor, params: dict[str, Any], rank: int) -> Path:

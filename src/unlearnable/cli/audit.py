@@ -249,3 +249,6 @@ def _full_run(args: argparse.Namespace) -> int:
 SUBCOMMANDS["run"] = AuditCommand("the full audit: every analysis, a verdict, report.html (default)",
                                   _full_args, _full_run, _full_check)
 DEFAULT_SUBCOMMAND = "run"
+
+
+from . import finetune as _finetune  # noqa: E402,F401  (registers `audit finetune`)
