@@ -214,6 +214,15 @@ def test_verdict_rules():
     assert verdict(0.9, none, _window(0.4, 0.001), Thresholds(leak_fraction=0.3), num_classes=10)["overall"] \
         == "leaks features"
     assert verdict(0.9, none, None, num_classes=10)["overall"] == "holds"
+    # fine-tuning can fire it too, and the reason says which
+    ft = {"recovered_fraction": 0.7, "recovered_fraction_k": 100, "gain_points": 12.0, "gain_k": 100}
+    v = verdict(0.9, none, _window(0.1, 0.005), num_classes=10, finetune=ft)
+    assert v["overall"] == "leaks features" and "fine-tuning it on 100 clean images recovers 70%" in v["reason"]
+    assert verdict(0.9, none, _window(0.1, 0.005), num_classes=10,
+                   finetune={**ft, "recovered_fraction": 0.2})["overall"] == "holds"
+    # an oracle (it knows the perturbations) is an upper bound, never what broke the protection
+    v = verdict(0.9, {**none, "ortho-proj-oracle": {"test_accuracy": 0.88}}, None, num_classes=10)
+    assert v["overall"] == "holds" and v["per_attack"]["ortho-proj-oracle"]["verdict"] == "upper bound"
     assert verdict(0.12, {"none": {"test_accuracy": 0.1}}, None, num_classes=10)["overall"] == "inconclusive"
 
 

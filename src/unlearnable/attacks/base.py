@@ -90,6 +90,9 @@ class AttackInfo:
     presets: dict[str, dict[str, str]] = field(default_factory=dict)
     order: int = 100
     transforms_test: bool = False  # may report a transformed-test accuracy too
+    # Knows what an attacker cannot (the perturbations themselves): an upper bound the report
+    # shows beside the attacks, never what breaks a protection.
+    oracle: bool = False
 
     def params(self, params: dict[str, str] | Any | None = None) -> Any:
         """Typed parameters from `--param` strings (or a ready dataclass), defaults filled in."""

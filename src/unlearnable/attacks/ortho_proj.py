@@ -370,7 +370,7 @@ register_attack("ortho-proj", "Orthogonal Projection: remove the directions a li
 # ortho-proj,ortho-proj-oracle`): it knows delta, so it is an upper bound, not an attacker.
 register_attack("ortho-proj-oracle", "Orthogonal Projection of the known perturbations (needs the base): "
                 "the upper bound of ortho-proj", PAPER, params_cls=OracleParams, cost=1.1, order=21,
-                transforms_test=True, artifacts=ARTIFACTS)(_ortho_proj)
+                transforms_test=True, artifacts=ARTIFACTS, oracle=True)(_ortho_proj)
 
 
 def save_recovered(ctx: AttackContext, x_r: torch.Tensor, params: dict[str, Any], rank: int) -> Path:

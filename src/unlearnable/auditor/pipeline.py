@@ -407,7 +407,9 @@ def finish(out: Path, record: dict[str, Any], inp: AuditInputs, cfg: AuditConfig
     dfr = step_result(record, "dfr")
     dfr_clean = step_result(record, "dfr-clean")
     # The steps whose numbers the verdict weighs: were one missing, it would judge without it.
-    feeds = {"train-protected", "train-clean", "dfr", "dfr-clean", *(f"attack:{a}" for a in cfg.attack_list())}
+    feeds = {"train-protected", "train-clean", "dfr", "dfr-clean", "finetune",
+             *(f"attack:{a}" for a in cfg.attack_list())}
+    finetune = step_result(record, "finetune")
     window = dfr_window(dfr, dfr_clean)
     if dfr and window:
         dfr = {**dfr, **{k: window[k] for k in ("random", "random_spread", "max", "clean_trained",
@@ -422,6 +424,10 @@ def finish(out: Path, record: dict[str, Any], inp: AuditInputs, cfg: AuditConfig
         for fig, rel in ATTACKS[name].artifacts.items():
             if rel.endswith(".png") and (out / "attacks" / name / rel).exists():
                 figures[fig] = f"attacks/{name}/{rel}"
+    if finetune and finetune.get("figure") and record["steps"].get("finetune", {}).get("key"):
+        rel = f"jobs/finetune-{record['steps']['finetune']['key'][:16]}/{finetune['figure']}"
+        if (out / rel).exists():
+            figures["finetune"] = rel
     w_path = out / "attacks" / "ortho-proj" / "linear_weights.npy"
     figures["samples"] = samples_figure(inp.protected, inp.base, w_path if w_path.exists() else None,
                                         out / "samples.png")
@@ -437,6 +443,7 @@ def finish(out: Path, record: dict[str, Any], inp: AuditInputs, cfg: AuditConfig
         "dfr": dfr,
         "dfr_clean": dfr_clean,
         "detect": step_result(record, "detect"),
+        "finetune": finetune,
         "separability": sep,
         "attacks": attacks,
         "figures": {k: v for k, v in figures.items() if v},
@@ -446,7 +453,8 @@ def finish(out: Path, record: dict[str, Any], inp: AuditInputs, cfg: AuditConfig
                      for st in steps_for(row)],
         "verdict": verdict(clean_ref["test_accuracy"] if clean_ref else None, attacks, window, cfg.thresholds,
                            inp.protected.num_classes, failed={n: why for n, why in record["failed_steps"].items()
-                                                              if n in feeds}, level=cfg.level),
+                                                              if n in feeds}, level=cfg.level,
+                           finetune=finetune),
         "versions": versions(),
     })
     write_json(out / "results.json", record)

@@ -16,7 +16,7 @@ from typing import Any
 ATTACK_TITLES = {"none": "none (standard training)", "adv-train": "adversarial training",
                  "ortho-proj": "orthogonal projection", "mean-sub": "class-mean subtraction"}
 VERDICT_COLOURS = {"broken": "#c0392b", "ineffective": "#922b21", "leaks features": "#d68910", "holds": "#1e8449",
-                   "inconclusive": "#7f8c8d", "incomplete": "#7f8c8d"}
+                   "inconclusive": "#7f8c8d", "incomplete": "#7f8c8d", "upper bound": "#2e86c1"}
 
 
 def pct(x: float | None, digits: int = 1) -> str:

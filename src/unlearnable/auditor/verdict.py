@@ -7,7 +7,9 @@
 - it *leaks features* when DFR on the protected-trained network recovers at least
   `leak_fraction` (default 0.5) of the DFR window, (max - random) / (clean-trained - random),
   with a gain over the random networks larger than `leak_spread` (2) times their seed-to-seed
-  spread (and at least `leak_points`, default 0). The window makes the rule mean the same on
+  spread (and at least `leak_points`, default 0); or when fine-tuning the protected-trained
+  network on k clean images recovers `leak_fraction` of what the clean-trained network has over
+  training from scratch on them (the finetune step). The reason names which. The window makes the rule mean the same on
   every dataset: on Fashion-MNIST a random ConvNet's DFR already reaches 76-77 %, so no absolute
   gain could say how much of what a clean network learns got through;
 - otherwise it *holds* (against what was tried).
@@ -92,14 +94,32 @@ def _leak(window: dict[str, Any] | None, th: Thresholds) -> tuple[bool, str]:
     return fires, where
 
 
+def _finetune_leak(ft: dict[str, Any] | None, th: Thresholds) -> tuple[bool, str]:
+    """Whether fine-tuning says the network learned features (the finetune step's result)."""
+    if not ft or ft.get("recovered_fraction") is None:
+        return False, ""
+    frac, k = ft["recovered_fraction"], ft.get("recovered_fraction_k")
+    fires = frac >= th.leak_fraction and (ft.get("gain_points") or 0.0) >= th.leak_points
+    return fires, (f"fine-tuning it on {k} clean images recovers {100 * frac:.0f}% of what the clean-trained "
+                   f"network has over training on them from scratch")
+
+
+def _is_oracle(name: str, r: dict[str, Any]) -> bool:
+    from ..attacks import ATTACKS
+
+    return (name in ATTACKS and ATTACKS[name].oracle) or r.get("directions") == "perturbations"
+
+
 def verdict(clean_accuracy: float | None, attacks: dict[str, dict[str, Any]],
             dfr: dict[str, Any] | None = None, th: Thresholds = Thresholds(),
             num_classes: int | None = None, failed: dict[str, str] | None = None,
-            level: str | None = None) -> dict[str, Any]:
+            level: str | None = None, finetune: dict[str, Any] | None = None) -> dict[str, Any]:
     """Per attack: accuracy, fraction of clean accuracy recovered, broken or not; and overall.
 
-    `dfr`: the DFR window (`dfr_window`), or None when DFR did not run. `level`: the ladder level
-    the trainings ran at (named by an "ineffective" verdict).
+    `dfr`: the DFR window (`dfr_window`), or None when DFR did not run. `finetune`: the finetune
+    step's result, or None. `level`: the ladder level the trainings ran at (named by an
+    "ineffective" verdict). An oracle attack (one that knows the perturbations) is reported as
+    an "upper bound", never as what broke the protection.
 
     Without a clean reference the audit is "incomplete"; with one barely above chance (less than
     1.5x chance: the budget was too small to learn even the clean data) it is "inconclusive",
@@ -124,9 +144,16 @@ def verdict(clean_accuracy: float | None, attacks: dict[str, dict[str, Any]],
             "recovered_fraction": frac,
             "verdict": ("ineffective" if name == "none" else "broken") if reached else "holds",
         }
+        if _is_oracle(name, r):
+            per[name]["verdict"] = "upper bound"
     broken = sorted((n for n, v in per.items() if v["verdict"] == "broken"), key=lambda n: -per[n]["accuracy"])
     ineffective = per.get("none", {}).get("verdict") == "ineffective"
     leaks, leak_why = _leak(dfr, th)
+    ft_leaks, ft_why = _finetune_leak(finetune, th)
+    if ft_leaks and not leaks:
+        leaks, leak_why = True, ft_why + (f" ({leak_why})" if leak_why else "")
+    elif ft_why:
+        leak_why = f"{leak_why}; {ft_why}" if leak_why else ft_why
     chance = 1.0 / num_classes if num_classes else 0.0
     failed = dict(failed or {})
     why_failed = ""
@@ -169,6 +196,8 @@ def verdict(clean_accuracy: float | None, attacks: dict[str, dict[str, Any]],
         overall, reason = "incomplete", f"{why_failed}; of the steps that ran, {reason}"
     return {"overall": overall, "reason": reason, "broken_by": broken, "per_attack": per, "failed_steps": failed,
             "dfr": dfr, "dfr_gain_points": dfr["gain_points"] if dfr else None,
+            "finetune": None if not finetune else {k: finetune.get(k) for k in (
+                "recovered_fraction", "recovered_fraction_k", "gain_points", "gain_k")},
             "clean_accuracy": clean_accuracy, "level": level,
             "thresholds": {"broken_fraction": th.broken_fraction, "leak_fraction": th.leak_fraction,
                            "leak_spread": th.leak_spread, "leak_points": th.leak_points}}
