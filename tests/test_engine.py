@@ -163,3 +163,28 @@ def test_digits_with_the_paper_recipe_learn_in_3_epochs():
     """`unlearnable train digits --epochs 3`: 62.5 % when 8x8 digits were mirrored and shifted."""
     _, res = train_data("digits", "convnet", RECIPES["paper"].with_epochs(3), seed=0, progress=False)
     assert res.test_accuracy >= 0.85
+
+
+def test_evaluating_after_the_last_epoch_only_trains_the_same_model(tmp_path, digits_train, digits_test,
+                                                                      quick_recipe):
+    """`evaluate="last"` skips the test passes of earlier epochs and changes nothing else: the same
+    weights and the same final figure, recorded in run.json and result.json."""
+    from unlearnable import UnlearnableError
+    from unlearnable.train import Recipe
+
+    every = quick_recipe.replace(epochs=3)
+    last = every.replace(evaluate="last")
+    runs = {}
+    for name, recipe in (("every", every), ("last", last)):
+        spec = RunSpec("convnet", 10, 1, (8, 8), recipe, seed=3, data="digits")
+        runs[name] = train_on(digits_train, digits_test, spec, tmp_path / name, progress=False)
+    for (k, a), b in zip(runs["every"][0].state_dict().items(), runs["last"][0].state_dict().values()):
+        assert torch.equal(a, b), k
+    assert runs["last"][1].test_accuracy == runs["every"][1].test_accuracy > 0.5
+    lines = [json.loads(s) for s in (tmp_path / "last" / "metrics.jsonl").read_text().splitlines()]
+    assert ["test_accuracy" in r for r in lines] == [False, False, True]
+    assert json.loads((tmp_path / "last" / "result.json").read_text())["recipe"]["evaluate"] == "last"
+    # The default is not written, so what was recorded before the option keeps its identity.
+    assert "evaluate" not in every.to_dict() and Recipe.from_dict(last.to_dict()) == last
+    with pytest.raises(UnlearnableError, match="evaluate must be"):
+        every.replace(evaluate="sometimes")

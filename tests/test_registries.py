@@ -215,3 +215,16 @@ def test_library_reports_through_logging_and_the_cli_quiets_it(protected, tmp_pa
     src = subprocess.run([sys.executable, "-c", cli, *args[:-1], "--out", str(tmp_path / "b")],
                          capture_output=True, text=True, timeout=600)
     assert src.returncode == 0 and "[train-protected]" in src.stderr and "verdict:" in src.stdout
+
+
+def test_attacks_below_paper_evaluate_after_their_last_epoch_only():
+    """An attack reports its last epoch's figure: at tiny and quick its training skips the other
+    test passes; the standard and clean trainings keep the per-epoch curve DFR's figure draws,
+    and `paper` keeps every recipe as recorded before."""
+    from unlearnable.ladder import recipe_for
+
+    for lv in ("tiny", "quick"):
+        assert recipe_for(lv, attack="jpeg").evaluate == "last"
+        assert recipe_for(lv).evaluate == "epoch" and recipe_for(lv, attack="none").evaluate == "epoch"
+    assert recipe_for("paper", attack="adv-train").evaluate == "epoch"
+    assert recipe_for(preset="fast").evaluate == "epoch"
