@@ -82,6 +82,41 @@ def report(m: str, w: float, c: float, rec: dict, jobs: dict, tw: float, tc: flo
           flush=True)
 
 
+def levers(train, test, arch: str, seed: int) -> None:
+    """Per-lever CPU costs on `train` (an ImageSet), relative to one epoch of standard training."""
+    import numpy as np
+
+    from unlearnable.attacks.adv_train import AdvTrainParams, adversarial_loss
+    from unlearnable.attacks.squeeze import _jpeg_one, jpeg_compress
+    from unlearnable.ladder import recipe_for
+    from unlearnable.train.engine import evaluate, fit
+    from unlearnable.train.run import as_tensors, spec_for
+
+    recipe = recipe_for("quick").replace(epochs=1)
+    spec = spec_for(train, arch, recipe, seed)
+    xy, (xt, yt) = as_tensors(train), as_tensors(test)
+    cpu = {}
+    for name, loss in (("standard epoch", None),
+                       ("FGSM-RS epoch", adversarial_loss(AdvTrainParams(adversary="fgsm-rs", steps=1))),
+                       ("PGD-3 epoch", adversarial_loss(AdvTrainParams()))):
+        model = spec.build()
+        cpu[name] = measure(lambda: fit(model, xy, None, spec.recipe, seed, progress=False, batch_loss=loss))[1]
+        if name == "standard epoch":
+            cpu[f"test pass ({len(xt)} images)"] = measure(lambda: evaluate(model, xt, yt, recipe.eval_batch_size))[1]
+    images = train.images
+    _, c_one, alone = measure(lambda: np.stack([_jpeg_one(im[..., 0] if im.shape[2] == 1 else im, 10)
+                                                for im in images]))
+    _, c_mosaic, got = measure(lambda: jpeg_compress(images, 10))
+    same = np.array_equal(alone.reshape(got.shape), got)
+    cpu[f"JPEG one by one ({len(images)} images)"] = c_one
+    cpu[f"JPEG mosaics (jpeg_compress; same pixels: {same})"] = c_mosaic
+    base = cpu["standard epoch"]
+    print(f"| what ({len(train)} training images) | CPU s | per standard epoch |\n|---|---:|---:|")
+    for k, v in cpu.items():
+        print(f"| {k} | {v:.1f} | {v / base:.2f} |")
+    print(f"\n# load average after: {_load()}", flush=True)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default="fashion-mnist")
@@ -91,6 +126,7 @@ def main() -> int:
     ap.add_argument("--arch", default="convnet")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--work", default="/tmp/audit-cost", help="emptied first; sets, runs and the cache")
+    ap.add_argument("--levers", action="store_true", help="per-lever CPU costs instead of whole audits")
     a = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     from unlearnable import poison_dataset
@@ -106,6 +142,13 @@ def main() -> int:
         if not d.exists():
             poison_dataset(m, a.data, d, seed=a.seed, subset=a.subset)
         sets[m] = d
+    if a.levers:
+        from unlearnable import load_data, load_dataset_dir
+
+        print(f"# levers: {a.data} ({a.subset or 'all'} images of {methods[0]}), {a.arch}, torch {torch.__version__}, "
+              f"{torch.get_num_threads()} threads; load average before: {_load()}\n", flush=True)
+        levers(load_dataset_dir(sets[methods[0]]), load_data(a.data, "test"), a.arch, a.seed)
+        return 0
     for sub in ("standard", "audits", "cache"):
         shutil.rmtree(work / sub, ignore_errors=True)
     clock = Clock()
