@@ -7,9 +7,9 @@ adversary of the same radius erases it; unbounded poisons (OPS) survive.
 
 The `quick` level's preset trains with FGSM-RS instead (`adversary=fgsm-rs`: one step of 10/255
 from a random start; Wong et al., ICLR 2020, https://arxiv.org/abs/2001.03994): 2 passes per
-batch instead of 4, measured within a point of the 3-step PGD on the demo's sets
-(docs/attacks.md). Wong et al. run their adversary in train mode; here both adversaries run in
-eval mode, so the adversary's passes never move the BatchNorm statistics.
+batch instead of 4, 0.54x the CPU of PGD-3 (docs/benchmarks.md). Its accuracy is FGSM-RS's, not
+PGD's. Wong et al. run their adversary in train mode; here both adversaries run in eval mode, so
+the adversary's passes never move the BatchNorm statistics.
 
     unlearnable attack adv-train runs/regions --recipe adv --out runs/regions-adv
     unlearnable attack adv-train runs/regions --recipe fast --param eps=4/255 --param norm=linf
