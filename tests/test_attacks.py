@@ -11,8 +11,9 @@ import torch
 
 from unlearnable import build_model
 from unlearnable.attacks import ATTACKS, AttackContext, run_attack
-from unlearnable.train.pgd import pgd
+from unlearnable.train.pgd import fgsm_rs, pgd
 from unlearnable.train.pgd import project_delta
+from unlearnable.attacks import squeeze
 from unlearnable.attacks.squeeze import bit_depth_reduce, grayscale, jpeg_compress
 from unlearnable.train import AUGMENTATIONS, LABEL_AUGMENTATIONS
 
@@ -45,6 +46,59 @@ def test_pgd_stays_in_budget_and_raises_the_loss(digits_train, quick_recipe, nor
     x_min = pgd(model, x, y, eps=eps, steps=10, norm=norm, minimize=True, random_start=False)
     with torch.no_grad():
         assert ce(model(x_min), y) < ce(model(x), y)
+
+
+def test_fgsm_rs_is_one_step_from_a_random_start_inside_the_ball(digits_train, quick_recipe):
+    model = _trained_convnet(digits_train, quick_recipe)
+    x, y = digits_train.to_tensor()
+    x, y = x[:200], y[:200]
+    eps = 8 / 255
+    x_adv = fgsm_rs(model, x, y, eps=eps, gen=torch.Generator().manual_seed(1))
+    d = x_adv - x
+    assert d.abs().max() <= eps + 1e-6 and x_adv.min() >= 0 and x_adv.max() <= 1
+    # Wong et al.'s step is 10/255 at 8/255 (larger than the ball's radius): where the image range
+    # does not clip it, most pixels end on the ball's faces.
+    inside = (x > eps) & (x < 1 - eps)
+    assert (d[inside].abs() > eps - 1e-6).float().mean() > 0.5
+    ce = torch.nn.functional.cross_entropy
+    with torch.no_grad():
+        assert ce(model(x_adv), y) > ce(model(x), y) + 0.1
+    # The same draw and the same step as one PGD step of 1.25 eps.
+    again = pgd(model, x, y, eps, 1.25 * eps, 1, gen=torch.Generator().manual_seed(1))
+    assert torch.equal(again, x_adv)
+
+
+def test_adv_train_at_quick_is_fgsm_rs_at_half_the_passes_and_paper_keeps_pgd():
+    info = ATTACKS["adv-train"]
+    quick, paper = info.params(info.preset("quick")), info.params(info.preset("paper"))
+    assert (quick.adversary, quick.steps, quick.step_size()) == ("fgsm-rs", 1, 1.25 * 8 / 255)
+    assert (paper.adversary, paper.steps) == ("pgd", 3)
+    assert info.cost_of(quick) == 2 and info.cost_of(paper) == 4
+    from unlearnable import UnlearnableError
+
+    with pytest.raises(UnlearnableError, match="fgsm-rs takes one step"):
+        info.params({"adversary": "fgsm-rs"})
+    with pytest.raises(UnlearnableError, match="adversary must be"):
+        info.params({"adversary": "free"})
+
+
+@pytest.mark.parametrize("shape", [(30, 28, 28), (30, 13, 21), (9, 8, 8), (5, 7, 9)])
+@pytest.mark.parametrize("quality", [10, 75])
+def test_jpeg_of_grey_images_is_what_coding_each_alone_gives(monkeypatch, shape, quality):
+    """Grey images are coded side by side in mosaics; every pixel must be what one JPEG per image
+    gives (random pixels: the hardest case for blocks that leak into each other)."""
+    from PIL import Image
+    import io
+
+    monkeypatch.setattr(squeeze, "MOSAIC_IMAGES", 7)  # several mosaics, the last one partly empty
+    img = np.random.default_rng(0).integers(0, 256, size=(*shape, 1), dtype=np.uint8)
+    alone = []
+    for im in img[..., 0]:
+        buf = io.BytesIO()
+        Image.fromarray(im).save(buf, format="JPEG", quality=quality)
+        alone.append(np.asarray(Image.open(io.BytesIO(buf.getvalue()))))
+    got = jpeg_compress(img, quality)
+    assert got.shape == img.shape and np.array_equal(got[..., 0], np.stack(alone))
 
 
 def test_project_delta_l2_only_shrinks():
@@ -179,11 +233,14 @@ def test_adversarial_training_beats_standard_training_on_class_wise_noise(tmp_pa
                                            params={"eps": "32/255"}))
     recipe = RECIPES["tiny"].replace(epochs=10, flip=False)
     acc = {}
-    for name, params in (("none", {}), ("adv-train", {"eps": "32/255", "eval_samples": "100"})):
+    adv = {"eps": "32/255", "eval_samples": "100"}
+    for name, attack, params in (("none", "none", {}), ("pgd", "adv-train", adv),
+                                 ("fgsm-rs", "adv-train", {**adv, "adversary": "fgsm-rs", "steps": "1"})):
         ctx = AttackContext(prot, digits_test, "convnet", recipe, 0, tmp_path / name, progress=False)
-        acc[name] = run_attack(name, ctx, params)
-    assert acc["adv-train"]["test_accuracy"] > acc["none"]["test_accuracy"] + 0.02, acc
-    assert 0 <= acc["adv-train"]["test_pgd_accuracy"] <= 1
+        acc[name] = run_attack(attack, ctx, params)
+    for name in ("pgd", "fgsm-rs"):  # the single-step adversary erases the shortcut too
+        assert acc[name]["test_accuracy"] > acc["none"]["test_accuracy"] + 0.02, (name, acc)
+        assert 0 <= acc[name]["test_pgd_accuracy"] <= 1
 
 
 def test_attack_all_compares_attacks_and_reports_cost(tmp_path, capsys, digits_train):

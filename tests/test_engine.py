@@ -181,7 +181,7 @@ def test_vit_released_recipe_is_the_released_adam_warmup_cosine():
     # Recorded with the run; dicts written before the field existed load as SGD.
     assert r.to_dict()["optimizer"] == "adam" and Recipe.from_dict(r.to_dict()) == r
     old = RECIPES["paper"].to_dict()
-    del old["optimizer"]
+    assert "optimizer" not in old  # the default is left out: keys recorded before it stay valid
     assert Recipe.from_dict(old) == RECIPES["paper"] and RECIPES["paper"].optimizer == "sgd"
     with pytest.raises(UnlearnableError, match="recipe: optimizer must be one of sgd, adam, got 'adamw'"):
         RECIPES["paper"].replace(optimizer="adamw")
@@ -207,3 +207,28 @@ def test_adam_recipe_trains_with_adam_and_resumes_exactly(tmp_path, digits_train
     resumed = run(tmp_path / "cut")
     for (k, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), k
+
+
+def test_evaluating_after_the_last_epoch_only_trains_the_same_model(tmp_path, digits_train, digits_test,
+                                                                      quick_recipe):
+    """`evaluate="last"` skips the test passes of earlier epochs and changes nothing else: the same
+    weights and the same final figure, recorded in run.json and result.json."""
+    from unlearnable import UnlearnableError
+    from unlearnable.train import Recipe
+
+    every = quick_recipe.replace(epochs=3)
+    last = every.replace(evaluate="last")
+    runs = {}
+    for name, recipe in (("every", every), ("last", last)):
+        spec = RunSpec("convnet", 10, 1, (8, 8), recipe, seed=3, data="digits")
+        runs[name] = train_on(digits_train, digits_test, spec, tmp_path / name, progress=False)
+    for (k, a), b in zip(runs["every"][0].state_dict().items(), runs["last"][0].state_dict().values()):
+        assert torch.equal(a, b), k
+    assert runs["last"][1].test_accuracy == runs["every"][1].test_accuracy > 0.5
+    lines = [json.loads(s) for s in (tmp_path / "last" / "metrics.jsonl").read_text().splitlines()]
+    assert ["test_accuracy" in r for r in lines] == [False, False, True]
+    assert json.loads((tmp_path / "last" / "result.json").read_text())["recipe"]["evaluate"] == "last"
+    # The default is not written, so what was recorded before the option keeps its identity.
+    assert "evaluate" not in every.to_dict() and Recipe.from_dict(last.to_dict()) == last
+    with pytest.raises(UnlearnableError, match="evaluate must be"):
+        every.replace(evaluate="sometimes")

@@ -42,7 +42,9 @@ def test_every_level_maps_to_a_recipe_for_every_attack(name):
     for attack, info in ATTACKS.items():
         r = recipe_for(name, attack=attack)
         own = info.recipes.get(name)
-        assert r == (RECIPES[own] if own else base), attack
+        # An attack reports its last epoch's figure: it evaluates as the level says, else the same.
+        evaluate = "epoch" if attack == "none" else lv.attack_evaluate
+        assert r == (RECIPES[own] if own else base).replace(evaluate=evaluate), attack
         # An explicit --epochs reaches every recipe, milestones kept at the same fractions.
         r2 = recipe_for(name, attack=attack, epochs=2)
         assert r2.epochs == 2
@@ -215,3 +217,16 @@ def test_library_reports_through_logging_and_the_cli_quiets_it(protected, tmp_pa
     src = subprocess.run([sys.executable, "-c", cli, *args[:-1], "--out", str(tmp_path / "b")],
                          capture_output=True, text=True, timeout=600)
     assert src.returncode == 0 and "[train-protected]" in src.stderr and "verdict:" in src.stdout
+
+
+def test_attacks_below_paper_evaluate_after_their_last_epoch_only():
+    """An attack reports its last epoch's figure: at tiny and quick its training skips the other
+    test passes; the standard and clean trainings keep the per-epoch curve DFR's figure draws,
+    and `paper` keeps every recipe as recorded before."""
+    from unlearnable.ladder import recipe_for
+
+    for lv in ("tiny", "quick"):
+        assert recipe_for(lv, attack="jpeg").evaluate == "last"
+        assert recipe_for(lv).evaluate == "epoch" and recipe_for(lv, attack="none").evaluate == "epoch"
+    assert recipe_for("paper", attack="adv-train").evaluate == "epoch"
+    assert recipe_for(preset="fast").evaluate == "epoch"
