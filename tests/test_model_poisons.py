@@ -70,8 +70,15 @@ def test_level_tables_have_every_rung(method):
 
 
 def test_paper_level_is_the_originals_cost():
-    eff = resolve(EMParams(), em.LEVEL_TABLE, "paper")
-    assert (eff["steps"], eff["alpha"], eff["train_steps"], eff["batch_size"]) == (20, 0.8 / 255, 10, 128)
+    # EM as HanxunH/Unlearnable-Examples runs it: batches of 512, no cap on rounds; class-wise
+    # takes one step per sample per batch on a 20 % subset, from zeros, clip 5, decay on all.
+    eff = em.effective(EMParams(), "paper")
+    assert (eff["steps"], eff["alpha"], eff["train_steps"], eff["batch_size"], eff["max_rounds"]) == \
+        (20, 0.8 / 255, 10, 512, 0)
+    eff = em.effective(EMParams(mode="class"), "paper")
+    assert (eff["steps"], eff["update"], eff["portion"], eff["start"]) == (1, "mean", 0.2, "zeros")
+    assert (eff["grad_clip"], eff["decay_all"], eff["clamp"]) == (5.0, True, False)
+    assert em.effective(EMParams(mode="class", update="shared"), "paper")["steps"] == 20
     eff = resolve(tap.TAPParams(), tap.LEVEL_TABLE, "paper")
     assert (eff["steps"], eff["restarts"], eff["epochs"], eff["batch_size"]) == (250, 8, 40, 256)
     eff = resolve(rem.REMParams(), rem.LEVEL_TABLE, "paper")
