@@ -317,9 +317,24 @@ def craft_error_minimizing(base: ImageSet, params: EMParams, ctx: PoisonContext,
         "history": history, "seconds_this_run": round(time.perf_counter() - t0, 3),
         "peak_memory": peak_memory(dev),
     }
+    info["delta"] = delta_character(delta.detach().cpu(), eps, classwise)
     if classwise:
         info["pattern_shape"] = list(delta.shape)
     return delta.detach().cpu(), model.eval(), info
+
+
+def delta_character(delta: torch.Tensor, eps: float, classwise: bool) -> dict[str, float]:
+    """What the crafted noise looks like before it is applied: mean |delta| (in grey levels), the
+    share of values at +-eps, and (class-wise) the mean cosine between two classes' patterns."""
+    d = delta.double()
+    out = {"mean_abs_255": round(float(d.abs().mean() * 255), 4),
+           "share_at_eps": round(float((d.abs() >= eps - 1e-6).double().mean()), 4)}
+    if classwise and len(d) > 1:
+        flat = F.normalize(d.flatten(1), dim=1)
+        cos = flat @ flat.T
+        off = ~torch.eye(len(d), dtype=torch.bool)
+        out["class_cosine_mean"] = round(float(cos[off].mean()), 4)
+    return out
 
 
 def em_kind(params: EMParams) -> str:
