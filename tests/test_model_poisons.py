@@ -268,3 +268,112 @@ def test_cli_poison_model_based_and_resume(tmp_path, capsys):
     assert man["info"]["level"] == "tiny" == man["level"] and man["info"]["peak_memory"]["process_max_rss_mib"] > 0
     assert main([*args[:7], str(tmp_path / "em2"), *args[8:]]) == 0  # uninterrupted
     assert np.array_equal(load_dataset_dir(tmp_path / "em2").images, resumed.images)
+
+
+# ---------------------------------------------------------------------------------------------
+# EM as the original code (HanxunH/Unlearnable-Examples) runs it
+
+
+def test_class_wise_em_starts_from_zeros(monkeypatch):
+    """One round of one 1/255 step from zeros leaves every class value within 1/255 (a mean of
+    +-1/255 steps); the old uniform start put most values far beyond that."""
+    base = grey_set(60, 1, 12, 12, 3)
+    p = dict(mode="class", max_rounds=1, train_steps=1, alpha=1 / 255, batch_size=32)
+    delta, _, info = craft_error_minimizing(base, EMParams(**p), tiny_ctx())
+    assert delta.abs().max() <= 1 / 255 + 1e-7 and delta.abs().max() > 0
+    assert info["effective_params"]["start"] == "zeros" and info["effective_params"]["steps"] == 1
+    old, _, _ = craft_error_minimizing(base, EMParams(**p, start="uniform"), tiny_ctx())
+    assert (old.abs() > 2 / 255).float().mean() > 0.5
+
+
+def test_class_mean_update_matches_a_hand_computed_case():
+    """Linear logits W p with W = I (2 pixels, 2 classes): a class-0 sample's gradient sign is
+    (-1, +1), a class-1 sample's (+1, -1), so one descent step of alpha moves them by (+a, -a) and
+    (-a, +a) from clip(x + noise). Class 0 (noise (-0.1, 0)) has samples at (0, 0) and (.5, .5):
+    etas (0.04, -0.04) [x + noise clipped to 0 first] and (-0.06, -0.04); its noise becomes their
+    mean (-0.01, -0.04). Class 1 (noise 0), one sample at (.5, .5): (-0.04, 0.04)."""
+    from torch import nn
+    model = nn.Sequential(nn.Flatten(), nn.Linear(2, 2, bias=False))
+    with torch.no_grad():
+        model[1].weight.copy_(torch.eye(2))
+    x = torch.tensor([[0.0, 0.0], [0.5, 0.5], [0.5, 0.5]]).view(3, 1, 1, 2)
+    y = torch.tensor([0, 0, 1])
+    noise = torch.tensor([[-0.1, 0.0], [0.0, 0.0]]).view(2, 1, 1, 2)
+    got = em.class_mean_update(model, x, y, noise, 0.1, 0.04, 1, [torch.arange(3)])
+    want = torch.tensor([[-0.01, -0.04], [-0.04, 0.04]]).view(2, 1, 1, 2)
+    assert torch.allclose(got, want, atol=1e-6)
+    # The old rule (update=shared) steps the class noise itself by the summed gradient's sign.
+    old = em.shared_update(model, x, y, noise, 0.1, 0.04, 1, [torch.arange(3)])
+    assert torch.allclose(old, torch.tensor([[-0.06, -0.04], [-0.04, 0.04]]).view(2, 1, 1, 2), atol=1e-6)
+    assert torch.equal(noise, torch.tensor([[-0.1, 0.0], [0.0, 0.0]]).view(2, 1, 1, 2))  # not in place
+
+
+def test_class_wise_crafting_subset_is_stratified_and_a_fifth(digits_train):
+    labels = digits_train.labels
+    sub = em.stratified_subset(labels, 0.2, torch.Generator().manual_seed(0))
+    counts, sub_counts = np.bincount(labels), np.bincount(labels[sub], minlength=10)
+    assert np.all(np.abs(sub_counts - 0.2 * counts) <= 0.5)  # round(0.2 * n_k) of every class
+    assert abs(len(sub) - 0.2 * len(labels)) <= 5 and len(set(sub.tolist())) == len(sub)
+    again = em.stratified_subset(labels, 0.2, torch.Generator().manual_seed(0))
+    other = em.stratified_subset(labels, 0.2, torch.Generator().manual_seed(1))
+    assert np.array_equal(sub, again) and not np.array_equal(sub, other)
+    base = digits_train.subset(np.arange(200))
+    _, _, info = craft_error_minimizing(base, EMParams(mode="class"), tiny_ctx())
+    assert info["crafting_subset"] == sum(int(np.floor(0.2 * c + 0.5)) for c in np.bincount(base.labels)) > 35
+    _, _, info = craft_error_minimizing(base, EMParams(mode="sample"), tiny_ctx())
+    assert info["crafting_subset"] == 200  # sample-wise noise is crafted on every image
+
+
+def test_em_crafting_clips_gradient_norm_at_5_and_feeds_unclipped_images(monkeypatch):
+    seen_clip, seen_min = [], []
+    real_clip = torch.nn.utils.clip_grad_norm_
+
+    def clip(params, max_norm, *a, **kw):
+        seen_clip.append(max_norm)
+        return real_clip(params, max_norm, *a, **kw)
+
+    real_model = em.crafting_model
+
+    def model_watching_its_inputs(*a, **kw):
+        m = real_model(*a, **kw)
+        m.register_forward_pre_hook(lambda mod, inp: seen_min.append(float(inp[0].min())) if mod.training else None)
+        return m
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", clip)
+    monkeypatch.setattr(em, "crafting_model", model_watching_its_inputs)
+    black = ImageSet(np.zeros((40, 8, 8, 1), np.uint8), np.arange(40) % 2, ["a", "b"], "black")
+    craft_error_minimizing(black, EMParams(mode="class", max_rounds=2), tiny_ctx())
+    assert seen_clip and set(seen_clip) == {5.0}
+    assert min(seen_min) < 0  # x + delta is not clipped to [0, 1] while crafting
+    seen_clip.clear(), seen_min.clear()
+    craft_error_minimizing(black, EMParams(mode="class", max_rounds=2, grad_clip=0, clamp=True), tiny_ctx())
+    assert not seen_clip and min(seen_min) >= 0  # the old behaviour, as options
+
+
+def test_train_steps_grad_clip_bounds_the_update():
+    """With plain SGD (lr 1, no momentum or decay) one step moves the parameters by exactly the
+    (clipped) gradient: at most 5 in norm with grad_clip=5, far more without."""
+    from unlearnable.poisons.crafting import sgd, train_steps
+    from torch import nn
+
+    def moved(clip: float) -> float:
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+        before = torch.cat([p.detach().flatten().clone() for p in model.parameters()])
+        opt = sgd(model, 1.0, 0.0, 0.0, decay_all=True)
+        x, y = torch.full((8, 1, 2, 2), 100.0), torch.arange(8) % 3
+        train_steps(model, opt, x, y, torch.arange(8), 8, grad_clip=clip)
+        return float((torch.cat([p.detach().flatten() for p in model.parameters()]) - before).norm())
+
+    assert moved(5.0) == pytest.approx(5.0, rel=1e-4) and moved(0.0) > 20
+
+
+def test_em_weight_decay_reaches_every_parameter():
+    from unlearnable.poisons.crafting import sgd
+    from torch import nn
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2))
+    groups = sgd(model, 0.1, 0.9, 5e-4, decay_all=True).param_groups
+    assert all(g["weight_decay"] == 5e-4 for g in groups) and sum(len(g["params"]) for g in groups) == 4
+    engine = sgd(model, 0.1, 0.9, 5e-4).param_groups  # the training engine's rule, the old one here
+    assert sorted(len(g["params"]) for g in engine if g["weight_decay"] == 0) == [3]
+    assert EMParams().decay_all is True
