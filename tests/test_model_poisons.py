@@ -377,3 +377,17 @@ def test_em_weight_decay_reaches_every_parameter():
     engine = sgd(model, 0.1, 0.9, 5e-4).param_groups  # the training engine's rule, the old one here
     assert sorted(len(g["params"]) for g in engine if g["weight_decay"] == 0) == [3]
     assert EMParams().decay_all is True
+
+
+def test_ops_em_searches_its_pixel_on_the_clean_images():
+    """As the original's pixel_search(clean data, pert_init=EM noise): the pixel is OPS's choice
+    on the clean images, set over the EM noise; searching on the EM images (the old way) moves it."""
+    base = grey_set(60, 1, 12, 12, 5)
+    clean_pick = make_poison("ops", base).meta["poison"]["info"]["pixels"]
+    p = make_poison("ops-em", base, ctx=tiny_ctx())
+    info = p.meta["poison"]["info"]
+    assert info["pixels"] == clean_pick and info["pixel_search_on"] == "clean"
+    for k, q in enumerate(info["pixels"]):
+        assert (p.images[base.labels == k, q["row"], q["col"], :] == q["colour"]).all()
+    old = make_poison("ops-em", base, {"search_on": "protected"}, ctx=tiny_ctx()).meta["poison"]["info"]
+    assert old["pixels"] != clean_pick
