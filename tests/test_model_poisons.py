@@ -82,7 +82,8 @@ def test_paper_level_is_the_originals_cost():
     eff = resolve(tap.TAPParams(), tap.LEVEL_TABLE, "paper")
     assert (eff["steps"], eff["restarts"], eff["epochs"], eff["batch_size"]) == (250, 8, 40, 256)
     eff = resolve(rem.REMParams(), rem.LEVEL_TABLE, "paper")
-    assert (eff["train_steps"], eff["samples"], eff["perturb_freq"], eff["batch_size"]) == (5000, 5, 10, 128)
+    # gen_rem.sh leaves --perturb-freq at its default, 1: the batch's noise is remade every step.
+    assert (eff["train_steps"], eff["samples"], eff["perturb_freq"], eff["batch_size"]) == (5000, 5, 1, 128)
     eff = resolve(NTGAParams(), ntga.LEVEL_TABLE, "paper")
     assert (eff["target_size"], eff["block_size"], eff["steps"]) == (10000, 512, 10)
 
@@ -391,3 +392,21 @@ def test_ops_em_searches_its_pixel_on_the_clean_images():
         assert (p.images[base.labels == k, q["row"], q["col"], :] == q["colour"]).all()
     old = make_poison("ops-em", base, {"search_on": "protected"}, ctx=tiny_ctx()).meta["poison"]["info"]
     assert old["pixels"] != clean_pick
+
+
+def test_rem_defender_starts_at_random_and_projects_onto_the_ball_only():
+    """As fshp971/robust-unlearnable-examples' RobustMinimaxPGDDefender: a uniform start in the
+    8/255 ball (the script's --pgd-random-start) and a projection onto the ball only, so on black
+    images the noise may point below 0 (clipped when applied). The old defender started at zero
+    and projected x + delta into [0, 1]."""
+    from torch import nn
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 3))
+    x, y = torch.zeros(32, 1, 8, 8), torch.arange(32) % 3
+    eff = resolve(rem.REMParams(), rem.LEVEL_TABLE, "tiny")
+    start = rem.defend(model, x, y, {**eff, "def_steps": 0}, torch.Generator().manual_seed(0), augment=False)
+    assert start.abs().max() <= 8 / 255 and start.std() > 3 / 255  # uniform: std = eps / sqrt(3)
+    d = rem.defend(model, x, y, eff, torch.Generator().manual_seed(0), augment=False)
+    assert d.abs().max() <= 8 / 255 + 1e-7 and (d < 0).float().mean() > 0.2
+    zero = rem.defend(model, x, y, {**eff, "def_steps": 0}, torch.Generator(), augment=False, random_start=False)
+    assert not zero.any()
