@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 
 import numpy as np
 import pytest
@@ -221,7 +222,7 @@ def test_ntga_kernel_matches_the_relu_closed_form():
     from unlearnable.poisons.ntga import ntk
     g = torch.Generator().manual_seed(0)
     a = torch.rand(3, 5, generator=g, dtype=torch.float64)
-    th = ntk(a, a, depth=1, activation="relu", w_var=2.0, b_var=0.0)
+    th = ntk(a, a, depth=1, activation="relu", w_var=2.0, b_var=0.0, readout=True)
     width = 200_000
     w1 = torch.randn(5, width, generator=g, dtype=torch.float64) * (2.0 / 5) ** 0.5
     h = a @ w1
@@ -410,3 +411,20 @@ def test_rem_defender_starts_at_random_and_projects_onto_the_ball_only():
     assert d.abs().max() <= 8 / 255 + 1e-7 and (d < 0).float().mean() > 0.2
     zero = rem.defend(model, x, y, {**eff, "def_steps": 0}, torch.Generator(), augment=False, random_start=False)
     assert not zero.any()
+
+
+def test_ntga_kernel_ends_with_the_last_erf_as_the_original():
+    """The original's surrogate is (Dense, Erf) x depth with nothing after the last Erf, so its NTK
+    at depth 1 is Sigma_1 * E[erf'(u) erf'(v)], checked against a Monte-Carlo estimate over
+    200,000 units; the old kernel (a readout Dense after it, readout=true) is another number."""
+    from unlearnable.poisons.ntga import ntk
+    g = torch.Generator().manual_seed(0)
+    a = torch.rand(3, 5, generator=g, dtype=torch.float64)
+    w_var, b_var = 1.76, 0.18
+    th = ntk(a, a, depth=1, w_var=w_var, b_var=b_var)
+    sigma1 = w_var * (a @ a.T) / 5 + b_var
+    h = a @ torch.randn(5, 200_000, generator=g, dtype=torch.float64) * (w_var / 5) ** 0.5 \
+        + torch.randn(1, 200_000, generator=g, dtype=torch.float64) * b_var ** 0.5
+    dphi = 2 / math.pi ** 0.5 * torch.exp(-h ** 2)
+    assert torch.allclose(th, sigma1 * (dphi @ dphi.T) / 200_000, rtol=0.02)
+    assert not torch.allclose(th, ntk(a, a, depth=1, w_var=w_var, b_var=b_var, readout=True), rtol=0.1)
