@@ -81,7 +81,7 @@ def test_paper_level_is_the_originals_cost():
     assert (eff["grad_clip"], eff["decay_all"], eff["clamp"]) == (5.0, True, False)
     assert em.effective(EMParams(mode="class", update="shared"), "paper")["steps"] == 20
     eff = resolve(tap.TAPParams(), tap.LEVEL_TABLE, "paper")
-    assert (eff["steps"], eff["restarts"], eff["epochs"], eff["batch_size"]) == (250, 8, 40, 256)
+    assert (eff["steps"], eff["restarts"], eff["epochs"], eff["batch_size"]) == (250, 8, 40, 512)
     eff = resolve(rem.REMParams(), rem.LEVEL_TABLE, "paper")
     # gen_rem.sh leaves --perturb-freq at its default, 1: the batch's noise is remade every step.
     assert (eff["train_steps"], eff["samples"], eff["perturb_freq"], eff["batch_size"]) == (5000, 5, 1, 128)
@@ -428,3 +428,41 @@ def test_ntga_kernel_ends_with_the_last_erf_as_the_original():
     dphi = 2 / math.pi ** 0.5 * torch.exp(-h ** 2)
     assert torch.allclose(th, sigma1 * (dphi @ dphi.T) / 200_000, rtol=0.02)
     assert not torch.allclose(th, ntk(a, a, depth=1, w_var=w_var, b_var=b_var, readout=True), rtol=0.1)
+
+
+@pytest.fixture(scope="module")
+def tap_model(tmp_path_factory, digits_train, quick_recipe):
+    run = tmp_path_factory.mktemp("tap") / "clean"
+    train_on(digits_train, None, spec_for(digits_train, "convnet", quick_recipe.replace(epochs=1), 0), run,
+             device="cpu", progress=False)
+    return str(run)
+
+
+def test_tap_keeps_one_restart_for_the_whole_set(tap_model, small):
+    """The original scores each restart of the whole set by its mean objective and keeps the
+    lowest (select=trial): every image comes from that restart. select=sample (the old rule)
+    picks per image, so it mixes restarts."""
+    base = small.subset(np.arange(48))
+    kw = {"checkpoint": tap_model, "steps": "2", "batch_size": "16"}
+    trial = make_poison("tap", base, {**kw, "restarts": "2"}, ctx=tiny_ctx())
+    info = trial.meta["poison"]["info"]
+    scores = info["restart_objectives"]
+    assert len(scores) == 2 and info["select"] == "trial"
+    first = make_poison("tap", base, {**kw, "restarts": "1"}, ctx=tiny_ctx()).images
+    same_as_first = (trial.images == first).all(axis=(1, 2, 3))
+    assert same_as_first.all() if scores[0] <= scores[1] else not same_as_first.any()
+    mixed = make_poison("tap", base, {**kw, "restarts": "2", "select": "sample"}, ctx=tiny_ctx()).images
+    from_first = (mixed == first).all(axis=(1, 2, 3)).mean()
+    assert 0 < from_first < 1
+
+
+def test_tap_starts_from_a_clipped_gaussian(tap_model):
+    """--init randn: N(0, eps^2) clipped to the ball, so about 32 % of values sit at +-eps after
+    rounding (P(|z| > 1)); the old uniform start puts about 6 % there (|u| > 7.5/8)."""
+    base = grey_set(40, 1, 8, 8, 10)
+    kw = {"checkpoint": tap_model, "steps": "0", "restarts": "1", "augment": "false"}
+    at_eps = {}
+    for start in ("randn", "uniform"):
+        p = make_poison("tap", base, {**kw, "start": start}, ctx=tiny_ctx())
+        at_eps[start] = (np.abs(delta_of(p, base)) == 8).mean()
+    assert 0.26 < at_eps["randn"] < 0.38 and at_eps["uniform"] < 0.1
