@@ -7,7 +7,9 @@ Runs the CLI in subprocesses, so the figures are those of the documented command
 already in OUT are reused (their generation time then reads nan; the manifest keeps it).
 
     .venv/bin/python benchmarks/model_poisons.py --subset 3000 --epochs 10 --batch-size 128 --out runs/mp
-Prints a markdown table and writes OUT/results.json.
+`--level paper --methods em:mode=class` measures class-wise EM as the original runs it (its rounds
+and the character of the noise: `delta` in each row). Prints a markdown table and writes
+OUT/results.json.
 """
 
 from __future__ import annotations
