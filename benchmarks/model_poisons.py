@@ -7,7 +7,9 @@ Runs the CLI in subprocesses, so the figures are those of the documented command
 already in OUT are reused (their generation time then reads nan; the manifest keeps it).
 
     .venv/bin/python benchmarks/model_poisons.py --subset 3000 --epochs 10 --batch-size 128 --out runs/mp
-Prints a markdown table and writes OUT/results.json.
+`--level paper --methods em:mode=class` measures class-wise EM as the original runs it (its rounds
+and the character of the noise: `delta` in each row). Prints a markdown table and writes
+OUT/results.json.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ def main() -> None:
     ap.add_argument("--out", default="/tmp/model-poisons-bench")
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--level", default="quick", help="the poisons' compute level (default quick)")
     ap.add_argument("--batch-size", type=int, default=None)
     ap.add_argument("--arch", default=None, help="crafting and victim model (default: the CLI's, convnet on CPU)")
     ap.add_argument("--device", default=None, help="passed to poison and train (default: the CLI's)")
@@ -52,7 +55,7 @@ def main() -> None:
         data = out / m
         if not data.exists():
             spec = (["random-noise", "--fraction", "0"] if m == "clean"
-                    else [method, "--level", "quick", *[x for kv in params for x in ("--param", kv)],
+                    else [method, "--level", a.level, *[x for kv in params for x in ("--param", kv)],
                           *(["--param", f"arch={a.arch}"] if a.arch else [])])
             spec += ["--device", a.device] if a.device else []
             gen = sh(["poison", *spec, "--dataset", a.data, "--subset", str(a.subset),
@@ -71,9 +74,10 @@ def main() -> None:
                      "generate_seconds_manifest": man["timing"]["generate_seconds"],
                      "test_accuracy": res["test_accuracy"], "train_accuracy": res["train_accuracy"],
                      "linf_max_255": round(man["perturbation_measured"]["linf_max"] * 255, 2),
-                     "peak_memory": info.get("peak_memory"), "effective_params": info.get("effective_params")})
+                     "peak_memory": info.get("peak_memory"), "effective_params": info.get("effective_params"),
+                     "rounds": info.get("rounds"), "delta": info.get("delta")})
         print(json.dumps(rows[-1]), flush=True)
-    (out / "results.json").write_text(json.dumps({"subset": a.subset, "cpu_count": os.cpu_count(),
+    (out / "results.json").write_text(json.dumps({"subset": a.subset, "level": a.level, "cpu_count": os.cpu_count(),
                                                   "rows": rows}, indent=1))
     print("\n| method | generation (s) | ConvNet clean test acc. | train acc. | l_inf (x/255) | peak RSS (MiB) |")
     print("|---|---|---|---|---|---|")

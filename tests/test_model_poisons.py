@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 
 import numpy as np
 import pytest
@@ -70,12 +71,20 @@ def test_level_tables_have_every_rung(method):
 
 
 def test_paper_level_is_the_originals_cost():
-    eff = resolve(EMParams(), em.LEVEL_TABLE, "paper")
-    assert (eff["steps"], eff["alpha"], eff["train_steps"], eff["batch_size"]) == (20, 0.8 / 255, 10, 128)
+    # EM as HanxunH/Unlearnable-Examples runs it: batches of 512, no cap on rounds; class-wise
+    # takes one step per sample per batch on a 20 % subset, from zeros, clip 5, decay on all.
+    eff = em.effective(EMParams(), "paper")
+    assert (eff["steps"], eff["alpha"], eff["train_steps"], eff["batch_size"], eff["max_rounds"]) == \
+        (20, 0.8 / 255, 10, 512, 0)
+    eff = em.effective(EMParams(mode="class"), "paper")
+    assert (eff["steps"], eff["update"], eff["portion"], eff["start"]) == (1, "mean", 0.2, "zeros")
+    assert (eff["grad_clip"], eff["decay_all"], eff["clamp"]) == (5.0, True, False)
+    assert em.effective(EMParams(mode="class", update="shared"), "paper")["steps"] == 20
     eff = resolve(tap.TAPParams(), tap.LEVEL_TABLE, "paper")
-    assert (eff["steps"], eff["restarts"], eff["epochs"], eff["batch_size"]) == (250, 8, 40, 256)
+    assert (eff["steps"], eff["restarts"], eff["epochs"], eff["batch_size"]) == (250, 8, 40, 512)
     eff = resolve(rem.REMParams(), rem.LEVEL_TABLE, "paper")
-    assert (eff["train_steps"], eff["samples"], eff["perturb_freq"], eff["batch_size"]) == (5000, 5, 10, 128)
+    # gen_rem.sh leaves --perturb-freq at its default, 1: the batch's noise is remade every step.
+    assert (eff["train_steps"], eff["samples"], eff["perturb_freq"], eff["batch_size"]) == (5000, 5, 1, 128)
     eff = resolve(NTGAParams(), ntga.LEVEL_TABLE, "paper")
     assert (eff["target_size"], eff["block_size"], eff["steps"]) == (10000, 512, 10)
 
@@ -213,7 +222,7 @@ def test_ntga_kernel_matches_the_relu_closed_form():
     from unlearnable.poisons.ntga import ntk
     g = torch.Generator().manual_seed(0)
     a = torch.rand(3, 5, generator=g, dtype=torch.float64)
-    th = ntk(a, a, depth=1, activation="relu", w_var=2.0, b_var=0.0)
+    th = ntk(a, a, depth=1, activation="relu", w_var=2.0, b_var=0.0, readout=True)
     width = 200_000
     w1 = torch.randn(5, width, generator=g, dtype=torch.float64) * (2.0 / 5) ** 0.5
     h = a @ w1
@@ -261,3 +270,199 @@ def test_cli_poison_model_based_and_resume(tmp_path, capsys):
     assert man["info"]["level"] == "tiny" == man["level"] and man["info"]["peak_memory"]["process_max_rss_mib"] > 0
     assert main([*args[:7], str(tmp_path / "em2"), *args[8:]]) == 0  # uninterrupted
     assert np.array_equal(load_dataset_dir(tmp_path / "em2").images, resumed.images)
+
+
+# ---------------------------------------------------------------------------------------------
+# EM as the original code (HanxunH/Unlearnable-Examples) runs it
+
+
+def test_class_wise_em_starts_from_zeros(monkeypatch):
+    """One round of one 1/255 step from zeros leaves every class value within 1/255 (a mean of
+    +-1/255 steps); the old uniform start put most values far beyond that."""
+    base = grey_set(60, 1, 12, 12, 3)
+    p = dict(mode="class", max_rounds=1, train_steps=1, alpha=1 / 255, batch_size=32)
+    delta, _, info = craft_error_minimizing(base, EMParams(**p), tiny_ctx())
+    assert delta.abs().max() <= 1 / 255 + 1e-7 and delta.abs().max() > 0
+    assert info["effective_params"]["start"] == "zeros" and info["effective_params"]["steps"] == 1
+    old, _, _ = craft_error_minimizing(base, EMParams(**p, start="uniform"), tiny_ctx())
+    assert (old.abs() > 2 / 255).float().mean() > 0.5
+
+
+def test_class_mean_update_matches_a_hand_computed_case():
+    """Linear logits W p with W = I (2 pixels, 2 classes): a class-0 sample's gradient sign is
+    (-1, +1), a class-1 sample's (+1, -1), so one descent step of alpha moves them by (+a, -a) and
+    (-a, +a) from clip(x + noise). Class 0 (noise (-0.1, 0)) has samples at (0, 0) and (.5, .5):
+    etas (0.04, -0.04) [x + noise clipped to 0 first] and (-0.06, -0.04); its noise becomes their
+    mean (-0.01, -0.04). Class 1 (noise 0), one sample at (.5, .5): (-0.04, 0.04)."""
+    from torch import nn
+    model = nn.Sequential(nn.Flatten(), nn.Linear(2, 2, bias=False))
+    with torch.no_grad():
+        model[1].weight.copy_(torch.eye(2))
+    x = torch.tensor([[0.0, 0.0], [0.5, 0.5], [0.5, 0.5]]).view(3, 1, 1, 2)
+    y = torch.tensor([0, 0, 1])
+    noise = torch.tensor([[-0.1, 0.0], [0.0, 0.0]]).view(2, 1, 1, 2)
+    got = em.class_mean_update(model, x, y, noise, 0.1, 0.04, 1, [torch.arange(3)])
+    want = torch.tensor([[-0.01, -0.04], [-0.04, 0.04]]).view(2, 1, 1, 2)
+    assert torch.allclose(got, want, atol=1e-6)
+    # The old rule (update=shared) steps the class noise itself by the summed gradient's sign.
+    old = em.shared_update(model, x, y, noise, 0.1, 0.04, 1, [torch.arange(3)])
+    assert torch.allclose(old, torch.tensor([[-0.06, -0.04], [-0.04, 0.04]]).view(2, 1, 1, 2), atol=1e-6)
+    assert torch.equal(noise, torch.tensor([[-0.1, 0.0], [0.0, 0.0]]).view(2, 1, 1, 2))  # not in place
+
+
+def test_class_wise_crafting_subset_is_stratified_and_a_fifth(digits_train):
+    labels = digits_train.labels
+    sub = em.stratified_subset(labels, 0.2, torch.Generator().manual_seed(0))
+    counts, sub_counts = np.bincount(labels), np.bincount(labels[sub], minlength=10)
+    assert np.all(np.abs(sub_counts - 0.2 * counts) <= 0.5)  # round(0.2 * n_k) of every class
+    assert abs(len(sub) - 0.2 * len(labels)) <= 5 and len(set(sub.tolist())) == len(sub)
+    again = em.stratified_subset(labels, 0.2, torch.Generator().manual_seed(0))
+    other = em.stratified_subset(labels, 0.2, torch.Generator().manual_seed(1))
+    assert np.array_equal(sub, again) and not np.array_equal(sub, other)
+    base = digits_train.subset(np.arange(200))
+    _, _, info = craft_error_minimizing(base, EMParams(mode="class"), tiny_ctx())
+    assert info["crafting_subset"] == sum(int(np.floor(0.2 * c + 0.5)) for c in np.bincount(base.labels)) > 35
+    _, _, info = craft_error_minimizing(base, EMParams(mode="sample"), tiny_ctx())
+    assert info["crafting_subset"] == 200  # sample-wise noise is crafted on every image
+
+
+def test_em_crafting_clips_gradient_norm_at_5_and_feeds_unclipped_images(monkeypatch):
+    seen_clip, seen_min = [], []
+    real_clip = torch.nn.utils.clip_grad_norm_
+
+    def clip(params, max_norm, *a, **kw):
+        seen_clip.append(max_norm)
+        return real_clip(params, max_norm, *a, **kw)
+
+    real_model = em.crafting_model
+
+    def model_watching_its_inputs(*a, **kw):
+        m = real_model(*a, **kw)
+        m.register_forward_pre_hook(lambda mod, inp: seen_min.append(float(inp[0].min())) if mod.training else None)
+        return m
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", clip)
+    monkeypatch.setattr(em, "crafting_model", model_watching_its_inputs)
+    black = ImageSet(np.zeros((40, 8, 8, 1), np.uint8), np.arange(40) % 2, ["a", "b"], "black")
+    craft_error_minimizing(black, EMParams(mode="class", max_rounds=2), tiny_ctx())
+    assert seen_clip and set(seen_clip) == {5.0}
+    assert min(seen_min) < 0  # x + delta is not clipped to [0, 1] while crafting
+    seen_clip.clear(), seen_min.clear()
+    craft_error_minimizing(black, EMParams(mode="class", max_rounds=2, grad_clip=0, clamp=True), tiny_ctx())
+    assert not seen_clip and min(seen_min) >= 0  # the old behaviour, as options
+
+
+def test_train_steps_grad_clip_bounds_the_update():
+    """With plain SGD (lr 1, no momentum or decay) one step moves the parameters by exactly the
+    (clipped) gradient: at most 5 in norm with grad_clip=5, far more without."""
+    from unlearnable.poisons.crafting import sgd, train_steps
+    from torch import nn
+
+    def moved(clip: float) -> float:
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+        before = torch.cat([p.detach().flatten().clone() for p in model.parameters()])
+        opt = sgd(model, 1.0, 0.0, 0.0, decay_all=True)
+        x, y = torch.full((8, 1, 2, 2), 100.0), torch.arange(8) % 3
+        train_steps(model, opt, x, y, torch.arange(8), 8, grad_clip=clip)
+        return float((torch.cat([p.detach().flatten() for p in model.parameters()]) - before).norm())
+
+    assert moved(5.0) == pytest.approx(5.0, rel=1e-4) and moved(0.0) > 20
+
+
+def test_em_weight_decay_reaches_every_parameter():
+    from unlearnable.poisons.crafting import sgd
+    from torch import nn
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2))
+    groups = sgd(model, 0.1, 0.9, 5e-4, decay_all=True).param_groups
+    assert all(g["weight_decay"] == 5e-4 for g in groups) and sum(len(g["params"]) for g in groups) == 4
+    engine = sgd(model, 0.1, 0.9, 5e-4).param_groups  # the training engine's rule, the old one here
+    assert sorted(len(g["params"]) for g in engine if g["weight_decay"] == 0) == [3]
+    assert EMParams().decay_all is True
+
+
+def test_ops_em_searches_its_pixel_on_the_clean_images():
+    """As the original's pixel_search(clean data, pert_init=EM noise): the pixel is OPS's choice
+    on the clean images, set over the EM noise; searching on the EM images (the old way) moves it."""
+    base = grey_set(60, 1, 12, 12, 5)
+    clean_pick = make_poison("ops", base).meta["poison"]["info"]["pixels"]
+    p = make_poison("ops-em", base, ctx=tiny_ctx())
+    info = p.meta["poison"]["info"]
+    assert info["pixels"] == clean_pick and info["pixel_search_on"] == "clean"
+    for k, q in enumerate(info["pixels"]):
+        assert (p.images[base.labels == k, q["row"], q["col"], :] == q["colour"]).all()
+    old = make_poison("ops-em", base, {"search_on": "protected"}, ctx=tiny_ctx()).meta["poison"]["info"]
+    assert old["pixels"] != clean_pick
+
+
+def test_rem_defender_starts_at_random_and_projects_onto_the_ball_only():
+    """As fshp971/robust-unlearnable-examples' RobustMinimaxPGDDefender: a uniform start in the
+    8/255 ball (the script's --pgd-random-start) and a projection onto the ball only, so on black
+    images the noise may point below 0 (clipped when applied). The old defender started at zero
+    and projected x + delta into [0, 1]."""
+    from torch import nn
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 3))
+    x, y = torch.zeros(32, 1, 8, 8), torch.arange(32) % 3
+    eff = resolve(rem.REMParams(), rem.LEVEL_TABLE, "tiny")
+    start = rem.defend(model, x, y, {**eff, "def_steps": 0}, torch.Generator().manual_seed(0), augment=False)
+    assert start.abs().max() <= 8 / 255 and start.std() > 3 / 255  # uniform: std = eps / sqrt(3)
+    d = rem.defend(model, x, y, eff, torch.Generator().manual_seed(0), augment=False)
+    assert d.abs().max() <= 8 / 255 + 1e-7 and (d < 0).float().mean() > 0.2
+    zero = rem.defend(model, x, y, {**eff, "def_steps": 0}, torch.Generator(), augment=False, random_start=False)
+    assert not zero.any()
+
+
+def test_ntga_kernel_ends_with_the_last_erf_as_the_original():
+    """The original's surrogate is (Dense, Erf) x depth with nothing after the last Erf, so its NTK
+    at depth 1 is Sigma_1 * E[erf'(u) erf'(v)], checked against a Monte-Carlo estimate over
+    200,000 units; the old kernel (a readout Dense after it, readout=true) is another number."""
+    from unlearnable.poisons.ntga import ntk
+    g = torch.Generator().manual_seed(0)
+    a = torch.rand(3, 5, generator=g, dtype=torch.float64)
+    w_var, b_var = 1.76, 0.18
+    th = ntk(a, a, depth=1, w_var=w_var, b_var=b_var)
+    sigma1 = w_var * (a @ a.T) / 5 + b_var
+    h = a @ torch.randn(5, 200_000, generator=g, dtype=torch.float64) * (w_var / 5) ** 0.5 \
+        + torch.randn(1, 200_000, generator=g, dtype=torch.float64) * b_var ** 0.5
+    dphi = 2 / math.pi ** 0.5 * torch.exp(-h ** 2)
+    assert torch.allclose(th, sigma1 * (dphi @ dphi.T) / 200_000, rtol=0.02)
+    assert not torch.allclose(th, ntk(a, a, depth=1, w_var=w_var, b_var=b_var, readout=True), rtol=0.1)
+
+
+@pytest.fixture(scope="module")
+def tap_model(tmp_path_factory, digits_train, quick_recipe):
+    run = tmp_path_factory.mktemp("tap") / "clean"
+    train_on(digits_train, None, spec_for(digits_train, "convnet", quick_recipe.replace(epochs=1), 0), run,
+             device="cpu", progress=False)
+    return str(run)
+
+
+def test_tap_keeps_one_restart_for_the_whole_set(tap_model, small):
+    """The original scores each restart of the whole set by its mean objective and keeps the
+    lowest (select=trial): every image comes from that restart. select=sample (the old rule)
+    picks per image, so it mixes restarts."""
+    base = small.subset(np.arange(48))
+    kw = {"checkpoint": tap_model, "steps": "2", "batch_size": "16"}
+    trial = make_poison("tap", base, {**kw, "restarts": "2"}, ctx=tiny_ctx())
+    info = trial.meta["poison"]["info"]
+    scores = info["restart_objectives"]
+    assert len(scores) == 2 and info["select"] == "trial"
+    first = make_poison("tap", base, {**kw, "restarts": "1"}, ctx=tiny_ctx()).images
+    same_as_first = (trial.images == first).all(axis=(1, 2, 3))
+    assert same_as_first.all() if scores[0] <= scores[1] else not same_as_first.any()
+    mixed = make_poison("tap", base, {**kw, "restarts": "2", "select": "sample"}, ctx=tiny_ctx()).images
+    from_first = (mixed == first).all(axis=(1, 2, 3)).mean()
+    assert 0 < from_first < 1
+
+
+def test_tap_starts_from_a_clipped_gaussian(tap_model):
+    """--init randn: N(0, eps^2) clipped to the ball, so about 32 % of values sit at +-eps after
+    rounding (P(|z| > 1)); the old uniform start puts about 6 % there (|u| > 7.5/8)."""
+    base = grey_set(40, 1, 8, 8, 10)
+    kw = {"checkpoint": tap_model, "steps": "0", "restarts": "1", "augment": "false"}
+    at_eps = {}
+    for start in ("randn", "uniform"):
+        p = make_poison("tap", base, {**kw, "start": start}, ctx=tiny_ctx())
+        at_eps[start] = (np.abs(delta_of(p, base)) == 8).mean()
+    assert 0.26 < at_eps["randn"] < 0.38 and at_eps["uniform"] < 0.1

@@ -334,6 +334,25 @@ def test_cli_poison_writes_a_loadable_dataset(tmp_path, capsys):
     assert not (ds.images[mask] == clean.images[mask]).all(axis=(1, 2, 3)).any()
 
 
+def test_subset_is_drawn_with_its_own_seed_not_the_poisons(tmp_path):
+    """--seed 0 and --seed 1 protect the same images (identical indices.npy), with different
+    noise; --subset-seed moves the subset and is recorded in the manifest."""
+    def made(name, *extra):
+        out = tmp_path / name
+        assert main(["poison", "random-noise", "--dataset", "digits", "--out", str(out), "--subset", "200",
+                     "--no-progress", *extra]) == 0
+        return out, load_dataset_dir(out)
+
+    a_dir, a = made("s0", "--seed", "0")
+    b_dir, b = made("s1", "--seed", "1")
+    c_dir, c = made("sub7", "--seed", "0", "--subset-seed", "7")
+    assert (a_dir / "indices.npy").read_bytes() == (b_dir / "indices.npy").read_bytes()
+    assert not np.array_equal(a.images, b.images)  # the poison's own draws do follow --seed
+    assert not np.array_equal(np.load(c_dir / "indices.npy"), np.load(a_dir / "indices.npy"))
+    assert a.meta["manifest"]["subset"]["seed"] == b.meta["manifest"]["subset"]["seed"] == 0
+    assert c.meta["manifest"]["subset"]["seed"] == 7 and c.meta["manifest"]["seed"] == 0
+
+
 def test_cli_level_picks_the_preset(tmp_path):
     for flag in ("--level", "--budget"):  # --budget: the old spelling, still accepted
         out = tmp_path / flag.strip("-")

@@ -26,7 +26,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fraction", type=fraction, default=1.0,
                    help="poison only this seeded fraction of the samples (default 1.0)")
     p.add_argument("--subset", type=positive_int, default=None,
-                   help="protect a seeded random subset of N base images (indices.npy says which)")
+                   help="protect a random subset of N base images (indices.npy says which)")
+    p.add_argument("--subset-seed", type=seed_int, default=0,
+                   help="seed of the --subset draw (default 0; independent of --seed, so sets made "
+                        "with several seeds protect the same images)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.add_argument("--device", default="cpu", type=device, help="device for model-based methods (default cpu)")
     p.add_argument("--level", default="paper", choices=LEVELS,
@@ -79,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     out = poison_dataset(args.method, args.dataset, args.out, args.seed, parse_params(args.param),
                          args.fraction, args.subset, args.data_root, args.overwrite, ctx,
-                         resume=args.resume)
+                         resume=args.resume, subset_seed=args.subset_seed)
     seconds = time.perf_counter() - t0
     man = load_dataset_dir(out).meta["manifest"]
     m = man["perturbation_measured"]

@@ -79,8 +79,13 @@ def crafting_model(base: ImageSet, arch: str, device: torch.device, seed: int) -
     return model.to(device)
 
 
-def sgd(model: nn.Module, lr: float, momentum: float = 0.9, weight_decay: float = 5e-4) -> torch.optim.SGD:
-    """SGD as the training engine sets it up (no weight decay on BatchNorm and biases)."""
+def sgd(model: nn.Module, lr: float, momentum: float = 0.9, weight_decay: float = 5e-4,
+        decay_all: bool = False) -> torch.optim.SGD:
+    """SGD as the training engine sets it up (no weight decay on BatchNorm and biases), or, with
+    `decay_all`, weight decay on every parameter (`SGD(model.parameters(), ...)`, as EM's
+    original code builds it)."""
+    if decay_all:
+        return torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     decay = [p for p in model.parameters() if p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.ndim <= 1]
     return torch.optim.SGD([{"params": decay, "weight_decay": weight_decay},
@@ -200,10 +205,12 @@ def cpu_state(module_or_opt: Any) -> dict[str, Any]:
 
 def train_steps(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
                 idx: torch.Tensor, batch_size: int,
-                transform: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> tuple[float, float]:
+                transform: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+                grad_clip: float = 0.0) -> tuple[float, float]:
     """SGD steps over `idx` in batches (x, y on one device); returns (mean loss, accuracy).
 
-    `transform(xb, idx_b)` builds each batch's input (e.g. clean + perturbation).
+    `transform(xb, idx_b)` builds each batch's input (e.g. clean + perturbation). `grad_clip` > 0
+    clips the gradient's global norm to it before each step (EM's original: 5).
     """
     model.train()
     tot_loss = torch.zeros((), device=x.device)
@@ -215,6 +222,8 @@ def train_steps(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y
         loss = torch.nn.functional.cross_entropy(logits, y[b])
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        if grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         opt.step()
         tot_loss += loss.detach() * len(b)
         correct += (logits.detach().argmax(1) == y[b]).sum()
@@ -223,13 +232,17 @@ def train_steps(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y
 
 @torch.no_grad()
 def loss_and_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000,
-                      delta: Callable[[slice], torch.Tensor] | None = None) -> tuple[float, float]:
-    """Eval-mode mean cross-entropy and accuracy on x (+ delta(slice))."""
+                      delta: Callable[[slice], torch.Tensor] | None = None,
+                      clamp: bool = True) -> tuple[float, float]:
+    """Eval-mode mean cross-entropy and accuracy on x (+ delta(slice)), clipped to [0, 1] unless
+    `clamp` is False (EM's original measures its stop rule on the unclipped sum)."""
     model.eval()
     tot, correct = 0.0, 0
     for s in range(0, len(x), batch_size):
         sl = slice(s, s + batch_size)
-        xb = x[sl] if delta is None else (x[sl] + delta(sl)).clamp(0, 1)
+        xb = x[sl] if delta is None else x[sl] + delta(sl)
+        if clamp:
+            xb = xb.clamp(0, 1)
         logits = model(xb)
         tot += torch.nn.functional.cross_entropy(logits, y[sl], reduction="sum").item()
         correct += int((logits.argmax(1) == y[sl]).sum())

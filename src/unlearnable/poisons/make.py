@@ -3,7 +3,8 @@
 The written manifest says how to remake the set exactly: method, kind, typed parameters (after
 defaults), seed, the l_p bound ("bound"), the compute level ("level"), fraction with the count
 and checksum of the poisoned mask (recomputed by `poisoned_mask(num_samples, fraction, seed)`),
-the subset (size and seed; `indices.npy` says which base samples), the base dataset (name,
+the subset (size and its own seed, 0 unless given, so that sets made with several poison seeds
+protect the same images; `indices.npy` says which base samples), the base dataset (name,
 split, full size, checksum of the aligned clean images), the generator's info (patterns,
 coefficients, chosen pixels) and timing. (Older manifests name the bound "budget" and the level
 "compute_budget"; `data.store.manifest_bound` and `manifest_level` read both spellings.)
@@ -44,6 +45,7 @@ def poison_dataset(
     overwrite: bool = False,
     ctx: PoisonContext | None = None,
     resume: bool = False,
+    subset_seed: int = 0,
 ) -> Path:
     """Make the protected training set of `data_spec` with poison `method` and write it to `out`.
 
@@ -52,15 +54,17 @@ def poison_dataset(
         data_spec: a clean dataset name (fashion-mnist, cifar10, digits, ...) or
             `imagefolder:PATH`; its "train" split is protected, its test split stays clean.
         out: the dataset directory to write (atomically; refused if it exists unless `overwrite`).
-        seed: seed of the subset, the poison's draws and the fraction mask.
+        seed: seed of the poison's draws and the fraction mask.
         params: `--param` strings or the method's params dataclass (paper defaults otherwise).
         fraction: share of samples poisoned (the rest byte-identical to the base).
-        subset: protect a seeded random subset of this many base samples (`random_subset`).
+        subset: protect a random subset of this many base samples (`random_subset`), drawn with
+            `subset_seed`, not `seed`: sets made with several seeds protect the same images.
         ctx: device / progress / work_dir / level (its seed must equal `seed`). With no
             `ctx.work_dir`, a model-based method keeps its state in `default_work_dir(out)`;
             an explicit `ctx.work_dir` is the caller's: always resumed from, never removed.
         resume: continue a killed run from the state in `default_work_dir(out)`; without it an
             existing state there is refused (so an old run is never continued by surprise).
+        subset_seed: the seed of the subset (default 0), recorded in the manifest.
 
     Returns the path written. Example:
         `poison_dataset("lsp", "fashion-mnist", "data/fmnist-lsp", seed=0, subset=20000)`
@@ -93,7 +97,7 @@ def poison_dataset(
     if subset is not None:
         if subset < 1:
             raise UnlearnableError(f"--subset must be at least 1, got {subset}")
-        base = full.subset(random_subset(full, subset, seed))
+        base = full.subset(random_subset(full, subset, subset_seed))
     t1 = time.perf_counter()
     protected = make_poison(method, base, p, seed, fraction, ctx)
     t2 = time.perf_counter()
@@ -111,7 +115,7 @@ def poison_dataset(
         "fraction": fraction,
         "num_poisoned": poison["num_poisoned"],
         "poisoned_mask": poison["poisoned_mask"],
-        "subset": None if subset is None else {"n": subset, "seed": seed,
+        "subset": None if subset is None else {"n": subset, "seed": subset_seed,
                                               "rule": "unlearnable.data.random_subset(base, n, seed)"},
         "base": {"name": base_name, "split": "train", "num_samples": len(full)},
         "info": poison["info"],

@@ -12,8 +12,10 @@ gradient *ascent* of step 1.1 * eps / 10 on the cross-entropy, on a clean target
 NTK predictor trained on the block:
     f_target(t) = Theta_tb Theta_bb^-1 (I - exp(-t Theta_bb / (b K))) Y_b
 (neural-tangents' `gradient_descent_mse` with lr 1; diag_reg 1e-4 relative to mean(diag)).
-The original's FNN surrogate: 5 x (Dense, Erf), W_std^2 = 1.76, b_std^2 = 0.18, t = 64, a held-out
-target of 10000 training images. Here every image is protected, so each block's target is a
+The original's FNN surrogate (lionelmessi6410/ntga, `generate_attack.py`): 5 x (Dense, Erf) with
+no readout layer after the last Erf, W_std^2 = 1.76, b_std^2 = 0.18, t = 64, a held-out target
+of 10000 training images. `readout=true` adds a linear readout after the last nonlinearity (what
+this package computed before: one Dense layer more). Here every image is protected, so each block's target is a
 seeded sample of `target_size` images from outside the block (clean). `activation=relu` gives
 the arc-cosine (ReLU) NTK instead. Kernels in float64, in torch (no JAX).
 
@@ -59,6 +61,7 @@ class NTGAParams:
     b_var: float = 0.18  # b_std^2
     diag_reg: float = 1e-4
     loss: str = "ce"  # ce (the original) | mse
+    readout: bool = False  # a Dense layer after the last nonlinearity (the original has none)
 
     def __post_init__(self) -> None:
         if self.activation not in ("erf", "relu"):
@@ -72,13 +75,16 @@ class NTGAParams:
 
 
 def ntk(a: torch.Tensor, b: torch.Tensor, depth: int = 5, activation: str = "erf",
-        w_var: float = 1.76, b_var: float = 0.18) -> torch.Tensor:
-    """NTK (na, nb) of an infinitely wide FNN of `depth` hidden layers between flat inputs.
+        w_var: float = 1.76, b_var: float = 0.18, readout: bool = False) -> torch.Tensor:
+    """NTK (na, nb) of an infinitely wide FNN of `depth` (Dense, activation) blocks between flat
+    inputs; the output is the last activation, or with `readout` a Dense layer after it.
 
     a: (na, d), b: (nb, d). Recursion (Jacot et al. 2018; Lee et al. 2019), per layer
         Sigma' = w_var E[phi(u) phi(v)] + b_var,   dSigma' = w_var E[phi'(u) phi'(v)],
         Theta' = Theta * dSigma' + Sigma',
-    with (u, v) ~ N(0, [[S_aa, S_ab], [S_ab, S_bb]]). ReLU: arc-cosine formulas; Erf: Williams'.
+    with (u, v) ~ N(0, [[S_aa, S_ab], [S_ab, S_bb]]); a final activation with no Dense after it
+    gives Theta * E[phi'(u) phi'(v)] (neural-tangents' rule). ReLU: arc-cosine formulas; Erf:
+    Williams'.
     The correlations are clamped inside (-1, 1) so gradients stay finite on the diagonal.
     """
     d = a.shape[1]
@@ -86,7 +92,7 @@ def ntk(a: torch.Tensor, b: torch.Tensor, depth: int = 5, activation: str = "erf
     s_aa = w_var * (a * a).sum(1) / d + b_var
     s_bb = w_var * (b * b).sum(1) / d + b_var
     theta = s_ab
-    for _ in range(depth):
+    for layer in range(depth):
         if activation == "relu":
             norm = torch.sqrt(s_aa[:, None] * s_bb[None, :])
             c = (s_ab / norm).clamp(-1 + 1e-7, 1 - 1e-7)
@@ -102,6 +108,8 @@ def ntk(a: torch.Tensor, b: torch.Tensor, depth: int = 5, activation: str = "erf
             e_dphi = 4 / math.pi / torch.sqrt(qa[:, None] * qb[None, :] - 4 * s_ab ** 2).clamp_min(1e-12)
             s_aa = w_var * 2 / math.pi * torch.arcsin(2 * s_aa / qa) + b_var
             s_bb = w_var * 2 / math.pi * torch.arcsin(2 * s_bb / qb) + b_var
+        if layer == depth - 1 and not readout:
+            return theta * e_dphi
         sigma = w_var * e_phi + b_var
         theta = theta * (w_var * e_dphi) + sigma
         s_ab = sigma
@@ -111,7 +119,8 @@ def ntk(a: torch.Tensor, b: torch.Tensor, depth: int = 5, activation: str = "erf
 def ntk_predict(x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Tensor, num_classes: int,
                 params: NTGAParams) -> torch.Tensor:
     """Outputs (n_test, K) of the NTK predictor trained for time t on (x_train, one-hot y_train)."""
-    kw = dict(depth=params.depth, activation=params.activation, w_var=params.w_var, b_var=params.b_var)
+    kw = dict(depth=params.depth, activation=params.activation, w_var=params.w_var, b_var=params.b_var,
+              readout=params.readout)
     a, b = x_train.flatten(1).double(), x_test.flatten(1).double()
     k_tt = ntk(a, a, **kw)
     k_st = ntk(b, a, **kw)

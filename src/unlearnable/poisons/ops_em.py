@@ -5,16 +5,20 @@ with Unlearnable Examples' class-wise noise (Huang et al., ICLR 2021,
 https://arxiv.org/abs/2101.04898) so that neither adversarial training (which erases the 8/255
 noise) nor strong augmentation (which hurts the pixel) alone recovers the data.
 
-Made here as: class-wise EM (the `em` poison with mode=class, same parameters) gives images
-within l_inf 8/255; OPS's search then runs on those protected images and sets one pixel per
-image to its class's corner colour. Bound: l_inf <= 8/255 everywhere except that one pixel
-(norm "linf+l0" in the manifest).
+Made here as the original (cychomatica/One-Pixel-Shotcut, `pixel_search` with `pert_init`)
+makes it: the EM noise (the `em` poison, same parameters; class-wise by default, as the paper
+describes OPS+EM) is the starting perturbation, OPS's search runs on the *clean* images, and the
+chosen pixel of every image is then set to its class's corner colour, overwriting the noise
+there. `search_on=protected` searches on the EM-protected images instead (what this package did
+before). The original's code reads a per-image EM file; `mode=sample` gives that. Bound:
+l_inf <= 8/255 everywhere except that one pixel (norm "linf+l0" in the manifest).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from ..data.imageset import ImageSet
@@ -26,6 +30,12 @@ from .ops import OPSParams, ops
 @dataclass
 class OpsEMParams(EMParams):
     mode: str = "class"  # OPS+EM uses class-wise EM; mode=sample is allowed for ablations
+    search_on: str = "clean"  # clean (the original's pixel search) | protected (on the EM images)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.search_on not in ("clean", "protected"):
+            raise ValueError(f"search_on must be clean or protected, got {self.search_on!r}")
 
 
 @register_poison(
@@ -36,7 +46,7 @@ class OpsEMParams(EMParams):
     model_based=True,
 )
 def ops_em(base: ImageSet, params: OpsEMParams, ctx: PoisonContext) -> PoisonOutput:
-    """Class-wise EM, then the OPS pixel chosen on the EM-protected images.
+    """Class-wise EM, then the OPS pixel (searched on the clean images) set on the EM images.
 
     Args: params (EMParams fields, mode=class by default; EM's level table) and ctx. Shapes: class patterns
     (K, C, H, W); output uint8 (N, H, W, C). Example: `make_poison("ops-em", base, seed=0)`.
@@ -45,6 +55,10 @@ def ops_em(base: ImageSet, params: OpsEMParams, ctx: PoisonContext) -> PoisonOut
     labels = torch.from_numpy(base.labels)
     fn = (lambda sl, x: delta[labels[sl]]) if params.mode == "class" else (lambda sl, x: delta[sl])
     em_images = perturb_chunks(base, fn, linf=info["eps"])
-    pixel = ops(base.replace(em_images), OPSParams(), ctx)
-    return PoisonOutput(pixel.images, {**info, "norm": "linf+l0", "pixels_per_image": 1,
-                                       "pixels": pixel.info["pixels"]})
+    searched = ops(base if params.search_on == "clean" else base.replace(em_images), OPSParams(), ctx)
+    out = em_images.copy()
+    for cls, q in enumerate(searched.info["pixels"]):
+        if q is not None:
+            out[base.labels == cls, q["row"], q["col"], :] = np.asarray(q["colour"], dtype=np.uint8)
+    return PoisonOutput(out, {**info, "norm": "linf+l0", "pixels_per_image": 1,
+                              "pixels": searched.info["pixels"], "pixel_search_on": params.search_on})

@@ -6,13 +6,20 @@ Fengxiang He, Yang Liu, Li Shen, Dacheng Tao, ICLR 2022, https://arxiv.org/abs/2
 Threat model: l_inf <= 8/255 defensive noise per image (held on the stored uint8 images),
 meant to survive adversarial training with a smaller radius (4/255).
 
-Min-min-max, as the released generator runs it: for `train_steps` SGD steps (batch 128, lr 0.1
-x0.1 every `lr_decay_steps`, momentum 0.9, wd 5e-4) the crafting model is adversarially trained
-on T(x + delta_def) + delta_adv, delta_adv an inner PGD adversary (4/255, 10 steps of 0.8/255),
-T a random crop + flip; every `perturb_freq` steps the current batch's delta_def is regenerated.
-The defender: 10 signed descent steps of 1.6/255 within 8/255 on the loss of the adversarial
-examples, the gradient summed over 5 draws of T (expectation over transformations). At the end
-delta_def is regenerated for the whole set with the final model: that is the published noise.
+Min-min-max, as the released generator (fshp971/robust-unlearnable-examples,
+`generate_robust_em.py` with `scripts/cifar10/gen_rem.sh`) runs it: for `train_steps` SGD steps
+(batch 128, lr 0.1 x0.1 every `lr_decay_steps`, momentum 0.9, weight decay 5e-4 on every
+parameter) the crafting model is adversarially trained on T(x + delta_def) + delta_adv,
+delta_adv an inner PGD adversary (4/255, 10 steps of 0.8/255, uniform random start), T a random
+crop + flip; every `perturb_freq` steps (the script leaves it at 1: every step) the current
+batch's delta_def is regenerated and stored rounded to grey levels (the original keeps it as
+int8). The defender: from a uniform random start in the 8/255 ball, 10 signed descent steps of
+1.6/255 on the loss of the adversarial examples, the gradient summed over 5 draws of T
+(expectation over transformations); delta_def is projected onto the ball only (x + delta is
+clipped when used). At the end delta_def is regenerated for the whole set with the final model:
+that is the published noise. (The original's final pass reuses its drop-last loader, so the
+images of the last partial batch keep their training-time noise; here every image is
+regenerated.)
 
 Units of resumable work: `perturb_freq` training steps each, then batches of the final pass.
 """
@@ -42,7 +49,7 @@ from .crafting import (
 # Fields left at None take these values at each ladder level.
 LEVEL_TABLE = {
     "paper": {"train_steps": 5000, "samples": 5, "def_steps": 10, "def_alpha": 1.6 / 255,
-              "adv_steps": 10, "adv_alpha": 0.8 / 255, "perturb_freq": 10, "batch_size": 128},
+              "adv_steps": 10, "adv_alpha": 0.8 / 255, "perturb_freq": 1, "batch_size": 128},
     # Same radii, fewer steps of proportionally larger size, 2 EOT draws.
     "quick": {"train_steps": 100, "samples": 2, "def_steps": 5, "def_alpha": 3.2 / 255,
               "adv_steps": 3, "adv_alpha": 2 / 255, "perturb_freq": 10, "batch_size": 128},
@@ -62,13 +69,15 @@ class REMParams:
     adv_alpha: float | None = None  # paper 0.8/255
     samples: int | None = None  # EOT draws of the augmentation (paper 5)
     train_steps: int | None = None  # crafting-model SGD steps (paper 5000)
-    perturb_freq: int | None = None  # regenerate the batch's noise every this many steps (paper 10)
+    perturb_freq: int | None = None  # regenerate the batch's noise every this many steps (paper 1)
     batch_size: int | None = None  # paper 128
     lr: float = 0.1
     lr_decay_steps: int = 2000  # lr x0.1 every this many steps
     momentum: float = 0.9
     weight_decay: float = 5e-4
     augment: bool = True  # T = random crop + flip (false: identity, one sample suffices)
+    random_start: bool = True  # defender and adversary start uniform in their balls (the script's)
+    decay_all: bool = True  # weight decay on every parameter (false: not on BatchNorm and biases)
     arch: str = ""  # crafting model; "" = resnet18 on CUDA, convnet on CPU
 
     def __post_init__(self) -> None:
@@ -85,11 +94,13 @@ def _transform(x: torch.Tensor, gen: torch.Generator, augment: bool) -> torch.Te
 
 
 def defend(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eff: dict[str, Any],
-           gen: torch.Generator, augment: bool = True) -> torch.Tensor:
+           gen: torch.Generator, augment: bool = True, random_start: bool = True) -> torch.Tensor:
     """Robust error-minimizing delta (B, C, H, W) for a batch: min over delta of
-    E_T max_{|adv| <= adv_eps} CE(model(T(x + delta) + adv), y). Model in eval mode."""
+    E_T max_{|adv| <= adv_eps} CE(model(T(x + delta) + adv), y). Model in eval mode.
+    `random_start`: delta and each inner adversary start uniform in their balls (the original)."""
     model.eval()
-    delta = torch.zeros_like(x)
+    delta = ((torch.rand(x.shape, generator=gen) * 2 - 1) * eff["eps"]).to(x.device) if random_start \
+        else torch.zeros_like(x)
     for p in model.parameters():
         p.requires_grad_(False)
     try:
@@ -99,11 +110,10 @@ def defend(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eff: dict[str, An
                 d = delta.detach().requires_grad_(True)
                 xt = _transform((x + d).clamp(0, 1), gen, augment)
                 adv = pgd(model, xt.detach(), y, eff["adv_eps"], eff["adv_alpha"], eff["adv_steps"],
-                          random_start=False) - xt.detach() if eff["adv_steps"] > 0 else 0
+                          random_start=random_start, gen=gen) - xt.detach() if eff["adv_steps"] > 0 else 0
                 loss = F.cross_entropy(model(xt + adv), y)
                 grad += torch.autograd.grad(loss, d)[0]
             delta = (delta - eff["def_alpha"] * grad.sign()).clamp(-eff["eps"], eff["eps"])
-            delta = (x + delta).clamp(0, 1) - x
     finally:
         for p in model.parameters():
             p.requires_grad_(True)
@@ -122,7 +132,7 @@ def rem(base: ImageSet, params: REMParams, ctx: PoisonContext) -> PoisonOutput:
     """Robust error-minimizing noise (REM), sample-wise, l_inf <= eps.
 
     Args: params (REMParams: eps=8/255 (10 steps of 1.6/255), adv_eps=4/255 (10 steps of 0.8/255),
-    samples=5, train_steps=5000, perturb_freq=10, batch 128, lr 0.1) and ctx.
+    samples=5, train_steps=5000, perturb_freq=1, batch 128, lr 0.1, random starts) and ctx.
     Shapes: x (N, C, H, W); output uint8 (N, H, W, C). Any image size and class count.
     Example: `make_poison("rem", base, {"train_steps": "200"}, seed=0, ctx=PoisonContext(level="quick"))`.
     """
@@ -136,7 +146,7 @@ def rem(base: ImageSet, params: REMParams, ctx: PoisonContext) -> PoisonOutput:
     freq = eff["perturb_freq"]
     spe = n // bs  # the released loader drops the last partial batch
     model = crafting_model(base, arch, dev, ctx.seed)
-    opt = sgd(model, params.lr, params.momentum, params.weight_decay)
+    opt = sgd(model, params.lr, params.momentum, params.weight_decay, decay_all=params.decay_all)
     noise = torch.zeros_like(x)
     periods = math.ceil(eff["train_steps"] / freq)
     nb = math.ceil(n / bs)
@@ -166,11 +176,13 @@ def rem(base: ImageSet, params: REMParams, ctx: PoisonContext) -> PoisonOutput:
                 idx = perm[(step % spe) * bs:(step % spe + 1) * bs]
                 xb, yb = x[idx], y[idx]
                 if (step + 1) % freq == 0:
-                    noise[idx] = defend(model, xb, yb, eff, g, params.augment)
+                    # Kept on the grey-level grid, as the original stores it (int8 levels).
+                    noise[idx] = defend(model, xb, yb, eff, g, params.augment,
+                                        params.random_start).mul(255).round().div(255)
                 xd = _transform((xb + noise[idx]).clamp(0, 1), g, params.augment)
                 model.eval()
                 xa = pgd(model, xd, yb, eff["adv_eps"], eff["adv_alpha"], eff["adv_steps"],
-                         random_start=False) if eff["adv_steps"] > 0 else xd
+                         random_start=params.random_start, gen=g) if eff["adv_steps"] > 0 else xd
                 for group in opt.param_groups:
                     group["lr"] = params.lr * 0.1 ** (step // params.lr_decay_steps)
                 model.train()
@@ -189,7 +201,7 @@ def rem(base: ImageSet, params: REMParams, ctx: PoisonContext) -> PoisonOutput:
             sl = slice(b * bs, min((b + 1) * bs, n))
             g = unit_generator(ctx.seed, 6, b)
             seed_global(ctx.seed, 6, b)
-            d = defend(model, x[sl], y[sl], eff, g, params.augment)
+            d = defend(model, x[sl], y[sl], eff, g, params.augment, params.random_start)
             out[sl] = apply_delta(x[sl].cpu(), d.cpu(), eff["eps"])
             unit += 1
             bar.update(1)

@@ -6,13 +6,21 @@ Geiping, Wojciech Czaja, Tom Goldstein, NeurIPS 2021, https://arxiv.org/abs/2106
 Threat model: l_inf <= 8/255 per image (held on the stored uint8 images); the defender has a
 crafting model trained on the clean data (or any checkpoint of `unlearnable train`).
 
-Each image is pushed toward class (y + 1) mod K (targeted, the default; `targeted=false` ascends
-the loss of y instead) by 250 PGD steps of 0.05 * eps with differentiable random flip and crop
-inside every step; of 8 random restarts, each sample keeps the one with the lowest objective
-(targeted cross-entropy, or minus the untargeted one) on the un-augmented image.
+As the original (lhfowl/adversarial_poisons, `anneal.py --recipe targeted --attackoptim PGD`):
+each image is pushed toward class (y + 1) mod K (targeted, the default; `targeted=false` ascends
+the loss of y instead) by 250 signed steps of 0.05 * eps (tau) from a Gaussian start
+(N(0, eps^2) clipped to the ball, the original's `--init randn`), in batches of 512, with a
+differentiable random flip and shift inside every step, the crafting model in eval mode. Of 8
+restarts of the whole set the original keeps the *one* whose mean (augmented) objective over the
+batches is lowest (`select=trial`); `select=sample` keeps, per image, the restart with the lowest
+un-augmented objective (what this package did before). Differences kept: the objective of a
+restart is measured after its last step (the original sums the losses seen during the last
+step); the shift is an integer crop of the zero-padded image (4 px at 32 px) where the original
+resamples bilinearly by up to the same distance.
 
-Units of resumable work: batches of `batch_size` images; the crafting model is trained first
-(its own per-epoch resume in work_dir/crafting) and the finished uint8 images are the state.
+Units of resumable work: (restart, batch) pairs, restart by restart; the crafting model is
+trained first (its own per-epoch resume in work_dir/crafting); the state is the best finished
+uint8 images so far, the current restart's, and their objectives.
 """
 
 from __future__ import annotations
@@ -46,7 +54,7 @@ PAPER = "Fowl et al., Adversarial Examples Make Strong Poisons, NeurIPS 2021, ht
 SUMMARY = ("Adversarial Poisoning: error-maximizing PGD toward (y+1) mod K against a model trained on "
            "clean data, l_inf 8/255, restarts, differentiable augmentation")
 LEVEL_TABLE = {
-    "paper": {"steps": 250, "step_ratio": 0.05, "restarts": 8, "epochs": 40, "batch_size": 256},
+    "paper": {"steps": 250, "step_ratio": 0.05, "restarts": 8, "epochs": 40, "batch_size": 512},
     "quick": {"steps": 20, "step_ratio": 0.1, "restarts": 1, "epochs": 3, "batch_size": 256},
     # A few steps of everything: enough for tests to see the mechanism.
     "tiny": {"steps": 3, "step_ratio": 0.05, "restarts": 2, "epochs": 1, "batch_size": 64},
@@ -64,10 +72,16 @@ class TAPParams:
     arch: str = ""  # crafting model; "" = resnet18 on CUDA, convnet on CPU
     checkpoint: str = ""  # RUN_DIR of `unlearnable train` on clean data, or a weights .pt
     epochs: int | None = None  # crafting-model training when no checkpoint (paper recipe, 40)
-    batch_size: int | None = None  # images per PGD batch (a unit of resumable work; paper 256)
+    batch_size: int | None = None  # images per PGD batch (a unit of resumable work; the original's 512)
+    select: str = "trial"  # trial: the restart with the lowest mean objective (the original) | sample
+    start: str = "randn"  # randn: N(0, eps^2) clipped (the original's --init) | uniform in the ball
 
     def __post_init__(self) -> None:
         check_bound(self.eps)
+        if self.select not in ("trial", "sample"):
+            raise ValueError(f"select must be trial or sample, got {self.select!r}")
+        if self.start not in ("randn", "uniform"):
+            raise ValueError(f"start must be randn or uniform, got {self.start!r}")
         if self.batch_size is not None and self.batch_size < 1:
             raise ValueError("batch_size must be at least 1")
 
@@ -117,8 +131,9 @@ def clean_crafting_model(base: ImageSet, params: TAPParams, eff: dict[str, Any],
 def tap(base: ImageSet, params: TAPParams, ctx: PoisonContext) -> PoisonOutput:
     """Targeted adversarial poisoning (TAP), sample-wise, l_inf <= eps.
 
-    Args: params (TAPParams: eps=8/255, steps=250, step_ratio=0.05, restarts=8, targeted=true,
-    augment=true, arch, checkpoint, epochs=40, batch_size) and ctx (seed, device, level, work_dir).
+    Args: params (TAPParams: eps=8/255, steps=250, step_ratio=0.05, restarts=8 (select=trial),
+    targeted=true, augment=true, start=randn, arch, checkpoint, epochs=40, batch_size=512) and ctx
+    (seed, device, level, work_dir).
     Shapes: x (N, C, H, W); output uint8 (N, H, W, C). Any image size and class count.
     Example: `make_poison("tap", base, {"checkpoint": "runs/clean"}, seed=0)`.
     """
@@ -132,45 +147,68 @@ def tap(base: ImageSet, params: TAPParams, ctx: PoisonContext) -> PoisonOutput:
     x, y = base.to_tensor(dev)
     n, k = len(x), base.num_classes
     eps, alpha = eff["eps"], eff["step_ratio"] * eff["eps"]
-    out = np.empty_like(base.images)
     bs = eff["batch_size"]
-    nb = math.ceil(n / bs)
-    start = 0
+    nb, restarts = math.ceil(n / bs), eff["restarts"]
+    per_sample = params.select == "sample"
+    # Restart by restart over the whole set: `best` holds the images of the best restart so far
+    # (per image with select=sample), `cur` the current restart's batches.
+    best, cur = base.images.copy(), np.empty_like(base.images)
+    best_obj = torch.full((n,) if per_sample else (), math.inf, dtype=torch.float64)
+    cur_obj = torch.zeros(n, dtype=torch.float64)
+    scores = torch.full((restarts,), math.nan, dtype=torch.float64)  # each restart's mean objective
+    unit = 0
     if state is not None:
-        start = int(state["done"])
-        out[: min(start * bs, n)] = state["images"].numpy()
-    bar = progress_bar(ctx, nb, "tap batches", start)
-    last_loss = float("nan")
+        unit = int(state["done"])
+        best[:], cur[:] = state["best"].numpy(), state["cur"].numpy()
+        best_obj, cur_obj, scores = state["best_obj"], state["cur_obj"], state["scores"]
+
+    def state_fn() -> dict[str, Any]:
+        return {"done": unit, "best": torch.from_numpy(best.copy()), "cur": torch.from_numpy(cur.copy()),
+                "best_obj": best_obj.clone(), "cur_obj": cur_obj.clone(), "scores": scores.clone()}
+
+    bar = progress_bar(ctx, restarts * nb, "tap (restart, batch)", unit)
     try:
-        for bi in range(start, nb):
+        while unit < restarts * nb:
+            r, bi = divmod(unit, nb)
             sl = slice(bi * bs, min((bi + 1) * bs, n))
             xb, yb = x[sl], y[sl]
             target = (yb + 1) % k if params.targeted else None
-            best = xb
-            best_obj = torch.full((len(xb),), math.inf, device=dev)
-            for r in range(eff["restarts"]):
-                g = unit_generator(ctx.seed, 2, bi, r)
-                seed_global(ctx.seed, 2, bi, r)
-                fwd = Augmented(model, g) if params.augment else model
-                xa = pgd(fwd, xb, yb, eps, alpha, eff["steps"], random_start=True, targeted=target, gen=g)
-                with torch.no_grad():
-                    logits = model(xa)
-                    obj = (F.cross_entropy(logits, target, reduction="none") if target is not None
-                           else -F.cross_entropy(logits, yb, reduction="none"))
-                better = obj < best_obj
-                best = torch.where(better.view(-1, 1, 1, 1), xa, best)
-                best_obj = torch.where(better, obj, best_obj)
-            out[sl] = apply_delta(xb.cpu(), (best - xb).cpu(), eps)
-            last_loss = float(best_obj.mean())
+            g = unit_generator(ctx.seed, 2, bi, r)
+            seed_global(ctx.seed, 2, bi, r)
+            fwd = Augmented(model, g) if params.augment else model
+            if params.start == "randn":
+                init = (torch.randn(xb.shape, generator=g) * eps).clamp(-eps, eps).to(dev)
+            else:
+                init = ((torch.rand(xb.shape, generator=g) * 2 - 1) * eps).to(dev)
+            xa = pgd(fwd, xb, yb, eps, alpha, eff["steps"], targeted=target, delta_init=init)
+            with torch.no_grad():
+                # The objective the restart is judged by: the original's is the augmented
+                # target loss, averaged over batches; per image, the un-augmented one.
+                logits = model(xa) if per_sample else fwd(xa)
+                obj = (F.cross_entropy(logits, target, reduction="none") if target is not None
+                       else -F.cross_entropy(logits, yb, reduction="none"))
+            cur[sl] = apply_delta(xb.cpu(), (xa - xb).cpu(), eps)
+            cur_obj[sl] = obj.double().cpu()
+            unit += 1
+            if bi == nb - 1:  # a restart finished: keep it where it is better
+                scores[r] = torch.stack([cur_obj[i * bs:(i + 1) * bs].mean() for i in range(nb)]).mean()
+                if per_sample:
+                    better = cur_obj < best_obj
+                    best[better.numpy()] = cur[better.numpy()]
+                    best_obj = torch.where(better, cur_obj, best_obj)
+                elif scores[r] < best_obj:
+                    best[:], best_obj = cur, scores[r].clone()
             bar.update(1)
-            bar.set_postfix(objective=f"{last_loss:.3f}")
-            ck.step(bi + 1, lambda: {"done": bi + 1, "images": torch.from_numpy(out[: sl.stop].copy())})
+            bar.set_postfix(restart=r, objective=f"{float(obj.mean()):.3f}")
+            ck.step(unit, state_fn)
     finally:
         bar.close()
+    out = best
     info = {
         "norm": "linf", "eps": eps, "targeted": params.targeted, "device": str(dev),
         "arch": model_info.get("arch", params.arch or default_arch(dev)), "crafting": model_info,
         "level": ctx.level, "effective_params": eff,
+        "restart_objectives": [float(v) for v in scores], "select": params.select,
         "crafting_model": crafting_summary(model, x, y, out, dev),
         "seconds_this_run": round(time.perf_counter() - t0, 3), "peak_memory": peak_memory(dev),
     }

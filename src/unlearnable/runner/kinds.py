@@ -86,7 +86,7 @@ def ensure_poison(spec: Spec, ctx: JobContext) -> Path:
             # Made under d's own name (the manifest records it), in the temporary directory.
             made = poison_dataset(spec["method"], spec["dataset"], stage / d.name, seed=int(spec["seed"]),
                                   params=spec["params"], subset=spec.get("subset"), data_root=ctx.data_root,
-                                  ctx=pctx)
+                                  ctx=pctx, subset_seed=int(spec["seed"]))  # a grid's clean row draws with it
             _install(made, d)
         finally:
             shutil.rmtree(stage, ignore_errors=True)
