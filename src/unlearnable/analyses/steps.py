@@ -169,6 +169,19 @@ def dfr(row: Row) -> Spec:
             "seed": row.seed, "random": dfr_random_spec(row)}
 
 
+NOT_ADDITIVE = "not applicable: the perturbation is a convolution"
+
+
+def row_is_additive(row: Row) -> bool:
+    """Whether the row's set is x + delta (a poison spec's method, else the loaded manifest)."""
+    from ..poisons import POISONS, is_additive
+
+    if "method" in row.data:
+        info = POISONS.get(row.data["method"])
+        return info.additive if info is not None else True
+    return is_additive(row.sample.meta.get("manifest"))
+
+
 def separability_spec(row: Row, of: str, repeats: int | None = None) -> Spec:
     lv = row.level
     return {"kind": "separability", "data": row.data, "of": of, "steps": lv.separability_steps,
@@ -181,6 +194,8 @@ def separability_spec(row: Row, of: str, repeats: int | None = None) -> Spec:
 def separability_perturbations(row: Row) -> Spec:
     if row.clean is None:
         raise StepSkipped("the clean base images are unknown (pass --clean DATA)")
+    if not row_is_additive(row):
+        raise StepSkipped(NOT_ADDITIVE)
     return separability_spec(row, "perturbations")
 
 
