@@ -110,7 +110,7 @@ def worst_of_k(policy: nn.Module, repeats: int, repeat_epochs: int, steps_per_ep
                  "worst of 5 copies (needs the kornia extra)",
                  "Qin et al. 2023, https://arxiv.org/abs/2303.15127 (APBench's run)",
                  params_cls=KorniaUEraserParams, order=81, recipes={"paper": "apbench"},
-                 applies_to=_needs_kornia,
+                 applies_to=_needs_kornia, presets={"tiny": {"repeats": "2"}},
                  # K copies per step while the worst-of-K loss is on; kornia's ops cost about as
                  # much again as the network on small images.
                  cost=lambda p: 2.0 * max(1.0, p.repeats * p.repeat_fraction))

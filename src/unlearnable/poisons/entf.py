@@ -54,7 +54,7 @@ PAPER = ("Wen et al., Is Adversarial Training Really a Silver Bullet for Mitigat
 LEVEL_TABLE = {
     "paper": {"steps": 300, "step_ratio": 0.05, "epochs": 100, "ref_steps": 10, "batch_size": 128},
     "quick": {"steps": 30, "step_ratio": 0.15, "epochs": 3, "ref_steps": 3, "batch_size": 256},
-    "tiny": {"steps": 5, "step_ratio": 0.5, "epochs": 1, "ref_steps": 2, "batch_size": 64},
+    "tiny": {"steps": 3, "step_ratio": 0.5, "epochs": 1, "ref_steps": 1, "batch_size": 64},
 }
 
 

@@ -43,7 +43,7 @@ LEVEL_TABLE = {
     "paper": {"steps": 100, "step_ratio": 0.1, "epochs": 10, "batch_size": 256},
     "quick": {"steps": 20, "step_ratio": 0.25, "epochs": 2, "batch_size": 256},
     # A few steps of everything: enough for tests to see the mechanism.
-    "tiny": {"steps": 5, "step_ratio": 0.5, "epochs": 1, "batch_size": 64},
+    "tiny": {"steps": 3, "step_ratio": 0.5, "epochs": 1, "batch_size": 64},
 }
 
 
