@@ -204,6 +204,19 @@ def dfr_clean(row: Row) -> Spec:
     return dfr_spec(row, row.train_spec(row.clean))
 
 
+NOT_ADDITIVE = "not applicable: the perturbation is a convolution"
+
+
+def row_is_additive(row: Row) -> bool:
+    """Whether the row's set is x + delta (a poison spec's method, else the loaded manifest)."""
+    from ..poisons import POISONS, is_additive
+
+    if "method" in row.data:
+        info = POISONS.get(row.data["method"])
+        return info.additive if info is not None else True
+    return is_additive(row.sample.meta.get("manifest"))
+
+
 def separability_spec(row: Row, of: str, repeats: int | None = None, baseline: bool = True) -> Spec:
     """The separability job of the row's perturbations or images at the row's level; with
     `baseline`, it depends on the same fit of the clean images (same N, settings and repeats),
@@ -236,6 +249,8 @@ def _sep_headline(r: dict[str, Any]) -> str:
 def separability_perturbations(row: Row) -> Spec:
     if row.clean is None:
         raise StepSkipped("the clean base images are unknown (pass --clean DATA)")
+    if not row_is_additive(row):
+        raise StepSkipped(NOT_ADDITIVE)
     return separability_spec(row, "perturbations")
 
 

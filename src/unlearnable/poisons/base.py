@@ -108,6 +108,9 @@ class PoisonInfo:
     model_based: bool = False
     presets: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     paper_name: str = ""  # the row this method has in the paper's tables, when its name differs
+    # x' = x + delta with a bounded delta. False for a transform of the image (CUDA convolves it):
+    # x' - x is then no l_p-bounded perturbation, and analyses of delta do not apply.
+    additive: bool = True
 
     @property
     def kind(self) -> str:
@@ -149,13 +152,14 @@ POISONS: dict[str, PoisonInfo] = {}
 def register_poison(name: str, params_cls: type, kind: KindRule, summary: str, paper: str = "",
                     uses_seed: bool = True, *, model_based: bool,
                     presets: Mapping[str, Mapping[str, str]] | None = None,
-                    paper_name: str = "") -> Callable[[PoisonFn], PoisonFn]:
+                    paper_name: str = "", additive: bool = True) -> Callable[[PoisonFn], PoisonFn]:
     """Register `fn(base, params, ctx) -> PoisonOutput` under `name` (used by CLI and tests).
 
     kind: "class-wise" | "sample-wise", or a function of the typed parameters giving one.
     model_based: whether it trains or queries a network (declared, so nothing has to guess).
     presets: {level: {param: string}} for levels that should run cheaper than the paper.
     paper_name: the method's row in the paper's tables (`reproduce` puts the paper's number there).
+    additive: False for a method that transforms the image instead of adding a bounded delta.
     """
     if not callable(kind) and kind not in KINDS:
         raise ValueError(f"kind must be class-wise, sample-wise or a function, got {kind!r}")
@@ -168,9 +172,24 @@ def register_poison(name: str, params_cls: type, kind: KindRule, summary: str, p
 
     def deco(fn: PoisonFn) -> PoisonFn:
         POISONS[name] = PoisonInfo(name, params_cls, fn, kind, summary, paper, uses_seed,
-                                   model_based, presets, paper_name or name)
+                                   model_based, presets, paper_name or name, additive)
         return fn
     return deco
+
+
+def is_additive(manifest: Mapping[str, Any] | None) -> bool:
+    """Whether a protected set's manifest describes x' = x + delta (what analyses of delta need).
+
+    The generator's own record (`info.additive`) wins, then the registry's fact for the method;
+    a set of unknown origin (no manifest, an import) counts as additive.
+    """
+    if not manifest:
+        return True
+    info = manifest.get("info") or {}
+    if isinstance(info, Mapping) and "additive" in info:
+        return bool(info["additive"])
+    method = manifest.get("method")
+    return POISONS[method].additive if method in POISONS else True
 
 
 def get_poison(name: str) -> PoisonInfo:

@@ -1,0 +1,130 @@
+"""UEraser as APBench runs it: kornia's augmentation policy, worst-of-K loss, APBench's schedule.
+
+Qin et al., "Learning the Unlearnable: Adversarial Augmentations Suppress Unlearnable Example
+Attacks", 2023, https://arxiv.org/abs/2303.15127; run as in APBench (Qin et al. 2023,
+https://arxiv.org/abs/2305.00349, code lafeat/apbench: `defense/ueraser.py`, `train.py`).
+Needs the optional `kornia` extra (`pip install 'unlearnable[kornia]'`); `ueraser-lite` (in
+augmentation.py) is the dependency-free approximation and is *not* comparable with APBench.
+
+The facts of APBench's run that this attack keeps:
+- policy: kornia `RandomPlasmaBrightness(roughness=(0.3, 0.7), intensity=(0.5, 1.0), p=0.5)`,
+  `RandomPlasmaContrast(roughness=(0.3, 0.7), p=0.5)`, `RandomChannelShuffle(p=0.5)`, then
+  `auto.TrivialAugment()`, applied after the usual random crop and flip. (APBench's
+  `UEraser_jpeg`, used for TAP and AR, computes a random JPEG copy and then discards it: its
+  output is the same policy, so there is one policy here.)
+- loss: for the first `repeat_epoch` epochs, K = 5 augmented copies per image and the mean over
+  images of the highest per-copy cross-entropy; afterwards one augmented copy and plain
+  cross-entropy. APBench's default `repeat_epoch` is 300 of 200 epochs ("UEraser-Max": every
+  epoch); 50 is "UEraser", 0 "UEraser-lite". Here `repeat_fraction` is that share of the run
+  (default 1.0), so shorter ladder runs keep the same shape.
+- schedule (`paper` level): 200 epochs, SGD lr 0.1, momentum 0.9, wd 5e-4, batch 128, lr x0.5
+  at epochs 100 (and 200, 300: after the end), the `apbench` recipe registered here.
+kornia draws from torch's global generator, which the training engine seeds per epoch, so a
+run is reproducible and a resumed run repeats its draws.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .._io import UnlearnableError
+from .._params import to_dict
+from ..data.imageset import ImageSet
+from ..train.engine import RECIPES, Recipe, read_jsonl
+from .base import AttackContext, register_attack, train_and_evaluate
+
+# APBench's train.py: 200 epochs, MultiStepLR(milestones=[100, 200, 300], gamma=0.5).
+RECIPES.setdefault("apbench", Recipe(epochs=200, schedule="step", milestones=(100,), gamma=0.5))
+
+
+def kornia_available() -> bool:
+    try:
+        import kornia.augmentation  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _needs_kornia(ds: ImageSet) -> str | None:
+    return None if kornia_available() else "needs the kornia extra (pip install 'unlearnable[kornia]')"
+
+
+def ueraser_policy() -> nn.Module:
+    """APBench's UEraser augmentation as a kornia module (batch in, batch out, [0, 1])."""
+    if not kornia_available():
+        raise UnlearnableError("attack ueraser needs kornia: pip install 'unlearnable[kornia]'")
+    import kornia.augmentation as K
+
+    return K.AugmentationSequential(
+        K.RandomPlasmaBrightness(roughness=(0.3, 0.7), intensity=(0.5, 1.0), same_on_batch=False, p=0.5,
+                                 keepdim=True),
+        K.RandomPlasmaContrast(roughness=(0.3, 0.7), p=0.5),
+        K.RandomChannelShuffle(same_on_batch=False, p=0.5, keepdim=True),
+        K.auto.TrivialAugment(),
+    )
+
+
+@dataclass
+class KorniaUEraserParams:
+    repeats: int = 5  # K augmented copies per image while the worst-of-K loss is on
+    repeat_fraction: float = 1.0  # share of the epochs with the worst-of-K loss (APBench: all)
+
+    def __post_init__(self) -> None:
+        if self.repeats < 1:
+            raise ValueError(f"repeats must be >= 1, got {self.repeats}")
+        if not 0 <= self.repeat_fraction <= 1:
+            raise ValueError(f"repeat_fraction must be in [0, 1], got {self.repeat_fraction}")
+
+
+def worst_of_k(policy: nn.Module, repeats: int, repeat_epochs: int, steps_per_epoch: int, start_epoch: int):
+    """A `BatchLoss`: worst of `repeats` augmented copies for the first `repeat_epochs` epochs, then
+    one augmented copy. The engine does not pass the epoch, so the loss counts its own steps,
+    starting at `start_epoch` (the epochs a resumed run has already finished)."""
+    calls = [start_epoch * steps_per_epoch]
+
+    def loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator):
+        epoch = calls[0] // steps_per_epoch
+        calls[0] += 1
+        if y.dtype != torch.int64:
+            raise UnlearnableError("ueraser: soft labels (CutMix/MixUp recipes) are not supported")
+        if epoch >= repeat_epochs:
+            logits = model(policy(x))
+            return F.cross_entropy(logits, y), logits
+        per = []
+        for _ in range(repeats):
+            logits = model(policy(x))
+            per.append(F.cross_entropy(logits, y, reduction="none"))
+        # APBench reports the last copy's logits for the training accuracy.
+        return torch.stack(per).max(0).values.mean(), logits
+    return loss
+
+
+@register_attack("ueraser", "UEraser as APBench runs it: kornia plasma, channel shuffle, TrivialAugment; "
+                 "worst of 5 copies (needs the kornia extra)",
+                 "Qin et al. 2023, https://arxiv.org/abs/2303.15127 (APBench's run)",
+                 params_cls=KorniaUEraserParams, order=81, recipes={"paper": "apbench"},
+                 applies_to=_needs_kornia, presets={"tiny": {"repeats": "2"}},
+                 # K copies per step while the worst-of-K loss is on; kornia's ops cost about as
+                 # much again as the network on small images.
+                 cost=lambda p: 2.0 * max(1.0, p.repeats * p.repeat_fraction))
+def ueraser_attack(ctx: AttackContext, p: KorniaUEraserParams) -> dict[str, Any]:
+    policy = ueraser_policy()
+    recipe = ctx.spec().recipe
+    steps = math.ceil(len(ctx.train) / recipe.batch_size)
+    metrics = Path(ctx.out_dir) / "train" / "metrics.jsonl"
+    done = len(read_jsonl(metrics)) if metrics.exists() else 0
+    repeat_epochs = round(p.repeat_fraction * recipe.epochs)
+    _, out = train_and_evaluate(ctx, batch_loss=worst_of_k(policy, p.repeats, repeat_epochs, steps, done))
+    import kornia
+
+    out["attack_params"] = to_dict(p)
+    out["worst_of_k_epochs"] = repeat_epochs
+    out["kornia"] = kornia.__version__
+    return out

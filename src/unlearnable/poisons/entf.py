@@ -1,0 +1,195 @@
+"""Entangled features (EntF): poisons made to survive adversarial training (Wen et al., ICLR 2023).
+
+"Is Adversarial Training Really a Silver Bullet for Mitigating Data Poisoning?", Rui Wen,
+Zhengyu Zhao, Zhuoran Liu, Michael Backes, Tianhao Wang, Yang Zhang, ICLR 2023,
+https://openreview.net/forum?id=zKvm1ETDOq (code: WenRuiUSTC/EntF).
+
+Threat model: l_inf <= 8/255 per image (held on the stored uint8 images); the defender
+trains a *reference model adversarially* on its clean data and knows its feature space.
+
+What the released code does, and this module with it (facts, not code):
+1. Reference model: adversarial training with an l_inf 4/255 PGD adversary (10 steps of
+   2/255), SGD lr 0.1, momentum 0.9, wd 5e-4, batch 128, 100 epochs with lr x0.1 at 75 and 90
+   (this package's `adv` recipe).
+2. Centroids: per class, the mean penultimate feature of the clean training images (eval mode).
+3. Perturbation: 300 signed-gradient steps of 0.05 * eps (0.4/255) on an MSE objective in
+   feature space, through differentiable random crop and flip, from a Gaussian start clipped
+   to the ball. `mode=push` (the release's default recipe) pushes each sample's features away
+   from its own class centroid; `mode=pull` pulls them to the nearest centroid of another class
+   (recomputed at every step from the current features).
+The release sweeps the whole set once per step (batch 128); the reference model is fixed and in
+eval mode, so samples do not interact and running all steps on one batch before the next is
+the same optimization (only the augmentation draws differ).
+
+Units of resumable work: batches of `batch_size` images; the reference model is trained first
+(per-epoch resume in work_dir/reference) and the finished uint8 images are the state.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..data.imageset import ImageSet
+from ..ladder import level
+from ..train import batch_crop, batch_flip_lr, fit
+from ..train.engine import crop_padding_for, get_recipe
+from .base import PoisonContext, PoisonOutput, apply_delta, check_bound, register_poison
+from .crafting import (
+    Resumable, crafting_model, crafting_summary, default_arch, device_of, fingerprint, peak_memory,
+    resolve, seed_global, unit_generator,
+)
+from .hypo import batched_images
+
+PAPER = ("Wen et al., Is Adversarial Training Really a Silver Bullet for Mitigating Data Poisoning?, "
+         "ICLR 2023, https://openreview.net/forum?id=zKvm1ETDOq")
+# epochs / ref_steps: the reference model's adversarial training (paper: the `adv` recipe's 100
+# epochs, a 10-step adversary). steps / step_ratio: the perturbation's signed steps.
+LEVEL_TABLE = {
+    "paper": {"steps": 300, "step_ratio": 0.05, "epochs": 100, "ref_steps": 10, "batch_size": 128},
+    "quick": {"steps": 30, "step_ratio": 0.15, "epochs": 3, "ref_steps": 3, "batch_size": 256},
+    "tiny": {"steps": 3, "step_ratio": 0.5, "epochs": 1, "ref_steps": 1, "batch_size": 64},
+}
+
+
+@dataclass
+class EntFParams:
+    mode: str = "push"  # push (away from the own centroid; the release's default) | pull
+    eps: float = 8 / 255
+    steps: int | None = None  # signed steps per sample (paper 300)
+    step_ratio: float | None = None  # step in units of eps (paper 0.05)
+    augment: bool = True  # differentiable random crop + flip inside every step
+    ref_eps: float = 4 / 255  # the reference model's adversary
+    ref_alpha: float = 2 / 255
+    ref_steps: int | None = None  # paper 10
+    epochs: int | None = None  # reference-model training (paper 100, the `adv` recipe)
+    arch: str = ""  # reference model; "" = resnet18 on CUDA, convnet on CPU
+    checkpoint: str = ""  # an adversarially trained RUN_DIR or weights .pt instead of training one
+    batch_size: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("push", "pull"):
+            raise ValueError(f"mode must be push or pull, got {self.mode!r}")
+        check_bound(self.eps)
+        check_bound(self.ref_eps, "ref_eps")
+        for k in ("steps", "ref_steps", "epochs", "batch_size"):
+            if getattr(self, k) is not None and getattr(self, k) < 1:
+                raise ValueError(f"{k} must be at least 1")
+
+
+def reference_model(base: ImageSet, params: EntFParams, eff: dict[str, Any], ctx: PoisonContext,
+                    dev: torch.device) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The adversarially trained reference model: loaded from `checkpoint`, or trained here."""
+    if params.checkpoint:
+        from .tap import clean_crafting_model  # loads and checks a run directory or weights
+
+        return clean_crafting_model(base, params, eff, ctx, dev)
+    from ..attacks.adv_train import AdvTrainParams, adversarial_loss
+
+    rec = get_recipe("adv" if ctx.level == "paper" else level(ctx.level).recipe).with_epochs(eff["epochs"])
+    adv = AdvTrainParams(eps=eff["ref_eps"], steps=eff["ref_steps"], alpha=eff["ref_alpha"])
+    model = crafting_model(base, params.arch or default_arch(dev), dev, ctx.seed)
+    out = Path(ctx.work_dir) / "reference" if ctx.work_dir is not None else None
+    res = fit(model, (base.uint8_tensor(), torch.from_numpy(base.labels)), None, rec, ctx.seed,
+              out_dir=out, device=dev, progress=ctx.progress, save_checkpoints=False,
+              batch_loss=adversarial_loss(adv), desc="entf: adversarially trained reference model")
+    return model, {"adversarially_trained": {"recipe": rec.to_dict(), "eps": adv.eps, "steps": adv.steps,
+                                             "alpha": adv.alpha, "train_accuracy": res.train_accuracy}}
+
+
+@torch.no_grad()
+def class_centroids(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, k: int,
+                    batch_size: int = 500) -> torch.Tensor:
+    """(K, D): each class's mean feature (eval mode); a class without samples gets zeros."""
+    model.eval()
+    feats = torch.cat([model.features(x[s:s + batch_size]) for s in range(0, len(x), batch_size)])
+    sums = torch.zeros(k, feats.shape[1], device=feats.device).index_add_(0, y, feats)
+    counts = torch.bincount(y, minlength=k).clamp_min(1).unsqueeze(1)
+    return sums / counts
+
+
+def targets_for(feats: torch.Tensor, y: torch.Tensor, centroids: torch.Tensor, mode: str) -> torch.Tensor:
+    """Each sample's target centroid: its own (push) or the nearest of another class (pull)."""
+    if mode == "push":
+        return centroids[y]
+    dist = torch.cdist(feats, centroids)
+    dist[torch.arange(len(y)), y] = float("inf")
+    return centroids[dist.argmin(1)]
+
+
+def feature_distances(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, centroids: torch.Tensor,
+                      batch_size: int = 500) -> dict[str, float]:
+    """Mean distance of x's features to their own class centroid and to the nearest other one."""
+    own, other = [], []
+    with torch.no_grad():
+        for s in range(0, len(x), batch_size):
+            f = model.features(x[s:s + batch_size])
+            yb = y[s:s + batch_size]
+            own.append((f - centroids[yb]).norm(dim=1))
+            other.append((f - targets_for(f, yb, centroids, "pull")).norm(dim=1))
+    return {"to_own_centroid": float(torch.cat(own).mean()), "to_nearest_other_centroid": float(torch.cat(other).mean())}
+
+
+@register_poison("entf", EntFParams, "sample-wise",
+                 "Entangled features: push features from their class centroid (or pull to another's) "
+                 "of an adversarially trained model, l_inf 8/255",
+                 PAPER, model_based=True)
+def entf(base: ImageSet, params: EntFParams, ctx: PoisonContext) -> PoisonOutput:
+    """EntF-push (default) or EntF-pull, sample-wise, l_inf <= eps.
+
+    Example: `make_poison("entf", base, {"mode": "pull"}, seed=0)`.
+    """
+    t0 = time.perf_counter()
+    eff = resolve(params, LEVEL_TABLE, ctx.level)
+    dev = device_of(ctx)
+    ck = Resumable(ctx, fingerprint("entf", eff, ctx, base))
+    model, model_info = reference_model(base, params, eff, ctx, dev)
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    x, y = base.to_tensor(dev)
+    centroids = class_centroids(model, x, y, base.num_classes)
+    eps, alpha = eff["eps"], eff["step_ratio"] * eff["eps"]
+    pad = crop_padding_for(4, x.shape[-1])
+
+    def craft(bi: int, sl: slice) -> np.ndarray:
+        g = unit_generator(ctx.seed, 2, bi)
+        seed_global(ctx.seed, 2, bi)
+        xb, yb = x[sl], y[sl]
+        d = (torch.randn(xb.shape, generator=g).to(dev) * eps).clamp(-eps, eps)
+        d = (xb + d).clamp(0, 1) - xb
+        for _ in range(eff["steps"]):
+            d.requires_grad_(True)
+            xin = xb + d
+            if params.augment:
+                xin = batch_crop(batch_flip_lr(xin, g), g, pad)
+            f = model.features(xin)
+            loss = F.mse_loss(f, targets_for(f.detach(), yb, centroids, params.mode))
+            if params.mode == "push":
+                loss = -loss
+            (grad,) = torch.autograd.grad(loss, d)
+            with torch.no_grad():
+                d = (d - alpha * grad.sign()).clamp(-eps, eps)
+                d = (xb + d).clamp(0, 1) - xb
+        return apply_delta(xb.cpu(), d.detach().cpu(), eps)
+
+    out = batched_images(base, ctx, ck, eff["batch_size"], f"entf-{params.mode} batches", craft)
+    xp = torch.from_numpy(out).permute(0, 3, 1, 2).float().div(255).to(dev)
+    info = {
+        "norm": "linf", "eps": eps, "mode": params.mode, "device": str(dev),
+        "arch": model_info.get("arch", params.arch or default_arch(dev)), "reference": model_info,
+        "level": ctx.level, "effective_params": eff,
+        "features": {"clean": feature_distances(model, x, y, centroids),
+                     "protected": feature_distances(model, xp, y, centroids)},
+        "crafting_model": crafting_summary(model, x, y, out, dev),
+        "seconds_this_run": round(time.perf_counter() - t0, 3), "peak_memory": peak_memory(dev),
+    }
+    for p in model.parameters():
+        p.requires_grad_(True)
+    return PoisonOutput(out, info)

@@ -1,0 +1,123 @@
+"""Hypocritical perturbations (HYPO): error-minimizing noise against a model trained on clean data.
+
+"Better Safe Than Sorry: Preventing Delusive Adversaries with Adversarial Training", Lue Tao,
+Lei Feng, Jinfeng Yi, Sheng-Jun Huang, Songcan Chen, NeurIPS 2021,
+https://arxiv.org/abs/2102.04716 (code: TLMichael/Delusive-Adversary; APBench runs it as `hypo`).
+
+Threat model: l_inf <= 8/255 per image (held on the stored uint8 images); the defender has a
+crafting model trained on its clean data.
+
+One descent, no bi-level loop: each image moves by 100 signed-gradient steps of eps/10
+*down* the cross-entropy of its own label, from zero (no random start), projected to the ball
+and to [0, 1] after every step. The crafting model is in eval mode and fixed. These are the
+settings of APBench's `hypo` and of the authors' 2022 release (`--poison_type Hyp`); the 2021
+release uses the same loop with an l2 ball. Crafting model: trained on the clean set with the
+level's recipe for `epochs` (the 2022 release's crafting model: 10 epochs), or any checkpoint
+of `unlearnable train` (`checkpoint=RUN_DIR`).
+
+Units of resumable work: batches of `batch_size` images; the crafting model is trained first
+(its own per-epoch resume in work_dir/crafting) and the finished uint8 images are the state.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..data.imageset import ImageSet
+from ..train.pgd import pgd
+from .base import PoisonContext, PoisonOutput, apply_delta, check_bound, register_poison
+from .crafting import (
+    Resumable, crafting_summary, default_arch, device_of, fingerprint, peak_memory, progress_bar, resolve,
+    seed_global,
+)
+
+PAPER = ("Tao et al., Better Safe Than Sorry: Preventing Delusive Adversaries with Adversarial "
+         "Training, NeurIPS 2021, https://arxiv.org/abs/2102.04716")
+LEVEL_TABLE = {
+    "paper": {"steps": 100, "step_ratio": 0.1, "epochs": 10, "batch_size": 256},
+    "quick": {"steps": 20, "step_ratio": 0.25, "epochs": 2, "batch_size": 256},
+    # A few steps of everything: enough for tests to see the mechanism.
+    "tiny": {"steps": 3, "step_ratio": 0.5, "epochs": 1, "batch_size": 64},
+}
+
+
+@dataclass
+class HYPOParams:
+    eps: float = 8 / 255
+    steps: int | None = None  # descent steps (paper 100)
+    step_ratio: float | None = None  # step size in units of eps (paper 0.1: 0.8/255)
+    arch: str = ""  # crafting model; "" = resnet18 on CUDA, convnet on CPU
+    checkpoint: str = ""  # RUN_DIR of `unlearnable train` on clean data, or a weights .pt
+    epochs: int | None = None  # crafting-model training when no checkpoint (paper 10)
+    batch_size: int | None = None  # images per batch (a unit of resumable work; paper 256)
+
+    def __post_init__(self) -> None:
+        check_bound(self.eps)
+        for k in ("steps", "batch_size", "epochs"):
+            if getattr(self, k) is not None and getattr(self, k) < 1:
+                raise ValueError(f"{k} must be at least 1")
+
+
+def batched_images(base: ImageSet, ctx: PoisonContext, ck: Resumable, batch_size: int, desc: str,
+                   craft: Callable[[int, slice], np.ndarray]) -> np.ndarray:
+    """uint8 NHWC images made `batch_size` at a time by `craft(batch_index, slice)`, resumed from
+    and saved to `ck` (the finished images are the state)."""
+    n = len(base)
+    out = np.empty_like(base.images)
+    nb = math.ceil(n / batch_size)
+    state = ck.begin()
+    start = 0
+    if state is not None:
+        start = int(state["done"])
+        out[: min(start * batch_size, n)] = state["images"].numpy()
+    bar = progress_bar(ctx, nb, desc, start)
+    try:
+        for bi in range(start, nb):
+            sl = slice(bi * batch_size, min((bi + 1) * batch_size, n))
+            out[sl] = craft(bi, sl)
+            bar.update(1)
+            ck.step(bi + 1, lambda: {"done": bi + 1, "images": torch.from_numpy(out[: sl.stop].copy())})
+    finally:
+        bar.close()
+    return out
+
+
+@register_poison("hypo", HYPOParams, "sample-wise",
+                 "Hypocritical perturbations: 100 PGD descent steps on the true label against a model "
+                 "trained on clean data, l_inf 8/255",
+                 PAPER, model_based=True)
+def hypo(base: ImageSet, params: HYPOParams, ctx: PoisonContext) -> PoisonOutput:
+    """Hypocritical (error-minimizing, fixed-model) perturbations, sample-wise, l_inf <= eps.
+
+    Example: `make_poison("hypo", base, {"checkpoint": "runs/clean"}, seed=0)`.
+    """
+    from .tap import clean_crafting_model  # the same clean crafting model as TAP's
+
+    t0 = time.perf_counter()
+    eff = resolve(params, LEVEL_TABLE, ctx.level)
+    dev = device_of(ctx)
+    ck = Resumable(ctx, fingerprint("hypo", eff, ctx, base))
+    model, model_info = clean_crafting_model(base, params, eff, ctx, dev)
+    model.eval()
+    x, y = base.to_tensor(dev)
+    eps, alpha = eff["eps"], eff["step_ratio"] * eff["eps"]
+
+    def craft(bi: int, sl: slice) -> np.ndarray:
+        seed_global(ctx.seed, 2, bi)
+        xa = pgd(model, x[sl], y[sl], eps, alpha, eff["steps"], random_start=False, minimize=True)
+        return apply_delta(x[sl].cpu(), (xa - x[sl]).cpu(), eps)
+
+    out = batched_images(base, ctx, ck, eff["batch_size"], "hypo batches", craft)
+    info = {
+        "norm": "linf", "eps": eps, "device": str(dev), "arch": model_info.get("arch", params.arch or default_arch(dev)),
+        "crafting": model_info, "level": ctx.level, "effective_params": eff,
+        "crafting_model": crafting_summary(model, x, y, out, dev),
+        "seconds_this_run": round(time.perf_counter() - t0, 3), "peak_memory": peak_memory(dev),
+    }
+    return PoisonOutput(out, info)
