@@ -46,10 +46,24 @@ def test_audit_runs_every_step_and_writes_its_outputs(audited):
     assert set(saved["separability"]) == {"perturbations", "images"}
     for rel in saved["figures"].values():
         assert (out / rel).stat().st_size > 1000
-    # The pictures the attacks leave (their registry entries say which) are in the report too.
-    assert set(saved["figures"]) == {"dfr", "weights", "class_means", "samples", "separability"}
+    # The pictures the attacks and the fine-tuning step leave are in the report too.
+    assert set(saved["figures"]) == {"dfr", "weights", "class_means", "samples", "separability", "finetune"}
     md = (out / "report.md").read_text()
     assert saved["verdict"]["overall"] in md and "ortho" in md
+    # DFR's window: random networks (3 inits, their spread), the protected and the clean-trained
+    # network, and the fraction the verdict weighs, computed from them.
+    d = saved["dfr"]
+    assert len(d["random_inits"]) == 3 and d["random"] == pytest.approx(np.mean(d["random_inits"]))
+    assert d["random_spread"] == pytest.approx(np.std(d["random_inits"], ddof=1))
+    assert d["clean_trained"] == saved["dfr_clean"]["max_dfr_accuracy"]
+    assert d["recovered_fraction"] == pytest.approx((d["max"] - d["random"]) / (d["clean_trained"] - d["random"]))
+    assert saved["verdict"]["dfr"]["recovered_fraction"] == d["recovered_fraction"]
+    assert "DFR's window" in md and "window recovered" in (out / "report.html").read_text()
+    # Separability is read against the clean images at the same N and settings.
+    for s in saved["separability"].values():
+        assert s["baseline"]["n"] == s["n"] and s["optimizer"]["max_iter"] == 1 and s["optimizer"]["early_stop"]
+    # The detect step's decision is a line of the report.
+    assert saved["detect"]["score"] is not None and "Detectable" in (out / "report.html").read_text()
 
 
 def _chromium() -> str | None:

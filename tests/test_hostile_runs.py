@@ -479,3 +479,48 @@ def test_a_clean_dataset_that_cannot_be_had_is_refused_before_anything_runs(regi
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "--clean no-such-set" in err[0]
     assert not (tmp_path / "a").exists()
+
+
+def test_an_attack_whose_settings_changed_since_the_last_run_replaces_its_old_directory(regions, tmp_path,
+                                                                                          monkeypatch):
+    """A newer version's preset for an attack (its job key changes, its place attacks/NAME does
+    not): the rerun replaces the earlier job and its files instead of refusing the directory."""
+    import dataclasses
+
+    from unlearnable.attacks import ATTACKS
+
+    cfg = AuditConfig(level="tiny", attacks=("jpeg",), epochs=1)
+    out, cache = tmp_path / "a", tmp_path / "c"
+    first = run_audit(regions, out, cfg, progress=False, cache=cache)
+    assert first["steps"]["attack:jpeg"]["status"] == "done"
+    monkeypatch.setitem(ATTACKS, "jpeg", dataclasses.replace(ATTACKS["jpeg"], presets={"tiny": {"quality": "50"}}))
+    again = run_audit(regions, out, cfg, progress=False, cache=cache)
+    assert again["steps"]["attack:jpeg"]["status"] == "done", again["steps"]["attack:jpeg"]
+    assert again["steps"]["attack:jpeg"]["key"] != first["steps"]["attack:jpeg"]["key"]
+    assert json.loads((out / "attacks" / "jpeg" / "result.json").read_text())["params"]["quality"] == 50
+    with ResultStore(out / "jobs.sqlite") as store:  # the earlier job is forgotten, not left behind
+        assert store.get(first["steps"]["attack:jpeg"]["key"]) is None
+
+
+def test_a_failure_two_dependencies_down_blocks_the_chain_without_waiting(echo_kinds, tmp_path, monkeypatch):
+    """echo fails -> the `after` that needs it is blocked -> the `after` that needs *that* one is
+    blocked too, in the same pass (it once waited forever for a job that could no longer run)."""
+    def boom(spec, ctx, deps):
+        raise ValueError("disk full")
+
+    register_job("echo", boom)
+    bottom = {"kind": "echo", "v": 1}
+    mid = {"kind": "after", "on": bottom}
+    top = {"kind": "after", "on": mid}
+    done: list = []
+
+    def go() -> None:
+        with ResultStore(tmp_path / "r.sqlite") as store:
+            done.append(run_jobs([bottom, mid, top], store, JobContext(tmp_path / "out"), retry_failed=True))
+
+    t = threading.Thread(target=go, daemon=True)
+    t.start()
+    t.join(60)
+    assert not t.is_alive(), "the scheduler waited for a job that cannot run"
+    s = done[0]
+    assert s.failed == [job_key(bottom)] and set(s.blocked) == {job_key(mid), job_key(top)}

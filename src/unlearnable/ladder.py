@@ -44,8 +44,9 @@ class Level:
 
 
 LADDER: dict[str, Level] = {
+    # ortho-proj-oracle: the learned projection's upper bound beside it (skipped without the base).
     "paper": Level("paper", "paper", None, 5000, 500, 10, None,
-                   ("adv-train", "ortho-proj", "mean-sub", "jpeg", "bit-depth", "grayscale")),
+                   ("adv-train", "ortho-proj", "ortho-proj-oracle", "mean-sub", "jpeg", "bit-depth", "grayscale")),
     # For 2 CPU cores: 3 epochs of the fast recipe.
     "quick": Level("quick", "fast", 3, 2000, 100, 1, 10000,
                    ("ortho-proj", "mean-sub", "jpeg", "bit-depth", "grayscale", "adv-train"),

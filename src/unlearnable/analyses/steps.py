@@ -103,6 +103,11 @@ def attack_step(name: str) -> StepInfo:
             raise StepSkipped(why)
         if row.base is None:
             raise StepSkipped(row.why_no_base)
+        if info.oracle:  # it projects the known perturbations: it needs them, and needs them additive
+            if row.clean is None:
+                raise StepSkipped("the clean base images are unknown (pass --clean DATA)")
+            if not row_is_additive(row):
+                raise StepSkipped(NOT_ADDITIVE)
         params = {**info.preset(row.level.name), **row.params.get(name, {})}
         return {"kind": "attack", "attack": name, "params": params, "data": row.data, "test": row.base,
                 "arch": row.arch, "model": row.model, "recipe": row.recipe(name), "seed": row.seed}

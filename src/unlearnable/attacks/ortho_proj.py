@@ -320,6 +320,12 @@ def _ortho_proj(ctx: AttackContext, p: OrthoProjParams) -> dict[str, Any]:
     if p.directions == "perturbations" and not known:
         raise UnlearnableError("directions=perturbations needs the clean base images, aligned with the "
                                "protected ones (pass --clean DATA)")
+    if p.directions == "perturbations":
+        from ..poisons import is_additive
+
+        if not is_additive(ds.meta.get("manifest")):
+            raise UnlearnableError("directions=perturbations: not applicable: the perturbation is a convolution, "
+                                   "not an additive delta")
     x_u8 = ds.uint8_tensor()  # (N, C, H, W): flattening it is channel-major
     y = torch.from_numpy(ds.labels)
     t0 = time.perf_counter()

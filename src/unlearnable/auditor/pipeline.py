@@ -304,6 +304,7 @@ def execute(steps: list[StepInfo], specs: dict[str, Spec], skipped: dict[str, st
             runnable.append(s)
     with ResultStore(out / "jobs.sqlite") as store:
         octx = JobContext(out, place=_own_place(out, row), cache=dict(preload), **ctx_args)
+        _supersede(store, own, octx)
         if restart:
             _discard_broken_trainings(store, own, octx)
         finished_earlier(store, own)
@@ -354,6 +355,29 @@ def _failed_dependency(spec: Spec, results: dict[str, dict[str, Any]], step_of: 
             if deeper:
                 return deeper
     return None
+
+
+def _supersede(store: ResultStore, own: list[Spec], ctx: JobContext) -> None:
+    """A job this audit ran before whose directory one of today's jobs needs (the same attack,
+    now with other parameters or recipe: a newer version's presets) is superseded: its record
+    and its directory go, so today's job starts clean there instead of being refused."""
+    current = {job_key(s) for s in own}
+    places = {Path(ctx.dir_of(s)): job_key(s) for s in own}
+    for row in store.jobs():
+        if row["key"] in current or not isinstance(row.get("spec"), dict):
+            continue
+        try:
+            d = Path(ctx.dir_of(row["spec"]))
+        except (KeyError, TypeError, ValueError):
+            continue
+        if d in places:
+            log.info("superseded: the earlier %s in %s (other settings) is replaced", row["spec"].get("kind"), d)
+            if row["status"] == "running" and store.owner_alive(row.get("owner")):
+                continue  # another driver's: leave it to the directory lock's owner
+            now = store.get(places[d])
+            if now is None or now["status"] != "done":  # the files there are the old job's
+                discard_artifacts(row["spec"], ctx)
+            store.delete(row["key"])
 
 
 def _discard_broken_trainings(store: ResultStore, own: list[Spec], ctx: JobContext) -> None:

@@ -242,6 +242,11 @@ class _Scheduler:
             if dk in self.known:
                 deps[dk] = self.known[dk]
                 continue
+            if dk in self.summary.blocked or dk in self.summary.failed:
+                # Its dependency will not run in this pass (it failed, or needs one that did):
+                # neither can this, however many levels up the failure lies.
+                self._drop(spec, self.summary.blocked)
+                return "gone", None
             drow = self.store.get(dk)
             if drow is not None and drow["status"] == "done":
                 deps[dk] = drow["result"]

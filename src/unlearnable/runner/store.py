@@ -239,6 +239,10 @@ class ResultStore:
                          (key, row["status"], row.get("owner"), row["attempts"]))
         return cur.rowcount == 1
 
+    def delete(self, key: str) -> bool:
+        """Forget a job (one superseded by another that needs its place); True if it was there."""
+        return self._exec("DELETE FROM jobs WHERE key = ?", (key,)).rowcount == 1
+
     def get(self, key: str) -> dict[str, Any] | None:
         cur = self._exec("SELECT * FROM jobs WHERE key = ?", (key,))
         row = cur.fetchone()
