@@ -106,3 +106,29 @@ def test_indices_select_exactly_those_images(tmp_path, digits_train, digits_test
                      "--no-progress"]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "bad.npy" in err[0] and why in err[0]
+
+
+def test_dfr_head_fits_with_one_blas_thread_and_keeps_the_result(monkeypatch):
+    """The logistic regression runs with BLAS limited to one thread (torch's spinning OpenMP
+    threads made a 2-thread fit 30x slower on 2 cores), and gives the unlimited fit's result."""
+    from sklearn.linear_model import LogisticRegression
+    from threadpoolctl import threadpool_info
+
+    from unlearnable.analyses.dfr import dfr_head
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 300)
+    f = rng.normal(size=(300, 8)) + y[:, None]
+    seen = []
+    fit = LogisticRegression.fit
+
+    def spy(self, *a, **k):
+        seen.append(max(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"))
+        return fit(self, *a, **k)
+
+    monkeypatch.setattr(LogisticRegression, "fit", spy)
+    r = dfr_head(f[:200], y[:200], f[200:], y[200:], 3)
+    assert seen == [1]
+    mu, sd = f[:200].mean(0), f[:200].std(0)
+    ref = fit(LogisticRegression(max_iter=1000), (f[:200] - mu) / sd, y[:200])
+    assert r["dfr_accuracy"] == float((ref.predict((f[200:] - mu) / sd) == y[200:]).mean())

@@ -230,3 +230,12 @@ def test_attacks_below_paper_evaluate_after_their_last_epoch_only():
         assert recipe_for(lv).evaluate == "epoch" and recipe_for(lv, attack="none").evaluate == "epoch"
     assert recipe_for("paper", attack="adv-train").evaluate == "epoch"
     assert recipe_for(preset="fast").evaluate == "epoch"
+
+
+def test_level_attacks_are_registered_and_quick_keeps_table_3_within_paper():
+    """Every level names registered attacks; `quick` tries nothing `paper` leaves out and keeps
+    the paper's Table 3 columns, on which its verdict rests (`tiny` exercises code paths)."""
+    for name in LEVELS:
+        assert set(level(name).attacks) <= set(ATTACKS), name
+    assert set(level("quick").attacks) <= set(level("paper").attacks)
+    assert {"ortho-proj", "adv-train"} <= set(level("quick").attacks)

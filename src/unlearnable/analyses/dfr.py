@@ -86,13 +86,17 @@ def dfr_head(f_train: np.ndarray, y_train: np.ndarray, f_test: np.ndarray, y_tes
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import log_loss
+    from threadpoolctl import threadpool_limits
 
     mu = f_train.mean(0)
     sd = f_train.std(0)
     sd[sd < 1e-12] = 1.0
     a, b = (f_train - mu) / sd, (f_test - mu) / sd
     clf = LogisticRegression(max_iter=max_iter, C=c)
-    with warnings.catch_warnings():
+    # One BLAS thread: after torch's forward passes its OpenMP threads still spin on the cores, and
+    # OpenBLAS's own threads then wait on them; on 2 cores that made this fit 30x slower (6.0 s
+    # against 0.21 s for 2,000 x 64 features; benchmarks/RESULTS.md, audit cost). Same result.
+    with warnings.catch_warnings(), threadpool_limits(1, user_api="blas"):
         warnings.simplefilter("ignore", ConvergenceWarning)
         clf.fit(a, y_train)
     proba = np.zeros((len(b), num_classes))

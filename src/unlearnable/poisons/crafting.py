@@ -50,11 +50,10 @@ def default_arch(device: torch.device | str) -> str:
 
 
 def device_of(ctx: PoisonContext) -> torch.device:
-    dev = torch.device("cuda" if ctx.device == "auto" and torch.cuda.is_available() else
-                       ("cpu" if ctx.device == "auto" else ctx.device))
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UnlearnableError("--device cuda asked for, but CUDA is not available")
-    return dev
+    """The crafting device: the training engine's one rule for `--device` (auto: cuda, mps, cpu)."""
+    from ..train.engine import pick_device
+
+    return pick_device(ctx.device)
 
 
 def _derive(seed: int, keys: tuple[int, ...]) -> int:
