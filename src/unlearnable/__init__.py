@@ -25,6 +25,7 @@ from .poisons import POISONS, PoisonContext, make_poison, poison_dataset  # noqa
 from .ladder import LEVELS, recipe_for  # noqa: E402
 from .reproduce import TABLES, ResultStore, build_grid, run_grid  # noqa: E402
 from .runner import JOBS, register_job, run_jobs  # noqa: E402
+from .runner import kinds as _kinds  # noqa: E402,F401  (the built-in job kinds: JOBS is complete on import)
 from .train import RECIPES, Recipe, evaluate, fit, train_data, train_on  # noqa: E402
 from .train.pgd import pgd  # noqa: E402
 
