@@ -7,9 +7,10 @@ Makes two protected versions of one base (`--methods`, default regions then lsp;
 in this one process: (1) one standard training of the first set, as `unlearnable train DATA
 --recipe fast --epochs 3` runs it (the level's recipe, a checkpoint and a test pass per epoch);
 (2) `unlearnable audit` of the first set at `--level` with an empty shared cache; (3) the audit of
-the second set with that cache, so its clean reference and random-network DFR are reused. Prints
-each audit's cost over the training's and the per-step breakdown, twice: in wall seconds and in
-CPU seconds of this process (both torch threads and the jpeg threads; far less sensitive than wall
+the second set with that cache, so its clean reference and random-network DFR are reused; (4) the
+standard training again. The unit is the mean of (1) and (4). Prints each audit's cost over that
+unit (and over the audit's own protected training) and the per-step breakdown, twice: in wall
+seconds and in CPU seconds of this process (both torch threads and the jpeg threads; far less sensitive than wall
 time to other processes on a shared machine, so the CPU ratio is the one to compare between runs).
 A step that ran no job in this audit (a shared job computed earlier) is marked "reused". The load
 average is printed before and after. --work is emptied first (its cache too), except the protected
@@ -60,11 +61,11 @@ def measure(fn) -> tuple[float, float, object]:
     return time.perf_counter() - w, time.process_time() - c, out
 
 
-def report(m: str, w: float, c: float, rec: dict, jobs: dict, tw: float, tc: float) -> None:
+def report(m: str, w: float, c: float, rec: dict, jobs: dict, tw: float, tc: float, load: str) -> None:
     v = rec.get("verdict", {})
     print(f"## audit of {m}: {w:.1f} s wall = {w / tw:.2f} trainings; {c:.1f} s CPU = {c / tc:.2f} trainings "
           f"(verdict: {v.get('overall')}; failed steps: {sorted(rec.get('failed_steps', {})) or 'none'}; "
-          f"load now {_load()})\n")
+          f"load at its end {load})\n")
     print("| step | wall s | CPU s | trainings (wall) | trainings (CPU) |\n|---|---:|---:|---:|---:|")
     step_of = {st["key"]: name for name, st in rec["steps"].items() if st.get("key")}
     sw = sc = 0.0
@@ -77,6 +78,9 @@ def report(m: str, w: float, c: float, rec: dict, jobs: dict, tw: float, tc: flo
               f"{jc / tc:.2f} |")
     print(f"| (outside the jobs: loading, hashing, figures, report) | {w - sw:.1f} | {c - sc:.1f} | "
           f"{(w - sw) / tw:.2f} | {(c - sc) / tc:.2f} |\n")
+    own = next((jw for key, (kind, jw, jc) in jobs.items() if step_of.get(key) == "train-protected"), None)
+    if own:  # the same training inside the audit, measured in the same minutes: a second unit
+        print(f"against the audit's own train-protected ({own:.1f} s wall): {w / own:.2f} trainings\n")
     accs = {k: r.get("test_accuracy_best", r.get("test_accuracy")) for k, r in rec.get("attacks", {}).items()}
     print("accuracies: " + ", ".join(f"{k} {100 * v:.1f}%" for k, v in accs.items() if v is not None) + "\n",
           flush=True)
@@ -158,14 +162,29 @@ def main() -> int:
           f"batch {recipe.batch_size}), torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"{os.cpu_count()} CPUs")
     print(f"# load average (1/5/15 min) before: {_load()}\n", flush=True)
-    tw, tc, _ = measure(lambda: train_data(sets[methods[0]], a.arch, recipe, a.seed, work / "standard",
-                                           progress=False))
-    print(f"standard training ({methods[0]}): {tw:.1f} s wall, {tc:.1f} s CPU (load now {_load()})\n", flush=True)
+    def standard() -> tuple[float, float]:
+        shutil.rmtree(work / "standard", ignore_errors=True)
+        tw, tc, _ = measure(lambda: train_data(sets[methods[0]], a.arch, recipe, a.seed, work / "standard",
+                                               progress=False))
+        print(f"standard training ({methods[0]}): {tw:.1f} s wall, {tc:.1f} s CPU (load now {_load()})\n",
+              flush=True)
+        return tw, tc
+
+    # The unit is measured before and after the audits and averaged: on a shared (virtual) machine
+    # one 25-30 s training varies by 20 % from one minute to the next.
+    before = standard()
+    audits = []
     for m in methods:
         clock.jobs.clear()
         w, c, rec = measure(lambda: run_audit(sets[m], work / "audits" / m, AuditConfig(
             arch=a.arch, level=a.level, seed=a.seed), progress=False, cache=work / "cache"))
-        report(m, w, c, rec, dict(clock.jobs), tw, tc)
+        audits.append((m, w, c, rec, dict(clock.jobs), _load()))
+    after = standard()
+    tw, tc = (before[0] + after[0]) / 2, (before[1] + after[1]) / 2
+    print(f"# one standard training (the unit): {tw:.1f} s wall, {tc:.1f} s CPU, the mean of the runs before and "
+          f"after the audits\n", flush=True)
+    for m, w, c, rec, jobs, load in audits:
+        report(m, w, c, rec, jobs, tw, tc, load)
     print(f"# load average after: {_load()}", flush=True)
     return 0
 

@@ -232,3 +232,26 @@ def test_evaluating_after_the_last_epoch_only_trains_the_same_model(tmp_path, di
     assert "evaluate" not in every.to_dict() and Recipe.from_dict(last.to_dict()) == last
     with pytest.raises(UnlearnableError, match="evaluate must be"):
         every.replace(evaluate="sometimes")
+
+
+def test_evaluation_on_a_cpu_runs_in_cache_sized_batches_and_gives_the_same_figures(digits_test):
+    """A CPU evaluation pass of batch 1000 is cut into forward batches of at most CPU_EVAL_BATCH
+    (large batches fall out of the caches); loss and accuracy equal one pass over all images."""
+    from unlearnable.poisons.crafting import loss_and_accuracy
+    from unlearnable.train.engine import CPU_EVAL_BATCH, evaluate
+
+    torch.manual_seed(0)
+    model = build_model("convnet", num_classes=10, in_channels=1, image_size=8).eval()
+    seen: list[int] = []
+    model.register_forward_pre_hook(lambda m, args: seen.append(len(args[0])))
+    x, y = digits_test.uint8_tensor(), torch.from_numpy(digits_test.labels)
+    assert len(x) > CPU_EVAL_BATCH  # 360 images: two forward batches
+    loss, acc = evaluate(model, x, y, batch_size=1000)
+    assert seen and max(seen) == CPU_EVAL_BATCH and sum(seen) == len(x)
+    with torch.no_grad():
+        logits = model(x.float() / 255)
+    assert acc == (logits.argmax(1) == y).sum().item() / len(y)
+    assert loss == pytest.approx(torch.nn.functional.cross_entropy(logits, y).item(), rel=1e-5)
+    seen.clear()
+    assert loss_and_accuracy(model, x.float() / 255, y, batch_size=1000)[1] == acc
+    assert max(seen) == CPU_EVAL_BATCH

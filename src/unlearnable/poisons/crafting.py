@@ -235,7 +235,10 @@ def loss_and_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_
                       clamp: bool = True) -> tuple[float, float]:
     """Eval-mode mean cross-entropy and accuracy on x (+ delta(slice)), clipped to [0, 1] unless
     `clamp` is False (EM's original measures its stop rule on the unclipped sum)."""
+    from ..train.engine import eval_batch
+
     model.eval()
+    batch_size = eval_batch(batch_size, next(model.parameters()).device)
     tot, correct = 0.0, 0
     for s in range(0, len(x), batch_size):
         sl = slice(s, s + batch_size)
