@@ -10,8 +10,9 @@ in this one process: (1) one standard training of the first set, as `unlearnable
 the second set with that cache, so its clean reference and random-network DFR are reused; (4) the
 standard training again. The unit is the mean of (1) and (4). Prints each audit's cost over that
 unit (and over the audit's own protected training) and the per-step breakdown, twice: in wall
-seconds and in CPU seconds of this process (both torch threads and the jpeg threads; far less sensitive than wall
-time to other processes on a shared machine, so the CPU ratio is the one to compare between runs).
+seconds and in CPU seconds of this process (both torch threads and the jpeg threads; far less
+sensitive than wall time to other processes on a shared machine, so the CPU ratio is the one to
+compare between runs).
 A step that ran no job in this audit (a shared job computed earlier) is marked "reused". The load
 average is printed before and after. --work is emptied first (its cache too), except the protected
 sets, so each run measures from nothing.
@@ -42,7 +43,6 @@ class Clock:
         self.jobs: dict[str, tuple[str, float, float]] = {}
 
     def install(self) -> None:
-        import unlearnable.runner.kinds  # noqa: F401 - registers the built-in kinds (done lazily otherwise)
         from unlearnable.runner import JOBS, job_key
 
         for name, kind in list(JOBS.items()):

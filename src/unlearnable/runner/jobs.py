@@ -121,8 +121,7 @@ def register_job(name: str, run: Callable[[Spec, JobContext, dict[str, Any]], di
 
 
 def get_kind(name: str) -> JobKind:
-    from . import kinds  # noqa: F401  (the built-in kinds register themselves)
-
+    # The built-in kinds are registered when the package is imported (unlearnable/__init__.py).
     return lookup(JOBS, name, "job kind")
 
 
