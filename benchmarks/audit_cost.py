@@ -133,6 +133,9 @@ def main() -> int:
     ap.add_argument("--levers", action="store_true", help="per-lever CPU costs instead of whole audits")
     a = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    from unlearnable._malloc import tune_malloc
+
+    tuned = tune_malloc()  # as the command does (UNLEARNABLE_MALLOC=system: glibc's defaults)
     from unlearnable import poison_dataset
     from unlearnable.auditor.pipeline import AuditConfig, run_audit
     from unlearnable.ladder import recipe_for
@@ -160,7 +163,7 @@ def main() -> int:
     recipe = recipe_for(a.level)
     print(f"# {a.data} ({a.subset or 'all'} images), {a.arch}, level {a.level} ({recipe.epochs} epochs of "
           f"batch {recipe.batch_size}), torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"{os.cpu_count()} CPUs")
+          f"{os.cpu_count()} CPUs, malloc thresholds {'fixed' if tuned else 'as glibc sets them'}")
     print(f"# load average (1/5/15 min) before: {_load()}\n", flush=True)
     def standard() -> tuple[float, float]:
         shutil.rmtree(work / "standard", ignore_errors=True)

@@ -10,6 +10,9 @@ import pytest
 import torch
 
 from unlearnable import RECIPES, ImageSet, load_data
+from unlearnable._malloc import tune_malloc
+
+tune_malloc()  # the allocator settings every `unlearnable` command runs with
 
 # 2 threads on an idle 2-core machine; UNLEARNABLE_TEST_THREADS=1 when the machine is shared
 # (two spinning threads on a loaded machine make the suite several times slower).

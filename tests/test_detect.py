@@ -123,3 +123,31 @@ def test_the_audit_step_runs_the_detector_and_has_a_headline(tmp_path, digits_tr
     res = run_job(spec, JobContext(tmp_path))
     json.dumps(res)  # plain JSON, as the result store keeps it
     assert res["protected"] is False and info.headline(res) == f"detectable: no ({res['score']:.2f})"
+
+
+def test_blurred_projected_and_pooled_classifiers_from_moments_equal_fits_on_the_data(digits_train):
+    """The detector fits its blurred and projected classifiers, and the directions over both
+    halves, from the raw moments (no pass over the data): the same weights as fits on the data."""
+    import torch
+
+    from unlearnable.detect.features import Moments, Ridge, _blur, blur_rows, project_out, projection_rows
+
+    x, y = digits_train.to_tensor()
+    flat = x.reshape(len(x), -1).double()
+    k, half = digits_train.num_classes, len(x) // 2
+    raw = Moments.of(flat, y, k)
+    # The blur as a map of rows is the image blur, and its moments are those of the blurred data.
+    blurred = _blur(x.double()).reshape(len(x), -1)
+    assert torch.allclose(blur_rows(digits_train.chw)(flat), blurred, atol=1e-12)
+    want = Ridge(blurred, y, k, 1e-2).w
+    assert torch.allclose(Ridge(None, None, k, 1e-2, raw.mapped(blur_rows(digits_train.chw))).w, want, atol=1e-9)
+    # Projecting out a classifier's own directions: from the moments as from the projected data.
+    w = Ridge(flat, y, k, 1e-2).w
+    want = Ridge(project_out(flat, w), y, k, 1e-2).w
+    got = Ridge(None, None, k, 1e-2, raw.mapped(projection_rows(w))).w
+    assert torch.allclose(got, want, atol=1e-9) and not torch.allclose(got, w, atol=1e-3)
+    # Two halves pool into the moments of the whole.
+    pooled = Moments.of(flat[:half], y[:half], k).pooled(Moments.of(flat[half:], y[half:], k))
+    for a, b in ((pooled.mu, raw.mu), (pooled.g, raw.g), (pooled.b, raw.b), (pooled.tbar, raw.tbar)):
+        assert torch.allclose(a, b, atol=1e-9)
+    assert pooled.n == raw.n == len(x)

@@ -17,6 +17,7 @@ import os
 import sys
 
 from .._io import UnlearnableError
+from .._malloc import tune_malloc
 from .._safe import one_line
 
 # Modules that define sub-commands, in the order `--help` lists them.
@@ -72,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         level = logging.DEBUG
     argv = [a for a in argv if a not in QUIET + VERBOSE]
     configure_logging(level)
+    tune_malloc()  # before torch allocates: 1.3-1.6x faster CPU training (see _malloc.py)
     parser = build_parser()
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
     parser.add_argument("-v", "--verbose", action="store_true", help="debugging detail on stderr")

@@ -38,7 +38,7 @@ import torch
 from .._io import UnlearnableError
 from .._registry import lookup
 from ..data.imageset import ImageSet
-from .features import Ridge, content_order, margins, ncm_margins, project_out, views
+from .features import Moments, Ridge, blur_rows, content_order, margins, ncm_margins, projection_rows, views
 
 log = logging.getLogger(__name__)
 
@@ -107,24 +107,32 @@ def measure(ds: ImageSet, p: DetectParams) -> dict[str, Any]:
     v = views(x, p.bits)
     del x
 
-    def crossfit(fit, feat: str) -> torch.Tensor:
-        m = torch.empty(len(sel), dtype=torch.float64)
-        for tr, te in ((a, b), (b, a)):
-            m[te] = fit(v[feat], tr, te)
-        return m
-
-    def ridge(xs, tr, te):
-        return margins(Ridge(xs[tr], y[tr], k, p.alpha).scores(xs[te]), y[te])
-
-    def projected(xs, tr, te):
-        w = Ridge(xs[tr], y[tr], k, p.alpha).w
-        return margins(Ridge(project_out(xs[tr], w), y[tr], k, p.alpha).scores(project_out(xs[te], w)), y[te])
+    # Each half's moments of the raw and the 2-bit pixels are the only passes over the data: the
+    # blurred and projected classifiers are fitted to linear views of the raw moments and scored
+    # as (x - mu) @ (the view's map applied to their weights) where the map is symmetric.
+    raw = [Moments.of(v["raw"][tr], y[tr], k) for tr in (a, b)]
+    quant = [Moments.of(v["quant"][tr], y[tr], k) for tr in (a, b)]
+    blur = blur_rows(ds.chw)
+    m = {name: torch.empty(len(sel), dtype=torch.float64) for name in ("raw", "quant", "blur", "proj")}
+    for h, te in enumerate((b, a)):  # fitted on half h, scored on the other
+        xc = v["raw"][te].double() - raw[h].mu
+        fit = Ridge(None, None, k, p.alpha, raw[h])
+        m["raw"][te] = margins(xc @ fit.w, y[te])
+        proj = projection_rows(fit.w)
+        w_proj = proj(Ridge(None, None, k, p.alpha, raw[h].mapped(proj)).w.T).T  # P w, P = P'
+        m["proj"][te] = margins(xc @ w_proj, y[te])
+        w_blur = Ridge(None, None, k, p.alpha, raw[h].mapped(blur)).w
+        m["blur"][te] = margins(blur(xc) @ w_blur, y[te])  # (x - mu) A = x A - mu A
+        del xc
+        m["quant"][te] = margins(Ridge(None, None, k, p.alpha, quant[h]).scores(v["quant"][te]), y[te])
 
     def ncm(xs, tr, te):
         return ncm_margins(xs[tr], y[tr], xs[te], y[te], k)
 
-    m = {"raw": crossfit(ridge, "raw"), "quant": crossfit(ridge, "quant"), "blur": crossfit(ridge, "blur"),
-         "proj": crossfit(projected, "raw"), "ncm_raw": crossfit(ncm, "raw"), "ncm_highpass": crossfit(ncm, "highpass")}
+    for name, feat in (("ncm_raw", "raw"), ("ncm_highpass", "highpass")):
+        m[name] = torch.empty(len(sel), dtype=torch.float64)
+        for tr, te in ((a, b), (b, a)):
+            m[name][te] = ncm(v[feat], tr, te)
     err = {name: float((mm <= 0).double().mean()) for name, mm in m.items()}
 
     def ratio(num: float, den: float) -> float:
@@ -142,7 +150,7 @@ def measure(ds: ImageSet, p: DetectParams) -> dict[str, Any]:
     per_sample = _sample_scores(m)
     return {"margins": m, "features": feats, "errors": err, "per_class": per_class, "n_measured": len(sel),
             "sample_index": sel, "sample_score": per_sample,
-            "directions": Ridge(v["raw"], y, k, p.alpha).w.T.float().reshape(k, *ds.chw).numpy()}
+            "directions": Ridge(None, None, k, p.alpha, raw[0].pooled(raw[1])).w.T.float().reshape(k, *ds.chw).numpy()}
 
 
 def _sample_scores(m: dict[str, torch.Tensor]) -> np.ndarray:

@@ -33,14 +33,21 @@ def content_order(ds: ImageSet, seed: int = 0) -> np.ndarray:
     return np.argsort(keys, kind="stable")
 
 
+def _blur_matrix(n: int, dtype: torch.dtype) -> torch.Tensor:
+    """(n, n) B with (v @ B)[j] = v[j-1] / 4 + v[j] / 2 + v[j+1] / 4, the ends replicated."""
+    b = torch.zeros(n, n, dtype=dtype)
+    for j in range(n):
+        for i, wt in ((max(j - 1, 0), 0.25), (j, 0.5), (min(j + 1, n - 1), 0.25)):
+            b[i, j] += wt
+    return b
+
+
 def _blur(x: torch.Tensor) -> torch.Tensor:
-    """A separable [1, 2, 1] / 4 blur per channel, reflecting at the border (NCHW)."""
-    c = x.shape[1]
-    k = torch.tensor([0.25, 0.5, 0.25], dtype=x.dtype)
-    kh = k.view(1, 1, 1, 3).repeat(c, 1, 1, 1)
-    kv = k.view(1, 1, 3, 1).repeat(c, 1, 1, 1)
-    y = F.conv2d(F.pad(x, (1, 1, 0, 0), mode="replicate"), kh, groups=c)
-    return F.conv2d(F.pad(y, (0, 0, 1, 1), mode="replicate"), kv, groups=c)
+    """A separable [1, 2, 1] / 4 blur per channel, replicating the border (NCHW, any float dtype):
+    two small matrix products, so a float64 batch (`blur_rows` on a Gram matrix) is as fast as
+    a float32 one."""
+    h, w = x.shape[-2:]
+    return _blur_matrix(h, x.dtype).T @ (x @ _blur_matrix(w, x.dtype))
 
 
 def views(x: torch.Tensor, bits: int) -> dict[str, torch.Tensor]:
@@ -53,25 +60,78 @@ def views(x: torch.Tensor, bits: int) -> dict[str, torch.Tensor]:
             "highpass": (x - b).reshape(n, -1)}
 
 
+class Moments:
+    """What a ridge fit needs from (x, y), in float64: n, the mean, the centred Gram matrix and the
+    centred cross-moment with the one-hot labels.
+
+    A linear view of the data (a blur, a projection) needs no pass over it: its moments are the
+    map applied to these (`mapped`), which is how the blurred and projected classifiers cost a few
+    d x d products instead of an n x d x d Gram each. Two halves' moments pool exactly (`pooled`)."""
+
+    def __init__(self, n: int, mu: torch.Tensor, g: torch.Tensor, b: torch.Tensor, tbar: torch.Tensor):
+        self.n, self.mu, self.g, self.b, self.tbar = n, mu, g, b, tbar
+
+    @classmethod
+    def of(cls, x: torch.Tensor, y: torch.Tensor, k: int) -> "Moments":
+        x = x.double()
+        mu = x.mean(0)
+        xc = x - mu
+        t = F.one_hot(y, k).double()
+        tbar = t.mean(0)
+        return cls(len(x), mu, xc.T @ xc, xc.T @ (t - tbar), tbar)
+
+    def mapped(self, rows) -> "Moments":
+        """The moments of `rows(x)`, for a linear map `rows` of (m, d) row batches: x -> x A.
+        (G A's transpose is A' G, G being symmetric, so two maps of rows give A' G A.)"""
+        ga = rows(self.g)
+        return Moments(self.n, rows(self.mu[None])[0], rows(ga.T.contiguous()), rows(self.b.T.contiguous()).T,
+                       self.tbar)
+
+    def pooled(self, other: "Moments") -> "Moments":
+        """The moments of both sets together (Chan et al.'s merge of centred sums)."""
+        n = self.n + other.n
+        dx, dt = other.mu - self.mu, other.tbar - self.tbar
+        f = self.n * other.n / n
+        return Moments(n, self.mu + dx * other.n / n, self.g + other.g + f * torch.outer(dx, dx),
+                       self.b + other.b + f * torch.outer(dx, dt), self.tbar + dt * other.n / n)
+
+
 class Ridge:
     """A one-vs-rest least-squares classifier, W = (X'X + lam I)^-1 X'Y on centred X, in float64.
 
     lam is `alpha` times the mean eigenvalue of X'X (its trace over d), so it means the same on
-    every scale of pixels."""
+    every scale of pixels. Built from data (`Ridge(x, y, k, alpha)`) or from `Moments`."""
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, k: int, alpha: float):
-        x = x.double()
-        self.mu = x.mean(0)
-        xc = x - self.mu
-        g = xc.T @ xc
+    def __init__(self, x: torch.Tensor | None, y: torch.Tensor | None, k: int, alpha: float,
+                 moments: Moments | None = None):
+        m = moments if moments is not None else Moments.of(x, y, k)
+        self.mu = m.mu
+        g = m.g.clone()
         lam = alpha * float(torch.trace(g)) / g.shape[0] + 1e-12
         g.diagonal().add_(lam)
-        t = F.one_hot(y, k).double()
-        t = t - t.mean(0)
-        self.w = torch.linalg.solve(g, xc.T @ t)  # (d, k)
+        self.w = torch.linalg.solve(g, m.b)  # (d, k)
 
     def scores(self, x: torch.Tensor) -> torch.Tensor:
         return (x.double() - self.mu) @ self.w
+
+
+def blur_rows(chw: tuple[int, int, int]):
+    """The [1, 2, 1] blur as a map of flattened rows (`_blur` on each row seen as an image)."""
+    def rows(m: torch.Tensor) -> torch.Tensor:
+        return _blur(m.reshape(len(m), *chw)).reshape(len(m), -1)
+    return rows
+
+
+def projection_rows(w: torch.Tensor):
+    """Removing the span of w's columns (rows normalised, then QR), as a map of rows: the paper's
+    Algorithm 1 with a closed-form linear model."""
+    wn = w / w.norm(dim=0, keepdim=True).clamp_min(1e-12)
+    q, _ = torch.linalg.qr(wn.double())
+
+    def rows(m: torch.Tensor) -> torch.Tensor:
+        md = m.double()
+        return md - (md @ q) @ q.T
+    return rows
 
 
 def margins(s: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -82,12 +142,8 @@ def margins(s: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def project_out(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """x minus its component in the span of the columns of w (rows normalised, then QR):
-    the paper's Algorithm 1 with a closed-form linear model."""
-    wn = w / w.norm(dim=0, keepdim=True).clamp_min(1e-12)
-    q, _ = torch.linalg.qr(wn)
-    xd = x.double()
-    return (xd - (xd @ q) @ q.T).to(x.dtype)
+    """x minus its component in the span of the columns of w (`projection_rows`), in x's dtype."""
+    return projection_rows(w)(x).to(x.dtype)
 
 
 def ncm_margins(xa: torch.Tensor, ya: torch.Tensor, xb: torch.Tensor, yb: torch.Tensor, k: int) -> torch.Tensor:

@@ -39,6 +39,7 @@ from typing import Any
 
 from .._io import UnlearnableError, versions
 from .._lock import wait_interval
+from .._malloc import tune_malloc
 from .jobs import JobContext, Spec, dependencies, get_kind, job_dir, job_key, run_job
 from .storage import open_storage, relocate, staged
 from .store import ResultStore
@@ -395,6 +396,7 @@ def from_portable(d: dict[str, Any]) -> JobContext:
 def execute_elsewhere(spec: Spec, where: dict[str, Any], *deps: dict[str, Any]) -> dict[str, Any]:
     """A job in another process (a Ray worker, a pool worker). `deps` are the dependencies'
     outcomes, each with its key; a failed one fails this job without running it."""
+    tune_malloc()  # a worker process is a fresh one: the command's allocator settings
     bad = [d for d in deps if not d.get("ok")]
     if bad:
         return {"ok": False, "error": f"a dependency failed: {bad[0]['error']}", "traceback": "",
