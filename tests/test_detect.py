@@ -130,7 +130,7 @@ def test_blurred_projected_and_pooled_classifiers_from_moments_equal_fits_on_the
     halves, from the raw moments (no pass over the data): the same weights as fits on the data."""
     import torch
 
-    from unlearnable.detect.features import Moments, Ridge, _blur, blur_rows, project_out, projection_rows
+    from unlearnable.detect.features import Moments, Ridge, _blur, blur_rows, projection_rows
 
     x, y = digits_train.to_tensor()
     flat = x.reshape(len(x), -1).double()
@@ -140,11 +140,13 @@ def test_blurred_projected_and_pooled_classifiers_from_moments_equal_fits_on_the
     blurred = _blur(x.double()).reshape(len(x), -1)
     assert torch.allclose(blur_rows(digits_train.chw)(flat), blurred, atol=1e-12)
     want = Ridge(blurred, y, k, 1e-2).w
-    assert torch.allclose(Ridge(None, None, k, 1e-2, raw.mapped(blur_rows(digits_train.chw))).w, want, atol=1e-9)
+    assert torch.allclose(Ridge.from_moments(raw.mapped(blur_rows(digits_train.chw)), 1e-2).w, want, atol=1e-9)
     # Projecting out a classifier's own directions: from the moments as from the projected data.
     w = Ridge(flat, y, k, 1e-2).w
-    want = Ridge(project_out(flat, w), y, k, 1e-2).w
-    got = Ridge(None, None, k, 1e-2, raw.mapped(projection_rows(w))).w
+    # The span of w's normalised columns (the detector's Q), projected out of the data itself.
+    q, _ = torch.linalg.qr(w / w.norm(dim=0, keepdim=True))
+    want = Ridge(flat - flat @ q @ q.T, y, k, 1e-2).w
+    got = Ridge.from_moments(raw.mapped(projection_rows(w)), 1e-2).w
     assert torch.allclose(got, want, atol=1e-9) and not torch.allclose(got, w, atol=1e-3)
     # Two halves pool into the moments of the whole.
     pooled = Moments.of(flat[:half], y[:half], k).pooled(Moments.of(flat[half:], y[half:], k))

@@ -4,9 +4,9 @@ A CPU training step allocates and frees the same few activation buffers (megabyt
 and over, from torch's OpenMP threads as well as the main one. With glibc's defaults those frees
 trim the heaps or unmap the blocks, so the next step maps the pages again and the kernel zeroes
 them: a fresh `unlearnable train` of 60,000 Fashion-MNIST images took 2-8 million page faults and
-9-25 s of system time out of 38-57 s (measured with `benchmarks/malloc.py`). Fixing both
+9-25 s of system time out of 38-57 s (measured by hand; `benchmarks/malloc.py` repeats it). Fixing both
 thresholds (blocks under 32 MiB come from the heap, and a heap keeps up to 2 GiB of free top)
-makes the faults 0.12 million and the same training 25-27 s, with the same weights: the
+makes the faults 0.12 million and the same training 25-36 s, with the same weights: the
 allocator's policy changes where memory comes from, never what is computed.
 
 The command (`unlearnable ...`), the runner's worker processes and the benchmarks call

@@ -116,15 +116,15 @@ def measure(ds: ImageSet, p: DetectParams) -> dict[str, Any]:
     m = {name: torch.empty(len(sel), dtype=torch.float64) for name in ("raw", "quant", "blur", "proj")}
     for h, te in enumerate((b, a)):  # fitted on half h, scored on the other
         xc = v["raw"][te].double() - raw[h].mu
-        fit = Ridge(None, None, k, p.alpha, raw[h])
+        fit = Ridge.from_moments(raw[h], p.alpha)
         m["raw"][te] = margins(xc @ fit.w, y[te])
         proj = projection_rows(fit.w)
-        w_proj = proj(Ridge(None, None, k, p.alpha, raw[h].mapped(proj)).w.T).T  # P w, P = P'
+        w_proj = proj(Ridge.from_moments(raw[h].mapped(proj), p.alpha).w.T).T  # P w, P = P'
         m["proj"][te] = margins(xc @ w_proj, y[te])
-        w_blur = Ridge(None, None, k, p.alpha, raw[h].mapped(blur)).w
+        w_blur = Ridge.from_moments(raw[h].mapped(blur), p.alpha).w
         m["blur"][te] = margins(blur(xc) @ w_blur, y[te])  # (x - mu) A = x A - mu A
         del xc
-        m["quant"][te] = margins(Ridge(None, None, k, p.alpha, quant[h]).scores(v["quant"][te]), y[te])
+        m["quant"][te] = margins(Ridge.from_moments(quant[h], p.alpha).scores(v["quant"][te]), y[te])
 
     def ncm(xs, tr, te):
         return ncm_margins(xs[tr], y[tr], xs[te], y[te], k)
@@ -150,7 +150,7 @@ def measure(ds: ImageSet, p: DetectParams) -> dict[str, Any]:
     per_sample = _sample_scores(m)
     return {"margins": m, "features": feats, "errors": err, "per_class": per_class, "n_measured": len(sel),
             "sample_index": sel, "sample_score": per_sample,
-            "directions": Ridge(None, None, k, p.alpha, raw[0].pooled(raw[1])).w.T.float().reshape(k, *ds.chw).numpy()}
+            "directions": Ridge.from_moments(raw[0].pooled(raw[1]), p.alpha).w.T.float().reshape(k, *ds.chw).numpy()}
 
 
 def _sample_scores(m: dict[str, torch.Tensor]) -> np.ndarray:

@@ -51,12 +51,13 @@ def _blur(x: torch.Tensor) -> torch.Tensor:
 
 
 def views(x: torch.Tensor, bits: int) -> dict[str, torch.Tensor]:
-    """Flattened views of float NCHW images in [0, 1]: raw, blurred, coarser bit depth, high-pass."""
+    """Flattened views of float NCHW images in [0, 1]: raw, coarser bit depth, high-pass (the blurred
+    view is a linear map of the raw one: `blur_rows` on its moments)."""
     b = _blur(x)
     levels = 2 ** bits - 1
     q = torch.round(x * levels) / levels
     n = len(x)
-    return {"raw": x.reshape(n, -1), "blur": b.reshape(n, -1), "quant": q.reshape(n, -1),
+    return {"raw": x.reshape(n, -1), "quant": q.reshape(n, -1),
             "highpass": (x - b).reshape(n, -1)}
 
 
@@ -100,11 +101,18 @@ class Ridge:
     """A one-vs-rest least-squares classifier, W = (X'X + lam I)^-1 X'Y on centred X, in float64.
 
     lam is `alpha` times the mean eigenvalue of X'X (its trace over d), so it means the same on
-    every scale of pixels. Built from data (`Ridge(x, y, k, alpha)`) or from `Moments`."""
+    every scale of pixels. Built from data (`Ridge(x, y, k, alpha)`) or from `Ridge.from_moments`."""
 
-    def __init__(self, x: torch.Tensor | None, y: torch.Tensor | None, k: int, alpha: float,
-                 moments: Moments | None = None):
-        m = moments if moments is not None else Moments.of(x, y, k)
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, k: int, alpha: float):
+        self._fit(Moments.of(x, y, k), alpha)
+
+    @classmethod
+    def from_moments(cls, m: Moments, alpha: float) -> "Ridge":
+        r = cls.__new__(cls)
+        r._fit(m, alpha)
+        return r
+
+    def _fit(self, m: Moments, alpha: float) -> None:
         self.mu = m.mu
         g = m.g.clone()
         lam = alpha * float(torch.trace(g)) / g.shape[0] + 1e-12
@@ -139,11 +147,6 @@ def margins(s: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     own = s.gather(1, y[:, None])[:, 0]
     other = s.scatter(1, y[:, None], float("-inf")).max(1).values
     return own - other
-
-
-def project_out(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """x minus its component in the span of the columns of w (`projection_rows`), in x's dtype."""
-    return projection_rows(w)(x).to(x.dtype)
 
 
 def ncm_margins(xa: torch.Tensor, ya: torch.Tensor, xb: torch.Tensor, yb: torch.Tensor, k: int) -> torch.Tensor:
