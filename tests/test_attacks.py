@@ -68,18 +68,50 @@ def test_fgsm_rs_is_one_step_from_a_random_start_inside_the_ball(digits_train, q
     assert torch.equal(again, x_adv)
 
 
-def test_adv_train_at_quick_is_fgsm_rs_at_half_the_passes_and_paper_keeps_pgd():
+def test_adv_train_at_quick_is_free_at_the_cost_of_standard_training_and_paper_keeps_pgd():
     info = ATTACKS["adv-train"]
     quick, paper = info.params(info.preset("quick")), info.params(info.preset("paper"))
-    assert (quick.adversary, quick.steps, quick.step_size()) == ("fgsm-rs", 1, 1.25 * 8 / 255)
+    assert (quick.adversary, quick.steps, quick.replays, quick.step_size()) == ("free", 1, 3, 8 / 255)
     assert (paper.adversary, paper.steps) == ("pgd", 3)
-    assert info.cost_of(quick) == 2 and info.cost_of(paper) == 4
+    fgsm = info.params({"adversary": "fgsm-rs", "steps": "1"})
+    assert fgsm.step_size() == 1.25 * 8 / 255
+    assert info.cost_of(quick) == 1 and info.cost_of(fgsm) == 2 and info.cost_of(paper) == 4
     from unlearnable import UnlearnableError
 
-    with pytest.raises(UnlearnableError, match="fgsm-rs takes one step"):
-        info.params({"adversary": "fgsm-rs"})
-    with pytest.raises(UnlearnableError, match="adversary must be"):
-        info.params({"adversary": "free"})
+    for bad, match in (({"adversary": "fgsm-rs"}, "fgsm-rs takes one step"),
+                       ({"adversary": "free"}, "free takes one step"),
+                       ({"adversary": "free", "steps": "1", "replays": "0"}, "replays must be an integer >= 1"),
+                       ({"replays": "2"}, "replays is Free adversarial training's"),
+                       ({"adversary": "trades"}, "adversary must be")):
+        with pytest.raises(UnlearnableError, match=match):
+            info.params(bad)
+
+
+def test_free_loss_moves_its_perturbation_by_the_training_steps_gradient(digits_train):
+    """One training step of Free adversarial training: the loss is the model's on x + delta, and
+    its backward pass alone moves delta by alpha * sign(grad) inside the ball (Shafahi et al.)."""
+    from unlearnable.attacks.adv_train import FreeLoss
+
+    torch.manual_seed(0)
+    model = build_model("convnet", 10, 1, 8)
+    x = digits_train.uint8_tensor()[:32].float() / 255
+    y = torch.from_numpy(digits_train.labels[:32])
+    eps = 8 / 255
+    free = FreeLoss(eps, eps, replays=2)
+    loss, logits = free(model, x, y, torch.Generator())
+    assert torch.count_nonzero(free.delta) == 0  # the first minibatch meets a zero perturbation
+    loss.backward()
+    d = free.delta
+    assert d.shape == x.shape and torch.all(d.abs() <= eps + 1e-7)
+    assert (d.abs() > eps - 1e-6).float().mean() > 0.9  # one step of eps from zero: on the faces
+    probe = x.clone().requires_grad_(True)  # the same gradient, taken directly
+    torch.nn.functional.cross_entropy(model(probe), y).backward()
+    moved = d != 0
+    assert torch.equal(d[moved].sign(), probe.grad[moved].sign())
+    assert all(p.grad is not None for p in model.parameters())  # the same pass trains the weights
+    # A smaller minibatch uses the buffer's first rows; the rest carries over.
+    free(model, x[:8], y[:8], torch.Generator())[0].backward()
+    assert torch.equal(free.delta[8:], d[8:])
 
 
 @pytest.mark.parametrize("shape", [(30, 28, 28), (30, 13, 21), (9, 8, 8), (5, 7, 9)])
@@ -237,10 +269,11 @@ def test_adversarial_training_beats_standard_training_on_class_wise_noise(tmp_pa
     acc = {}
     adv = {"eps": "32/255", "eval_samples": "100"}
     for name, attack, params in (("none", "none", {}), ("pgd", "adv-train", adv),
-                                 ("fgsm-rs", "adv-train", {**adv, "adversary": "fgsm-rs", "steps": "1"})):
+                                 ("fgsm-rs", "adv-train", {**adv, "adversary": "fgsm-rs", "steps": "1"}),
+                                 ("free", "adv-train", {**adv, "adversary": "free", "steps": "1", "replays": "3"})):
         ctx = AttackContext(prot, digits_test, "convnet", recipe, 0, tmp_path / name, progress=False)
         acc[name] = run_attack(attack, ctx, params)
-    for name in ("pgd", "fgsm-rs"):  # the single-step adversary erases the shortcut too
+    for name in ("pgd", "fgsm-rs", "free"):  # the single-step adversaries erase the shortcut too
         assert acc[name]["test_accuracy"] > acc["none"]["test_accuracy"] + 0.02, (name, acc)
         assert 0 <= acc[name]["test_pgd_accuracy"] <= 1
 

@@ -255,3 +255,58 @@ def test_evaluation_on_a_cpu_runs_in_cache_sized_batches_and_gives_the_same_figu
     seen.clear()
     assert loss_and_accuracy(model, x.float() / 255, y, batch_size=1000)[1] == acc
     assert max(seen) == CPU_EVAL_BATCH
+
+
+def test_replayed_minibatches_train_in_a_row_and_a_resume_between_replays_is_exact(tmp_path, digits_train):
+    """A batch loss with `replays` m trains each minibatch m steps in a row (Free adversarial
+    training's order): the epochs keep their steps, the data is passed over epochs / m times, and
+    a run cut at an epoch boundary that falls between two replays of one minibatch resumes to
+    the uninterrupted run's weights and perturbation (the loss's state is saved with the run)."""
+    from unlearnable.attacks.adv_train import FreeLoss
+
+    x, y = _xy(digits_train)
+    x, y = x[:300], y[:300]
+    recipe = RECIPES["tiny"].replace(epochs=3, batch_size=64, flip=False)  # 5 steps an epoch
+
+    class Recording(FreeLoss):
+        def __init__(self):
+            super().__init__(eps=16 / 255, alpha=16 / 255, replays=3)
+            self.seen = []
+
+        def __call__(self, model, xb, yb, gen):
+            self.seen.append((xb.clone(), yb.clone()))
+            return super().__call__(model, xb, yb, gen)
+
+    def run(out, stop=None, loss=None):
+        torch.manual_seed(0)
+        model = build_model("convnet", 10, 1, 8)
+        loss = loss or Recording()
+        fit(model, (x, y), None, recipe, seed=0, out_dir=out, progress=False, batch_loss=loss, stop_after_epoch=stop)
+        return model, loss
+
+    full, loss = run(tmp_path / "full")
+    assert len(loss.seen) == 15  # the recipe's 3 epochs of 5 steps: what standard training costs
+    groups = [loss.seen[i:i + 3] for i in range(0, 15, 3)]
+    for g in groups:  # each minibatch, as drawn and augmented once, three steps in a row
+        assert all(torch.equal(g[0][0], b[0]) and torch.equal(g[0][1], b[1]) for b in g)
+    assert not torch.equal(groups[0][0][0], groups[1][0][0])
+    # Five distinct minibatches: one pass over the 300 images (labels as a multiset).
+    labels = torch.cat([g[0][1] for g in groups])
+    assert torch.equal(labels.sort().values, y.sort().values)
+    assert 0 < loss.delta.abs().max() <= 16 / 255 + 1e-6
+
+    # Epoch 1 ends after the second of minibatch 1's three steps; resume from there.
+    run(tmp_path / "cut", stop=1)
+    assert set(torch.load(tmp_path / "cut" / "last.pt", weights_only=True)["batch_loss"]) == {"delta"}
+    resumed, rloss = run(tmp_path / "cut")
+    for (k, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), k
+    assert torch.equal(loss.delta, rloss.delta)
+
+    # A last.pt without the loss's state is another run's: one line, nothing trained.
+    state = torch.load(tmp_path / "cut" / "last.pt", weights_only=True)
+    state.pop("batch_loss")
+    state["epoch"] = 1
+    torch.save(state, tmp_path / "cut" / "last.pt")
+    with pytest.raises(Exception, match="last.pt.*no state of this run's batch loss"):
+        run(tmp_path / "cut")

@@ -333,8 +333,8 @@ def _interrupt_training(monkeypatch, run_name: str, after_epoch: int) -> None:
 
     real = engine._save_epoch
 
-    def save(out, model, opt, epoch, save_checkpoints):
-        real(out, model, opt, epoch, save_checkpoints)
+    def save(out, model, opt, epoch, *rest):
+        real(out, model, opt, epoch, *rest)
         if Path(out).name == run_name and epoch == after_epoch:
             raise KeyboardInterrupt  # killed right after the epoch was saved
 

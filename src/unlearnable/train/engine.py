@@ -16,7 +16,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -323,6 +323,43 @@ def augment_batch(x: torch.Tensor, y: torch.Tensor, recipe: Recipe, gen: torch.G
     return x, y
 
 
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Generator]
+
+
+def batches(x: torch.Tensor, y: torch.Tensor, recipe: Recipe, seed: int, epoch: int, num_classes: int,
+            replays: int = 1) -> Iterator[Batch]:
+    """The (augmented images, labels, generator) of every optimizer step of `epoch`: a seeded
+    permutation sliced into batches, each augmented as it is drawn.
+
+    `replays` m > 1 is Free adversarial training's order (Shafahi et al. 2019): each minibatch
+    trains m consecutive steps, as drawn once. An epoch still holds ceil(n / batch) steps, so a
+    run of the recipe's epochs costs what standard training does and passes over its data
+    epochs / m times (the authors' count: training steps, a new batch every m). Each minibatch
+    then draws from a generator of its own, keyed by its pass and position, so a run resumed at an
+    epoch boundary, which can fall between two replays of one minibatch, replays it exactly.
+    """
+    n, bs = len(x), recipe.batch_size
+    spe = math.ceil(n / bs)
+    if replays == 1:
+        gen = epoch_generator(seed, epoch)
+        perm = torch.randperm(n, generator=gen).to(x.device)
+        for step in range(spe):
+            idx = perm[step * bs:(step + 1) * bs]
+            yield (*augment_batch(as_float(x[idx]), y[idx], recipe, gen, num_classes), gen)
+        return
+    passes: dict[int, torch.Tensor] = {}
+    for s in range(epoch * spe, (epoch + 1) * spe):
+        b, r = divmod(s, replays)
+        if r == 0 or s == epoch * spe:
+            p, q = divmod(b, spe)
+            if p not in passes:
+                passes = {p: torch.randperm(n, generator=epoch_generator(seed, p)).to(x.device)}
+            gen = torch.Generator().manual_seed((seed * 1_000_003 + p) * 1_000_033 + q + 1)
+            idx = passes[p][q * bs:(q + 1) * bs]
+            xb, yb = augment_batch(as_float(x[idx]), y[idx], recipe, gen, num_classes)
+        yield xb, yb, gen
+
+
 @dataclass
 class FitResult:
     test_accuracy: float | None
@@ -362,6 +399,9 @@ def fit(
     `checkpoints/epoch_NNN.pt` (model weights) and `last.pt` (weights + optimizer) after every
     epoch, appends to `metrics.jsonl`, and resumes from `last.pt` when it exists.
     `stop_after_epoch` ends the run early as a crash would (used to test resume).
+    `batch_loss` (model, x, y, generator) -> (loss, logits) replaces cross-entropy; one with a
+    `replays` attribute trains each minibatch that many steps in a row (`batches`), and one with
+    `state_dict`/`load_state_dict` has that state saved in last.pt and restored on resume.
     """
     from tqdm.auto import tqdm
 
@@ -375,6 +415,10 @@ def fit(
         raise UnlearnableError("empty training set")
     num_classes = int(getattr(getattr(model, "head", None), "out_features", int(y.max()) + 1))
     loss_fn = batch_loss or cross_entropy_loss(recipe.label_smoothing)
+    # A batch loss may carry state across steps (Free adversarial training's perturbation) and
+    # ask for each minibatch to be replayed: both are part of what a resume must restore.
+    replays = int(getattr(loss_fn, "replays", 1))
+    loss_state = loss_fn if hasattr(loss_fn, "state_dict") else None
     decay, no_decay = [], []
     for p in model.parameters():
         # No weight decay on BatchNorm and bias vectors, as the field's fast trainers do.
@@ -400,6 +444,10 @@ def fit(
                     state = torch.load(fh, map_location=dev, weights_only=True)
                 model.load_state_dict(state["model"])
                 opt.load_state_dict(state["optimizer"])
+                if loss_state is not None:
+                    if "batch_loss" not in state:
+                        raise ValueError("it holds no state of this run's batch loss")
+                    loss_state.load_state_dict(state["batch_loss"])
                 start_epoch = _resumable(state, opt, recipe.epochs)
             except Exception as e:  # noqa: BLE001 - torch raises many types for a bad file
                 raise unreadable_checkpoint(last, e) from None
@@ -413,34 +461,32 @@ def fit(
                desc=desc, disable=not _progress_enabled(progress), leave=False, dynamic_ncols=True)
     try:
         for epoch in range(start_epoch, recipe.epochs):
-            gen = epoch_generator(seed, epoch)
             # Dropout and other in-model randomness draw from the global generator: seed it per
             # epoch too, so a resumed run replays the same draws.
             torch.manual_seed(seed * 1_000_003 + epoch)
-            perm = torch.randperm(n, generator=gen).to(dev)
             model.train()
             sum_loss = torch.zeros((), device=dev)
             sum_correct = torch.zeros((), device=dev)
-            for step in range(steps_per_epoch):
+            seen = 0
+            for step, (xb, yb, gen) in enumerate(batches(x, y, recipe, seed, epoch, num_classes, replays)):
                 lr = recipe.lr_at(epoch + step / steps_per_epoch)
                 for g in opt.param_groups:
                     g["lr"] = lr
-                idx = perm[step * recipe.batch_size:(step + 1) * recipe.batch_size]
-                xb, yb = augment_batch(as_float(x[idx]), y[idx], recipe, gen, num_classes)
                 with _autocast(dev):
                     loss, logits = loss_fn(model, _layout(xb, dev), yb, gen)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
                 # Accumulate on the device: a .item() per step would stall a GPU.
-                sum_loss += loss.detach().float() * len(idx)
+                sum_loss += loss.detach().float() * len(yb)
+                seen += len(yb)
                 hard = yb if yb.dtype == torch.int64 else yb.argmax(1)
                 sum_correct += (logits.detach().argmax(1) == hard).sum()
                 bar.update(1)
             rec: dict[str, Any] = {
                 "epoch": epoch + 1,
-                "train_loss": sum_loss.item() / n,
-                "train_accuracy": sum_correct.item() / n,
+                "train_loss": sum_loss.item() / seen,
+                "train_accuracy": sum_correct.item() / seen,
                 "lr": lr,
             }
             if test is not None and recipe.evaluates_after(epoch + 1):
@@ -451,7 +497,8 @@ def fit(
             bar.set_postfix(epoch=epoch + 1, loss=f"{rec['train_loss']:.3f}",
                             test=f"{rec.get('test_accuracy', float('nan')):.3f}")
             if out is not None:
-                _save_epoch(out, model, opt, epoch + 1, save_checkpoints)
+                _save_epoch(out, model, opt, epoch + 1, save_checkpoints,
+                            loss_state.state_dict() if loss_state is not None else None)
                 with open(out / "metrics.jsonl", "a") as f:
                     f.write(json.dumps(rec) + "\n")
             if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
@@ -467,14 +514,17 @@ def fit(
 
 
 def _save_epoch(out: Path, model: nn.Module, opt: torch.optim.Optimizer, epoch: int,
-                save_checkpoints: bool) -> None:
+                save_checkpoints: bool, loss_state: dict[str, Any] | None = None) -> None:
     weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     if save_checkpoints:
         with atomic_file(out / "checkpoints" / f"epoch_{epoch:03d}.pt") as f:
             torch.save(weights, f)
     # last.pt is written after the epoch checkpoint: if it says epoch e, checkpoint e exists.
     with atomic_file(out / "last.pt") as f:
-        torch.save({"epoch": epoch, "model": weights, "optimizer": opt.state_dict()}, f)
+        state = {"epoch": epoch, "model": weights, "optimizer": opt.state_dict()}
+        if loss_state is not None:
+            state["batch_loss"] = loss_state
+        torch.save(state, f)
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:

@@ -38,6 +38,12 @@ def project_delta(delta: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
     raise ValueError(f"norm must be 'linf' or 'l2', got {norm!r}")
 
 
+def steepest(grad: torch.Tensor, norm: str) -> torch.Tensor:
+    """The unit step of steepest ascent along `grad` in the norm's geometry: its sign (l_inf) or
+    the gradient over its per-sample l2 norm."""
+    return grad.sign() if norm == "linf" else grad / _flat_norm(grad)
+
+
 def random_delta(x: torch.Tensor, eps: float, norm: str, gen: torch.Generator | None) -> torch.Tensor:
     """A uniform start in the l_inf ball, or a random direction of random length in the l2 ball."""
     u = torch.rand(x.shape, generator=gen).to(x.device)
@@ -97,11 +103,7 @@ def pgd(
             loss = loss_fn(model(x + delta), labels)
             (grad,) = torch.autograd.grad(loss, delta)
             with torch.no_grad():
-                if norm == "linf":
-                    step = grad.sign()
-                else:
-                    step = grad / _flat_norm(grad)
-                delta = project_delta(delta + direction * alpha * step, eps, norm)
+                delta = project_delta(delta + direction * alpha * steepest(grad, norm), eps, norm)
                 delta = (x + delta).clamp(0, 1) - x
     finally:
         for p, r in zip(model.parameters(), req):
