@@ -417,7 +417,9 @@ def fit(
     loss_fn = batch_loss or cross_entropy_loss(recipe.label_smoothing)
     # A batch loss may carry state across steps (Free adversarial training's perturbation) and
     # ask for each minibatch to be replayed: both are part of what a resume must restore.
-    replays = int(getattr(loss_fn, "replays", 1))
+    replays = getattr(loss_fn, "replays", 1)
+    if isinstance(replays, bool) or not isinstance(replays, int) or replays < 1:
+        raise UnlearnableError(f"batch loss: replays must be an integer >= 1, got {replays!r}")
     loss_state = loss_fn if hasattr(loss_fn, "state_dict") else None
     decay, no_decay = [], []
     for p in model.parameters():
