@@ -420,7 +420,7 @@ def fit(
     replays = getattr(loss_fn, "replays", 1)
     if isinstance(replays, bool) or not isinstance(replays, int) or replays < 1:
         raise UnlearnableError(f"batch loss: replays must be an integer >= 1, got {replays!r}")
-    loss_state = loss_fn if hasattr(loss_fn, "state_dict") else None
+    stateful = loss_fn if hasattr(loss_fn, "state_dict") else None
     decay, no_decay = [], []
     for p in model.parameters():
         # No weight decay on BatchNorm and bias vectors, as the field's fast trainers do.
@@ -446,10 +446,10 @@ def fit(
                     state = torch.load(fh, map_location=dev, weights_only=True)
                 model.load_state_dict(state["model"])
                 opt.load_state_dict(state["optimizer"])
-                if loss_state is not None:
+                if stateful is not None:
                     if "batch_loss" not in state:
                         raise ValueError("it holds no state of this run's batch loss")
-                    loss_state.load_state_dict(state["batch_loss"])
+                    stateful.load_state_dict(state["batch_loss"])
                 start_epoch = _resumable(state, opt, recipe.epochs)
             except Exception as e:  # noqa: BLE001 - torch raises many types for a bad file
                 raise unreadable_checkpoint(last, e) from None
@@ -500,7 +500,7 @@ def fit(
                             test=f"{rec.get('test_accuracy', float('nan')):.3f}")
             if out is not None:
                 _save_epoch(out, model, opt, epoch + 1, save_checkpoints,
-                            loss_state.state_dict() if loss_state is not None else None)
+                            stateful.state_dict() if stateful is not None else None)
                 with open(out / "metrics.jsonl", "a") as f:
                     f.write(json.dumps(rec) + "\n")
             if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
