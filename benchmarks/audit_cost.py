@@ -136,7 +136,7 @@ def main() -> int:
     ap.add_argument("--levers", action="store_true", help="per-lever CPU costs instead of whole audits")
     a = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    from unlearnable._malloc import tune_malloc
+    from unlearnable.core.malloc import tune_malloc
 
     tuned = tune_malloc()  # as the command does (UNLEARNABLE_MALLOC=system: glibc's defaults)
     from unlearnable import poison_dataset

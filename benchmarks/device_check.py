@@ -394,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="model of the training and crafting sections (default resnet18; convnet with --smoke)")
     args = ap.parse_args(argv)
 
-    from unlearnable._io import UnlearnableError
+    from unlearnable.core.errors import UnlearnableError
     from unlearnable.train.engine import pick_device
 
     try:

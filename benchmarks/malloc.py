@@ -1,4 +1,4 @@
-"""What glibc's allocator thresholds cost a CPU training (`unlearnable._malloc`), measured.
+"""What glibc's allocator thresholds cost a CPU training (`unlearnable.core.malloc`), measured.
 
     .venv/bin/python benchmarks/malloc.py                          # all 60,000 Fashion-MNIST images
     .venv/bin/python benchmarks/malloc.py --subset 10000 --repeats 1

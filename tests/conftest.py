@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from unlearnable import RECIPES, ImageSet, load_data
-from unlearnable._malloc import tune_malloc
+from unlearnable.core.malloc import tune_malloc
 
 tune_malloc()  # the allocator settings every `unlearnable` command runs with
 

@@ -10,10 +10,8 @@ import pytest
 import torch
 
 from unlearnable import build_model
-from unlearnable.attacks import ATTACKS, AttackContext, run_attack
-from unlearnable.train.pgd import fgsm_rs, pgd
-from unlearnable.train.pgd import project_delta
-from unlearnable.attacks import squeeze
+from unlearnable.attacks import ATTACKS, AttackContext, run_attack, squeeze
+from unlearnable.train.pgd import fgsm_rs, pgd, project_delta
 from unlearnable.attacks.squeeze import bit_depth_reduce, grayscale, jpeg_compress
 from unlearnable.train import AUGMENTATIONS, LABEL_AUGMENTATIONS
 

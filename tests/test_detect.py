@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from unlearnable import ImageSet, load_data
-from unlearnable._io import UnlearnableError
+from unlearnable.core.errors import UnlearnableError
 from unlearnable.cli import main
 from unlearnable.detect import detect, load_calibration
 from unlearnable.poisons import (
@@ -113,7 +113,7 @@ def test_unreadable_input_is_a_one_line_error_and_nothing_is_created(tmp_path, c
 def test_the_audit_step_runs_the_detector_and_has_a_headline(tmp_path, digits_train):
     from unlearnable.analyses import AUDITS
     from unlearnable.analyses.steps import Row
-    from unlearnable.identity import content_id
+    from unlearnable.data.identity import content_id
     from unlearnable.ladder import level
     from unlearnable.runner.jobs import JobContext, run_job
 

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from unlearnable._io import write_json
+from unlearnable.core.files import write_json
 from unlearnable.analyses.dfr import dfr_curve
 from unlearnable.cli import main
 from unlearnable.train.run import RunSpec, train_on

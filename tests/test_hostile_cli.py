@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 
 from unlearnable import load_data, save_dataset
-from unlearnable._io import STALE_AFTER_S, UnlearnableError, atomic_dir, remove_stale, temp_prefix
-from unlearnable._params import from_params
+from unlearnable.core.files import STALE_AFTER_S, atomic_dir, remove_stale, temp_prefix
+from unlearnable.core.errors import UnlearnableError
+from unlearnable.core.params import from_params
 from unlearnable.auditor import Thresholds
 from unlearnable.cli import main
 from unlearnable.poisons import POISONS
@@ -231,7 +232,7 @@ def test_overwrite_replaces_and_leaves_no_old_copy(place, tmp_path, capsys):
 
 _KILLED_WRITE = """
 import os, signal, sys
-from unlearnable._io import atomic_dir
+from unlearnable.core.files import atomic_dir
 with atomic_dir(sys.argv[1]) as tmp:
     (tmp / "half.bin").write_bytes(b"x" * 4096)
     os.kill(os.getpid(), signal.SIGKILL)

@@ -26,7 +26,7 @@ import pytest
 from PIL import Image
 
 from unlearnable import DataError, ImageSet, save_dataset
-from unlearnable._io import read_json
+from unlearnable.core.files import read_json
 from unlearnable.cli import main
 from unlearnable.data import resolve, restricted_load
 

@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from unlearnable import DataError, UnlearnableError
-from unlearnable._lock import LockHeld, dir_lock
+from unlearnable.core.lock import LockHeld, dir_lock
 from unlearnable.auditor import AuditConfig, run_audit, verdict
 from unlearnable.poisons.make import poison_dataset
 from unlearnable.runner import JOBS, JobContext, ResultStore, job_key, register_job, run_jobs
@@ -280,7 +280,7 @@ def test_a_second_audit_into_one_directory_is_refused_at_once(regions, tmp_path,
 
 
 def test_a_killed_holder_leaves_no_lock_behind(tmp_path):
-    code = ("import sys, time; from unlearnable._lock import dir_lock\n"
+    code = ("import sys, time; from unlearnable.core.lock import dir_lock\n"
             "with dir_lock(sys.argv[1], 'audit'):\n    print('held', flush=True); time.sleep(120)")
     p = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True, env=_env())
     try:

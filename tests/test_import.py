@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from unlearnable import DataError, ImageSet, load_dataset_dir, save_dataset
-from unlearnable._io import sha256_file
+from unlearnable.core.hashing import sha256_file
 from unlearnable.cli import main
 from unlearnable.data.resolve import load_base
 from unlearnable.imports import EXPORTERS, IMPORTERS, detect_format, import_dataset

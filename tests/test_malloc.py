@@ -1,4 +1,4 @@
-"""The command's allocator settings (`unlearnable._malloc`): set once, refused by
+"""The command's allocator settings (`unlearnable.core.malloc`): set once, refused by
 UNLEARNABLE_MALLOC=system, and what they are for: a training step stops faulting its buffers in."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 
 STEPS = """
 import resource, sys
-from unlearnable._malloc import tune_malloc
+from unlearnable.core.malloc import tune_malloc
 tuned = tune_malloc()
 import torch
 from unlearnable.models import build_model
@@ -51,7 +51,7 @@ def test_fixed_thresholds_stop_a_training_step_from_faulting_its_buffers_in():
 
 @glibc
 def test_tune_malloc_applies_once_and_a_bad_setting_keeps_the_defaults_with_a_warning():
-    code = ("import logging; logging.basicConfig(); from unlearnable._malloc import tune_malloc; "
+    code = ("import logging; logging.basicConfig(); from unlearnable.core.malloc import tune_malloc; "
             "print(tune_malloc(), tune_malloc())")
     ok = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                         env={**os.environ, "UNLEARNABLE_MALLOC": ""})

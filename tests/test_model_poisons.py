@@ -14,13 +14,12 @@ import pytest
 import torch
 
 from unlearnable import ImageSet, load_dataset_dir
-from unlearnable._io import UnlearnableError
+from unlearnable.core.errors import UnlearnableError
 from unlearnable.cli import main
 from unlearnable.ladder import LEVELS
 from unlearnable.poisons import (
-    POISONS, PoisonContext, default_work_dir, make_poison, perturb_chunks, poison_dataset,
+    POISONS, PoisonContext, default_work_dir, em, make_poison, ntga, perturb_chunks, poison_dataset, rem, tap,
 )
-from unlearnable.poisons import em, ntga, rem, tap
 from unlearnable.poisons.crafting import Interrupted, resolve
 from unlearnable.poisons.em import EMParams, craft_error_minimizing
 from unlearnable.poisons.ntga import NTGAParams, surrogate_loss

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from unlearnable._io import UnlearnableError
+from unlearnable.core.errors import UnlearnableError
 from unlearnable.attacks import ATTACKS, AttackContext, run_attack
 from unlearnable.attacks.smooth import gaussian_blur, gaussian_kernel1d, median_filter
 from unlearnable.ladder import recipe_for

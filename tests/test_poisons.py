@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from unlearnable import ImageSet, load_base, load_dataset_dir
-from unlearnable._io import UnlearnableError
+from unlearnable.core.errors import UnlearnableError
 from unlearnable.cli import main
 from unlearnable.data.store import manifest_bound, manifest_level
 from unlearnable.ladder import LEVELS

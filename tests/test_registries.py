@@ -17,7 +17,7 @@ from unlearnable.attacks.base import train_and_evaluate
 from unlearnable.auditor import AuditConfig, run_audit
 from unlearnable.auditor.pipeline import _plan, audit_row, resolve_inputs
 from unlearnable.cli import main
-from unlearnable.identity import content_id
+from unlearnable.data.identity import content_id
 from unlearnable.ladder import LADDER, LEVELS, level, recipe_for
 from unlearnable.poisons.make import poison_dataset
 from unlearnable.reproduce import ResultStore, build_grid, run_grid, table_data

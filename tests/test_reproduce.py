@@ -8,7 +8,7 @@ import sqlite3
 
 import pytest
 
-from unlearnable._io import DataError
+from unlearnable.core.errors import DataError
 from unlearnable.cli import main
 from unlearnable.reproduce import (
     TABLES, Cell, Grid, ResultStore, build_grid, job_key, run_grid, table_data, write_outputs,

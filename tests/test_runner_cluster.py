@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from unlearnable._io import DataError
+from unlearnable.core.errors import DataError
 from unlearnable.reproduce import ResultStore, build_grid, run_grid
 from unlearnable.runner import JobContext, run_jobs
 from unlearnable.runner.ray_executor import is_loopback

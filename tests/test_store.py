@@ -107,7 +107,7 @@ def test_written_files_get_ordinary_permissions(tmp_path, digits_train):
     import os
     import stat
 
-    from unlearnable._io import write_json
+    from unlearnable.core.files import write_json
 
     old = os.umask(0o022)
     try:

@@ -10,9 +10,8 @@ Datasets?" (NeurIPS 2023, https://arxiv.org/abs/2305.19254).
     print(report["verdict"]["overall"])
 """
 
-__version__ = "0.1.0"
-
-from ._io import DataError, UnlearnableError  # noqa: E402
+from .core.errors import DataError, UnlearnableError  # noqa: E402
+from .core.version import __version__  # noqa: E402
 from .attacks import ATTACKS, AttackContext, register_attack, run_attack  # noqa: E402
 from .auditor import AuditConfig, run_audit  # noqa: E402
 from .analyses import AUDITS, dfr_curve, register_step, separability_of  # noqa: E402

@@ -16,8 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ._io import UnlearnableError
-from ._registry import lookup
+from .core.errors import UnlearnableError
+from .core.registry import lookup
 from .train.engine import Recipe, get_recipe
 
 LEVELS = ("tiny", "quick", "paper")

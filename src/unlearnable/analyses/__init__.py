@@ -9,8 +9,7 @@ from __future__ import annotations
 from . import detect as _detect  # noqa: F401  (registers the "detect" step)
 from . import finetune  # noqa: F401  (registers the fine-tuning step and job kind)
 from .dfr import dfr_curve, dfr_features, dfr_head, random_init_dfr
-from .separability import separability as separability_score
-from .separability import separability_of
+from .separability import separability as separability_score, separability_of
 from .steps import AUDITS, Row, StepInfo, StepSkipped, attack_step, get_step, register_step, steps_for
 
 __all__ = ["AUDITS", "Row", "StepInfo", "StepSkipped", "attack_step", "get_step", "register_step", "steps_for",

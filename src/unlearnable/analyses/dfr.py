@@ -46,10 +46,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._io import (
-    DataError, UnlearnableError, atomic_file, now_iso, read_json, sha256_array, sha256_file, versions,
-    write_json,
-)
+from ..core.errors import DataError, UnlearnableError
+from ..core.files import atomic_file, read_json, write_json
+from ..core.provenance import now_iso, versions
+from ..core.hashing import sha256_array, sha256_file
 from ..data.imageset import ImageSet
 from ..train.engine import _progress_enabled, checkpoint_paths, load_weights, pick_device, read_jsonl
 from ..train.run import load_run
@@ -186,7 +186,7 @@ def fit_head(procedure: str, model: torch.nn.Module, x_tr: torch.Tensor, y_tr: n
 
 def load_indices(path: str | os.PathLike[str], pool_size: int) -> np.ndarray:
     """A clean-subset index file (.npy of distinct integers in [0, pool_size)), checked before use."""
-    from .._safe import read_npy
+    from ..core.safe import read_npy
 
     def check(h) -> None:
         if h.dtype.kind not in "iu" or len(h.shape) != 1:

@@ -40,7 +40,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._io import DataError, UnlearnableError, atomic_file, now_iso, read_json, sha256_array, versions, write_json
+from ..core.errors import DataError, UnlearnableError
+from ..core.files import atomic_file, read_json, write_json
+from ..core.provenance import now_iso, versions
+from ..core.hashing import sha256_array
 from ..data.imageset import ImageSet
 from ..ladder import level as get_level
 from ..runner.jobs import JobContext, Spec, job_key, register_job

@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._io import UnlearnableError
+from ..core.errors import UnlearnableError
 from ..data.imageset import ImageSet
 from ..train.engine import _progress_enabled, pick_device
 

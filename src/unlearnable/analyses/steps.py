@@ -129,7 +129,7 @@ def steps_for(row: Row) -> list[StepInfo]:
 
 
 def get_step(name: str) -> StepInfo:
-    from .._registry import lookup
+    from ..core.registry import lookup
 
     if name.startswith("attack:"):
         return attack_step(name.split(":", 1)[1])

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._params import to_dict
+from ..core.params import to_dict
 from ..train.engine import as_float
 from ..train.pgd import FGSM_RS_ALPHA, pgd, project_delta, steepest
 from ..train.run import as_tensors

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._params import to_dict
+from ..core.params import to_dict
 from ..train.augment import ueraser_augment
 from .base import AttackContext, NoParams, register_attack, train_and_evaluate
 

@@ -26,9 +26,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._io import UnlearnableError, now_iso, read_json, versions, write_json
-from .._params import from_params, to_dict
-from .._registry import lookup
+from ..core.errors import UnlearnableError
+from ..core.provenance import now_iso, versions
+from ..core.files import read_json, write_json
+from ..core.params import from_params, to_dict
+from ..core.registry import lookup
 from ..data.imageset import ImageSet
 from ..train.engine import BatchLoss, Recipe, evaluate
 from ..train.run import RunSpec, as_tensors, spec_for, train_on
@@ -141,7 +143,7 @@ def best_accuracy(result: dict[str, Any]) -> float:
 def identity(name: str, ctx: AttackContext, params: Any) -> dict[str, Any]:
     """Everything that determines an attack's result: a finished result.json is reused only
     when its identity is this one (the data by content, the model by its definition)."""
-    from ..identity import content_id
+    from ..data.identity import content_id
     from ..models import arch_signature
 
     t = ctx.train

@@ -13,7 +13,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from .._io import atomic_file, write_json
+from ..core.files import atomic_file, write_json
 from .base import ATTACKS, AttackContext, ordered, run_attack
 
 log = logging.getLogger(__name__)

@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._io import UnlearnableError, sha256_array
+from ..core.errors import UnlearnableError
+from ..core.hashing import sha256_array
 from ..data.imageset import ImageSet
 from ..train.engine import checkpoint_paths, evaluate, load_weights
 from .base import AttackContext, register_attack, train_and_evaluate

@@ -29,8 +29,8 @@ from typing import Any
 
 import torch
 
-from .._io import UnlearnableError
-from .._params import to_dict
+from ..core.errors import UnlearnableError
+from ..core.params import to_dict
 from .base import AttackContext, register_attack, train_and_evaluate
 
 MODES = ("global-mean", "affine")

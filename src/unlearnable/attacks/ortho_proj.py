@@ -46,8 +46,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .._io import UnlearnableError, atomic_file
-from .._params import to_dict
+from ..core.errors import UnlearnableError
+from ..core.files import atomic_file
+from ..core.params import to_dict
 from ..data.imageset import ImageSet, to_uint8
 from ..train.engine import _progress_enabled, pick_device
 from .base import AttackContext, register_attack, train_and_evaluate

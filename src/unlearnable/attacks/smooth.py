@@ -25,8 +25,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .._io import UnlearnableError
-from .._params import to_dict
+from ..core.errors import UnlearnableError
+from ..core.params import to_dict
 from .base import AttackContext, register_attack, train_and_evaluate
 
 CHUNK = 4096  # images per filtering pass: bounds the float copy of a large set

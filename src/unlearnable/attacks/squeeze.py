@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from .._params import to_dict
+from ..core.params import to_dict
 from ..data.imageset import ImageSet
 from .base import AttackContext, register_attack, train_and_evaluate
 

@@ -34,8 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._io import UnlearnableError
-from .._params import to_dict
+from ..core.errors import UnlearnableError
+from ..core.params import to_dict
 from ..data.imageset import ImageSet
 from ..train.engine import RECIPES, Recipe, read_jsonl
 from .base import AttackContext, register_attack, train_and_evaluate

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .._io import UnlearnableError, atomic_file, write_json
-from .._lock import dir_lock
+from ..core.errors import UnlearnableError, one_line
+from ..core.files import atomic_file, write_json
+from ..core.lock import dir_lock
 from ..runner import JobContext, ResultStore, run_jobs
-from .._safe import one_line
 from .pipeline import AuditConfig, run_audit
 from .report import render_comparison_html, render_comparison_md
 

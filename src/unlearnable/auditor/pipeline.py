@@ -29,18 +29,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .._io import UnlearnableError, atomic_file, now_iso, read_json, versions, write_json
-from .._lock import dir_lock
-from .._registry import lookup, lookup_all
-from .._safe import one_line
+from ..core.errors import UnlearnableError, one_line
+from ..core.files import atomic_file, read_json, write_json
+from ..core.provenance import now_iso, versions
+from ..core.lock import dir_lock
+from ..core.registry import lookup, lookup_all
 from ..analyses.steps import Row, StepInfo, StepSkipped, steps_for
 from ..attacks import ATTACKS, ordered
 from ..data.clean import clean_side
 from ..data.imageset import ImageSet
 from ..data.resolve import load_data
-from ..identity import content_id
-from ..ladder import level as get_level
-from ..ladder import recipe_for
+from ..data.identity import content_id
+from ..ladder import level as get_level, recipe_for
 from ..runner import JobContext, ResultStore, Spec, canonical, expand, get_kind, job_key, run_jobs
 from ..runner.executors import discard_artifacts
 from ..runner.jobs import dependencies
@@ -140,7 +140,7 @@ def audit_row(inp: AuditInputs, cfg: AuditConfig, data_path: str) -> Row:
         row.why_no_base = inp.notes[0]
     row.dfr_procedure = cfg.dfr_procedure
     if cfg.dfr_indices:
-        from .._io import sha256_array
+        from ..core.hashing import sha256_array
         from ..analyses.dfr import load_indices
 
         if inp.clean_full is None:

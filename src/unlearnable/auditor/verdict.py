@@ -36,7 +36,7 @@ class Thresholds:
         import math
         import numbers
 
-        from .._io import UnlearnableError
+        from ..core.errors import UnlearnableError
 
         def finite(v: object) -> bool:
             return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)

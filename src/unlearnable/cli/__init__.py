@@ -16,9 +16,10 @@ import logging
 import os
 import sys
 
-from .._io import UnlearnableError
-from .._malloc import tune_malloc
-from .._safe import one_line
+from ..core.errors import UnlearnableError, one_line
+from ..core.malloc import tune_malloc
+from ..core.version import __version__
+from .common import Parser
 
 # Modules that define sub-commands, in the order `--help` lists them.
 COMMANDS = ["datasets", "train", "demo", "poison", "show", "attack", "audit", "detect", "import_", "export",
@@ -26,10 +27,6 @@ COMMANDS = ["datasets", "train", "demo", "poison", "show", "attack", "audit", "d
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .. import __version__
-
-    from .common import Parser
-
     p = Parser(
         prog="unlearnable",
         description="Does an unlearnable (protected) image dataset really protect? "

@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 import logging
 
-from .._io import UnlearnableError
-from .._registry import lookup_all
+from ..core.errors import UnlearnableError
+from ..core.registry import lookup_all
 from ..attacks import ATTACKS, AttackContext, get_attack, run_attack
 from .common import (add_train_args, names_in, parse_params, progress_from_args, recipe_from_args,
                      refuse_input_overlap, run_dir)

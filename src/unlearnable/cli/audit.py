@@ -18,7 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .._io import UnlearnableError, write_json
+from ..core.errors import UnlearnableError
+from ..core.files import write_json
 from ..attacks import ATTACKS
 from .common import (Parser, add_cache, add_data_root, add_level, arch_name, device, finite_float, in_file, int_in, names_in,
                      out_file, positive_float, positive_int, refuse_input_overlap, run_dir, seed_int)

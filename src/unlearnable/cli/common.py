@@ -16,9 +16,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
-from .._io import UnlearnableError
-from .._params import parse_number
-from .._registry import lookup_all
+from ..core.errors import UnlearnableError
+from ..core.params import parse_number
+from ..core.registry import lookup_all
 from ..models import MODELS
 from ..train.engine import RECIPES, Recipe
 
@@ -122,7 +122,7 @@ def out_dir(text: str) -> str:
 def run_dir(text: str) -> str:
     """A `type=` for the directory of a run, an audit or a grid, which is resumed when it exists:
     never a dataset directory nor inside one (its files would be mixed into the dataset's)."""
-    from .._io import read_json
+    from ..core.files import read_json
     from ..data.store import FORMAT_NAME
 
     out_dir(text)
@@ -191,7 +191,8 @@ arch_name = names_in(MODELS, "architecture", many=False)
 def refuse_input_overlap(out: str | None, data: str | None, option: str = "--out", file: bool = False,
                          what: str = "the dataset") -> None:
     """A command's output must not be, hold or lie inside the dataset it reads (`_io.refuse_overlap`)."""
-    from .._io import read_paths, refuse_overlap
+    from ..data.resolve import read_paths
+    from ..core.files import refuse_overlap
 
     if out is not None and data is not None:
         refuse_overlap(out, [(what, p) for p in read_paths(data)], option, file=file)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .._io import UnlearnableError
+from ..core.errors import UnlearnableError
 from .audit import SUBCOMMANDS, AuditCommand
 from .common import add_data_root, device, int_in, nonneg_int, positive_float, positive_int, run_dir, seed_int
 

@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 import time
 
-from .._io import UnlearnableError
+from ..core.errors import UnlearnableError
 from ..data.store import load_dataset_dir
 from ..ladder import LEVELS
 from ..poisons import POISONS, PoisonContext, poison_dataset

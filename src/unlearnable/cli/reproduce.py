@@ -16,7 +16,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .._io import UnlearnableError
+from ..core.errors import UnlearnableError
 from .common import add_data_root, add_level, arch_name, device, out_file, positive_int, run_dir, seed_int
 
 

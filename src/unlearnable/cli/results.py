@@ -12,7 +12,8 @@ import json
 import sys
 from typing import Any
 
-from .._io import UnlearnableError, atomic_file, refuse_overlap
+from ..core.errors import UnlearnableError
+from ..core.files import atomic_file, refuse_overlap
 from .common import out_file
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .._io import UnlearnableError
+from ..core.errors import UnlearnableError
 from ..data.resolve import load_base
 from ..data.store import load_dataset_dir
 from ..viz.grid import comparison_grid, default_scale, grid_size, save_png

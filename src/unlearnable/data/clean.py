@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from .._io import UnlearnableError
+from ..core.errors import UnlearnableError
 from .imageset import ImageSet
 from .resolve import load_base, load_data
 

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._io import DataError
+from ..core.errors import DataError
 
 
 @dataclass

@@ -21,11 +21,13 @@ import tempfile
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from .._io import DataError, UnlearnableError, sha256_array
-from .._safe import check_bytes
+from ..core.errors import DataError, UnlearnableError
+from ..core.hashing import sha256_array
+from ..core.safe import check_bytes
 from .imageset import ImageSet
 from .sources import DATASETS, Download, Source, load_image_folder
 from .store import is_dataset_dir, load_dataset_dir, read_manifest
@@ -49,6 +51,19 @@ def data_roots(data_root: str | os.PathLike[str] | None = None) -> list[Path]:
     if env:
         roots.extend(Path(p) for p in env.split(os.pathsep) if p)
     return roots
+
+
+def read_paths(spec: str | os.PathLike[str], meta: dict[str, Any] | None = None) -> list[Path]:
+    """The files and directories that dataset `spec` (a name, a directory, `imagefolder:PATH`)
+    is read from; `meta`, the loaded ImageSet's, adds where a dataset given by name was found."""
+    s = str(spec)
+    found = [s.split(":", 1)[1] if s.startswith("imagefolder:") else s]
+    meta = meta or {}
+    source = meta.get("source") if isinstance(meta.get("source"), dict) else {}
+    found += [meta.get("path"), source.get("imagefolder")]
+    if source.get("path") != ".":  # what an embedded dataset records: it has no files
+        found.append(source.get("path"))
+    return [Path(p) for p in found if isinstance(p, str) and p and os.path.lexists(p)]
 
 
 def _has_marker(d: Path, marker: str) -> bool:

@@ -20,8 +20,8 @@ from typing import IO
 
 import numpy as np
 
-from .._io import DataError
-from .._safe import DEFAULT_MAX_BYTES, check_bytes, one_line, open_image, open_regular, readinto_exact
+from ..core.errors import DataError, one_line
+from ..core.safe import DEFAULT_MAX_BYTES, check_bytes, open_image, open_regular, readinto_exact
 from .facts import DataFacts
 from .imageset import ImageSet
 from .unpickle import restricted_load_file

@@ -17,8 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from .._io import DataError, atomic_dir, json_type, now_iso, read_json, sha256_array, versions, write_json
-from .._safe import DEFAULT_MAX_BYTES, NpyHeader, read_npy
+from ..core.errors import DataError
+from ..core.files import atomic_dir, json_type, read_json, write_json
+from ..core.provenance import now_iso, versions
+from ..core.hashing import sha256_array
+from ..core.safe import DEFAULT_MAX_BYTES, NpyHeader, read_npy
 from .imageset import ImageSet
 
 FORMAT_NAME = "unlearnable-dataset"
@@ -278,7 +281,7 @@ def manifest_level(man: dict[str, Any]) -> str | None:
 
 def load_npy(f: str | os.PathLike[str], mmap: bool = False, max_bytes: int = DEFAULT_MAX_BYTES) -> np.ndarray:
     """An .npy array without pickles, its header checked before anything is allocated (see
-    `unlearnable._safe.read_npy`); a missing, odd or broken file is a one-line `DataError`."""
+    `unlearnable.core.safe.read_npy`); a missing, odd or broken file is a one-line `DataError`."""
     return read_npy(f, mmap=mmap, max_bytes=max_bytes)
 
 

@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from .._io import DataError
-from .._safe import DEFAULT_MAX_BYTES, one_line, read_bounded
+from ..core.errors import DataError, one_line
+from ..core.safe import DEFAULT_MAX_BYTES, read_bounded
 
 _HAS_NUMPY_CORE_PRIVATE = hasattr(np, "_core")
 

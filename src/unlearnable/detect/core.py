@@ -35,8 +35,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._io import UnlearnableError
-from .._registry import lookup
+from ..core.errors import UnlearnableError
+from ..core.registry import lookup
 from ..data.imageset import ImageSet
 from .features import Moments, Ridge, blur_rows, content_order, margins, ncm_margins, projection_rows, views
 

@@ -15,9 +15,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .._io import atomic_file, now_iso, versions, write_json
+from ..core.files import atomic_file, write_json
+from ..core.provenance import now_iso, versions
 from ..data.imageset import ImageSet
-from ..identity import content_id
+from ..data.identity import content_id
 
 
 def directions_image(directions: np.ndarray, classes: list[str], scale: int | None = None) -> Image.Image:

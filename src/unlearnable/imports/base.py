@@ -19,11 +19,13 @@ from typing import Any
 
 import numpy as np
 
-from .._io import DataError, UnlearnableError, check_out_dir, read_paths, refuse_overlap, sha256_file
-from .._params import from_params, to_dict
-from .._safe import regular_file_size
+from ..core.errors import DataError, UnlearnableError
+from ..core.files import check_out_dir, refuse_overlap
+from ..data.resolve import load_data, read_paths
+from ..core.hashing import sha256_file
+from ..core.params import from_params, to_dict
+from ..core.safe import regular_file_size
 from ..data.imageset import ImageSet
-from ..data.resolve import load_data
 from ..data.sources import DATASETS
 from ..data.store import perturbation_stats, save_dataset
 

@@ -18,10 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .._io import (UnlearnableError, atomic_dir, check_out_dir, now_iso, read_paths, refuse_overlap, sha256_array,
-                   versions, write_json)
+from ..core.errors import UnlearnableError
+from ..core.files import atomic_dir, check_out_dir, refuse_overlap, write_json
+from ..core.provenance import now_iso, versions
+from ..data.resolve import load_data, read_paths
+from ..core.hashing import sha256_array
 from ..data.imageset import ImageSet
-from ..data.resolve import load_data
 from .images import class_dir_name
 
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .._io import DataError, UnlearnableError
-from .._safe import open_image, read_bounded, read_npz
+from ..core.errors import DataError, UnlearnableError
+from ..core.safe import open_image, read_bounded, read_npz
 from ..data.imageset import ImageSet
 from ..data.store import load_npy
 from .base import Imported, check_finite, chunks, describe, find_one, register_importer

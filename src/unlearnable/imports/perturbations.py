@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .._io import DataError, UnlearnableError
-from .._safe import DEFAULT_MAX_BYTES, check_bytes, one_line, open_regular
+from ..core.errors import DataError, UnlearnableError, one_line
+from ..core.safe import DEFAULT_MAX_BYTES, check_bytes, open_regular
 from ..data.imageset import ImageSet
 from ..data.store import load_npy
 from ..data.unpickle import restricted_load_file

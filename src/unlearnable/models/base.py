@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from .._registry import lookup
+from ..core.registry import lookup
 
 
 class Classifier(nn.Module):

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._io import UnlearnableError
+from ..core.errors import UnlearnableError
 from .base import Classifier, register_model
 
 

@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .._io import UnlearnableError
+from ..core.errors import UnlearnableError
 from ..data.imageset import ImageSet
 from .base import PoisonContext, PoisonOutput, one_thread, perturb_chunks, register_poison, scale_to_norm
 

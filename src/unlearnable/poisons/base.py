@@ -31,8 +31,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._io import UnlearnableError, sha256_array
-from .._params import from_params, to_dict
+from ..core.errors import UnlearnableError
+from ..core.hashing import sha256_array
+from ..core.params import from_params, to_dict
 from ..data.imageset import ImageSet
 from ..ladder import LEVELS
 

@@ -30,8 +30,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._io import UnlearnableError, atomic_file, sha256_array
-from .._params import to_dict
+from ..core.errors import UnlearnableError
+from ..core.files import atomic_file
+from ..core.hashing import sha256_array
+from ..core.params import to_dict
 from ..data.imageset import ImageSet
 from ..models import Classifier, build_model
 from .base import PoisonContext

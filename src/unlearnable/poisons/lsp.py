@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .._io import UnlearnableError
+from ..core.errors import UnlearnableError
 from ..data.imageset import ImageSet
 from .base import (
     PoisonContext, PoisonOutput, check_bound, perturb_chunks, register_poison, scale_to_norm, upsample_grid,

@@ -25,9 +25,11 @@ from typing import Any
 
 import numpy as np
 
-from .._io import UnlearnableError, check_out_dir, read_paths, refuse_overlap, sha256_array
+from ..core.errors import UnlearnableError
+from ..core.files import check_out_dir, refuse_overlap
+from ..data.resolve import load_data, random_subset, read_paths
+from ..core.hashing import sha256_array
 from ..data.imageset import ImageSet
-from ..data.resolve import load_data, random_subset
 from ..data.sources import DATASETS
 from ..data.store import is_dataset_dir, load_dataset_dir, save_dataset
 from .base import PoisonContext, get_poison, make_poison, poisoned_mask

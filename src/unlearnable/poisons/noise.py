@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .._io import UnlearnableError
+from ..core.errors import UnlearnableError
 from ..data.imageset import ImageSet
 from .base import PoisonContext, PoisonOutput, check_bound, perturb_chunks, register_poison, upsample_grid
 

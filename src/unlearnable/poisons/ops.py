@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .._io import UnlearnableError
+from ..core.errors import UnlearnableError
 from ..data.imageset import ImageSet
 from .base import PoisonContext, PoisonOutput, register_poison
 

@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._io import UnlearnableError
+from ..core.errors import UnlearnableError
 from ..train.pgd import pgd
 from ..data.imageset import ImageSet
 from ..ladder import level

@@ -27,8 +27,8 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._io import UnlearnableError
-from .._registry import lookup, lookup_all
+from ..core.errors import UnlearnableError
+from ..core.registry import lookup, lookup_all
 from ..runner.executors import expand
 from ..runner.jobs import Spec, canonical, job_key
 
@@ -110,7 +110,7 @@ def build_grid(table: str, dataset: str, archs: list[str] | None = None, level: 
     """
     from ..analyses.steps import AUDITS, Row, StepSkipped, attack_step, get_step, separability_spec
     from ..data.resolve import load_data, random_subset
-    from ..identity import content_id
+    from ..data.identity import content_id
     from ..ladder import level as get_level
     from ..models import MODELS, arch_signature
     from ..poisons import POISONS

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .._io import atomic_file
+from ..core.files import atomic_file
 from ..runner.store import ResultStore
 from .tables import caption, html_page, plot_fig2, table_data, to_csv, to_html_section, to_markdown
 

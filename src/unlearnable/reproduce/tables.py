@@ -181,7 +181,7 @@ def plot_fig2(layout: dict[str, Any], jobs: dict[str, dict[str, Any]], path: Pat
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .._io import atomic_file
+    from ..core.files import atomic_file
 
     curves = {}
     init = None

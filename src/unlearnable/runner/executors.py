@@ -37,9 +37,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .._io import UnlearnableError, versions
-from .._lock import wait_interval
-from .._malloc import tune_malloc
+from ..core.errors import UnlearnableError
+from ..core.provenance import versions
+from ..core.process import wait_interval
+from ..core.malloc import tune_malloc
 from .jobs import JobContext, Spec, dependencies, get_kind, job_dir, job_key, run_job
 from .storage import open_storage, relocate, staged
 from .store import ResultStore

@@ -6,7 +6,7 @@ experiment asked for by an audit, a demo row and a grid is one job and runs once
 with `_` are *hints* (where to find data already on disk, a display name): they travel with the
 spec but are not part of its identity.
 
-Data inside a spec is identified by content (`unlearnable.identity.content_id`):
+Data inside a spec is identified by content (`unlearnable.data.identity.content_id`):
 
     {"content": "sha256:...", "_path": "/abs/runs/lsp"}                    a dataset directory
     {"content": "sha256:...", "clean": "fashion-mnist", "_base_of": path}  the clean images behind one
@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .._registry import lookup
+from ..core.registry import lookup
 
 Spec = dict[str, Any]
 

@@ -24,10 +24,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .._io import DataError, UnlearnableError, temp_prefix
-from .._lock import FileLock
+from ..core.errors import DataError, UnlearnableError
+from ..core.files import temp_prefix
+from ..core.lock import FileLock
 from ..data.imageset import ImageSet
-from ..identity import content_id
+from ..data.identity import content_id
 from .jobs import JobContext, Spec, job_dir, job_key, poison_spec_of, register_job
 
 log = logging.getLogger(__name__)
@@ -219,7 +220,7 @@ def _dfr_indices(spec: Spec, ctx: JobContext, pool_size: int):
     ref = spec.get("indices")
     if not ref:
         return None
-    from .._io import sha256_array
+    from ..core.hashing import sha256_array
     from ..analyses.dfr import load_indices
 
     idx = load_indices(ref["_path"], pool_size)

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from .._io import UnlearnableError
+from ..core.errors import UnlearnableError
 from .executors import _record, _Scheduler, execute_elsewhere, portable
 from .jobs import JobContext, job_key
 

@@ -31,7 +31,8 @@ from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from .._io import DataError, UnlearnableError, now_iso
+from ..core.errors import DataError, UnlearnableError
+from ..core.provenance import now_iso
 
 log = logging.getLogger(__name__)
 

@@ -34,8 +34,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from .._io import DataError, now_iso, versions
-from .._lock import FileLock, is_held, pid_alive
+from ..core.errors import DataError
+from ..core.provenance import now_iso, versions
+from ..core.lock import FileLock, is_held
+from ..core.process import pid_alive
 from .jobs import Spec, canonical, job_key
 
 SCHEMA = """

@@ -25,8 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._io import MAX_JSON_BYTES, DataError, UnlearnableError, atomic_file
-from .._safe import one_line, open_regular, read_bounded
+from ..core.files import MAX_JSON_BYTES, atomic_file
+from ..core.errors import DataError, UnlearnableError, one_line
+from ..core.safe import open_regular, read_bounded
 from .augment import AUGMENTATIONS, LABEL_AUGMENTATIONS, batch_crop, batch_flip_lr
 
 
@@ -182,7 +183,7 @@ RECIPES: dict[str, Recipe] = {
 
 
 def get_recipe(name: str) -> Recipe:
-    from .._registry import lookup
+    from ..core.registry import lookup
 
     return lookup(RECIPES, name, "recipe")
 

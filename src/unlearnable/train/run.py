@@ -19,7 +19,9 @@ from typing import Any
 
 import torch
 
-from .._io import UnlearnableError, now_iso, read_json, versions, write_json
+from ..core.errors import UnlearnableError
+from ..core.provenance import now_iso, versions
+from ..core.files import read_json, write_json
 from ..data.facts import facts_for
 from ..data.imageset import ImageSet
 from ..data.resolve import load_data

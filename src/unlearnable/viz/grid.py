@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from .._io import UnlearnableError, atomic_file
+from ..core.errors import UnlearnableError
+from ..core.files import atomic_file
 from ..data.imageset import ImageSet
 
 PAD = 4  # pixels between cells

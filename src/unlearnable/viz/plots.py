@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from .._io import atomic_file
+from ..core.files import atomic_file
 
 
 def _pyplot():

@@ -24,7 +24,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ._io import UnlearnableError, now_iso
+from .errors import UnlearnableError
+from .provenance import now_iso
 
 log = logging.getLogger(__name__)
 
@@ -136,19 +137,3 @@ def dir_lock(directory: str | os.PathLike[str], what: str, option: str = "--out"
         yield lock
     finally:
         lock.release()
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether process `pid` exists on this machine."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's process, alive
-    return True
-
-
-def wait_interval(n: int, first: float = 0.2, most: float = 5.0) -> float:
-    """The `n`-th sleep of a poll: doubling from `first`, never longer than `most` seconds."""
-    return min(first * 2 ** min(n, 30), most)

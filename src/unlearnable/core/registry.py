@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TypeVar
 
-from ._io import UnlearnableError
+from .errors import UnlearnableError
 
 T = TypeVar("T")
 

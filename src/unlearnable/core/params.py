@@ -12,7 +12,7 @@ import math
 import typing
 from typing import Any, TypeVar
 
-from ._io import UnlearnableError
+from .errors import UnlearnableError
 
 T = TypeVar("T")
 

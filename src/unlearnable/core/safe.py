@@ -22,7 +22,9 @@ from typing import IO, Any
 
 import numpy as np
 
-from ._io import DataError
+from PIL import Image
+
+from .errors import DataError, one_line
 
 # No array, pickle or IDX body this package reads comes near this (CIFAR-10 as float64 is 1.2 GB);
 # a header that declares more is refused before anything is allocated.
@@ -36,13 +38,6 @@ _CHUNK = 16 << 20
 _KINDS = [(stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
           (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
           (stat.S_ISSOCK, "a socket")]
-
-
-def one_line(e: BaseException | str, limit: int = 200) -> str:
-    """An exception's text on one line, cut to `limit` characters (library messages can be
-    paragraphs, and the CLI promises one line)."""
-    text = " ".join(str(e).split())
-    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _kind(mode: int) -> str:
@@ -277,8 +272,6 @@ def open_image(path: str | os.PathLike[str], formats: tuple[str, ...], what: str
     `check((width, height), mode)` may refuse it, before anything is decoded. Only the plugins
     of `formats` ever parse the file. Any decoding failure is a one-line `DataError`.
     """
-    from PIL import Image
-
     with open_regular(path) as f:
         fmt = image_format(f.read(16))
         f.seek(0)

@@ -13,7 +13,7 @@ import hashlib
 
 import numpy as np
 
-from .data.imageset import ImageSet
+from .imageset import ImageSet
 
 
 def content_id(ds: ImageSet) -> str:

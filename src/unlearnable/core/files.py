@@ -1,61 +1,39 @@
-"""Errors, atomic writes, checksums and provenance shared by every module.
+"""Files: atomic writes, JSON, finished directories put in place, and what killed writes leave.
 
 Every artifact this package writes goes through `atomic_file` or `atomic_dir`: a crash or Ctrl-C
-leaves either the old artifact or the new one, never half of one.
+leaves either the old artifact or the new one, never half of one. A directory made elsewhere
+(a download, a protected set a job made) is moved into place by `put_in_place`, the one rule
+for what happens when something is already there.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import json
 import logging
 import os
-import platform
 import re
 import shutil
-import socket
 import tempfile
 import time
-from collections.abc import Iterator
-from datetime import datetime, timezone
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .errors import DataError, UnlearnableError, one_line
+from .process import host_tag, pid_alive
+from .safe import read_bounded
+
+log = logging.getLogger(__name__)
 
 
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
-
-
-class UnlearnableError(Exception):
-    """An error the CLI reports as one line (no traceback) with a non-zero exit."""
-
-
-class DataError(UnlearnableError):
-    """A data file is missing, corrupted, of the wrong shape or untrusted. Names the file."""
-
-    def __init__(self, path: str | os.PathLike[str], problem: str):
-        self.path = str(path)
-        self.problem = problem
-        super().__init__(f"{self.path}: {problem}")
-
-
-def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
-def sha256_array(a: np.ndarray) -> str:
-    """Checksum of an array's bytes in C order (dtype and shape are recorded separately)."""
-    return hashlib.sha256(np.ascontiguousarray(a).data).hexdigest()
 
 
 @contextlib.contextmanager
@@ -117,8 +95,6 @@ def read_json(path: str | os.PathLike[str], object_only: bool = True) -> Any:
     Every JSON file this package writes holds an object, and its readers call `.get` on it, so
     any other top-level value is a `DataError` unless `object_only=False`.
     """
-    from ._safe import one_line, read_bounded  # _safe builds on this module's DataError
-
     raw = read_bounded(path, MAX_JSON_BYTES)
     try:
         value = json.loads(raw)
@@ -158,7 +134,7 @@ def atomic_dir(path: str | os.PathLike[str], overwrite: bool = False) -> Iterato
     try:
         yield tmp
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private (0700)
-        _put_in_place(tmp, path, overwrite)
+        put_in_place(tmp, path, REPLACE if overwrite else None)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -176,18 +152,37 @@ def check_out_dir(path: str | os.PathLike[str], overwrite: bool = False) -> None
         raise UnlearnableError(f"{path}: already exists (choose another --out or pass --overwrite)")
 
 
-def _put_in_place(tmp: Path, path: Path, overwrite: bool) -> None:
-    if not (overwrite and os.path.lexists(path)):
+def REPLACE(path: Path) -> bool:
+    """`put_in_place`'s `keep` that replaces whatever stands at the path."""
+    return False
+
+
+def put_in_place(tmp: str | os.PathLike[str], path: str | os.PathLike[str],
+                 keep: Callable[[Path], bool] | None = None) -> bool:
+    """Move the finished directory `tmp` to `path`; True when `tmp` is what now stands there.
+
+    Onto nothing (or an empty directory) it is a rename. Where something is there already,
+    `keep(path)` decides: True keeps what is there (a loadable copy another process made) and
+    removes `tmp`; False replaces it, moving the old one aside until `tmp` is in place, then
+    removing it (an `--overwrite`, a download). Without `keep`, what is there is another
+    process's write: refused with a one-line error, and `tmp` is left to the caller.
+    """
+    tmp, path = Path(tmp), Path(path)
+    if not os.path.lexists(path) or keep is None:
         try:
             os.replace(tmp, path)  # onto nothing, or an empty directory made meanwhile
+            return True
         except OSError as e:
             if e.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
                 raise
-            # Another process wrote `path` while this one was writing: its result stays.
-            raise UnlearnableError(f"{path}: was written by another process meanwhile "
-                                   "(choose another --out or pass --overwrite)") from None
-        return
-    old = path.with_name(f"{temp_prefix(path)}{os.urandom(4).hex()}.old")
+            if keep is None:
+                raise UnlearnableError(f"{path}: was written by another process meanwhile "
+                                       "(choose another --out or pass --overwrite)") from None
+    if keep(path):
+        log.info("%s: made by another process meanwhile; using that copy", path)
+        _remove(tmp)
+        return False
+    old = path.with_name(f"{temp_prefix(path)}{os.urandom(4).hex()}.old")  # a name remove_stale knows
     os.replace(path, old)
     try:
         os.replace(tmp, path)
@@ -195,6 +190,7 @@ def _put_in_place(tmp: Path, path: Path, overwrite: bool) -> None:
         os.replace(old, path)
         raise
     _remove(old)
+    return True
 
 
 # A temporary or old copy older than this is abandoned whoever made it: no single write of this
@@ -202,14 +198,10 @@ def _put_in_place(tmp: Path, path: Path, overwrite: bool) -> None:
 STALE_AFTER_S = 24 * 3600
 
 
-def _host() -> str:
-    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:16] or "host"
-
-
 def temp_prefix(path: Path) -> str:
     """`.NAME.PID@HOST.`: how the temporaries and old copies of `path` begin. Recording the
     writer lets `remove_stale` tell a killed write's leftovers from a live one's."""
-    return f".{path.name}.{os.getpid()}@{_host()}."
+    return f".{path.name}.{os.getpid()}@{host_tag()}."
 
 
 def _stale_names(name: str) -> re.Pattern[str]:
@@ -226,10 +218,8 @@ def remove_stale(path: str | os.PathLike[str]) -> None:
     from an earlier version, a reused PID). An old copy is kept while `path` itself is missing:
     it is then the only copy (a kill fell between the two renames of an overwrite).
     """
-    from ._lock import pid_alive  # _lock builds on this module
-
     path = Path(path)
-    pattern, host, now = _stale_names(path.name), _host(), time.time()
+    pattern, host, now = _stale_names(path.name), host_tag(), time.time()
     try:
         entries = list(os.scandir(path.parent))
     except OSError:
@@ -247,10 +237,10 @@ def remove_stale(path: str | os.PathLike[str]) -> None:
         if not (dead or age > STALE_AFTER_S):
             continue
         if not e.name.endswith(".tmp") and not os.path.lexists(path):
-            logging.getLogger(__name__).warning(
+            log.warning(
                 "%s: missing, but an interrupted overwrite left its previous version in %s", path, e.path)
             continue
-        logging.getLogger(__name__).info("removing %s (left by an interrupted write)", e.path)
+        log.info("removing %s (left by an interrupted write)", e.path)
         _remove(Path(e.path))
 
 
@@ -260,19 +250,6 @@ def _remove(p: Path) -> None:
     else:
         with contextlib.suppress(FileNotFoundError):
             p.unlink()
-
-
-def read_paths(spec: str | os.PathLike[str], meta: dict[str, Any] | None = None) -> list[Path]:
-    """The files and directories that dataset `spec` (a name, a directory, `imagefolder:PATH`)
-    is read from; `meta`, the loaded ImageSet's, adds where a dataset given by name was found."""
-    s = str(spec)
-    found = [s.split(":", 1)[1] if s.startswith("imagefolder:") else s]
-    meta = meta or {}
-    source = meta.get("source") if isinstance(meta.get("source"), dict) else {}
-    found += [meta.get("path"), source.get("imagefolder")]
-    if source.get("path") != ".":  # what an embedded dataset records: it has no files
-        found.append(source.get("path"))
-    return [Path(p) for p in found if isinstance(p, str) and p and os.path.lexists(p)]
 
 
 def refuse_overlap(out: str | os.PathLike[str], reads: list[tuple[str, str | os.PathLike[str] | None]],
@@ -298,24 +275,3 @@ def refuse_overlap(out: str | os.PathLike[str], reads: list[tuple[str, str | os.
             continue
         raise UnlearnableError(f"{option} {out}: {rel} {what} {p}, which this command reads; "
                                f"choose another {option}")
-
-
-def versions() -> dict[str, str]:
-    """Versions of everything that can change a result, recorded in every manifest."""
-    import sklearn
-    import torch
-
-    from . import __version__
-
-    return {
-        "unlearnable": __version__,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "scikit-learn": sklearn.__version__,
-        "platform": platform.platform(),
-    }
-
-
-def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")

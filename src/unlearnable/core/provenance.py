@@ -1,0 +1,33 @@
+"""How an artifact records what made it: the versions of everything that can change a result,
+and the time in one format (UTC, ISO 8601, seconds).
+
+    versions()   # {"unlearnable": "0.1.0", "python": ..., "torch": ..., "numpy": ..., ...}
+    now_iso()    # "2026-12-07T00:37:36+00:00"
+"""
+
+from __future__ import annotations
+
+import platform
+from datetime import datetime, timezone
+from importlib import metadata
+
+import numpy as np
+
+from .version import __version__
+
+
+def versions() -> dict[str, str]:
+    """Versions of everything that can change a result, recorded in every manifest. Read from the
+    installed distributions' metadata, so recording them imports neither torch nor scikit-learn."""
+    return {
+        "unlearnable": __version__,
+        "python": platform.python_version(),
+        "torch": metadata.version("torch"),
+        "numpy": np.__version__,
+        "scikit-learn": metadata.version("scikit-learn"),
+        "platform": platform.platform(),
+    }
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
