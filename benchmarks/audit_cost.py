@@ -91,10 +91,10 @@ def levers(train, test, arch: str, seed: int) -> None:
     """Per-lever CPU costs on `train` (an ImageSet), relative to one epoch of standard training."""
     import numpy as np
 
-    from unlearnable.attacks.adv_train import AdvTrainParams, adversarial_loss
+    from unlearnable.train.pgd import adversarial_loss
     from unlearnable.attacks.squeeze import _jpeg_one, jpeg_compress
     from unlearnable.ladder import recipe_for
-    from unlearnable.train.engine import evaluate, fit
+    from unlearnable.train.loop import evaluate, fit
     from unlearnable.train.run import as_tensors, spec_for
 
     recipe = recipe_for("quick").replace(epochs=1)
@@ -103,9 +103,9 @@ def levers(train, test, arch: str, seed: int) -> None:
     cpu = {}
     for name, loss in (("standard epoch", None),
                        ("Free epoch, 3 replays (quick)",
-                        adversarial_loss(AdvTrainParams(adversary="free", steps=1, replays=3))),
-                       ("FGSM-RS epoch", adversarial_loss(AdvTrainParams(adversary="fgsm-rs", steps=1))),
-                       ("PGD-3 epoch", adversarial_loss(AdvTrainParams()))):
+                        adversarial_loss(adversary="free", steps=1, replays=3)),
+                       ("FGSM-RS epoch", adversarial_loss(adversary="fgsm-rs", steps=1)),
+                       ("PGD-3 epoch", adversarial_loss())):
         model = spec.build()
         cpu[name] = measure(lambda: fit(model, xy, None, spec.recipe, seed, progress=False, batch_loss=loss))[1]
         if name == "standard epoch":

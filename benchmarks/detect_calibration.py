@@ -28,9 +28,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from unlearnable.data.facts import facts_for
+from unlearnable.data.sources import facts_for
 from unlearnable.data.imageset import ImageSet, to_uint8
-from unlearnable.data.resolve import load_data, random_subset
+from unlearnable.data.resolve import load_data
+from unlearnable.data.subsets import random_subset
 from unlearnable.detect.core import FEATURES, measure, params_for
 from unlearnable.poisons import POISONS, PoisonContext, make_poison, poisoned_mask
 

@@ -303,7 +303,8 @@ def audit(cfg: Config, fig: dict[str, Any]) -> str:
 @section("autocast", "bf16 autocast vs float32: ConvNet on digits, same seed", 30)
 def autocast(cfg: Config, fig: dict[str, Any]) -> str:
     from unlearnable.data import load_data
-    from unlearnable.train import RECIPES, engine
+    from unlearnable.train import RECIPES
+    from unlearnable.train import loop as engine
     from unlearnable.train.run import as_tensors
 
     if cfg.device.type == "cpu" and not hasattr(torch.backends, "mkldnn"):
@@ -395,10 +396,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from unlearnable.core.errors import UnlearnableError
-    from unlearnable.train.engine import pick_device
+    from unlearnable.core.device import resolve_device
 
     try:
-        dev = pick_device(args.device)
+        dev = resolve_device(args.device)
     except UnlearnableError as e:
         print(f"device_check: {e}", file=sys.stderr)
         return 2

@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from unlearnable.data import load_data
 from unlearnable.models import build_model
 from unlearnable.train import RECIPES, fit
-from unlearnable.train.engine import crop_padding_for
+from unlearnable.train.loop import crop_padding_for
 
 
 class PerSampleDataset(torch.utils.data.Dataset):

@@ -71,7 +71,7 @@ def linear_vs_epoch() -> dict:
 
     from unlearnable import load_data
     from unlearnable.attacks.ortho_proj import LinearParams, fit_linear
-    from unlearnable.train.engine import get_recipe
+    from unlearnable.train.recipe import get_recipe
     from unlearnable.train.run import spec_for, train_on
 
     ds = load_data("fashion-mnist")

@@ -88,7 +88,7 @@ def test_adv_train_at_quick_is_free_at_the_cost_of_standard_training_and_paper_k
 def test_free_loss_moves_its_perturbation_by_the_training_steps_gradient(digits_train):
     """One training step of Free adversarial training: the loss is the model's on x + delta, and
     its backward pass alone moves delta by alpha * sign(grad) inside the ball (Shafahi et al.)."""
-    from unlearnable.attacks.adv_train import FreeLoss
+    from unlearnable.train.pgd import FreeLoss
 
     torch.manual_seed(0)
     model = build_model("convnet", 10, 1, 8)

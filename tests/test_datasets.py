@@ -22,7 +22,8 @@ from unlearnable.cli import main
 from unlearnable.data import DATASETS, DataFacts, download, facts_for, read_idx, save_dataset
 from unlearnable.data.facts import UNKNOWN
 from unlearnable.data.resolve import locate
-from unlearnable.data.sources import CIFAR10_CLASSES, FASHION_CLASSES, Download
+from unlearnable.data.readers import CIFAR10_CLASSES, FASHION_CLASSES
+from unlearnable.data.sources import Download
 
 
 @pytest.fixture(autouse=True)

@@ -16,7 +16,8 @@ import pytest
 import torch
 
 from unlearnable.cli import main as cli
-from unlearnable.train import RECIPES, engine
+from unlearnable.train import RECIPES
+from unlearnable.train import loop as engine
 from unlearnable.train.run import as_tensors
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -114,8 +115,8 @@ def _calls(tree: ast.AST):
 
 def test_no_hidden_cuda_in_the_package():
     """Every tensor goes where the caller's device says: no `.cuda()`, and a CUDA device is made
-    only where a device is chosen (pick_device, the crafting device)."""
-    allowed = {"pick_device", "device_of", "default_arch"}
+    only where a device is chosen (resolve_device, the crafting device)."""
+    allowed = {"resolve_device", "device_of", "default_arch"}
     found = []
     for path in sorted((ROOT / "src" / "unlearnable").rglob("*.py")):
         for fn, call in _calls(ast.parse(path.read_text())):

@@ -9,7 +9,7 @@ from unlearnable import RECIPES, ImageSet, build_model, fit
 from unlearnable.cli import main
 from unlearnable.data import DATASETS, save_dataset
 from unlearnable.train import batch_crop, batch_flip_lr, checkpoint_paths, load_weights
-from unlearnable.train.engine import crop_padding_for
+from unlearnable.train.loop import crop_padding_for
 from unlearnable.train.run import RunSpec, spec_for, train_data, train_on
 
 
@@ -170,7 +170,7 @@ def test_digits_with_the_paper_recipe_learn_in_3_epochs():
 
 def test_vit_released_recipe_is_the_released_adam_warmup_cosine():
     from unlearnable import UnlearnableError
-    from unlearnable.train.engine import RELEASED_AUGMENT, Recipe
+    from unlearnable.train.recipe import RELEASED_AUGMENT, Recipe
 
     r = RECIPES["vit-released"]
     assert (r.optimizer, r.lr, r.weight_decay, r.warmup_epochs, r.epochs, r.batch_size, r.schedule) == \
@@ -238,7 +238,7 @@ def test_evaluation_on_a_cpu_runs_in_cache_sized_batches_and_gives_the_same_figu
     """A CPU evaluation pass of batch 1000 is cut into forward batches of at most CPU_EVAL_BATCH
     (large batches fall out of the caches); loss and accuracy equal one pass over all images."""
     from unlearnable.poisons.crafting import loss_and_accuracy
-    from unlearnable.train.engine import CPU_EVAL_BATCH, evaluate
+    from unlearnable.train.loop import CPU_EVAL_BATCH, evaluate
 
     torch.manual_seed(0)
     model = build_model("convnet", num_classes=10, in_channels=1, image_size=8).eval()
@@ -262,7 +262,7 @@ def test_replayed_minibatches_train_in_a_row_and_a_resume_between_replays_is_exa
     training's order): the epochs keep their steps, the data is passed over epochs / m times, and
     a run cut at an epoch boundary that falls between two replays of one minibatch resumes to
     the uninterrupted run's weights and perturbation (the loss's state is saved with the run)."""
-    from unlearnable.attacks.adv_train import FreeLoss
+    from unlearnable.train.pgd import FreeLoss
 
     x, y = _xy(digits_train)
     x, y = x[:300], y[:300]

@@ -11,12 +11,14 @@ import torch
 from unlearnable import RECIPES, UnlearnableError, load_data
 from unlearnable.analyses.dfr import _clean_subset, weights_sha256
 from unlearnable.analyses.finetune import (
-    LEVEL_PARAMS, FinetuneParams, attacker_order, dfr_indices, finetune_curve, finetune_subsets, summarize,
+    LEVEL_PARAMS, FinetuneParams, finetune_curve, finetune_subsets, summarize,
 )
 from unlearnable.attacks import AttackContext, run_attack
 from unlearnable.attacks.early_stop import EarlyStopParams, pick_epoch, validation_set
 from unlearnable.cli import main
-from unlearnable.train.engine import checkpoint_paths, evaluate, load_weights
+from unlearnable.data.clean import pool_split
+from unlearnable.train.checkpoint import checkpoint_paths, load_weights
+from unlearnable.train.loop import evaluate
 from unlearnable.train.run import load_run, spec_for, train_on
 
 K = 10
@@ -48,9 +50,9 @@ def test_subsets_are_nested_and_apart_from_dfr_and_validation():
     # DFR's subset is drawn exactly as dfr.py draws it, and fine-tuning never uses its images.
     ds = load_data("digits")
     *_, settings, idx = _clean_subset(ds, ds, dfr_n, seed, 10, 1.0)
-    assert np.array_equal(dfr_indices(n, dfr_n, seed), idx)
+    assert np.array_equal(pool_split(n, seed, dfr_n).dfr, idx)
     assert not set(order.tolist()) & set(idx.tolist())
-    full = attacker_order(n, seed, dfr_n)
+    full = pool_split(n, seed, dfr_n).attacker
     assert len(full) == n - dfr_n and np.array_equal(full[:400], order)
     with pytest.raises(UnlearnableError, match="--sizes"):
         finetune_subsets(n, (900,), seed, dfr_n)

@@ -21,7 +21,7 @@ from unlearnable.core.params import from_params
 from unlearnable.auditor import Thresholds
 from unlearnable.cli import main
 from unlearnable.poisons import POISONS
-from unlearnable.train.engine import RECIPES, Recipe
+from unlearnable.train.recipe import RECIPES, Recipe
 from unlearnable.train.run import spec_for, train_on
 
 

@@ -28,7 +28,7 @@ from PIL import Image
 from unlearnable import DataError, ImageSet, save_dataset
 from unlearnable.core.files import read_json
 from unlearnable.cli import main
-from unlearnable.data import resolve, restricted_load
+from unlearnable.data import fetch, resolve, restricted_load
 
 GIB_MIB = 1024  # a bomb: 1 GiB when inflated
 GROWTH_BOUND_MB = 400
@@ -533,14 +533,14 @@ def test_download_and_unpacking_are_bounded(tmp_path, monkeypatch):
         info = tarfile.TarInfo("top/data")
         info.size = 4096
         tar.addfile(info, io.BytesIO(bytes(4096)))
-    monkeypatch.setattr(resolve, "MAX_EXTRACT_BYTES", 1000)
+    monkeypatch.setattr(fetch, "MAX_EXTRACT_BYTES", 1000)
     with pytest.raises(DataError, match="big.tar: unpacking it would take 4.0 KiB, more than"):
-        resolve._safe_extract(src, tmp_path / "unpacked")
+        fetch._safe_extract(src, tmp_path / "unpacked")
     assert not (tmp_path / "unpacked").exists()
-    monkeypatch.setattr(resolve, "MAX_DOWNLOAD_BYTES", 1000)
+    monkeypatch.setattr(fetch, "MAX_DOWNLOAD_BYTES", 1000)
     stage = tmp_path / "stage"
     stage.mkdir()
     dl = Download(src.as_uri(), "0" * 64, "big.tar")
     with pytest.raises(Exception, match="sent more than"):
-        resolve._fetch(dl, stage, resolve.get_source("cifar10"), progress=False)
+        fetch._fetch(dl, stage, fetch.get_source("cifar10"), progress=False)
     assert list(stage.iterdir()) == []

@@ -299,7 +299,7 @@ def test_a_killed_holder_leaves_no_lock_behind(tmp_path):
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage", "foreign", "epoch", "directory", "metrics"])
 def test_a_bad_last_pt_on_resume_is_one_line_naming_it(tmp_path, digits_train, digits_test, damage):
-    from unlearnable.train.engine import RECIPES
+    from unlearnable.train.recipe import RECIPES
     from unlearnable.train.run import spec_for, train_on
 
     small = digits_train.subset(range(200))
@@ -329,16 +329,16 @@ def test_a_bad_last_pt_on_resume_is_one_line_naming_it(tmp_path, digits_train, d
 
 
 def _interrupt_training(monkeypatch, run_name: str, after_epoch: int) -> None:
-    import unlearnable.train.engine as engine
+    import unlearnable.train.loop as engine
 
-    real = engine._save_epoch
+    real = engine.save_epoch
 
     def save(out, model, opt, epoch, *rest):
         real(out, model, opt, epoch, *rest)
         if Path(out).name == run_name and epoch == after_epoch:
             raise KeyboardInterrupt  # killed right after the epoch was saved
 
-    monkeypatch.setattr(engine, "_save_epoch", save)
+    monkeypatch.setattr(engine, "save_epoch", save)
 
 
 def test_a_truncated_last_pt_in_an_audit_is_recorded_and_restart_repairs_it(regions, tmp_path, monkeypatch):

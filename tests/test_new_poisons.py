@@ -17,7 +17,8 @@ import torch
 from unlearnable import ImageSet, load_dataset_dir
 from unlearnable.analyses.steps import AUDITS, NOT_ADDITIVE, Row, StepSkipped
 from unlearnable.ladder import LEVELS, level
-from unlearnable.poisons import POISONS, PoisonContext, entf, hypo, is_additive, make_poison, poison_dataset
+from unlearnable.data.facts import is_additive
+from unlearnable.poisons import POISONS, PoisonContext, entf, hypo, make_poison, poison_dataset
 from unlearnable.poisons.crafting import Interrupted, resolve
 from unlearnable.poisons.cuda import CUDAParams, class_filters
 from unlearnable.train import evaluate, spec_for, train_on

@@ -199,7 +199,8 @@ def test_released_recipe_augments_in_the_released_order():
     turn from one generator: augment_batch equals the steps applied one by one."""
     from unlearnable.train.augment import (batch_color_jitter_per_image, batch_crop, batch_cutmix,
                                            batch_flip_lr, batch_rotate, batch_shear_scale)
-    from unlearnable.train.engine import RECIPES, augment_batch
+    from unlearnable.train.recipe import RECIPES
+    from unlearnable.train.loop import augment_batch
 
     x, y = torch.rand(8, 3, 16, 16), torch.arange(8) % 4
     recipe = RECIPES["released"]

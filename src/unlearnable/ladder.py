@@ -18,7 +18,7 @@ from typing import Any
 
 from .core.errors import UnlearnableError
 from .core.registry import lookup
-from .train.engine import Recipe, get_recipe
+from .train.recipe import Recipe, get_recipe
 
 LEVELS = ("tiny", "quick", "paper")
 

@@ -50,8 +50,11 @@ from ..core.errors import DataError, UnlearnableError
 from ..core.files import atomic_file, read_json, write_json
 from ..core.provenance import now_iso, versions
 from ..core.hashing import sha256_array, sha256_file
+from ..data.clean import pool_split
 from ..data.imageset import ImageSet
-from ..train.engine import _progress_enabled, checkpoint_paths, load_weights, pick_device, read_jsonl
+from ..core.progress import progress_enabled
+from ..train.checkpoint import checkpoint_paths, load_weights, read_jsonl
+from ..core.device import resolve_device
 from ..train.run import load_run
 
 PAPER = "Sandoval-Segura et al., NeurIPS 2023, §4.2 and Fig. 2, arXiv:2305.19254"
@@ -242,7 +245,7 @@ def random_init_dfr(spec: Any, clean_train: ImageSet, clean_test: ImageSet, n: i
     accuracy and loss, and the `settings` a curve must share to use it."""
     x_tr, y_tr, x_te, y_te, settings, _ = _clean_subset(clean_train, clean_test, n, seed, max_iter, c,
                                                         indices, procedure)
-    model = spec.build().to(pick_device(device))
+    model = spec.build().to(resolve_device(device))
     sha = weights_sha256(model)
     t0 = time.perf_counter()
     res = fit_head(procedure, model, x_tr, y_tr, x_te, y_te, spec.num_classes, max_iter, c, batch_size,
@@ -254,16 +257,10 @@ def random_init_dfr(spec: Any, clean_train: ImageSet, clean_test: ImageSet, n: i
 def _clean_subset(clean_train: ImageSet, clean_test: ImageSet, n: int, seed: int, max_iter: int, c: float,
                   indices: np.ndarray | None = None, procedure: str = "paper"):
     """The clean subset of DFR's head (seeded, or the given indices) and what identifies it."""
-    if indices is not None:
-        idx = np.asarray(indices, dtype=np.int64)
-        if len(idx) == 0 or idx.min() < 0 or idx.max() >= len(clean_train) or len(np.unique(idx)) != len(idx):
-            raise UnlearnableError(f"DFR indices must be distinct and in [0, {len(clean_train)})")
-        n_used = len(idx)
-    else:
-        n_used = min(int(n), len(clean_train))
-        if n_used < 1:
-            raise UnlearnableError("DFR needs at least one clean training image (--n)")
-        idx = np.sort(np.random.default_rng(seed).choice(len(clean_train), n_used, replace=False))
+    if indices is None and min(int(n), len(clean_train)) < 1:
+        raise UnlearnableError("DFR needs at least one clean training image (--n)")
+    idx = pool_split(len(clean_train), seed, n, indices).dfr
+    n_used = len(idx)
     sub = clean_train.subset(idx)
     classifier = ("sklearn LogisticRegression (multinomial, lbfgs) on standardized features" if procedure == "paper"
                   else "the trained head refitted: LBFGS lr 0.5, 15 epochs of batches of 1024, crop+flip, "
@@ -330,7 +327,7 @@ def dfr_curve(
                                                           indices, procedure)
     with atomic_file(run_dir / "dfr_indices.npy", "wb") as f:
         np.save(f, idx, allow_pickle=False)
-    dev = pick_device(device)
+    dev = resolve_device(device)
     cache = run_dir / "dfr_cache"
 
     def evaluate_model(model: torch.nn.Module, tag: str, weights_sha: str) -> dict[str, Any]:
@@ -353,7 +350,7 @@ def dfr_curve(
 
     standard = _standard_curve(run_dir)
     curve = []
-    bar = tqdm(ckpts, desc="DFR", disable=not _progress_enabled(progress), leave=False)
+    bar = tqdm(ckpts, desc="DFR", disable=not progress_enabled(progress), leave=False)
     for epoch, path in bar:
         model = load_weights(spec.build(), path)
         r = evaluate_model(model, f"epoch_{epoch:03d}", sha256_file(path))

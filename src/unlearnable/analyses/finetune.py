@@ -44,10 +44,15 @@ from ..core.errors import DataError, UnlearnableError
 from ..core.files import atomic_file, read_json, write_json
 from ..core.provenance import now_iso, versions
 from ..core.hashing import sha256_array
+from ..data.clean import pool_split
 from ..data.imageset import ImageSet
 from ..ladder import level as get_level
 from ..runner.jobs import JobContext, Spec, job_key, register_job
-from ..train.engine import Recipe, _progress_enabled, checkpoint_paths, evaluate, fit, load_weights, pick_device
+from ..train.recipe import Recipe
+from ..core.progress import progress_enabled
+from ..train.checkpoint import checkpoint_paths, load_weights
+from ..train.loop import evaluate, fit
+from ..core.device import resolve_device
 from ..train.run import RunSpec, adapt_recipe, load_run
 from .dfr import resolve_clean, weights_sha256
 from .steps import Row, StepSkipped, register_step
@@ -118,40 +123,12 @@ LEVEL_PARAMS: dict[str, FinetuneParams] = {
 
 # --- which clean images the attacker holds --------------------------------------------------------
 
-def dfr_indices(n_pool: int, n: int, seed: int) -> np.ndarray:
-    """The pool indices of DFR's clean subset (analyses/dfr.py draws them the same way)."""
-    return np.sort(np.random.default_rng(seed).choice(n_pool, min(int(n), n_pool), replace=False))
-
-
-def attacker_order(n_pool: int, seed: int, dfr_n: int) -> np.ndarray:
-    """A seeded order of the clean pool's indices outside DFR's subset: the attacker's clean data.
-
-    Fine-tuning takes subsets from the first half (subset k = the first k: nested); early
-    stopping takes its validation images from the second half. So the three never share an image.
-    """
-    left = np.setdiff1d(np.arange(n_pool), dfr_indices(n_pool, dfr_n, seed))
-    return left[np.random.default_rng([seed, 15]).permutation(len(left))]
-
-
-def finetune_subsets(n_pool: int, sizes: tuple[int, ...], seed: int, dfr_n: int, cap: bool = False) -> np.ndarray:
-    """The fine-tuning order: the first half of the attacker's order, then (only for a pool too
-    small to keep them apart, with a warning) DFR's images; subset k is its first k entries.
-    Never the second half, where early stopping validates. `cap`: sizes beyond what there is
-    are the audit's to shrink (`capped`), not an error."""
-    order = attacker_order(n_pool, seed, dfr_n)
-    first = order[:len(order) // 2]
-    usable = np.concatenate([first, np.random.default_rng([seed, 16]).permutation(dfr_indices(n_pool, dfr_n, seed))])
-    want = max(sizes)
-    if want > len(usable):
-        if not cap or not len(usable):
-            raise UnlearnableError(f"fine-tuning size {want} is more than the {len(usable)} clean images available "
-                                   f"(the pool of {n_pool} less the half early stopping validates on); "
-                                   "pass smaller --sizes")
-        want = len(usable)
-    if want > len(first):
-        log.warning("fine-tuning on %d images uses some of DFR's %d (the pool of %d is too small to keep them apart)",
-                    want, min(dfr_n, n_pool), n_pool)
-    return usable[:want]
+def finetune_subsets(n_pool: int, sizes: tuple[int, ...], seed: int, dfr_n: int, cap: bool = False,
+                     indices: np.ndarray | None = None) -> np.ndarray:
+    """Fine-tuning's order of the pool (`data.clean.pool_split`): subset k is its first k entries,
+    never one of early stopping's validation images. `cap`: sizes beyond what there is are the
+    audit's to shrink (`capped`), not an error."""
+    return pool_split(n_pool, seed, dfr_n, indices).finetune_order(max(sizes), cap)
 
 
 def capped(p: FinetuneParams, n_pool: int, seed: int, dfr_n: int) -> FinetuneParams:
@@ -284,9 +261,9 @@ def finetune_curve(
     with atomic_file(out / "finetune_indices.npy", "wb") as f:
         np.save(f, order, allow_pickle=False)
     base_recipe = adapt_recipe(spec.recipe, clean_train)
-    dev = pick_device(device)
+    dev = resolve_device(device)
     cache = Path(cache_dir) if cache_dir is not None else out / "finetune_cache"
-    bar = tqdm(total=len(starts) * len(p.sizes), desc="fine-tune", disable=not _progress_enabled(progress),
+    bar = tqdm(total=len(starts) * len(p.sizes), desc="fine-tune", disable=not progress_enabled(progress),
                leave=False)
     acc = {}
     for name, rs, path in starts:
@@ -399,7 +376,7 @@ def _start_job(spec: Spec, ctx: JobContext, deps: dict[str, Any]) -> dict[str, A
         raise UnlearnableError(f"the network has {model.head.out_features} classes, {spec['pool']} {pool.num_classes}")
     order = finetune_subsets(len(pool), p.sizes, int(spec["seed"]), int(spec["dfr_n"]))
     res = finetune_from(model, spec.get("_name", "start"), pool, test, order, p, Recipe.from_dict(spec["recipe"]),
-                        int(spec["seed"]), ctx.dir_of(spec) / "cache", pick_device(ctx.device))
+                        int(spec["seed"]), ctx.dir_of(spec) / "cache", resolve_device(ctx.device))
     for r in res.values():
         r.pop("seconds", None)  # results are content: timings live in the store
     return {"by_k": {str(k): r for k, r in res.items()}, "order_sha256": sha256_array(order)}

@@ -44,7 +44,8 @@ from torch import nn
 
 from ..core.errors import UnlearnableError
 from ..data.imageset import ImageSet
-from ..train.engine import _progress_enabled, pick_device
+from ..core.progress import progress_enabled
+from ..core.device import resolve_device
 
 PAPER = "Sandoval-Segura et al., NeurIPS 2023, §4.3 Table 2 and App. A.3.2 Table 6, arXiv:2305.19254"
 # A clean-image baseline at or above this makes the test uninformative at that sample size.
@@ -105,7 +106,7 @@ def separability(
     if hidden < 0 or steps < 1 or repeats < 1:
         raise UnlearnableError("separability: need hidden >= 0, steps >= 1, repeats >= 1")
     t_start = time.perf_counter()
-    dev = pick_device(device)
+    dev = resolve_device(device)
     xs = minmax01(x.reshape(len(x), -1).to(dev, torch.float32, copy=True))
     ys = y.to(dev)
     runs = []
@@ -126,7 +127,7 @@ def separability(
 
         best, taken = 0.0, 0
         bar = tqdm(range(steps), desc=f"L-BFGS {r + 1}/{repeats}", leave=False,
-                   disable=not _progress_enabled(progress))
+                   disable=not progress_enabled(progress))
         for _ in bar:
             opt.step(closure)
             taken += 1
@@ -219,7 +220,7 @@ def separability_of(
 
             raise UnlearnableError(f"{data.name}: {'; '.join(clean_side(data, data_root=data_root).notes)}")
     if n is not None and n < len(data):
-        from ..data.resolve import random_subset
+        from ..data.subsets import random_subset
 
         idx = random_subset(data, n, subset_seed)
         data, base = data.subset(idx), (base.subset(idx) if base is not None else None)

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..data.facts import is_additive
 from ..data.imageset import ImageSet
 from ..ladder import Level, recipe_for
 
@@ -214,7 +215,7 @@ NOT_ADDITIVE = "not applicable: the perturbation is a convolution"
 
 def row_is_additive(row: Row) -> bool:
     """Whether the row's set is x + delta (a poison spec's method, else the loaded manifest)."""
-    from ..poisons import POISONS, is_additive
+    from ..poisons import POISONS
 
     if "method" in row.data:
         info = POISONS.get(row.data["method"])

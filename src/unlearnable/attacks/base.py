@@ -32,7 +32,8 @@ from ..core.files import read_json, write_json
 from ..core.params import from_params, to_dict
 from ..core.registry import lookup
 from ..data.imageset import ImageSet
-from ..train.engine import BatchLoss, Recipe, evaluate
+from ..train.loop import BatchLoss, evaluate
+from ..train.recipe import Recipe
 from ..train.run import RunSpec, as_tensors, spec_for, train_on
 
 log = logging.getLogger(__name__)

@@ -5,9 +5,9 @@ DFR curves of the paper's Fig. 2 peak early too). An attacker who holds k clean 
 500) trains as usual on the protected set, scores every epoch's checkpoint on those k images, and
 keeps the best one (the earliest of equals). Its clean test accuracy is the attack's figure.
 
-The k images come from the base's clean training pool: the second half of the attacker's seeded
-order (`analyses.finetune.attacker_order`), which leaves out DFR's subset and the first half
-fine-tuning draws from, so no analysis of one audit validates on another's training images.
+The k images come from the base's clean training pool: its validation part
+(`data.clean.pool_split`), which leaves out DFR's subset and the images fine-tuning draws from,
+so no analysis of one audit validates on another's training images.
 They come from the base's whole clean training split when the manifest names one that loads
 (so they need not be training images); otherwise from the aligned clean images `ctx.clean`,
 the first k of them in that order.
@@ -26,8 +26,10 @@ import torch
 
 from ..core.errors import UnlearnableError
 from ..core.hashing import sha256_array
+from ..data.clean import clean_side, pool_split
 from ..data.imageset import ImageSet
-from ..train.engine import checkpoint_paths, evaluate, load_weights
+from ..train.checkpoint import checkpoint_paths, load_weights
+from ..train.loop import evaluate
 from .base import AttackContext, register_attack, train_and_evaluate
 
 log = logging.getLogger(__name__)
@@ -46,9 +48,6 @@ class EarlyStopParams:
 def validation_set(ctx: AttackContext, p: EarlyStopParams) -> tuple[ImageSet, np.ndarray]:
     """The k clean validation images and their pool indices: from the base's whole training split
     when the manifest names one that loads, else from the aligned clean images `ctx.clean`."""
-    from ..analyses.finetune import attacker_order
-    from ..data.clean import clean_side
-
     pool = None
     if "manifest" in ctx.train.meta:
         try:
@@ -59,8 +58,7 @@ def validation_set(ctx: AttackContext, p: EarlyStopParams) -> tuple[ImageSet, np
     base = ctx.train.meta.get("manifest", {}).get("base") or {}
     n_pool = len(pool) if pool is not None else \
         int(base.get("num_samples") or (int(src.indices.max()) + 1 if len(src) else 0))
-    order = attacker_order(n_pool, ctx.seed, p.dfr_n)
-    second = order[len(order) // 2:][::-1]  # from the far end: the last fine-tuning would reach
+    second = pool_split(n_pool, ctx.seed, p.dfr_n).validation()
     where = {int(i): pos for pos, i in enumerate(src.indices)}
     chosen = [i for i in second if int(i) in where][:p.k]
     if not chosen:
@@ -103,7 +101,7 @@ def early_stop(ctx: AttackContext, p: EarlyStopParams) -> dict[str, Any]:
 
 
 def _metrics(run) -> list[dict[str, Any]]:
-    from ..train.engine import read_jsonl
+    from ..train.checkpoint import read_jsonl
 
     p = run / "metrics.jsonl"
     return read_jsonl(p) if p.exists() else []

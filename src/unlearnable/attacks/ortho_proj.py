@@ -49,8 +49,10 @@ import torch.nn.functional as F
 from ..core.errors import UnlearnableError
 from ..core.files import atomic_file
 from ..core.params import to_dict
+from ..data.facts import is_additive
 from ..data.imageset import ImageSet, to_uint8
-from ..train.engine import _progress_enabled, pick_device
+from ..core.progress import progress_enabled
+from ..core.device import resolve_device
 from .base import AttackContext, register_attack, train_and_evaluate
 
 PAPER = "Sandoval-Segura et al., NeurIPS 2023, Alg. 1, arXiv:2305.19254"
@@ -315,15 +317,13 @@ def save_linear_weights(path: str | os.PathLike[str], w: torch.Tensor) -> None:
 def _ortho_proj(ctx: AttackContext, p: OrthoProjParams) -> dict[str, Any]:
     from ..viz.plots import plot_weight_rows
 
-    dev = pick_device(ctx.device)
+    dev = resolve_device(ctx.device)
     ds = ctx.train
     known = ctx.clean is not None and ctx.clean.images.shape == ds.images.shape
     if p.directions == "perturbations" and not known:
         raise UnlearnableError("directions=perturbations needs the clean base images, aligned with the "
                                "protected ones (pass --clean DATA)")
     if p.directions == "perturbations":
-        from ..poisons import is_additive
-
         if not is_additive(ds.meta.get("manifest")):
             raise UnlearnableError("directions=perturbations: not applicable: the perturbation is a convolution, "
                                    "not an additive delta")
@@ -332,7 +332,7 @@ def _ortho_proj(ctx: AttackContext, p: OrthoProjParams) -> dict[str, Any]:
     t0 = time.perf_counter()
     # W is fitted in both modes: its picture, and its alignment with the perturbations.
     w = fit_linear(x_u8.flatten(1), y, ds.num_classes, p.linear(), ctx.seed, dev,
-                   _progress_enabled(ctx.progress))
+                   progress_enabled(ctx.progress))
     lin_acc = linear_accuracy(x_u8.flatten(1), y, w)
     seconds_linear = time.perf_counter() - t0
     save_linear_weights(ctx.out_dir / "linear_weights.npy", w)

@@ -37,7 +37,8 @@ from torch import nn
 from ..core.errors import UnlearnableError
 from ..core.params import to_dict
 from ..data.imageset import ImageSet
-from ..train.engine import RECIPES, Recipe, read_jsonl
+from ..train.recipe import RECIPES, Recipe
+from ..train.checkpoint import read_jsonl
 from .base import AttackContext, register_attack, train_and_evaluate
 
 # APBench's train.py: 200 epochs, MultiStepLR(milestones=[100, 200, 300], gamma=0.5).

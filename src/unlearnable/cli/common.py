@@ -20,7 +20,7 @@ from ..core.errors import UnlearnableError
 from ..core.params import parse_number
 from ..core.registry import lookup_all
 from ..models import MODELS
-from ..train.engine import RECIPES, Recipe
+from ..train.recipe import RECIPES, Recipe
 
 
 class Parser(argparse.ArgumentParser):
@@ -159,10 +159,10 @@ def in_file(text: str) -> str:
 
 def device(text: str) -> str:
     """A `type=` for --device: auto, or a device torch knows and this machine has."""
-    from ..train.engine import pick_device
+    from ..core.device import resolve_device
 
     try:
-        pick_device(text)
+        resolve_device(text)
     except UnlearnableError as e:
         raise argparse.ArgumentTypeError(str(e).removeprefix("--device ")) from None
     except RuntimeError:

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..data.resolve import data_roots, default_download_root, download, survey, user_cache_root
+from ..data.resolve import data_roots, survey, user_cache_root
+from ..data.fetch import default_download_root, download
 from .common import add_data_root
 
 

@@ -120,8 +120,8 @@ def dry_run(grid, args: argparse.Namespace) -> int:
                 done = {j["key"] for j in store.jobs("done")}
         except UnlearnableError as e:
             print(f"unlearnable: note: {e}", file=sys.stderr)
-    from ..train.engine import pick_device
+    from ..core.device import resolve_device
 
-    est = estimate(grid, train.chw, train.num_classes, len(train), len(test), done, str(pick_device(args.device)))
+    est = estimate(grid, train.chw, train.num_classes, len(train), len(test), done, str(resolve_device(args.device)))
     print(format_estimate(grid, est))
     return 0

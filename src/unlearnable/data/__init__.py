@@ -1,15 +1,22 @@
-"""Datasets: the `ImageSet` type, readers of the standard formats, the project's on-disk format."""
+"""Datasets: the `ImageSet` type, readers of the standard formats, the registry of sources, the
+project's on-disk format, data identified by content, and the clean side of a protected set."""
 
-from .facts import DataFacts, facts_for
+from .clean import CleanSide, PoolSplit, clean_side, pool_split
+from .fetch import download
+from .facts import DataFacts, is_additive
+from .identity import content_id
 from .imageset import ImageSet, to_uint8
-from .resolve import download, load_base, load_data, load_source, random_subset, survey
-from .sources import DATASETS, Source, read_idx, register_dataset
+from .readers import read_idx
+from .resolve import load_base, load_data, load_source, read_paths, survey
+from .sources import DATASETS, Source, facts_for, get_source, register_dataset
 from .store import export_png_folder, is_dataset_dir, load_dataset_dir, load_npy, save_dataset
+from .subsets import random_subset, seeded_subset
 from .unpickle import restricted_load, restricted_load_file
 
 __all__ = [
-    "DataFacts", "facts_for", "ImageSet", "to_uint8", "download", "load_base", "load_data",
-    "load_source", "random_subset", "survey", "DATASETS", "Source", "read_idx", "register_dataset",
-    "export_png_folder", "is_dataset_dir", "load_dataset_dir", "load_npy", "save_dataset",
-    "restricted_load", "restricted_load_file",
+    "CleanSide", "PoolSplit", "clean_side", "pool_split", "download", "DataFacts", "is_additive", "content_id",
+    "ImageSet", "to_uint8", "read_idx", "load_base", "load_data", "load_source", "read_paths", "survey",
+    "DATASETS", "Source", "facts_for", "get_source", "register_dataset", "export_png_folder", "is_dataset_dir",
+    "load_dataset_dir", "load_npy", "save_dataset", "random_subset", "seeded_subset", "restricted_load",
+    "restricted_load_file",
 ]

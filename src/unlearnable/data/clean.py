@@ -9,20 +9,37 @@ A protected or imported set names its base in its manifest; a registered dataset
 the project format without a manifest base, is its own base. `clean` overrides the manifest.
 Everything that needs clean data (the audit, the attacks' CLI, the job runner, DFR,
 separability) asks this function, so they agree on what "clean" means.
+
+    split = pool_split(len(side.pool), seed=0, dfr_n=2000)   # or indices=the --dfr-indices file's
+    split.dfr                      # DFR's head subset
+    split.finetune_order(1000)     # fine-tuning's nested subsets: subset k is the first k
+    split.validation()             # early stopping's validation images
+
+The pool is shared by the analyses of one audit: `pool_split` is the one place that decides
+which images each takes, so no analysis validates or fits on another's training images.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
+
+import numpy as np
 
 from ..core.errors import UnlearnableError
 from .imageset import ImageSet
 from .resolve import load_base, load_data
+from .subsets import seeded_subset
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
 class CleanSide:
+    """What `clean_side` found behind a training set; None where it could not, with the reason
+    in `notes`."""
+
     base_name: str | None
     test: ImageSet | None
     base: ImageSet | None
@@ -69,3 +86,55 @@ def clean_side(train: ImageSet, clean: str | None = None,
         side.base = None
         side.notes.append(f"clean training images unavailable ({e}); steps that need them are skipped")
     return side
+
+
+@dataclass(frozen=True)
+class PoolSplit:
+    """Which images of a base's clean training split (the pool) each analysis of an audit takes.
+
+    dfr: DFR's head subset, pool indices (a seeded draw of `dfr_n`, or the `--dfr-indices`
+    file's, in its order). attacker: a seeded order of every other pool index, the clean data an
+    attacker holds: fine-tuning takes nested subsets from its first half (`finetune_order`),
+    early stopping validates on its second half (`validation`). So the three never share an image.
+    """
+
+    n_pool: int
+    seed: int
+    dfr: np.ndarray
+    attacker: np.ndarray
+
+    def finetune_order(self, want: int, cap: bool = False) -> np.ndarray:
+        """The first `want` of fine-tuning's order: the first half of `attacker`, then (only for a
+        pool too small to keep them apart, with a warning) DFR's images; subset k is its first k.
+        Never the second half, where early stopping validates. `cap`: more than there is is the
+        audit's to shrink to what there is, not an error."""
+        first = self.attacker[:len(self.attacker) // 2]
+        usable = np.concatenate([first, np.random.default_rng([self.seed, 16]).permutation(np.sort(self.dfr))])
+        if want > len(usable):
+            if not cap or not len(usable):
+                raise UnlearnableError(f"fine-tuning size {want} is more than the {len(usable)} clean images "
+                                       f"available (the pool of {self.n_pool} less the half early stopping "
+                                       "validates on); pass smaller --sizes")
+            want = len(usable)
+        if want > len(first):
+            log.warning("fine-tuning on %d images uses some of DFR's %d (the pool of %d is too small to keep them "
+                        "apart)", want, len(self.dfr), self.n_pool)
+        return usable[:want]
+
+    def validation(self) -> np.ndarray:
+        """Early stopping's validation order: the second half of `attacker`, from the far end (the
+        images fine-tuning would reach last)."""
+        return self.attacker[len(self.attacker) // 2:][::-1]
+
+
+def pool_split(n_pool: int, seed: int, dfr_n: int, indices: np.ndarray | None = None) -> PoolSplit:
+    """The split of a pool of `n_pool` clean images for `seed`: DFR's subset (`indices` when
+    given, else a seeded draw of min(dfr_n, n_pool)), and the attacker's seeded order of the rest."""
+    if indices is not None:
+        dfr = np.asarray(indices, dtype=np.int64)
+        if len(dfr) == 0 or dfr.min() < 0 or dfr.max() >= n_pool or len(np.unique(dfr)) != len(dfr):
+            raise UnlearnableError(f"DFR indices must be distinct and in [0, {n_pool})")
+    else:
+        dfr = seeded_subset(n_pool, min(int(dfr_n), n_pool), seed)
+    left = np.setdiff1d(np.arange(n_pool), dfr)
+    return PoolSplit(n_pool, seed, dfr, left[np.random.default_rng([seed, 15]).permutation(len(left))])

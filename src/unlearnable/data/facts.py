@@ -1,16 +1,17 @@
-"""What a dataset's images allow: the facts a training recipe consults before it augments.
+"""What a dataset's images allow, and what a protected set's manifest says it is.
 
 A mirrored shirt is still a shirt, a mirrored 3 is no digit; a 4-pixel shift is little to a
 32-pixel photograph and half of one of scikit-learn's 8x8 digits. Each registered dataset states
-its facts (`Source.facts`); `facts_for` finds them for any `ImageSet`, a protected or imported
-set through the base dataset its manifest names. `Recipe.for_data` applies them.
+its facts (`Source.facts`, found for any set by `sources.facts_for`); `Recipe.for_data` applies
+them. Whether a protected set adds a bounded delta (`is_additive`) is a fact of its format: the
+manifest records it, and the analyses of delta read it there.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-
-from .imageset import ImageSet
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -28,26 +29,26 @@ class DataFacts:
 UNKNOWN = DataFacts()
 
 
-def facts_for(ds: ImageSet) -> DataFacts:
-    """The facts of `ds`'s images, looked up by the registered dataset they come from."""
-    from .sources import DATASETS  # sources.py builds its registry with DataFacts
-
-    name = _origin(ds)
-    src = DATASETS.get(name.lower()) if name else None
-    return src.facts if src is not None else UNKNOWN
+# Method name -> whether its sets are additive, as each poison declares it when it registers
+# (`poisons.register_poison`): what a manifest's `method` means when the manifest says no more.
+METHOD_ADDITIVE: dict[str, bool] = {}
 
 
-def _origin(ds: ImageSet) -> str | None:
-    """The registered name `ds` may come from; None where its origin is known to be elsewhere."""
-    man = ds.meta.get("manifest")
-    base = man.get("base") if isinstance(man, dict) else None
-    if isinstance(base, dict) and base.get("name"):
-        # A protected set is its base dataset's images, changed within a small budget.
-        name = base["name"]
-        return name if isinstance(name, str) else None
-    src = ds.meta.get("source")
-    if isinstance(src, dict):
-        # Set by the loaders: an image folder's name is only its directory's.
-        name = src.get("dataset")
-        return name if isinstance(name, str) else None
-    return ds.name or None
+def declare_method(name: str, additive: bool) -> None:
+    """Record what the sets of method `name` are (a poison's registration does it)."""
+    METHOD_ADDITIVE[name] = additive
+
+
+def is_additive(manifest: Mapping[str, Any] | None) -> bool:
+    """Whether a protected set is x' = x + delta with a bounded delta (what analyses of delta
+    need), as its manifest records it: the `additive` field written with every set, else the
+    generator's own record (`info.additive`, in sets written before the field existed), else what
+    its method is declared to make; a set of unknown origin (no manifest, an import) is additive."""
+    if not manifest:
+        return True
+    if isinstance(manifest.get("additive"), bool):
+        return manifest["additive"]
+    info = manifest.get("info") or {}
+    if isinstance(info, Mapping) and "additive" in info:
+        return bool(info["additive"])
+    return METHOD_ADDITIVE.get(manifest.get("method"), True)

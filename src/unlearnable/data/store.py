@@ -126,7 +126,7 @@ def save_dataset(
 _NUM = (int, float)
 _MANIFEST_FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
     "format": ((str,), False), "format_version": ((int,), False), "name": ((str,), False),
-    "method": ((str,), False), "kind": ((str,), True), "summary": ((str,), True), "paper": ((str,), True),
+    "method": ((str,), False), "kind": ((str,), True), "additive": ((bool,), False), "summary": ((str,), True), "paper": ((str,), True),
     "created": ((str,), True), "note": ((str,), True), "source_dataset": ((str,), True),
     "classes": ((list,), False), "num_samples": ((int,), False), "image_shape_hwc": ((list,), False),
     "params": ((dict,), False), "seed": ((int,), False), "fraction": (_NUM, False),
@@ -157,9 +157,9 @@ def _field(where: Path, rec: dict[str, Any], name: str, key: str,
     if v is None and nullable:
         return
     # JSON's true/false is a Python int; a seed or a count of `true` is not meant.
-    if isinstance(v, bool) or not isinstance(v, kinds):
+    if isinstance(v, bool) != (kinds == (bool,)) or not isinstance(v, kinds):
         want = "a number" if float in kinds else \
-            {str: "a string", int: "an integer", dict: "an object", list: "an array"}[kinds[0]]
+            {str: "a string", int: "an integer", dict: "an object", list: "an array", bool: "true or false"}[kinds[0]]
         raise DataError(where, f"field {name!r} must be {want}{' or null' if nullable else ''}, "
                                f"got {json_type(v)}")
     if isinstance(v, str) and "\0" in v:

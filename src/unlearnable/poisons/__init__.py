@@ -14,14 +14,13 @@ from . import ar, lsp, noise, ops  # noqa: F401  (each module registers its pois
 from . import em, ntga, ops_em, rem, tap  # noqa: F401  (model-based poisons)
 from . import cuda, entf, hypo  # noqa: F401  (the field's other poisons: docs/poisons.md)
 from .base import (
-    POISONS, PoisonContext, PoisonInfo, PoisonOutput, apply_delta, get_poison, is_additive, make_poison,
+    POISONS, PoisonContext, PoisonInfo, PoisonOutput, apply_delta, get_poison, make_poison,
     perturb_chunks, poisoned_mask, register_poison,
 )
 from .make import default_work_dir, poison_dataset, stored_poisoned_mask
 
 __all__ = [
     "POISONS", "PoisonContext", "PoisonInfo", "PoisonOutput", "apply_delta", "default_work_dir", "get_poison",
-    "is_additive",
     "make_poison", "perturb_chunks", "poison_dataset", "poisoned_mask", "register_poison",
     "stored_poisoned_mask",
 ]

@@ -37,15 +37,14 @@ chunk's samples (each with its class's coefficients) as one tensor.
 from __future__ import annotations
 
 import math
-import sys
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from ..core.errors import UnlearnableError
+from ..core.progress import bar as progress_bar
 from ..data.imageset import ImageSet
 from .base import PoisonContext, PoisonOutput, one_thread, perturb_chunks, register_poison, scale_to_norm
 
@@ -178,7 +177,7 @@ def search_filters(k: int, c: int, h: int, w: int, params: ARParams, g: torch.Ge
     chosen: list[torch.Tensor] = []
     classes: list[dict[str, Any]] = []
     tries, best = 0, None
-    bar = tqdm(total=k, desc="ar: filters", disable=_no_bar(progress), leave=False)
+    bar = progress_bar(total=k, desc="ar: filters", progress=progress)
 
     def accept(coef: torch.Tensor, score: float, how: str) -> None:
         nonlocal tries, best
@@ -221,10 +220,6 @@ def search_filters(k: int, c: int, h: int, w: int, params: ARParams, g: torch.Ge
     record = {"threshold": round(thresh, 4), "median_response": round(median, 4),
               "single_channel_draws": stream.drawn, "classes": classes}
     return torch.stack(chosen), record
-
-
-def _no_bar(progress: bool | None) -> bool:
-    return (not sys.stderr.isatty()) if progress is None else not progress
 
 
 @register_poison(

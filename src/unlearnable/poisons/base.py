@@ -34,6 +34,7 @@ import torch
 from ..core.errors import UnlearnableError
 from ..core.hashing import sha256_array
 from ..core.params import from_params, to_dict
+from ..data.facts import declare_method
 from ..data.imageset import ImageSet
 from ..ladder import LEVELS
 
@@ -172,25 +173,11 @@ def register_poison(name: str, params_cls: type, kind: KindRule, summary: str, p
         from_params(params_cls, p)  # a broken preset fails at import, not in a user's run
 
     def deco(fn: PoisonFn) -> PoisonFn:
+        declare_method(name, additive)
         POISONS[name] = PoisonInfo(name, params_cls, fn, kind, summary, paper, uses_seed,
                                    model_based, presets, paper_name or name, additive)
         return fn
     return deco
-
-
-def is_additive(manifest: Mapping[str, Any] | None) -> bool:
-    """Whether a protected set's manifest describes x' = x + delta (what analyses of delta need).
-
-    The generator's own record (`info.additive`) wins, then the registry's fact for the method;
-    a set of unknown origin (no manifest, an import) counts as additive.
-    """
-    if not manifest:
-        return True
-    info = manifest.get("info") or {}
-    if isinstance(info, Mapping) and "additive" in info:
-        return bool(info["additive"])
-    method = manifest.get("method")
-    return POISONS[method].additive if method in POISONS else True
 
 
 def get_poison(name: str) -> PoisonInfo:

@@ -17,8 +17,8 @@ manifest records next to the level.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
+import os
 import resource
 import sys
 import time
@@ -31,11 +31,15 @@ import torch
 from torch import nn
 
 from ..core.errors import UnlearnableError
-from ..core.files import atomic_file
-from ..core.hashing import sha256_array
+from ..core.device import resolve_device
+from ..core.hashing import digest_json, sha256_array
+from ..core.progress import bar
 from ..core.params import to_dict
 from ..data.imageset import ImageSet
 from ..models import Classifier, build_model
+from ..train.checkpoint import load_state, save_state
+from ..train.loop import eval_batch
+from ..train.optim import make_optimizer
 from .base import PoisonContext
 
 STATE_FILE = "state.pt"
@@ -52,10 +56,8 @@ def default_arch(device: torch.device | str) -> str:
 
 
 def device_of(ctx: PoisonContext) -> torch.device:
-    """The crafting device: the training engine's one rule for `--device` (auto: cuda, mps, cpu)."""
-    from ..train.engine import pick_device
-
-    return pick_device(ctx.device)
+    """The crafting device: the context's, resolved once (`core.device.resolve_device`)."""
+    return resolve_device(ctx.device)
 
 
 def _derive(seed: int, keys: tuple[int, ...]) -> int:
@@ -81,16 +83,10 @@ def crafting_model(base: ImageSet, arch: str, device: torch.device, seed: int) -
 
 
 def sgd(model: nn.Module, lr: float, momentum: float = 0.9, weight_decay: float = 5e-4,
-        decay_all: bool = False) -> torch.optim.SGD:
+        decay_all: bool = False) -> torch.optim.Optimizer:
     """SGD as the training engine sets it up (no weight decay on BatchNorm and biases), or, with
-    `decay_all`, weight decay on every parameter (`SGD(model.parameters(), ...)`, as EM's
-    original code builds it)."""
-    if decay_all:
-        return torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
-    decay = [p for p in model.parameters() if p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.ndim <= 1]
-    return torch.optim.SGD([{"params": decay, "weight_decay": weight_decay},
-                            {"params": no_decay, "weight_decay": 0.0}], lr=lr, momentum=momentum)
+    `decay_all`, weight decay on every parameter (as EM's original code builds it)."""
+    return make_optimizer(model, "sgd", lr, momentum, weight_decay, decay_all=decay_all)
 
 
 def resolve(params: Any, table: dict[str, dict[str, Any]], level: str) -> dict[str, Any]:
@@ -118,21 +114,18 @@ def peak_memory(device: torch.device) -> dict[str, Any]:
     return out
 
 
-def progress_bar(ctx: PoisonContext, total: int, desc: str, initial: int = 0):
-    from tqdm.auto import tqdm
-
-    enabled = ctx.progress if ctx.progress is not None else sys.stderr.isatty()
-    return tqdm(total=total, initial=initial, desc=desc, disable=not enabled, leave=False,
-                dynamic_ncols=True)
+def progress_bar(ctx: PoisonContext, total: int | None, desc: str, initial: int = 0):
+    """The crafting loop's bar, shown as the context's `progress` says (`core.progress`)."""
+    return bar(total=total, initial=initial, desc=desc, progress=ctx.progress)
 
 
 def fingerprint(method: str, params: Any, ctx: PoisonContext, base: ImageSet,
                 extra: dict[str, Any] | None = None) -> str:
     """What a saved state must match to be resumed: method, parameters, seed, level, data."""
     p = to_dict(params) if dataclasses.is_dataclass(params) else params
-    return json.dumps({"method": method, "params": p, "seed": ctx.seed, "level": ctx.level,
-                       "images": sha256_array(base.images), "labels": sha256_array(base.labels),
-                       **(extra or {})}, sort_keys=True, default=str)
+    return digest_json({"method": method, "params": p, "seed": ctx.seed, "level": ctx.level,
+                        "images": sha256_array(base.images), "labels": sha256_array(base.labels),
+                        **(extra or {})})
 
 
 class Resumable:
@@ -152,13 +145,9 @@ class Resumable:
         self.saves = 0
 
     def load(self) -> dict[str, Any] | None:
-        if self.path is None or not self.path.exists():
+        if self.path is None or not os.path.lexists(self.path):
             return None
-        try:
-            state = torch.load(self.path, map_location="cpu", weights_only=True)
-        except Exception as e:  # a truncated or foreign file: torch raises several types
-            raise UnlearnableError(f"{self.path}: unreadable poison state ({type(e).__name__}); "
-                                   "delete it to start over") from None
+        state = load_state(self.path, what="poison state", remedy="delete it to start over")
         if not isinstance(state, dict) or state.get("fingerprint") != self.fp:
             raise UnlearnableError(f"{self.path}: state of a run with other settings or data; "
                                    "delete the work directory or use the same settings")
@@ -177,9 +166,7 @@ class Resumable:
     def save(self, state: dict[str, Any]) -> None:
         if self.path is None:
             return
-        state = {"fingerprint": self.fp, **state}
-        with atomic_file(self.path) as f:
-            torch.save(state, f)
+        save_state(self.path, {"fingerprint": self.fp, **state})
         self.last_save = time.monotonic()
         self.saves += 1
 
@@ -237,8 +224,6 @@ def loss_and_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_
                       clamp: bool = True) -> tuple[float, float]:
     """Eval-mode mean cross-entropy and accuracy on x (+ delta(slice)), clipped to [0, 1] unless
     `clamp` is False (EM's original measures its stop rule on the unclipped sum)."""
-    from ..train.engine import eval_batch
-
     model.eval()
     batch_size = eval_batch(batch_size, next(model.parameters()).device)
     tot, correct = 0.0, 0

@@ -39,7 +39,9 @@ import torch.nn.functional as F
 from ..data.imageset import ImageSet
 from ..ladder import level
 from ..train import batch_crop, batch_flip_lr, fit
-from ..train.engine import crop_padding_for, get_recipe
+from ..train.pgd import adversarial_loss
+from ..train.loop import crop_padding_for
+from ..train.recipe import get_recipe
 from .base import PoisonContext, PoisonOutput, apply_delta, check_bound, register_poison
 from .crafting import (
     Resumable, crafting_model, crafting_summary, default_arch, device_of, fingerprint, peak_memory,
@@ -90,17 +92,14 @@ def reference_model(base: ImageSet, params: EntFParams, eff: dict[str, Any], ctx
         from .tap import clean_crafting_model  # loads and checks a run directory or weights
 
         return clean_crafting_model(base, params, eff, ctx, dev)
-    from ..attacks.adv_train import AdvTrainParams, adversarial_loss
-
     rec = get_recipe("adv" if ctx.level == "paper" else level(ctx.level).recipe).with_epochs(eff["epochs"])
-    adv = AdvTrainParams(eps=eff["ref_eps"], steps=eff["ref_steps"], alpha=eff["ref_alpha"])
+    adv = {"eps": eff["ref_eps"], "steps": eff["ref_steps"], "alpha": eff["ref_alpha"]}
     model = crafting_model(base, params.arch or default_arch(dev), dev, ctx.seed)
     out = Path(ctx.work_dir) / "reference" if ctx.work_dir is not None else None
     res = fit(model, (base.uint8_tensor(), torch.from_numpy(base.labels)), None, rec, ctx.seed,
               out_dir=out, device=dev, progress=ctx.progress, save_checkpoints=False,
-              batch_loss=adversarial_loss(adv), desc="entf: adversarially trained reference model")
-    return model, {"adversarially_trained": {"recipe": rec.to_dict(), "eps": adv.eps, "steps": adv.steps,
-                                             "alpha": adv.alpha, "train_accuracy": res.train_accuracy}}
+              batch_loss=adversarial_loss(**adv), desc="entf: adversarially trained reference model")
+    return model, {"adversarially_trained": {"recipe": rec.to_dict(), **adv, "train_accuracy": res.train_accuracy}}
 
 
 @torch.no_grad()

@@ -27,7 +27,8 @@ import numpy as np
 
 from ..core.errors import UnlearnableError
 from ..core.files import check_out_dir, refuse_overlap
-from ..data.resolve import load_data, random_subset, read_paths
+from ..data.resolve import load_data, read_paths
+from ..data.subsets import random_subset
 from ..core.hashing import sha256_array
 from ..data.imageset import ImageSet
 from ..data.sources import DATASETS
@@ -108,6 +109,7 @@ def poison_dataset(
         "name": Path(out).name,
         "method": method,
         "kind": poison["kind"],
+        "additive": info.additive,
         "summary": info.summary,
         "paper": info.paper,
         "params": poison["params"],

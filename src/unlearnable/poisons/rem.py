@@ -39,7 +39,7 @@ from torch import nn
 from ..train.pgd import pgd
 from ..data.imageset import ImageSet
 from ..train import batch_crop, batch_flip_lr
-from ..train.engine import crop_padding_for
+from ..train.loop import crop_padding_for
 from .base import PoisonContext, PoisonOutput, apply_delta, register_poison
 from .crafting import (
     Resumable, cpu_state, crafting_model, crafting_summary, default_arch, device_of, fingerprint,

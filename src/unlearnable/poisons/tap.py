@@ -41,7 +41,8 @@ from ..train.pgd import pgd
 from ..data.imageset import ImageSet
 from ..ladder import level
 from ..train import batch_crop, batch_flip_lr, checkpoint_paths, fit, load_run, load_weights
-from ..train.engine import crop_padding_for, get_recipe
+from ..train.loop import crop_padding_for
+from ..train.recipe import get_recipe
 from .base import PoisonContext, PoisonOutput, apply_delta, check_bound, register_poison
 from .crafting import (
     Resumable, crafting_model, crafting_summary, default_arch, device_of, fingerprint, peak_memory,

@@ -23,9 +23,9 @@ def measure_throughput(arch: str, chw: tuple[int, int, int], num_classes: int, b
                        device: str = "cpu", steps: int = 3) -> float:
     """Training samples per second of `arch` on inputs of shape `chw` (median of `steps` steps)."""
     from ..models import build_model
-    from ..train.engine import pick_device
+    from ..core.device import resolve_device
 
-    dev = pick_device(device)
+    dev = resolve_device(device)
     g = torch.Generator().manual_seed(0)
     model = build_model(arch, num_classes, chw[0], chw[1:]).to(dev).train()
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)

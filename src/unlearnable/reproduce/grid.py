@@ -109,7 +109,8 @@ def build_grid(table: str, dataset: str, archs: list[str] | None = None, level: 
         steps: the columns of the "steps" table (audit step names, `attack:NAME`).
     """
     from ..analyses.steps import AUDITS, Row, StepSkipped, attack_step, get_step, separability_spec
-    from ..data.resolve import load_data, random_subset
+    from ..data.resolve import load_data
+    from ..data.subsets import random_subset
     from ..data.identity import content_id
     from ..ladder import level as get_level
     from ..models import MODELS, arch_signature

@@ -115,7 +115,8 @@ def _install(made: Path, d: Path) -> None:
 
 def load_spec_data(data: Spec, ctx: JobContext) -> ImageSet:
     """The training set a data spec names, checked against the content it claims."""
-    from ..data.resolve import load_base, load_data, random_subset
+    from ..data.resolve import load_base, load_data
+    from ..data.subsets import random_subset
 
     if data.get("method"):  # made from its spec
         from ..data.store import load_dataset_dir
@@ -167,7 +168,7 @@ def _poison(spec: Spec, ctx: JobContext, deps: dict[str, Any]) -> dict[str, Any]
 
 
 def _run_spec(spec: Spec, train: ImageSet):
-    from ..train.engine import Recipe
+    from ..train.recipe import Recipe
     from ..train.run import spec_for
 
     # What run.json records as the data: something `load_data` resolves again (a path, or the
@@ -197,7 +198,7 @@ def _train_passes(spec: Spec, n_train: int, n_test: int) -> float:
 
 def _attack(spec: Spec, ctx: JobContext, deps: dict[str, Any]) -> dict[str, Any]:
     from ..attacks import AttackContext, run_attack
-    from ..train.engine import Recipe
+    from ..train.recipe import Recipe
 
     train = load_spec_data(spec["data"], ctx)
     test = named_split(spec["test"], "test", ctx)
@@ -232,7 +233,7 @@ def _dfr_indices(spec: Spec, ctx: JobContext, pool_size: int):
 
 def _dfr_random(spec: Spec, ctx: JobContext, deps: dict[str, Any]) -> dict[str, Any]:
     from ..analyses.dfr import random_init_dfr
-    from ..train.engine import Recipe
+    from ..train.recipe import Recipe
     from ..train.run import RunSpec
 
     c, h, w = spec["shape"]

@@ -22,11 +22,13 @@ import torch
 from ..core.errors import UnlearnableError
 from ..core.provenance import now_iso, versions
 from ..core.files import read_json, write_json
-from ..data.facts import facts_for
+from ..data.sources import facts_for
 from ..data.imageset import ImageSet
 from ..data.resolve import load_data
 from ..models import Classifier, build_model, model_signature
-from .engine import FitResult, Recipe, fit, pick_device
+from .loop import FitResult, fit
+from .recipe import Recipe
+from ..core.device import resolve_device
 
 
 @dataclass
@@ -95,7 +97,7 @@ def train_on(
         # Whoever built the spec: an attack that adds an augmentation to its context's recipe
         # must not bring back a flip the data does not allow.
         spec = dataclasses.replace(spec, recipe=spec_for(train, spec.arch, spec.recipe, spec.seed).recipe)
-    dev = pick_device(device)
+    dev = resolve_device(device)
     out = Path(out_dir) if out_dir is not None else None
     model = spec.build()
     signature = model_signature(model)
