@@ -1,26 +1,83 @@
-"""The compute ladder: `tiny | quick | paper`, and the one function that turns a level (plus
-overrides such as `--epochs`) into a training recipe.
+"""The compute ladder: `tiny | quick | paper`, the one per-level table every method's row
+belongs to, and the one function that turns a level (plus overrides such as `--epochs`) into a
+training recipe.
 
-    from unlearnable.ladder import level, recipe_for
+    from unlearnable.ladder import PerLevel, level, recipe_for
     level("quick").dfr_n                              # 2000
     recipe_for("paper", attack="adv-train", epochs=2)  # the adv recipe, 2 epochs, milestones rescaled
     recipe_for(preset="released", epochs=10)           # a named recipe preset, rescaled the same way
+    PerLevel({"tiny": {"k": "100"}}, default={})       # a method's row: what it takes at each level
 
 Every orchestrator asks here: the audit, the reproduction grids, the CLI's `--recipe/--epochs`
 and the crafting of model-based poisons (`PoisonContext.level`). `paper` is the paper's protocol
 (section 4.2 and App. A); `quick` is sized for 2 CPU cores; `tiny` for tests and trying things.
+
+A method's own settings per level (an attack's recipe and parameter presets, a model-based
+poison's level-scaled parameters, the detector's and fine-tuning's budgets) are rows of this one
+table: `PerLevel` values on the method's registry entry. An attack registers its rows here too
+(`register_attack_row`), so `recipe_for(level, attack=NAME)` needs no import of the attacks.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
 
 from .core.errors import UnlearnableError
-from .core.registry import lookup
 from .train.recipe import Recipe, get_recipe
 
 LEVELS = ("tiny", "quick", "paper")
+
+T = TypeVar("T")
+_MISSING: Any = object()
+
+
+def check_level(name: str) -> str:
+    """`name` if it is a rung of the ladder, else a one-line error naming the rungs."""
+    if name not in LEVELS:
+        raise UnlearnableError(f"level must be one of {', '.join(LEVELS)}, got {name!r}")
+    return name
+
+
+class PerLevel(Mapping[str, T], Generic[T]):
+    """A value for each rung of the ladder: one method's (or one analysis') row of the table.
+
+    Without `default` every level must be given (a model-based poison's level-scaled parameters:
+    each rung decides every field left unset); with one, the levels not given take it (an
+    attack's presets: most levels run its defaults). A level that is not a rung is a one-line
+    error, when the row is made and when it is read. Iterating gives the levels given.
+    """
+
+    def __init__(self, values: Mapping[str, T] | None = None, default: T = _MISSING):
+        values = dict(values or {})
+        bad = sorted(set(values) - set(LEVELS))
+        if bad:
+            raise ValueError(f"unknown levels {bad} (the ladder's: {', '.join(LEVELS)})")
+        if default is _MISSING and set(values) != set(LEVELS):
+            raise ValueError(f"a value for every level is needed, missing {sorted(set(LEVELS) - set(values))}")
+        self._values, self._default = values, default
+
+    def __getitem__(self, name: str) -> T:
+        check_level(name)
+        if name in self._values:
+            return self._values[name]
+        if self._default is _MISSING:
+            raise KeyError(name)
+        return self._default
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self._values.get(name, default)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __repr__(self) -> str:
+        extra = "" if self._default is _MISSING else f", default={self._default!r}"
+        return f"PerLevel({self._values!r}{extra})"
 
 
 @dataclass(frozen=True)
@@ -43,36 +100,75 @@ class Level:
     attack_evaluate: str = "epoch"
 
 
-LADDER: dict[str, Level] = {
+LADDER: PerLevel[Level] = PerLevel({
     # ortho-proj-oracle: the learned projection's upper bound beside it (skipped without the base).
     "paper": Level("paper", "paper", None, 5000, 500, 10, None,
                    ("adv-train", "ortho-proj", "ortho-proj-oracle", "mean-sub", "jpeg", "bit-depth", "grayscale")),
     # For 2 CPU cores: 3 epochs of the fast recipe. The attacks are the paper's Table 3 columns,
     # which between them break every poison of that table except OPS+EM; the squeezing defences
-    # and class-mean subtraction (one training each) are `paper`'s or `--attacks` (issue 21:
-    # docs/benchmarks.md, audit cost).
+    # and class-mean subtraction (one training each) are `paper`'s or `--attacks` (the audit's
+    # cost: docs/benchmarks.md).
     "quick": Level("quick", "fast", 3, 2000, 100, 1, 10000, ("ortho-proj", "adv-train"),
                    separability_max_iter=1, separability_early_stop=True, attack_evaluate="last"),
     # Seconds, for tests and trying the tool out.
     "tiny": Level("tiny", "tiny", None, 300, 20, 1, 2000, ("ortho-proj", "mean-sub", "jpeg"),
                   separability_max_iter=1, separability_early_stop=True, attack_evaluate="last"),
-}
+})
 
 
-def level(name: str) -> Level:
-    return lookup(LADDER, name, "level")
+def level(name: str | Level) -> Level:
+    """The rung `name` (a `Level` passes through), or a one-line error naming the known ones."""
+    if isinstance(name, Level):
+        return name
+    if name not in LEVELS:
+        raise UnlearnableError(f"unknown level {name!r} (known: {', '.join(sorted(LEVELS))})")
+    return LADDER[name]
 
 
-def recipe_for(level_name: str | None = None, *, preset: str | None = None, attack: str | None = None,
-               epochs: int | None = None, batch_size: int | None = None, lr: float | None = None) -> Recipe:
+def next_level(name: str) -> str | None:
+    """The rung above `name` (where a protection that did not take effect should be judged
+    again), or None at the top."""
+    i = LEVELS.index(check_level(name))
+    return LEVELS[i + 1] if i + 1 < len(LEVELS) else None
+
+
+@dataclass(frozen=True)
+class AttackRow:
+    """An attack's row of the table: `recipe`, the recipe preset it trains with at a level instead
+    of the level's (adversarial training at `paper`: the 100-epoch "adv"); `params`, the
+    `--param` strings it takes at a level unless given (`tiny` is what the tests run)."""
+
+    recipe: PerLevel[str | None] = field(default_factory=lambda: PerLevel(default=None))
+    params: PerLevel[dict[str, str]] = field(default_factory=lambda: PerLevel(default={}))
+
+
+ATTACK_ROWS: dict[str, AttackRow] = {}
+
+
+def register_attack_row(name: str, row: AttackRow) -> None:
+    """Put attack `name`'s row in the table (the attack registry does, for every attack)."""
+    ATTACK_ROWS[name] = row
+
+
+def attack_row(name: str) -> AttackRow:
+    """Attack `name`'s row, or a one-line error naming the known attacks."""
+    if name not in ATTACK_ROWS:
+        raise UnlearnableError(f"unknown attack {name!r} (known: {', '.join(sorted(ATTACK_ROWS))})")
+    return ATTACK_ROWS[name]
+
+
+def recipe_for(level_name: str | Level | None = None, *, preset: str | None = None, attack: str | None = None,
+               own: str | None = None, epochs: int | None = None, batch_size: int | None = None,
+               lr: float | None = None) -> Recipe:
     """The recipe of a training at ladder level `level_name` (or of the named `preset`).
 
-    `attack`: an attack whose registry entry names its own preset for this level (adversarial
-    training at `paper` trains 100 epochs with steps at 75 and 90) takes that preset, and then the
-    level's epochs do not apply to it; an explicit `epochs` applies to every recipe. A step
-    schedule keeps its milestones at the same fractions of the run. An attack's recipe evaluates
-    the clean test set as the level's `attack_evaluate` says (the standard and clean trainings
-    keep every epoch's figure: DFR's figure and the reproduced Fig. 2 draw that curve).
+    `attack`: an attack whose row names its own preset for this level takes that preset, and
+    then the level's epochs do not apply to it; so does `own`, a preset a method names itself
+    (EntF's adversarially trained reference model at `paper`). An explicit `epochs` applies to
+    every recipe. A step schedule keeps its milestones at the same fractions of the run. An
+    attack's recipe evaluates the clean test set as the level's `attack_evaluate` says (the
+    standard and clean trainings keep every epoch's figure: DFR's figure and the reproduced
+    Fig. 2 draw that curve).
     """
     if (level_name is None) == (preset is None):
         raise UnlearnableError("recipe_for: give a ladder level or a recipe preset, not both")
@@ -86,7 +182,8 @@ def recipe_for(level_name: str | None = None, *, preset: str | None = None, atta
         r = get_recipe(preset)
     else:
         lv = level(level_name)
-        own = _attack_preset(attack, lv.name)
+        if attack is not None:
+            own = own or attack_row(attack).recipe[lv.name]
         r = get_recipe(own or lv.recipe)
         if epochs is None and own is None:
             epochs = lv.epochs
@@ -100,11 +197,3 @@ def recipe_for(level_name: str | None = None, *, preset: str | None = None, atta
     if lr is not None:
         kw["lr"] = lr
     return r.replace(**kw) if kw else r
-
-
-def _attack_preset(attack: str | None, level_name: str) -> str | None:
-    if attack is None:
-        return None
-    from .attacks import get_attack
-
-    return get_attack(attack).recipes.get(level_name)

@@ -46,6 +46,7 @@ from ..core.provenance import now_iso, versions
 from ..core.hashing import sha256_array
 from ..data.clean import pool_split
 from ..data.imageset import ImageSet
+from ..ladder import PerLevel
 from ..ladder import level as get_level
 from ..runner.jobs import JobContext, Spec, job_key, register_job
 from ..train.recipe import Recipe
@@ -112,13 +113,13 @@ class FinetuneParams:
                 "batch_size": self.batch_size, "weight_decay": self.weight_decay}
 
 
-# The ladder: 2 sizes at tiny, 3 at quick, the paper's 4.
-LEVEL_PARAMS: dict[str, FinetuneParams] = {
+# Fine-tuning's row of the ladder's table: 2 sizes at tiny, 3 at quick, the paper's 4.
+LEVEL_PARAMS: PerLevel[FinetuneParams] = PerLevel({
     "tiny": FinetuneParams(sizes=(20, 100), epochs=3, min_steps=10, batch_size=32),
     # quick: the three smallest of the paper's sizes (k = 5000 alone cost as much as the other two).
     "quick": FinetuneParams(sizes=(100, 500, 1000), epochs=5, min_steps=100),
     "paper": FinetuneParams(),
-}
+})
 
 
 # --- which clean images the attacker holds --------------------------------------------------------

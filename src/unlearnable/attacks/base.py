@@ -32,6 +32,7 @@ from ..core.files import read_json, write_json
 from ..core.params import from_params, to_dict
 from ..core.registry import lookup
 from ..data.imageset import ImageSet
+from ..ladder import AttackRow, PerLevel, register_attack_row
 from ..train.loop import BatchLoss, evaluate
 from ..train.recipe import Recipe
 from ..train.run import RunSpec, as_tensors, spec_for, train_on
@@ -74,11 +75,11 @@ class AttackInfo:
     """An attack and its facts, read by every orchestrator (audit, grids, cost model, report).
 
     cost: wall time relative to one standard training of the same recipe (a number, or a
-    function of the parsed parameters). recipes: ladder level -> the recipe preset this attack
-    trains with instead of the level's (adversarial training at `paper`: the 100-epoch "adv").
-    applies_to(train set) -> None, or why the attack is pointless on it. artifacts: figure name ->
-    file the attack leaves in its directory (the report shows the pictures). presets: ladder
-    level -> parameters for that level (`tiny` is what the tests run). order: report column order.
+    function of the parsed parameters). levels: its row of the ladder's table (`ladder.AttackRow`:
+    the recipe preset it trains with at a level instead of the level's, and the parameters it
+    takes there; `recipes` and `presets` read them). applies_to(train set) -> None, or why the
+    attack is pointless on it. artifacts: figure name -> file the attack leaves in its directory
+    (the report shows the pictures). order: report column order.
     """
 
     name: str
@@ -87,10 +88,9 @@ class AttackInfo:
     paper: str = ""
     params_cls: type = NoParams
     cost: float | Callable[[Any], float] = 1.0
-    recipes: dict[str, str] = field(default_factory=dict)
+    levels: AttackRow = field(default_factory=AttackRow)
     applies_to: Callable[[ImageSet], str | None] = _always
     artifacts: dict[str, str] = field(default_factory=dict)
-    presets: dict[str, dict[str, str]] = field(default_factory=dict)
     order: int = 100
     transforms_test: bool = False  # may report a transformed-test accuracy too
     # Knows what an attacker cannot (the perturbations themselves): an upper bound the report
@@ -108,8 +108,19 @@ class AttackInfo:
             raise UnlearnableError(f"attack {self.name!r} takes no parameters, got {sorted(params)}")
         return from_params(self.params_cls, params or {})
 
+    @property
+    def recipes(self) -> PerLevel[str | None]:
+        """Level -> the recipe preset this attack trains with there instead of the level's."""
+        return self.levels.recipe
+
+    @property
+    def presets(self) -> PerLevel[dict[str, str]]:
+        """Level -> the `--param` strings this attack takes there unless given."""
+        return self.levels.params
+
     def preset(self, level: str) -> dict[str, str]:
-        return dict(self.presets.get(level, {}))
+        """The `--param` strings this attack takes at ladder `level` unless given."""
+        return dict(self.levels.params[level])
 
     def cost_of(self, params: Any = None) -> float:
         return float(self.cost(self.params(params)) if callable(self.cost) else self.cost)
@@ -118,10 +129,20 @@ class AttackInfo:
 ATTACKS: dict[str, AttackInfo] = {}
 
 
-def register_attack(name: str, summary: str, paper: str = "", **facts: Any) -> Callable[[AttackFn], AttackFn]:
-    """Register `fn(ctx, params) -> dict` under `name` with its facts (see `AttackInfo`)."""
+def register_attack(name: str, summary: str, paper: str = "", *, recipes: dict[str, str] | None = None,
+                    presets: dict[str, dict[str, str]] | None = None, **facts: Any) -> Callable[[AttackFn], AttackFn]:
+    """Register `fn(ctx, params) -> dict` under `name` with its facts (see `AttackInfo`).
+
+    recipes: {level: recipe preset} and presets: {level: {param: string}} make its row of the
+    ladder's table; a broken preset fails here, at import, not in a user's run."""
+    row = AttackRow(PerLevel(recipes, default=None), PerLevel(presets, default={}))
+
     def deco(fn: AttackFn) -> AttackFn:
-        ATTACKS[name] = AttackInfo(name, fn, summary, paper, **facts)
+        info = AttackInfo(name, fn, summary, paper, levels=row, **facts)
+        for lv in row.params:
+            info.params(row.params[lv])
+        ATTACKS[name] = info
+        register_attack_row(name, row)
         return fn
     return deco
 

@@ -28,6 +28,7 @@ from ..core.errors import UnlearnableError
 from ..core.hashing import sha256_array
 from ..data.clean import clean_side, pool_split
 from ..data.imageset import ImageSet
+from ..ladder import LADDER, LEVELS
 from ..train.checkpoint import checkpoint_paths, load_weights
 from ..train.loop import evaluate
 from .base import AttackContext, register_attack, train_and_evaluate
@@ -77,7 +78,10 @@ def pick_epoch(curve: list[dict[str, Any]]) -> dict[str, Any]:
 
 @register_attack("early-stop", "standard training, keeping the checkpoint best on k clean validation images",
                  params_cls=EarlyStopParams, cost=1.05, order=90,
-                 presets={"tiny": {"k": "100", "dfr_n": "300"}, "quick": {"dfr_n": "2000"}})
+                 # dfr_n is DFR's subset size at each level, read off the ladder; `tiny` also
+                 # validates on fewer images.
+                 presets={lv: {"dfr_n": str(LADDER[lv].dfr_n), **({"k": "100"} if lv == "tiny" else {})}
+                          for lv in LEVELS})
 def early_stop(ctx: AttackContext, p: EarlyStopParams) -> dict[str, Any]:
     if ctx.clean is None:
         raise UnlearnableError("early-stop needs the clean base images (pass --clean DATA)")

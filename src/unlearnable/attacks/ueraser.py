@@ -18,7 +18,7 @@ The facts of APBench's run that this attack keeps:
   epoch); 50 is "UEraser", 0 "UEraser-lite". Here `repeat_fraction` is that share of the run
   (default 1.0), so shorter ladder runs keep the same shape.
 - schedule (`paper` level): 200 epochs, SGD lr 0.1, momentum 0.9, wd 5e-4, batch 128, lr x0.5
-  at epochs 100 (and 200, 300: after the end), the `apbench` recipe registered here.
+  at epochs 100 (and 200, 300: after the end), the `apbench` recipe (`train.recipe.RECIPES`).
 kornia draws from torch's global generator, which the training engine seeds per epoch, so a
 run is reproducible and a resumed run repeats its draws.
 """
@@ -37,12 +37,9 @@ from torch import nn
 from ..core.errors import UnlearnableError
 from ..core.params import to_dict
 from ..data.imageset import ImageSet
-from ..train.recipe import RECIPES, Recipe
 from ..train.checkpoint import read_jsonl
 from .base import AttackContext, register_attack, train_and_evaluate
 
-# APBench's train.py: 200 epochs, MultiStepLR(milestones=[100, 200, 300], gamma=0.5).
-RECIPES.setdefault("apbench", Recipe(epochs=200, schedule="step", milestones=(100,), gamma=0.5))
 
 
 def kornia_available() -> bool:

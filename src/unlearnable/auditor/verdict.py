@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..attacks.base import best_accuracy
+from ..ladder import next_level
 
 
 @dataclass
@@ -172,7 +173,7 @@ def verdict(clean_accuracy: float | None, attacks: dict[str, dict[str, Any]],
     elif ineffective:
         overall = "ineffective"
         at = f" at the {level} level" if level else ""
-        nxt = {"tiny": "quick", "quick": "paper"}.get(level or "")
+        nxt = next_level(level) if level else None
         reason = (f"standard training alone recovers {100 * per['none']['recovered_fraction']:.0f}% of the "
                   f"clean-trained accuracy ({100 * per['none']['accuracy']:.1f}% vs {100 * clean_accuracy:.1f}%)"
                   f"{at}: the protection did not take effect at this training budget"

@@ -36,8 +36,8 @@ import numpy as np
 import torch
 
 from ..core.errors import UnlearnableError
-from ..core.registry import lookup
 from ..data.imageset import ImageSet
+from ..ladder import PerLevel
 from .features import Moments, Ridge, blur_rows, content_order, margins, ncm_margins, projection_rows, views
 
 log = logging.getLogger(__name__)
@@ -68,16 +68,18 @@ class DetectParams:
             raise UnlearnableError(f"detect: bits must be in [1, 7], got {self.bits}")
 
 
-# The ladder's rungs: how many samples are measured. Everything else is the same at every level.
-BUDGETS: dict[str, DetectParams] = {
+# The detector's row of the ladder's table: how many samples are measured at each rung.
+# Everything else is the same at every level.
+BUDGETS: PerLevel[DetectParams] = PerLevel({
     "tiny": DetectParams(n=2000),
     "quick": DetectParams(n=20000),
     "paper": DetectParams(n=None),
-}
+})
 
 
 def params_for(level: str, seed: int = 0) -> DetectParams:
-    p = lookup(BUDGETS, level, "level")
+    """The detector's parameters at ladder `level`, drawing with `seed`."""
+    p = BUDGETS[level]
     return DetectParams(p.n, p.alpha, p.bits, seed)
 
 

@@ -36,7 +36,7 @@ from ..core.hashing import sha256_array
 from ..core.params import from_params, to_dict
 from ..data.facts import declare_method
 from ..data.imageset import ImageSet
-from ..ladder import LEVELS
+from ..ladder import LEVELS, PerLevel, check_level
 
 
 @dataclass
@@ -63,8 +63,7 @@ class PoisonContext:
     stop_after: int | None = None
 
     def __post_init__(self) -> None:
-        if self.level not in LEVELS:
-            raise UnlearnableError(f"level must be one of {', '.join(LEVELS)}, got {self.level!r}")
+        check_level(self.level)
         if self.work_dir is not None:
             self.work_dir = Path(self.work_dir)
 
@@ -94,10 +93,12 @@ class PoisonInfo:
     """A registered poison and the facts about it that callers need without running it.
 
     model_based: it trains or queries a network (em, tap, ...), so it is slow, resumable (it
-    uses `ctx.work_dir`) and its unset parameters come from its level table. presets: per level
-    of `unlearnable.ladder.LEVELS`, `--param` strings that a model-free method takes at that
-    level unless given (AR searches fewer filters at "tiny"); levels without an entry run the
-    paper's defaults.
+    uses `ctx.work_dir`) and its unset parameters come from its level table. Its rows of the
+    ladder's table (`ladder.PerLevel`): presets, the `--param` strings a model-free method takes
+    at a level unless given (AR searches fewer filters at "tiny"; levels without an entry run
+    the paper's defaults); fills, the values a model-based method's parameters left at None take
+    at each level (`crafting.resolve`; the manifest records them beside the level); recipes, a
+    recipe preset a method trains its own model with at a level instead of the level's.
     """
 
     name: str
@@ -108,11 +109,13 @@ class PoisonInfo:
     paper: str = ""
     uses_seed: bool = True  # False for deterministic methods (OPS): any seed gives the same set
     model_based: bool = False
-    presets: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    presets: PerLevel[Mapping[str, str]] = field(default_factory=lambda: PerLevel(default={}))
     paper_name: str = ""  # the row this method has in the paper's tables, when its name differs
     # x' = x + delta with a bounded delta. False for a transform of the image (CUDA convolves it):
     # x' - x is then no l_p-bounded perturbation, and analyses of delta do not apply.
     additive: bool = True
+    fills: PerLevel[Mapping[str, Any]] | None = None
+    recipes: PerLevel[str | None] = field(default_factory=lambda: PerLevel(default=None))
 
     @property
     def kind(self) -> str:
@@ -130,9 +133,7 @@ class PoisonInfo:
 
     def preset(self, level: str = "paper") -> dict[str, str]:
         """The `--param` strings this poison takes at ladder `level` unless given."""
-        if level not in LEVELS:
-            raise UnlearnableError(f"level must be one of {', '.join(LEVELS)}, got {level!r}")
-        return dict(self.presets.get(level, {}))
+        return dict(self.presets[level])
 
     def params(self, params: dict[str, str] | Any | None = None, level: str = "paper") -> Any:
         """Typed parameters from `--param` strings (or a ready dataclass), filled in from the
@@ -154,7 +155,9 @@ POISONS: dict[str, PoisonInfo] = {}
 def register_poison(name: str, params_cls: type, kind: KindRule, summary: str, paper: str = "",
                     uses_seed: bool = True, *, model_based: bool,
                     presets: Mapping[str, Mapping[str, str]] | None = None,
-                    paper_name: str = "", additive: bool = True) -> Callable[[PoisonFn], PoisonFn]:
+                    paper_name: str = "", additive: bool = True,
+                    fills: Mapping[str, Mapping[str, Any]] | None = None,
+                    recipes: Mapping[str, str] | None = None) -> Callable[[PoisonFn], PoisonFn]:
     """Register `fn(base, params, ctx) -> PoisonOutput` under `name` (used by CLI and tests).
 
     kind: "class-wise" | "sample-wise", or a function of the typed parameters giving one.
@@ -162,20 +165,32 @@ def register_poison(name: str, params_cls: type, kind: KindRule, summary: str, p
     presets: {level: {param: string}} for levels that should run cheaper than the paper.
     paper_name: the method's row in the paper's tables (`reproduce` puts the paper's number there).
     additive: False for a method that transforms the image instead of adding a bounded delta.
+    fills: {level: {field: value}} for a model-based method: what each of its parameters left at
+    None takes at each level; every level names exactly those fields (checked here).
+    recipes: {level: recipe preset} its own model trains with instead of the level's.
+    Rows of unknown levels, broken presets and incomplete fills fail at import, not in a user's run.
     """
     if not callable(kind) and kind not in KINDS:
         raise ValueError(f"kind must be class-wise, sample-wise or a function, got {kind!r}")
-    presets = {lv: dict(p) for lv, p in (presets or {}).items()}
-    bad = set(presets) - set(LEVELS)
-    if bad:
-        raise ValueError(f"{name}: presets for unknown levels {sorted(bad)} (known: {LEVELS})")
-    for p in presets.values():
-        from_params(params_cls, p)  # a broken preset fails at import, not in a user's run
+    try:
+        preset_row = PerLevel({lv: dict(p) for lv, p in (presets or {}).items()}, default={})
+        fill_row = PerLevel(fills) if fills is not None else None
+        recipe_row = PerLevel(recipes, default=None)
+    except ValueError as e:
+        raise ValueError(f"{name}: {e}") from None
+    for lv in preset_row:
+        from_params(params_cls, preset_row[lv])
+    if fill_row is not None:
+        unset = {f.name for f in dataclasses.fields(params_cls) if f.default is None}
+        for lv in LEVELS:
+            if set(fill_row[lv]) != unset:
+                raise ValueError(f"{name}: the {lv} level fills {sorted(fill_row[lv])}, not the fields left "
+                                 f"unset {sorted(unset)}")
 
     def deco(fn: PoisonFn) -> PoisonFn:
         declare_method(name, additive)
-        POISONS[name] = PoisonInfo(name, params_cls, fn, kind, summary, paper, uses_seed,
-                                   model_based, presets, paper_name or name, additive)
+        POISONS[name] = PoisonInfo(name, params_cls, fn, kind, summary, paper, uses_seed, model_based, preset_row,
+                                   paper_name or name, additive, fill_row, recipe_row)
         return fn
     return deco
 

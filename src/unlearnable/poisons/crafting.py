@@ -22,7 +22,7 @@ import os
 import resource
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ from ..core.hashing import digest_json, sha256_array
 from ..core.progress import bar
 from ..core.params import to_dict
 from ..data.imageset import ImageSet
+from ..ladder import PerLevel, check_level
 from ..models import Classifier, build_model
 from ..train.checkpoint import load_state, save_state
 from ..train.loop import eval_batch
@@ -89,14 +90,11 @@ def sgd(model: nn.Module, lr: float, momentum: float = 0.9, weight_decay: float 
     return make_optimizer(model, "sgd", lr, momentum, weight_decay, decay_all=decay_all)
 
 
-def resolve(params: Any, table: dict[str, dict[str, Any]], level: str) -> dict[str, Any]:
-    """Effective parameter values: every `None` field filled from `table[level]`.
-
-    `table` has one entry per ladder level ("tiny", "quick", "paper"), each naming every
-    None-defaulted field, so no effective value is left None.
-    """
-    if level not in table:
-        raise UnlearnableError(f"level must be one of {', '.join(table)}, got {level!r}")
+def resolve(params: Any, table: PerLevel[Mapping[str, Any]], level: str) -> dict[str, Any]:
+    """Effective parameter values: every `None` field filled from `table[level]`, the method's row
+    of the ladder's table (`PoisonInfo.fills`; registration checks that each level names every
+    None-defaulted field, so no effective value is left None)."""
+    check_level(level)
     eff = to_dict(params)
     for k, v in table[level].items():
         if eff.get(k) is None:

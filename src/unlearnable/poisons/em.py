@@ -346,7 +346,7 @@ def em_kind(params: EMParams) -> str:
     "em", EMParams, em_kind,
     "Unlearnable Examples: error-minimizing noise (min-min with a crafting model), l_inf 8/255; "
     "mode=class for one pattern per class",
-    PAPER, model_based=True, paper_name="ue")
+    PAPER, model_based=True, paper_name="ue", fills=LEVEL_TABLE)
 def em(base: ImageSet, params: EMParams, ctx: PoisonContext) -> PoisonOutput:
     """Error-minimizing noise (Unlearnable Examples), sample-wise (default) or class-wise.
 

@@ -37,11 +37,10 @@ import torch
 import torch.nn.functional as F
 
 from ..data.imageset import ImageSet
-from ..ladder import level
+from ..ladder import recipe_for
 from ..train import batch_crop, batch_flip_lr, fit
 from ..train.pgd import adversarial_loss
 from ..train.loop import crop_padding_for
-from ..train.recipe import get_recipe
 from .base import PoisonContext, PoisonOutput, apply_delta, check_bound, register_poison
 from .crafting import (
     Resumable, crafting_model, crafting_summary, default_arch, device_of, fingerprint, peak_memory,
@@ -53,6 +52,8 @@ PAPER = ("Wen et al., Is Adversarial Training Really a Silver Bullet for Mitigat
          "ICLR 2023, https://openreview.net/forum?id=zKvm1ETDOq")
 # epochs / ref_steps: the reference model's adversarial training (paper: the `adv` recipe's 100
 # epochs, a 10-step adversary). steps / step_ratio: the perturbation's signed steps.
+# The reference model's adversarial training at `paper`: the adv recipe (100 epochs, steps at 75, 90).
+REFERENCE_RECIPE = {"paper": "adv"}
 LEVEL_TABLE = {
     "paper": {"steps": 300, "step_ratio": 0.05, "epochs": 100, "ref_steps": 10, "batch_size": 128},
     "quick": {"steps": 30, "step_ratio": 0.15, "epochs": 3, "ref_steps": 3, "batch_size": 256},
@@ -92,7 +93,7 @@ def reference_model(base: ImageSet, params: EntFParams, eff: dict[str, Any], ctx
         from .tap import clean_crafting_model  # loads and checks a run directory or weights
 
         return clean_crafting_model(base, params, eff, ctx, dev)
-    rec = get_recipe("adv" if ctx.level == "paper" else level(ctx.level).recipe).with_epochs(eff["epochs"])
+    rec = recipe_for(ctx.level, own=REFERENCE_RECIPE.get(ctx.level), epochs=eff["epochs"])
     adv = {"eps": eff["ref_eps"], "steps": eff["ref_steps"], "alpha": eff["ref_alpha"]}
     model = crafting_model(base, params.arch or default_arch(dev), dev, ctx.seed)
     out = Path(ctx.work_dir) / "reference" if ctx.work_dir is not None else None
@@ -138,7 +139,7 @@ def feature_distances(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, 
 @register_poison("entf", EntFParams, "sample-wise",
                  "Entangled features: push features from their class centroid (or pull to another's) "
                  "of an adversarially trained model, l_inf 8/255",
-                 PAPER, model_based=True)
+                 PAPER, model_based=True, fills=LEVEL_TABLE, recipes=REFERENCE_RECIPE)
 def entf(base: ImageSet, params: EntFParams, ctx: PoisonContext) -> PoisonOutput:
     """EntF-push (default) or EntF-pull, sample-wise, l_inf <= eps.
 

@@ -91,7 +91,7 @@ def batched_images(base: ImageSet, ctx: PoisonContext, ck: Resumable, batch_size
 @register_poison("hypo", HYPOParams, "sample-wise",
                  "Hypocritical perturbations: 100 PGD descent steps on the true label against a model "
                  "trained on clean data, l_inf 8/255",
-                 PAPER, model_based=True)
+                 PAPER, model_based=True, fills=LEVEL_TABLE)
 def hypo(base: ImageSet, params: HYPOParams, ctx: PoisonContext) -> PoisonOutput:
     """Hypocritical (error-minimizing, fixed-model) perturbations, sample-wise, l_inf <= eps.
 

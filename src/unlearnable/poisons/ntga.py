@@ -145,7 +145,7 @@ def surrogate_loss(x_train: torch.Tensor, y_train: torch.Tensor, x_target: torch
     return 0.5 * ((f - F.one_hot(y_target, num_classes).double()) ** 2).mean()
 
 
-@register_poison("ntga", NTGAParams, "sample-wise", SUMMARY, PAPER, model_based=True)
+@register_poison("ntga", NTGAParams, "sample-wise", SUMMARY, PAPER, model_based=True, fills=LEVEL_TABLE)
 def ntga(base: ImageSet, params: NTGAParams, ctx: PoisonContext) -> PoisonOutput:
     """Block-wise NTGA, sample-wise, l_inf <= eps.
 

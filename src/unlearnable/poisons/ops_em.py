@@ -23,7 +23,7 @@ import torch
 
 from ..data.imageset import ImageSet
 from .base import PoisonContext, PoisonOutput, perturb_chunks, register_poison
-from .em import EMParams, craft_error_minimizing, em_kind
+from .em import LEVEL_TABLE, EMParams, craft_error_minimizing, em_kind
 from .ops import OPSParams, ops
 
 
@@ -43,7 +43,7 @@ class OpsEMParams(EMParams):
     "OPS+EM (CIFAR-10-S): one-pixel shortcut on top of class-wise error-minimizing noise (8/255)",
     "Wu et al., One-Pixel Shortcut, ICLR 2023, https://arxiv.org/abs/2205.12141 (OPS+EM), with "
     "Huang et al., ICLR 2021, https://arxiv.org/abs/2101.04898",
-    model_based=True,
+    model_based=True, fills=LEVEL_TABLE,
 )
 def ops_em(base: ImageSet, params: OpsEMParams, ctx: PoisonContext) -> PoisonOutput:
     """Class-wise EM, then the OPS pixel (searched on the clean images) set on the EM images.

@@ -126,7 +126,7 @@ def defend(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eff: dict[str, An
     "adversary, expectation over 5 augmentations",
     "Fu et al., Robust Unlearnable Examples: Protecting Data Against Adversarial Learning, "
     "ICLR 2022, https://arxiv.org/abs/2203.14533",
-    model_based=True,
+    model_based=True, fills=LEVEL_TABLE,
 )
 def rem(base: ImageSet, params: REMParams, ctx: PoisonContext) -> PoisonOutput:
     """Robust error-minimizing noise (REM), sample-wise, l_inf <= eps.

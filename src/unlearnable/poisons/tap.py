@@ -39,10 +39,9 @@ from torch import nn
 from ..core.errors import UnlearnableError
 from ..train.pgd import pgd
 from ..data.imageset import ImageSet
-from ..ladder import level
+from ..ladder import recipe_for
 from ..train import batch_crop, batch_flip_lr, checkpoint_paths, fit, load_run, load_weights
 from ..train.loop import crop_padding_for
-from ..train.recipe import get_recipe
 from .base import PoisonContext, PoisonOutput, apply_delta, check_bound, register_poison
 from .crafting import (
     Resumable, crafting_model, crafting_summary, default_arch, device_of, fingerprint, peak_memory,
@@ -119,7 +118,7 @@ def clean_crafting_model(base: ImageSet, params: TAPParams, eff: dict[str, Any],
         model = crafting_model(base, params.arch or default_arch(dev), dev, ctx.seed)
         load_weights(model, path)
         return model.to(dev), {"checkpoint": str(path.resolve())}
-    recipe = get_recipe(level(ctx.level).recipe).replace(epochs=eff["epochs"])
+    recipe = recipe_for(ctx.level, epochs=eff["epochs"])
     model = crafting_model(base, params.arch or default_arch(dev), dev, ctx.seed)
     out = Path(ctx.work_dir) / "crafting" if ctx.work_dir is not None else None
     res = fit(model, (base.uint8_tensor(), torch.from_numpy(base.labels)), None, recipe, ctx.seed,
@@ -128,7 +127,8 @@ def clean_crafting_model(base: ImageSet, params: TAPParams, eff: dict[str, Any],
     return model, {"trained_on_clean": {"recipe": recipe.to_dict(), "train_accuracy": res.train_accuracy}}
 
 
-@register_poison("tap", TAPParams, "sample-wise", SUMMARY, PAPER, model_based=True, paper_name="ap")
+@register_poison("tap", TAPParams, "sample-wise", SUMMARY, PAPER, model_based=True, paper_name="ap",
+                 fills=LEVEL_TABLE)
 def tap(base: ImageSet, params: TAPParams, ctx: PoisonContext) -> PoisonOutput:
     """Targeted adversarial poisoning (TAP), sample-wise, l_inf <= eps.
 

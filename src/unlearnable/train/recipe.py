@@ -164,6 +164,9 @@ RECIPES: dict[str, Recipe] = {
                            augment=RELEASED_AUGMENT),
     # Adversarial training baseline (section 4.4.2): 100 epochs, lr x0.1 at 75 and 90.
     "adv": Recipe(epochs=100, schedule="step", milestones=(75, 90)),
+    # APBench's train.py (the `ueraser` attack at `paper`): 200 epochs,
+    # MultiStepLR(milestones=[100, 200, 300], gamma=0.5).
+    "apbench": Recipe(epochs=200, schedule="step", milestones=(100,), gamma=0.5),
 }
 
 
