@@ -21,7 +21,7 @@ import torch
 
 from unlearnable import load_data, load_dataset_dir, poison_dataset, save_dataset
 from unlearnable.attacks import AttackContext
-from unlearnable.attacks.compare import run_all
+from unlearnable.kinds import run_all
 from unlearnable.data import random_subset
 from unlearnable.data.resolve import load_base
 from unlearnable.data.store import is_dataset_dir

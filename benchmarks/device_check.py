@@ -254,7 +254,8 @@ def ntga_block(cfg: Config, fig: dict[str, Any]) -> str:
 
 @section("table3_cell", "one Table-3 cell: standard, ortho-proj, adv-train, ResNet-18", 80)
 def table3_cell(cfg: Config, fig: dict[str, Any]) -> str:
-    from unlearnable.attacks import AttackContext, run_attack
+    from unlearnable.attacks import AttackContext
+    from unlearnable.kinds import run_attack
     from unlearnable.poisons import PoisonContext, make_poison
     from unlearnable.train import RECIPES
 

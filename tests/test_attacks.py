@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from unlearnable import build_model
-from unlearnable.attacks import ATTACKS, AttackContext, run_attack, squeeze
+from unlearnable.attacks import ATTACKS, AttackContext, squeeze
+from unlearnable.kinds import run_attack
 from unlearnable.train.pgd import fgsm_rs, pgd, project_delta
 from unlearnable.attacks.squeeze import bit_depth_reduce, grayscale, jpeg_compress
 from unlearnable.train import AUGMENTATIONS, LABEL_AUGMENTATIONS
@@ -230,7 +231,7 @@ def test_attack_all_on_other_data_into_the_same_dir_does_not_report_the_first(
         tmp_path, digits_train, digits_test, quick_recipe):
     """`attack all A --out X` then `attack all B --out X`: B is refused, never given A's numbers."""
     from unlearnable import UnlearnableError
-    from unlearnable.attacks.compare import run_all
+    from unlearnable.kinds import run_all
 
     a = digits_train.subset(np.arange(300))
     b = a.replace(255 - a.images)

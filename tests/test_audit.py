@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from unlearnable import UnlearnableError
-from unlearnable.analyses.steps import DFR_RANDOM_INITS
+from unlearnable.auditor.steps import DFR_RANDOM_INITS
 from unlearnable.auditor import AuditConfig, Thresholds, run_audit, verdict
 from unlearnable.cli import main
 from unlearnable.poisons.make import poison_dataset
@@ -90,7 +90,7 @@ def test_report_opens_in_a_browser_with_every_figure_loaded(audited, tmp_path):
 
 
 def test_audit_killed_after_training_resumes_without_retraining(protected, tmp_path, monkeypatch):
-    import unlearnable.analyses.dfr as dfr_mod
+    import unlearnable.kinds.dfr as dfr_mod
     import unlearnable.train.run as run_mod
 
     def crash(*a, **k):

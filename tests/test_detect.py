@@ -111,8 +111,7 @@ def test_unreadable_input_is_a_one_line_error_and_nothing_is_created(tmp_path, c
 
 
 def test_the_audit_step_runs_the_detector_and_has_a_headline(tmp_path, digits_train):
-    from unlearnable.analyses import AUDITS
-    from unlearnable.analyses.steps import Row
+    from unlearnable.auditor.steps import AUDITS, Row
     from unlearnable.data.identity import content_id
     from unlearnable.ladder import level
     from unlearnable.runner.jobs import JobContext, run_job

@@ -10,10 +10,9 @@ import torch
 
 from unlearnable import RECIPES, UnlearnableError, load_data
 from unlearnable.analyses.dfr import _clean_subset, weights_sha256
-from unlearnable.analyses.finetune import (
-    LEVEL_PARAMS, FinetuneParams, finetune_curve, finetune_subsets, summarize,
-)
-from unlearnable.attacks import AttackContext, run_attack
+from unlearnable.analyses.finetune import LEVEL_PARAMS, FinetuneParams, finetune_subsets, summarize
+from unlearnable.attacks import AttackContext
+from unlearnable.kinds import finetune_curve, run_attack
 from unlearnable.attacks.early_stop import EarlyStopParams, pick_epoch, validation_set
 from unlearnable.cli import main
 from unlearnable.data.clean import pool_split

@@ -24,7 +24,7 @@ from unlearnable.core.lock import LockHeld, dir_lock
 from unlearnable.auditor import AuditConfig, run_audit, verdict
 from unlearnable.poisons.make import poison_dataset
 from unlearnable.runner import JOBS, JobContext, ResultStore, job_key, register_job, run_jobs
-from unlearnable.runner.kinds import ensure_poison
+from unlearnable.kinds.data import ensure_poison
 
 SMALL = AuditConfig(level="tiny", attacks=(), epochs=2)
 CLI = "import sys; from unlearnable.cli import main; sys.exit(main())"
@@ -185,7 +185,7 @@ def test_a_store_made_before_claims_gets_the_owner_column_and_its_rows_run(tmp_p
 
 
 def test_a_protected_set_made_by_two_drivers_at_once_is_made_once(tmp_path, monkeypatch):
-    import unlearnable.poisons as poisons
+    import unlearnable.kinds.data as poisons  # where the job kinds make protected sets
 
     real = poisons.poison_dataset
     made: list[Path] = []
@@ -250,14 +250,14 @@ def test_a_second_audit_into_one_directory_is_refused_at_once(regions, tmp_path,
 
     out = tmp_path / "a"
     inside, release = threading.Event(), threading.Event()
-    real = ex._execute
+    real = ex.execute
 
     def slow(spec, ctx, deps):
         inside.set()
         release.wait(60)
         return real(spec, ctx, deps)
 
-    monkeypatch.setattr(ex, "_execute", slow)
+    monkeypatch.setattr(ex, "execute", slow)
     first: dict[str, object] = {}
     t = threading.Thread(target=lambda: first.update(r=run_audit(regions, out, SMALL, progress=False,
                                                                  cache=tmp_path / "c")))
@@ -366,7 +366,7 @@ def test_a_truncated_last_pt_in_an_audit_is_recorded_and_restart_repairs_it(regi
 
 
 def test_a_corrupt_checkpoint_read_by_dfr_fails_that_step_and_restart_retrains(regions, tmp_path, monkeypatch):
-    import unlearnable.analyses.dfr as dfr_mod
+    import unlearnable.kinds.dfr as dfr_mod
 
     out = tmp_path / "a"
     real = dfr_mod.dfr_curve
@@ -425,7 +425,7 @@ def test_the_verdict_never_judges_without_a_failed_step():
 
 
 def test_a_demo_says_which_steps_failed(tmp_path, monkeypatch):
-    import unlearnable.runner.executors as ex
+    import unlearnable.runner.execute as ex
     from unlearnable.auditor.demo import DemoConfig, run_demo
 
     real = ex.run_job
@@ -449,7 +449,7 @@ def test_a_demo_says_which_steps_failed(tmp_path, monkeypatch):
 def test_the_audit_command_exits_1_naming_a_failed_step(regions, tmp_path, monkeypatch, capsys):
     """A step that fails is not a result: `unlearnable audit` says which, on stderr, and exits 1;
     the report is still written and its verdict names the failure. `--restart` is accepted."""
-    import unlearnable.analyses.dfr as dfr_mod
+    import unlearnable.kinds.dfr as dfr_mod
     from unlearnable.cli import main
 
     def broken(*a, **k):
@@ -488,12 +488,14 @@ def test_an_attack_whose_settings_changed_since_the_last_run_replaces_its_old_di
     import dataclasses
 
     from unlearnable.attacks import ATTACKS
+    from unlearnable.ladder import AttackRow, PerLevel
 
     cfg = AuditConfig(level="tiny", attacks=("jpeg",), epochs=1)
     out, cache = tmp_path / "a", tmp_path / "c"
     first = run_audit(regions, out, cfg, progress=False, cache=cache)
     assert first["steps"]["attack:jpeg"]["status"] == "done"
-    monkeypatch.setitem(ATTACKS, "jpeg", dataclasses.replace(ATTACKS["jpeg"], presets={"tiny": {"quality": "50"}}))
+    newer = AttackRow(params=PerLevel({"tiny": {"quality": "50"}}, default={}))
+    monkeypatch.setitem(ATTACKS, "jpeg", dataclasses.replace(ATTACKS["jpeg"], levels=newer))
     again = run_audit(regions, out, cfg, progress=False, cache=cache)
     assert again["steps"]["attack:jpeg"]["status"] == "done", again["steps"]["attack:jpeg"]
     assert again["steps"]["attack:jpeg"]["key"] != first["steps"]["attack:jpeg"]["key"]

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from unlearnable.core.errors import UnlearnableError
-from unlearnable.attacks import ATTACKS, AttackContext, run_attack
+from unlearnable.attacks import ATTACKS, AttackContext
+from unlearnable.kinds import run_attack
 from unlearnable.attacks.smooth import gaussian_blur, gaussian_kernel1d, median_filter
 from unlearnable.ladder import recipe_for
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from unlearnable import ImageSet, load_dataset_dir
-from unlearnable.analyses.steps import AUDITS, NOT_ADDITIVE, Row, StepSkipped
+from unlearnable.auditor.steps import AUDITS, NOT_ADDITIVE, Row, StepSkipped
 from unlearnable.ladder import LEVELS, level
 from unlearnable.data.facts import is_additive
 from unlearnable.poisons import POISONS, PoisonContext, entf, hypo, make_poison, poison_dataset

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from unlearnable import load_data, load_dataset_dir, save_dataset
-from unlearnable.attacks import ATTACKS, AttackContext, run_attack
+from unlearnable.attacks import ATTACKS, AttackContext
+from unlearnable.kinds import run_attack
 from unlearnable.attacks.mean_sub import class_means, subtract_class_means
 from unlearnable.attacks.ortho_proj import LinearParams, fit_linear, linear_accuracy, project, projection_basis
 from unlearnable.cli import main

@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 
 from unlearnable import UnlearnableError
-from unlearnable.analyses import AUDITS, Row, StepSkipped, register_step
+from unlearnable.auditor.steps import AUDITS, Row, StepSkipped, register_step
 from unlearnable.attacks import ATTACKS, register_attack
 from unlearnable.attacks.base import train_and_evaluate
 from unlearnable.auditor import AuditConfig, run_audit
-from unlearnable.auditor.pipeline import _plan, audit_row, resolve_inputs
+from unlearnable.auditor.execute import plan
+from unlearnable.auditor.inputs import audit_row, resolve_inputs
 from unlearnable.cli import main
 from unlearnable.data.identity import content_id
 from unlearnable.ladder import LADDER, LEVELS, level, recipe_for
@@ -82,7 +83,7 @@ def test_audit_and_reproduce_ask_for_the_same_recipes(name, protected):
     attacks = tuple(a for a in ATTACKS if a != "none")
     cfg = AuditConfig(level=name, attacks=attacks)
     row = audit_row(resolve_inputs(protected), cfg, str(protected))
-    _, specs, _ = _plan(row)
+    _, specs, _ = plan(row)
     grid = build_grid("steps", "digits", level=name, subset=300,
                       steps=["train-protected"] + [f"attack:{a}" for a in attacks])
     grid_recipes = {c.col: c.spec["recipe"] for c in grid.cells if c.row == "regions"}
@@ -144,7 +145,7 @@ def _shift_attack(ctx, p: _ShiftParams):
 
 
 def _brightness_job(spec, ctx, deps):
-    from unlearnable.runner.kinds import load_spec_data
+    from unlearnable.kinds.data import load_spec_data
 
     ds = load_spec_data(spec["data"], ctx)
     return {"mean_brightness": float(ds.images.mean() / 255)}

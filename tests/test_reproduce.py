@@ -13,7 +13,7 @@ from unlearnable.cli import main
 from unlearnable.reproduce import (
     TABLES, Cell, Grid, ResultStore, build_grid, job_key, run_grid, table_data, write_outputs,
 )
-from unlearnable.runner import executors as ex
+from unlearnable.runner import execute as ex
 from unlearnable.runner.jobs import dependencies
 
 HAS_RAY = importlib.util.find_spec("ray") is not None

@@ -38,7 +38,7 @@ def test_classwise_perturbations_are_separable_and_random_noise_is_not():
 def test_defaults_and_the_paper_level_are_the_released_optimiser(digits_train):
     """test_linear_separability.py: LBFGS(lr=0.5) with torch's max_iter=20, 500 steps, no early
     stop; the cheaper levels say what they use instead."""
-    from unlearnable.analyses.steps import Row, separability_spec
+    from unlearnable.auditor.steps import Row, separability_spec
     from unlearnable.ladder import level
 
     released = {"optimizer": "lbfgs", "lr": 0.5, "max_iter": 20, "steps": 500, "early_stop": False}

@@ -1,16 +1,18 @@
-"""Analyses: measure what a protected dataset still leaks.
+"""Analyses: measure what a protected dataset still leaks, each a function that works on its own.
 
-The functions (`dfr_curve`, `separability_of`) work on their own; the audit runs them as steps
-of one registry, `AUDITS` (steps.py), whose entries say how to turn a training set into a job.
+    dfr.py           dfr_curve: DFR over every checkpoint of a training run (Fig. 2, Table 1)
+    separability.py  separability_of: linear separability of perturbations or images (Tables 2, 6)
+    finetune.py      fine-tuning on k clean images against scratch and the clean network
+
+The audit runs them as steps (`unlearnable.auditor.steps`), each a job of the runner
+(`unlearnable.kinds`).
 """
 
 from __future__ import annotations
 
-from . import detect as _detect  # noqa: F401  (registers the "detect" step)
-from . import finetune  # noqa: F401  (registers the fine-tuning step and job kind)
 from .dfr import dfr_curve, dfr_features, dfr_head, random_init_dfr
+from .finetune import FinetuneParams
 from .separability import separability as separability_score, separability_of
-from .steps import AUDITS, Row, StepInfo, StepSkipped, attack_step, get_step, register_step, steps_for
 
-__all__ = ["AUDITS", "Row", "StepInfo", "StepSkipped", "attack_step", "get_step", "register_step", "steps_for",
-           "dfr_curve", "dfr_features", "dfr_head", "random_init_dfr", "separability_score", "separability_of"]
+__all__ = ["dfr_curve", "dfr_features", "dfr_head", "random_init_dfr", "FinetuneParams", "separability_score",
+           "separability_of"]

@@ -40,22 +40,28 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
+from ..core.device import resolve_device
 from ..core.errors import DataError, UnlearnableError
 from ..core.files import atomic_file, read_json, write_json
-from ..core.provenance import now_iso, versions
 from ..core.hashing import sha256_array, sha256_file
-from ..data.clean import pool_split
+from ..core.progress import bar as progress_bar
+from ..core.provenance import now_iso, versions
+from ..core.safe import read_npy
+from ..data.clean import clean_side, pool_split
 from ..data.imageset import ImageSet
-from ..core.progress import progress_enabled
+from ..data.resolve import load_data
+from ..train.augment import batch_crop, batch_flip_lr
 from ..train.checkpoint import checkpoint_paths, load_weights, read_jsonl
-from ..core.device import resolve_device
 from ..train.run import load_run
+from ..viz.plots import plot_dfr_curve
 
 PAPER = "Sandoval-Segura et al., NeurIPS 2023, §4.2 and Fig. 2, arXiv:2305.19254"
 
@@ -84,8 +90,6 @@ def dfr_head(f_train: np.ndarray, y_train: np.ndarray, f_test: np.ndarray, y_tes
     Standardization uses the training subset's mean and std (a constant feature, e.g. a dead
     ReLU, keeps std 1 so it stays 0 rather than dividing by zero).
     """
-    import warnings
-
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import log_loss
@@ -118,10 +122,6 @@ def released_head(model: torch.nn.Module, x_tr: torch.Tensor, y_tr: np.ndarray, 
                   eval_batch_size: int = 500) -> dict[str, Any]:
     """The released step 2 (see the module docstring) on `model` in place; returns the clean
     test accuracy and loss afterwards, and how far the BatchNorm running means moved."""
-    import torch.nn.functional as F
-
-    from ..train.augment import batch_crop, batch_flip_lr
-
     dev = next(model.parameters()).device
     bn_before = _bn_means(model)
     for p in model.parameters():
@@ -189,8 +189,6 @@ def fit_head(procedure: str, model: torch.nn.Module, x_tr: torch.Tensor, y_tr: n
 
 def load_indices(path: str | os.PathLike[str], pool_size: int) -> np.ndarray:
     """A clean-subset index file (.npy of distinct integers in [0, pool_size)), checked before use."""
-    from ..core.safe import read_npy
-
     def check(h) -> None:
         if h.dtype.kind not in "iu" or len(h.shape) != 1:
             raise DataError(path, f"DFR indices must be a 1-D integer array, got {h.dtype} of shape {h.shape}")
@@ -220,8 +218,6 @@ def _standard_curve(run_dir: Path) -> dict[int, float]:
 def resolve_clean(run_data: str, data_root: str | os.PathLike[str] | None = None) -> tuple[ImageSet, ImageSet]:
     """The clean train and test sets behind a run's data: for a protected directory, the whole
     training split of its base dataset (the pool DFR draws its clean subset from)."""
-    from ..data.clean import clean_side
-    from ..data.resolve import load_data
 
     train = load_data(run_data, "train", data_root)
     side = clean_side(train, None if "manifest" in train.meta else str(run_data), data_root)
@@ -302,8 +298,6 @@ def dfr_curve(
     "released" (module docstring); `indices`: the clean subset as indices into clean_train.
     Returns the dfr.json dict (dfr-released.json for the released procedure).
     """
-    from tqdm.auto import tqdm
-
     if procedure not in PROCEDURES:
         raise UnlearnableError(f"DFR --procedure must be one of {', '.join(PROCEDURES)}, got {procedure!r}")
     run_dir = Path(run_dir)
@@ -350,7 +344,7 @@ def dfr_curve(
 
     standard = _standard_curve(run_dir)
     curve = []
-    bar = tqdm(ckpts, desc="DFR", disable=not progress_enabled(progress), leave=False)
+    bar = progress_bar(ckpts, desc="DFR", progress=progress)
     for epoch, path in bar:
         model = load_weights(spec.build(), path)
         r = evaluate_model(model, f"epoch_{epoch:03d}", sha256_file(path))
@@ -382,8 +376,6 @@ def dfr_curve(
     }
     write_json(run_dir / f"{stem}.json", report)
     if plot:
-        from ..viz.plots import plot_dfr_curve
-
         plot_dfr_curve(curve, rnd["dfr_accuracy"], run_dir / f"{stem}.png",
                        f"DFR: {spec.arch} on {Path(spec.data).name or spec.data}")
     return report

@@ -13,22 +13,23 @@ two references trained with the same recipe on the same k images:
     recovered_fraction = gain / (clean - scratch)       (of what a clean network brings; null
                                                          without a clean run)
 
-    from unlearnable.analyses.finetune import finetune_curve
-    r = finetune_curve("runs/lsp", clean_run_dir="runs/clean", sizes=(100, 500, 1000, 5000))
+    from unlearnable.kinds import finetune_curve
+    r = finetune_curve("runs/lsp", clean_run_dir="runs/clean", params=FinetuneParams(sizes=(100, 500)))
     r["rows"], r["recovered_fraction"], r["gain_points"]
 
-Writes OUT/finetune.json, OUT/finetune.png (accuracy vs k, three curves, log x),
-OUT/finetune_indices.npy (the clean subsets: subset k is the first k entries, so they are nested)
-and a per-fine-tune cache OUT/finetune_cache/, so a killed analysis resumes. Fine-tuning is the
-training engine's `fit` started from a checkpoint a train run wrote; nothing here is a second
-training loop.
+This module is the analysis: which clean images (`finetune_subsets`, from the pool's one split
+`data.clean.pool_split`), fine-tuning one starting network on them (`finetune_from`), the rows,
+the summary a verdict weighs and the figure. Each starting network is a job of the runner
+(`unlearnable.kinds.finetune`), so every audit of a base shares the scratch and clean references
+and a rerun reuses what finished; `finetune_curve` there writes OUT/finetune.json,
+OUT/finetune.png (accuracy vs k, three curves, log x) and OUT/finetune_indices.npy (the clean
+subsets: subset k is the first k entries, so they are nested). Fine-tuning is the training
+engine's `fit` started from a checkpoint a train run wrote; nothing here is a second training loop.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import logging
 import math
 import os
@@ -40,23 +41,19 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..core.device import resolve_device
 from ..core.errors import DataError, UnlearnableError
-from ..core.files import atomic_file, read_json, write_json
-from ..core.provenance import now_iso, versions
 from ..core.hashing import sha256_array
+from ..core.progress import bar
 from ..data.clean import pool_split
 from ..data.imageset import ImageSet
 from ..ladder import PerLevel
-from ..ladder import level as get_level
-from ..runner.jobs import JobContext, Spec, job_key, register_job
-from ..train.recipe import Recipe
-from ..core.progress import progress_enabled
-from ..train.checkpoint import checkpoint_paths, load_weights
+from ..train.checkpoint import checkpoint_paths
 from ..train.loop import evaluate, fit
-from ..core.device import resolve_device
-from ..train.run import RunSpec, adapt_recipe, load_run
-from .dfr import resolve_clean, weights_sha256
-from .steps import Row, StepSkipped, register_step
+from ..train.recipe import Recipe
+from ..train.run import RunSpec, load_run
+from ..viz.plots import pyplot, save_figure
+from .dfr import weights_sha256
 
 log = logging.getLogger(__name__)
 
@@ -132,9 +129,9 @@ def finetune_subsets(n_pool: int, sizes: tuple[int, ...], seed: int, dfr_n: int,
     return pool_split(n_pool, seed, dfr_n, indices).finetune_order(max(sizes), cap)
 
 
-def capped(p: FinetuneParams, n_pool: int, seed: int, dfr_n: int) -> FinetuneParams:
+def capped(p: FinetuneParams, n_pool: int, seed: int, dfr_n: int, indices: np.ndarray | None = None) -> FinetuneParams:
     """`p` with its sizes cut to what the pool holds (as DFR takes min(n, pool)): for the audit."""
-    most = len(finetune_subsets(n_pool, p.sizes, seed, dfr_n, cap=True))
+    most = len(finetune_subsets(n_pool, p.sizes, seed, dfr_n, cap=True, indices=indices))
     return dataclasses.replace(p, sizes=tuple(sorted({min(k, most) for k in p.sizes})))
 
 
@@ -147,7 +144,10 @@ def scaled(p: FinetuneParams, factor: float) -> FinetuneParams:
 
 # --- the analysis -------------------------------------------------------------------------------
 
-def _final_checkpoint(run_dir: Path) -> tuple[RunSpec, Path]:
+def final_checkpoint(run_dir: str | os.PathLike[str]) -> tuple[RunSpec, Path]:
+    """The spec and the last epoch's checkpoint of a finished training run (a one-line error for
+    one that has not finished its epochs)."""
+    run_dir = Path(run_dir)
     spec, _ = load_run(run_dir)
     ckpts = checkpoint_paths(run_dir)
     if not ckpts or ckpts[-1][0] < spec.recipe.epochs:
@@ -156,135 +156,42 @@ def _final_checkpoint(run_dir: Path) -> tuple[RunSpec, Path]:
     return spec, ckpts[-1][1]
 
 
-def _key_hash(key: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-
-
 def finetune_from(model: torch.nn.Module, name: str, clean_train: ImageSet, clean_test: ImageSet,
-                  order: np.ndarray, params: FinetuneParams, base_recipe: Recipe, seed: int, cache: Path,
-                  device: torch.device, bar: Any = None) -> dict[int, dict[str, Any]]:
+                  order: np.ndarray, params: FinetuneParams, base_recipe: Recipe, seed: int,
+                  device: torch.device | str = "auto", progress: bool | None = False) -> dict[int, dict[str, Any]]:
     """Fine-tune copies of `model` (its weights as given: a checkpoint, or an initialization) on
     each subset k (the first k of `order`); return k -> clean test accuracy and what identifies
-    the run. A result in `cache` with the same start weights, subset, recipe and seed is reused."""
+    the run (the start's weights, the subset's checksum)."""
+    dev = resolve_device(device)
     start = {k: v.detach().clone() for k, v in model.state_dict().items()}
     start_sha = weights_sha256(model)
     x_te, y_te = clean_test.uint8_tensor(), torch.from_numpy(clean_test.labels)
     out: dict[int, dict[str, Any]] = {}
-    for k in params.sizes:
-        idx = np.sort(order[:k])
-        recipe = params.recipe(k, base_recipe)
-        key = {"start": start_sha, "recipe": recipe.to_dict(), "indices_sha256": sha256_array(idx),
-               "seed": seed, "test": clean_test.name, "num_test": len(clean_test)}
-        cfile = cache / f"k{k}-{_key_hash(key)}.json"  # by content: equal starts share it
-        res = None
-        if cfile.exists():
-            try:
-                prev = read_json(cfile)
-                res = prev["result"] if prev.get("key") == key else None
-            except (DataError, KeyError):
-                res = None  # a broken cache file is recomputed
-        if res is None:
+    with bar(total=len(params.sizes), desc=f"fine-tune {name}", progress=progress) as b:
+        for k in params.sizes:
+            idx = np.sort(order[:k])
+            recipe = params.recipe(k, base_recipe)
             t0 = time.perf_counter()
             model.load_state_dict(start)
             sub = clean_train.subset(idx)
-            fit(model.to(device), (sub.uint8_tensor(), torch.from_numpy(sub.labels)), None, recipe, seed,
-                None, device, False, save_checkpoints=False, desc=f"{name} k={k}")
+            fit(model.to(dev), (sub.uint8_tensor(), torch.from_numpy(sub.labels)), None, recipe, seed,
+                None, dev, False, save_checkpoints=False, desc=f"{name} k={k}")
             loss, acc = evaluate(model, x_te, y_te, recipe.eval_batch_size)
-            res = {"test_accuracy": acc, "test_loss": loss, "epochs": recipe.epochs,
-                   "indices_sha256": key["indices_sha256"], "seconds": round(time.perf_counter() - t0, 3)}
-            write_json(cfile, {"key": key, "result": res})
-        out[k] = {**res, "start_sha256": start_sha}
-        log.debug("fine-tune %s k=%d: %.4f", name, k, res["test_accuracy"])
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(start=name, k=k, acc=f"{res['test_accuracy']:.3f}")
+            out[k] = {"test_accuracy": acc, "test_loss": loss, "epochs": recipe.epochs,
+                      "indices_sha256": sha256_array(idx), "seconds": round(time.perf_counter() - t0, 3),
+                      "start_sha256": start_sha}
+            log.debug("fine-tune %s k=%d: %.4f", name, k, acc)
+            b.update(1)
+            b.set_postfix(k=k, acc=f"{acc:.3f}")
     return out
 
 
-def _check_sets(spec: RunSpec, clean_train: ImageSet, clean_test: ImageSet) -> None:
+def check_sets(spec: RunSpec, clean_train: ImageSet, clean_test: ImageSet) -> None:
     want = (spec.in_channels, *spec.image_size)
     for name, ds in (("clean training", clean_train), ("clean test", clean_test)):
         if ds.chw != want or ds.num_classes != spec.num_classes:
             raise UnlearnableError(f"{name} set is {ds.chw} with {ds.num_classes} classes but the run "
                                    f"was trained on {want} with {spec.num_classes}")
-
-
-def finetune_curve(
-    run_dir: str | os.PathLike[str],
-    clean_run_dir: str | os.PathLike[str] | None = None,
-    clean_train: ImageSet | None = None,
-    clean_test: ImageSet | None = None,
-    params: FinetuneParams | None = None,
-    seed: int = 0,
-    dfr_n: int = 5000,
-    out_dir: str | os.PathLike[str] | None = None,
-    each_checkpoint: bool = False,
-    device: str = "auto",
-    progress: bool | None = None,
-    data_root: str | os.PathLike[str] | None = None,
-    cache_dir: str | os.PathLike[str] | None = None,
-    plot: bool = True,
-) -> dict[str, Any]:
-    """Fine-tune from `run_dir`'s final checkpoint (and, with `each_checkpoint`, from every epoch's)
-    on nested seeded clean subsets; compare with scratch and with `clean_run_dir`. Writes
-    finetune.json (+ .png, indices) into `out_dir` (default: run_dir); returns its dict.
-
-    clean_train / clean_test default to the run's clean side (the base's whole training split,
-    the pool the subsets come from, and its test split). `seed` draws the subsets and every
-    fine-tune's batches and augmentation; `dfr_n` is DFR's subset size, whose images are left out.
-    `cache_dir` (default OUT/finetune_cache) keeps each fine-tune's result: give several analyses
-    of one base the same one and the scratch and clean references are computed once.
-    """
-    from tqdm.auto import tqdm
-
-    t_start = time.perf_counter()
-    p = params or FinetuneParams()
-    run_dir = Path(run_dir)
-    out = Path(out_dir) if out_dir is not None else run_dir
-    spec, final = _final_checkpoint(run_dir)
-    starts: list[tuple[str, RunSpec, Path | None]] = [("protected", spec, final), ("scratch", spec, None)]
-    if clean_run_dir is not None:
-        cspec, cfinal = _final_checkpoint(Path(clean_run_dir))
-        if (cspec.arch, cspec.num_classes, cspec.in_channels, tuple(cspec.image_size)) != \
-                (spec.arch, spec.num_classes, spec.in_channels, tuple(spec.image_size)):
-            raise UnlearnableError(f"{clean_run_dir}: the clean run is a {cspec.arch} on {cspec.image_size} "
-                                   f"images, the protected run a {spec.arch} on {spec.image_size}")
-        starts.append(("clean", cspec, cfinal))
-    if each_checkpoint:
-        starts += [(f"protected-epoch{e}", spec, path) for e, path in checkpoint_paths(run_dir)[:-1]]
-    if clean_train is None or clean_test is None:
-        tr, te = resolve_clean(spec.data, data_root)
-        clean_train = clean_train if clean_train is not None else tr
-        clean_test = clean_test if clean_test is not None else te
-    _check_sets(spec, clean_train, clean_test)
-    order = finetune_subsets(len(clean_train), p.sizes, seed, dfr_n)
-    out.mkdir(parents=True, exist_ok=True)
-    with atomic_file(out / "finetune_indices.npy", "wb") as f:
-        np.save(f, order, allow_pickle=False)
-    base_recipe = adapt_recipe(spec.recipe, clean_train)
-    dev = resolve_device(device)
-    cache = Path(cache_dir) if cache_dir is not None else out / "finetune_cache"
-    bar = tqdm(total=len(starts) * len(p.sizes), desc="fine-tune", disable=not progress_enabled(progress),
-               leave=False)
-    acc = {}
-    for name, rs, path in starts:
-        model = rs.build() if path is None else load_weights(rs.build(), path)
-        acc[name] = finetune_from(model, name, clean_train, clean_test, order, p, base_recipe, seed, cache, dev, bar)
-    bar.close()
-    report = {"audit": "finetune", "run_dir": str(run_dir),
-              "clean_run_dir": str(clean_run_dir) if clean_run_dir is not None else None,
-              "arch": spec.arch, "data": spec.data,
-              **assemble(acc, p, {"seed": seed, "dfr_n": dfr_n, "clean_train": clean_train.name,
-                                  "clean_test": clean_test.name, "num_test": len(clean_test),
-                                  "pool": len(clean_train), "base_recipe": base_recipe.to_dict(),
-                                  "each_checkpoint": each_checkpoint}),
-              "seconds": round(time.perf_counter() - t_start, 3), "device": str(dev),
-              "finished": now_iso(), "versions": versions()}
-    write_json(out / "finetune.json", report)
-    if plot:
-        plot_finetune(report["rows"], out / "finetune.png",
-                      f"fine-tuning: {spec.arch} on {Path(spec.data).name or spec.data}")
-    return report
 
 
 def assemble(acc: dict[str, dict[int, dict[str, Any]]], p: FinetuneParams, settings: dict[str, Any]) -> dict[str, Any]:
@@ -326,9 +233,7 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def plot_finetune(rows: list[dict[str, Any]], path: str | os.PathLike[str], title: str) -> Path:
-    from ..viz.plots import _pyplot, save_figure
-
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.2, 3.6))
     ks = [r["k"] for r in rows]
     for key, label, style in (("clean", "from the clean network (c)", "s-"),
@@ -346,123 +251,7 @@ def plot_finetune(rows: list[dict[str, Any]], path: str | os.PathLike[str], titl
     return save_figure(fig, path)
 
 
-# --- the job kinds and the audit step --------------------------------------------------------------
-#
-# One `finetune-start` job per starting point, so the references are shared: the scratch start
-# depends on the architecture, shapes and seed only, the clean one on the clean run, so every
-# audit of one base computes them once (the shared cache); only the protected start is the
-# audit's own. The `finetune` job assembles the rows and draws the figure.
-
-def _run_dir_of(spec: Spec, ctx: JobContext, deps: dict[str, Any]) -> Path:
-    from ..runner.kinds import _train
-
-    d = Path(deps[job_key(spec)]["run_dir"]) if job_key(spec) in deps else ctx.dir_of(spec)
-    if not (d / "result.json").exists():  # a worker without the driver's disk
-        d = Path(_train(spec, ctx, {})["run_dir"])
-    return d
-
-
-def _start_job(spec: Spec, ctx: JobContext, deps: dict[str, Any]) -> dict[str, Any]:
-    from ..runner.kinds import named_split
-
-    if spec.get("from") is not None:
-        rs, path = _final_checkpoint(_run_dir_of(spec["from"], ctx, deps))
-        model = load_weights(rs.build(), path)
-    else:  # the seeded initialization every run of this architecture, shape and seed starts from
-        c, h, w = spec["shape"]
-        model = RunSpec(spec["arch"], int(spec["num_classes"]), c, (h, w), Recipe(), int(spec["seed"])).build()
-    pool, test = named_split(spec["pool"], "train", ctx), named_split(spec["test"], "test", ctx)
-    p = capped(FinetuneParams(**spec["params"]), len(pool), int(spec["seed"]), int(spec["dfr_n"]))
-    if model.head.out_features != pool.num_classes:
-        raise UnlearnableError(f"the network has {model.head.out_features} classes, {spec['pool']} {pool.num_classes}")
-    order = finetune_subsets(len(pool), p.sizes, int(spec["seed"]), int(spec["dfr_n"]))
-    res = finetune_from(model, spec.get("_name", "start"), pool, test, order, p, Recipe.from_dict(spec["recipe"]),
-                        int(spec["seed"]), ctx.dir_of(spec) / "cache", resolve_device(ctx.device))
-    for r in res.values():
-        r.pop("seconds", None)  # results are content: timings live in the store
-    return {"by_k": {str(k): r for k, r in res.items()}, "order_sha256": sha256_array(order)}
-
-
-def _start_deps(spec: Spec) -> list[Spec]:
-    return [spec["from"]] if spec.get("from") is not None else []
-
-
-def _finetune_job(spec: Spec, ctx: JobContext, deps: dict[str, Any]) -> dict[str, Any]:
-    from ..runner.kinds import named_split
-
-    pool = named_split(spec["starts"]["scratch"]["pool"], "train", ctx)
-    p = capped(FinetuneParams(**spec["params"]), len(pool), int(spec["seed"]), int(spec["dfr_n"]))
-    acc = {}
-    for name in ("protected", "scratch", "clean"):
-        s = spec["starts"].get(name)
-        if s is not None:
-            r = deps[job_key(s)] if job_key(s) in deps else _start_job(s, ctx, deps)
-            acc[name] = {int(k): v for k, v in r["by_k"].items()}
-    out = ctx.dir_of(spec)
-    out.mkdir(parents=True, exist_ok=True)
-    order = finetune_subsets(len(pool), p.sizes, int(spec["seed"]), int(spec["dfr_n"]))
-    with atomic_file(out / "finetune_indices.npy", "wb") as f:
-        np.save(f, order, allow_pickle=False)
-    r = assemble(acc, p, {"seed": spec["seed"], "dfr_n": spec["dfr_n"], "pool": len(pool),
-                          "base_recipe": spec["starts"]["scratch"]["recipe"]})
-    write_json(out / "finetune.json", r)
-    plot_finetune(r["rows"], out / "finetune.png", "fine-tuning on k clean images")
-    return {**r, "dir": str(out)}
-
-
 def finetune_passes(params: dict[str, Any], starts: int, n_test: int) -> float:
     """Training sample-passes of `starts` starting points (a test pass is a third of one)."""
     p = FinetuneParams(**params)
     return sum(starts * (p.epochs_for(k) * k + n_test / 3) for k in p.sizes)
-
-
-register_job("finetune-start", _start_job, deps=_start_deps,
-             passes=lambda spec, n, t: finetune_passes(spec["params"], 1, t),
-             title="fine-tuning one starting network on k clean images")
-register_job("finetune", _finetune_job, deps=lambda spec: [s for s in spec["starts"].values() if s is not None],
-             title="fine-tuning: protected vs scratch vs clean")
-
-
-def finetune_spec(row: Row, params: FinetuneParams) -> Spec:
-    """The fine-tuning job of a row: its three starts, with the level's DFR size left out."""
-    if not row.has_pool or row.base is None:
-        raise StepSkipped("no clean training images to fine-tune on (pass --clean DATA)")
-    common = {"kind": "finetune-start", "pool": row.base, "test": row.base, "params": params.to_dict(),
-              "recipe": row.recipe(), "seed": row.seed, "dfr_n": get_level(row.level.name).dfr_n}
-    s = row.sample
-    starts = {"protected": {**common, "_name": "protected", "from": row.train_spec(row.data)},
-              "scratch": {**common, "_name": "scratch", "from": None, "arch": row.arch, "model": row.model,
-                          "shape": list(s.chw), "num_classes": s.num_classes},
-              "clean": {**common, "_name": "clean", "from": row.train_spec(row.clean)} if row.clean else None}
-    return {"kind": "finetune", "starts": starts, "params": params.to_dict(), "seed": row.seed,
-            "dfr_n": common["dfr_n"]}
-
-
-def _cost(row: Row) -> float:
-    from ..ladder import recipe_for
-
-    n = len(row.sample)
-    standard = n * recipe_for(row.level.name, epochs=row.epochs).epochs
-    return max(finetune_passes(level_params(row).to_dict(), 3, min(n, 10000)) / max(standard, 1), 0.01)
-
-
-def _headline(r: dict[str, Any]) -> str:
-    rf = r.get("recovered_fraction")
-    frac = f", recovers {100 * rf:.0f}% of clean (k={r['recovered_fraction_k']})" if rf is not None else ""
-    return f"{r['gain_points']:+.1f} pts over scratch at k={r['gain_k']}{frac}"
-
-
-@register_step("finetune", "fine-tuning on k clean images vs scratch and the clean network", order=5, cost=_cost,
-               headline=_headline, paper=PAPER)
-def finetune_step(row: Row) -> Spec:
-    return finetune_spec(row, level_params(row))
-
-
-def level_params(row: Row) -> FinetuneParams:
-    """The level's fine-tuning, scaled with the audit's `--epochs` as every training is."""
-    from ..ladder import recipe_for
-
-    p = LEVEL_PARAMS[row.level.name]
-    if row.epochs is None:
-        return p
-    return scaled(p, row.epochs / recipe_for(row.level.name).epochs)

@@ -42,10 +42,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..core.errors import UnlearnableError
-from ..data.imageset import ImageSet
-from ..core.progress import progress_enabled
 from ..core.device import resolve_device
+from ..core.errors import UnlearnableError
+from ..core.progress import bar as progress_bar
+from ..data.clean import clean_side
+from ..data.imageset import ImageSet
+from ..data.subsets import random_subset
 
 PAPER = "Sandoval-Segura et al., NeurIPS 2023, §4.3 Table 2 and App. A.3.2 Table 6, arXiv:2305.19254"
 # A clean-image baseline at or above this makes the test uninformative at that sample size.
@@ -99,8 +101,6 @@ def separability(
     seed, final accuracy, best accuracy seen, steps taken, final loss), `optimizer`
     (`optimizer_settings`), settings and seconds.
     """
-    from tqdm.auto import tqdm
-
     if len(x) != len(y) or len(x) == 0:
         raise UnlearnableError(f"separability: {len(x)} samples but {len(y)} labels")
     if hidden < 0 or steps < 1 or repeats < 1:
@@ -126,8 +126,7 @@ def separability(
             return loss
 
         best, taken = 0.0, 0
-        bar = tqdm(range(steps), desc=f"L-BFGS {r + 1}/{repeats}", leave=False,
-                   disable=not progress_enabled(progress))
+        bar = progress_bar(range(steps), desc=f"L-BFGS {r + 1}/{repeats}", progress=progress)
         for _ in bar:
             opt.step(closure)
             taken += 1
@@ -189,7 +188,6 @@ def _clean_base(data: ImageSet, data_root: str | os.PathLike[str] | None) -> Ima
     """The clean images aligned with a protected set (from its manifest), or None."""
     if not data.meta.get("manifest", {}).get("base", {}).get("name"):
         return None
-    from ..data.clean import clean_side
 
     return clean_side(data, data_root=data_root).base
 
@@ -216,12 +214,9 @@ def separability_of(
             if not data.meta.get("manifest", {}).get("base", {}).get("name"):
                 raise UnlearnableError(f"{data.name}: no base dataset is known, so there are no "
                                        "perturbations to measure; use --of images")
-            from ..data.clean import clean_side
 
             raise UnlearnableError(f"{data.name}: {'; '.join(clean_side(data, data_root=data_root).notes)}")
     if n is not None and n < len(data):
-        from ..data.subsets import random_subset
-
         idx = random_subset(data, n, subset_seed)
         data, base = data.subset(idx), (base.subset(idx) if base is not None else None)
     x = perturbations(data, base) if of == "perturbations" else data.to_tensor()[0]

@@ -3,8 +3,9 @@
 from . import adv_train, augmentation, early_stop, mean_sub, ortho_proj, squeeze  # noqa: F401  (register)
 from . import smooth, ueraser  # noqa: F401  (smoothing defences; UEraser with the kornia extra)
 from .base import (
-    ATTACKS, AttackContext, AttackInfo, NoParams, best_accuracy, get_attack, ordered, register_attack, run_attack,
+    ATTACKS, AttackContext, AttackInfo, NoParams, best_accuracy, execute_attack, get_attack, ordered,
+    register_attack,
 )
 
 __all__ = ["ATTACKS", "AttackContext", "AttackInfo", "NoParams", "best_accuracy", "get_attack", "ordered",
-           "register_attack", "run_attack"]
+           "register_attack", "execute_attack"]

@@ -9,8 +9,9 @@ registered with its facts (`AttackInfo`: typed parameters, cost, recipe per ladd
 applicability, artifacts, display order), that trains (usually through `train_on`) inside `ctx.out_dir` and returns a result dict with at
 least `test_accuracy` (a fraction, clean test set). Attacks that may also transform test inputs
 (the attacker controls its own inference) add `test_accuracy_transformed_test`.
-`run_attack` parses the parameters once, adds timing and provenance and writes `result.json`
-atomically; a finished one of the same identity is reused.
+`execute_attack` parses the parameters once, runs the attack, adds timing and provenance and
+writes `result.json` atomically; `unlearnable.kinds.run_attack` runs it as a job, so a finished
+one is reused from the job store.
 """
 
 from __future__ import annotations
@@ -23,16 +24,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
+from ..core.device import resolve_device
 from ..core.errors import UnlearnableError
-from ..core.provenance import now_iso, versions
-from ..core.files import read_json, write_json
+from ..core.files import write_json
 from ..core.params import from_params, to_dict
+from ..core.provenance import now_iso, versions
 from ..core.registry import lookup
+from ..data.identity import content_id
 from ..data.imageset import ImageSet
 from ..ladder import AttackRow, PerLevel, register_attack_row
+from ..models import arch_signature
 from ..train.loop import BatchLoss, evaluate
 from ..train.recipe import Recipe
 from ..train.run import RunSpec, as_tensors, spec_for, train_on
@@ -42,18 +47,34 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class AttackContext:
-    train: ImageSet  # the protected training set
-    test: ImageSet  # the clean test set
+    """What an attack is given: the protected training set and the clean test set, the
+    architecture, recipe and seed it trains with, the directory it writes, and what else is
+    known of the data. The device is resolved once, here (`core.device.resolve_device`).
+
+    clean: the clean images behind `train`, aligned, when known (oracle attacks and early
+    stopping need them). dfr_indices: the clean subset an audit's DFR fits its head on when a
+    file names it (`--dfr-indices`), which attacks drawing on the clean pool leave out.
+    data_name: for display only; the data's identity is its content (`content_id`).
+    """
+
+    train: ImageSet
+    test: ImageSet
     arch: str
     recipe: Recipe
     seed: int
     out_dir: Path
-    device: str = "auto"
+    device: str | torch.device = "auto"
     progress: bool | None = None
-    clean: ImageSet | None = None  # the clean images behind `train`, aligned, when known
-    data_name: str = ""  # for display only; the data's identity is its content (`content_id`)
+    clean: ImageSet | None = None
+    data_name: str = ""
+    dfr_indices: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        self.device = resolve_device(self.device)
+        self.out_dir = Path(self.out_dir)
 
     def spec(self) -> RunSpec:
+        """The run this context trains: `arch` on `train` with `recipe` as the data allows."""
         return spec_for(self.train, self.arch, self.recipe, self.seed, self.data_name)
 
 
@@ -96,6 +117,9 @@ class AttackInfo:
     # Knows what an attacker cannot (the perturbations themselves): an upper bound the report
     # shows beside the attacks, never what breaks a protection.
     oracle: bool = False
+    # Draws clean images from the base's pool (early stopping's validation images): an audit
+    # gives it the clean subset DFR fits on (`AttackContext.dfr_indices`), to leave out.
+    uses_clean_pool: bool = False
 
     def params(self, params: dict[str, str] | Any | None = None) -> Any:
         """Typed parameters from `--param` strings (or a ready dataclass), defaults filled in."""
@@ -163,38 +187,25 @@ def best_accuracy(result: dict[str, Any]) -> float:
 
 
 def identity(name: str, ctx: AttackContext, params: Any) -> dict[str, Any]:
-    """Everything that determines an attack's result: a finished result.json is reused only
-    when its identity is this one (the data by content, the model by its definition)."""
-    from ..data.identity import content_id
-    from ..models import arch_signature
-
+    """Everything that determines an attack's result (the data by content, the model by its
+    definition), recorded in its result.json beside the numbers."""
     t = ctx.train
     return {"attack": name, "params": to_dict(params), "arch": ctx.arch, "seed": ctx.seed,
             "recipe": ctx.spec().recipe.to_dict(), "data": content_id(t), "test": content_id(ctx.test),
             "model": arch_signature(ctx.arch, t.num_classes, t.channels, t.image_size)}
 
 
-def run_attack(name: str, ctx: AttackContext, params: dict[str, str] | Any | None = None,
-               reuse: bool = True) -> dict[str, Any]:
-    """Run attack `name` into `ctx.out_dir`; a finished `result.json` of the same identity (data
-    content, parameters, recipe, model definition, seed) is returned as it is. One made another
-    way is refused: its directory holds that other run's training."""
+def execute_attack(name: str, ctx: AttackContext, params: dict[str, str] | Any | None = None) -> dict[str, Any]:
+    """Run attack `name` into `ctx.out_dir` now and write its `result.json` (atomically), with
+    timing and provenance added to what the attack returns. Whether it ran before is the job
+    runner's to know: `unlearnable.kinds.run_attack` reuses a finished one."""
     info = get_attack(name)
     p = info.params(params)
     ctx.out_dir = Path(ctx.out_dir)
-    ident = identity(name, ctx, p)
-    done = ctx.out_dir / "result.json"
-    if done.exists():
-        prev = read_json(done)
-        if prev.get("identity") == ident and reuse:
-            log.info("attack %s: finished earlier in %s, reused", name, ctx.out_dir)
-            return prev
-        if prev.get("identity") != ident:
-            raise UnlearnableError(f"{ctx.out_dir}: holds attack {prev.get('attack')!r} made on other data or "
-                                   "with other settings; use another --out")
     reason = info.applies_to(ctx.train)
     if reason:
         raise UnlearnableError(f"attack {name} does not apply to {ctx.data_name or ctx.train.name}: {reason}")
+    ident = identity(name, ctx, p)
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     result = dict(info.fn(ctx, p))
@@ -207,7 +218,7 @@ def run_attack(name: str, ctx: AttackContext, params: dict[str, str] | Any | Non
         "versions": versions(),
     })
     result["test_accuracy_best"] = best_accuracy(result)
-    write_json(done, result)
+    write_json(ctx.out_dir / "result.json", result)
     return result
 
 

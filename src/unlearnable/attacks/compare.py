@@ -1,56 +1,28 @@
-"""Several attacks side by side on one protected dataset: `unlearnable attack all DATA --out DIR`.
+"""Several attacks side by side: the table `unlearnable attack all DATA --out DIR` writes.
 
-Runs `none` (standard training) and each chosen attack into DIR/NAME, reusing results already
-there, then writes DIR/summary.json and DIR/summary.md: clean test accuracy, transformed-test
-accuracy where the attack has one, and wall time relative to standard training (the paper's
-cost claim: orthogonal projection about 1x, adversarial training several times more).
+    rows = summary_table({"none": result, "jpeg": result, ...})   # in the registry's order
+    text = summary_markdown({"data": ..., "arch": ..., "seed": ..., "recipe": ..., "rows": rows})
+
+Clean test accuracy, transformed-test accuracy where the attack has one, and wall time relative
+to standard training (the paper's cost claim: orthogonal projection about 1x, adversarial
+training several times more). Running them is `unlearnable.kinds.run_all`.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import logging
-from pathlib import Path
 from typing import Any
 
-from ..core.files import atomic_file, write_json
-from .base import ATTACKS, AttackContext, ordered, run_attack
 
-log = logging.getLogger(__name__)
-
-
-def run_all(ctx: AttackContext, names: list[str] | None = None,
-            params: dict[str, dict[str, str]] | None = None) -> dict[str, Any]:
-    """Run `none` plus `names` (default: every registered attack) into ctx.out_dir/NAME.
-
-    Each attack reuses its own finished result.json only when it was made from the same data
-    (by content) and settings, and refuses a directory holding another run (`run_attack`)."""
-    names = ordered({"none", *(names or ATTACKS)})
-    out = Path(ctx.out_dir)
-    rows: dict[str, dict[str, Any]] = {}
-    skipped: dict[str, str] = {}
-    for name in names:
-        why = ATTACKS[name].applies_to(ctx.train)
-        if why:
-            skipped[name] = why
-            continue
-        log.info("attack all: %s ...", name)
-        rows[name] = run_attack(name, dataclasses.replace(ctx, out_dir=out / name), (params or {}).get(name))
-    base_seconds = rows["none"]["seconds_total"]
-    table = []
-    for name, r in rows.items():
-        table.append({
-            "attack": name, "test_accuracy": r["test_accuracy"],
-            "test_accuracy_transformed_test": r.get("test_accuracy_transformed_test"),
-            "test_accuracy_best": r["test_accuracy_best"], "seconds": r["seconds_total"],
-            "cost_vs_standard_training": r["seconds_total"] / base_seconds if base_seconds else None,
-        })
-    summary = {"data": ctx.data_name, "arch": ctx.arch, "seed": ctx.seed, "recipe": ctx.recipe.to_dict(),
-               "rows": table, "skipped": skipped}
-    write_json(out / "summary.json", summary)
-    with atomic_file(out / "summary.md", "w") as f:
-        f.write(summary_markdown(summary))
-    return summary
+def summary_table(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per attack result (name -> result.json's dict, `none` among them): the figures
+    and the cost against standard training's wall time."""
+    base_seconds = results["none"]["seconds_total"] if "none" in results else None
+    return [{
+        "attack": name, "test_accuracy": r["test_accuracy"],
+        "test_accuracy_transformed_test": r.get("test_accuracy_transformed_test"),
+        "test_accuracy_best": r["test_accuracy_best"], "seconds": r["seconds_total"],
+        "cost_vs_standard_training": r["seconds_total"] / base_seconds if base_seconds else None,
+    } for name, r in results.items()]
 
 
 def _pct(x: float | None) -> str:
@@ -58,6 +30,7 @@ def _pct(x: float | None) -> str:
 
 
 def summary_markdown(summary: dict[str, Any]) -> str:
+    """The comparison as a Markdown table (summary.md)."""
     lines = [f"Attacks on `{summary['data']}` ({summary['arch']}, seed {summary['seed']}, "
              f"{summary['recipe']['epochs']} epochs)", "",
              "| attack | clean test | transformed test | result | time | vs standard training |",

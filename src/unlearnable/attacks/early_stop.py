@@ -29,7 +29,7 @@ from ..core.hashing import sha256_array
 from ..data.clean import clean_side, pool_split
 from ..data.imageset import ImageSet
 from ..ladder import LADDER, LEVELS
-from ..train.checkpoint import checkpoint_paths, load_weights
+from ..train.checkpoint import checkpoint_paths, load_weights, read_jsonl
 from ..train.loop import evaluate
 from .base import AttackContext, register_attack, train_and_evaluate
 
@@ -59,7 +59,7 @@ def validation_set(ctx: AttackContext, p: EarlyStopParams) -> tuple[ImageSet, np
     base = ctx.train.meta.get("manifest", {}).get("base") or {}
     n_pool = len(pool) if pool is not None else \
         int(base.get("num_samples") or (int(src.indices.max()) + 1 if len(src) else 0))
-    second = pool_split(n_pool, ctx.seed, p.dfr_n).validation()
+    second = pool_split(n_pool, ctx.seed, p.dfr_n, ctx.dfr_indices).validation()
     where = {int(i): pos for pos, i in enumerate(src.indices)}
     chosen = [i for i in second if int(i) in where][:p.k]
     if not chosen:
@@ -77,7 +77,7 @@ def pick_epoch(curve: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 @register_attack("early-stop", "standard training, keeping the checkpoint best on k clean validation images",
-                 params_cls=EarlyStopParams, cost=1.05, order=90,
+                 params_cls=EarlyStopParams, cost=1.05, order=90, uses_clean_pool=True,
                  # dfr_n is DFR's subset size at each level, read off the ladder; `tiny` also
                  # validates on fewer images.
                  presets={lv: {"dfr_n": str(LADDER[lv].dfr_n), **({"k": "100"} if lv == "tiny" else {})}
@@ -105,7 +105,5 @@ def early_stop(ctx: AttackContext, p: EarlyStopParams) -> dict[str, Any]:
 
 
 def _metrics(run) -> list[dict[str, Any]]:
-    from ..train.checkpoint import read_jsonl
-
     p = run / "metrics.jsonl"
     return read_jsonl(p) if p.exists() else []

@@ -31,6 +31,7 @@ import torch
 
 from ..core.errors import UnlearnableError
 from ..core.params import to_dict
+from ..viz.plots import plot_weight_rows
 from .base import AttackContext, register_attack, train_and_evaluate
 
 MODES = ("global-mean", "affine")
@@ -90,8 +91,6 @@ class MeanSubParams:
                  "Sandoval-Segura et al., NeurIPS 2023, App. A.4.4, arXiv:2305.19254", params_cls=MeanSubParams,
                  order=30, artifacts={"class_means": "class_means.png"})
 def mean_sub(ctx: AttackContext, p: MeanSubParams) -> dict[str, Any]:
-    from ..viz.plots import plot_weight_rows
-
     ds = ctx.train
     x, y = ds.uint8_tensor(), torch.from_numpy(ds.labels)
     t0 = time.perf_counter()

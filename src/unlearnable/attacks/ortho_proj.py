@@ -49,10 +49,11 @@ import torch.nn.functional as F
 from ..core.errors import UnlearnableError
 from ..core.files import atomic_file
 from ..core.params import to_dict
+from ..core.progress import bar as progress_bar, progress_enabled
 from ..data.facts import is_additive
 from ..data.imageset import ImageSet, to_uint8
-from ..core.progress import progress_enabled
-from ..core.device import resolve_device
+from ..data.store import save_dataset
+from ..viz.plots import plot_weight_rows
 from .base import AttackContext, register_attack, train_and_evaluate
 
 PAPER = "Sandoval-Segura et al., NeurIPS 2023, Alg. 1, arXiv:2305.19254"
@@ -94,8 +95,6 @@ def fit_linear(x_flat: torch.Tensor, y: torch.Tensor, num_classes: int,
     The init is nn.Linear's (uniform in +-1/sqrt(d)) drawn from the seed. Same seed and device
     => identical W.
     """
-    from tqdm.auto import tqdm
-
     p = params or LinearParams()
     if x_flat.ndim != 2 or len(x_flat) != len(y):
         raise UnlearnableError(f"fit_linear: need x (N, d) and y (N,), got {tuple(x_flat.shape)} and {tuple(y.shape)}")
@@ -107,7 +106,7 @@ def fit_linear(x_flat: torch.Tensor, y: torch.Tensor, num_classes: int,
     epochs = p.epochs_for(num_classes)
     steps = -(-n // p.batch_size)
     x_dev, y_dev = x_flat.to(dev), y.to(dev)
-    bar = tqdm(total=epochs * steps, desc="linear model", disable=not progress, leave=False)
+    bar = progress_bar(total=epochs * steps, desc="linear model", progress=progress)
     for epoch in range(epochs):
         lr = p.lr * p.gamma ** sum(epoch >= round(m * epochs) for m in p.milestones)
         for g in opt.param_groups:
@@ -315,9 +314,7 @@ def save_linear_weights(path: str | os.PathLike[str], w: torch.Tensor) -> None:
 
 
 def _ortho_proj(ctx: AttackContext, p: OrthoProjParams) -> dict[str, Any]:
-    from ..viz.plots import plot_weight_rows
-
-    dev = resolve_device(ctx.device)
+    dev = ctx.device
     ds = ctx.train
     known = ctx.clean is not None and ctx.clean.images.shape == ds.images.shape
     if p.directions == "perturbations" and not known:
@@ -382,8 +379,6 @@ register_attack("ortho-proj-oracle", "Orthogonal Projection of the known perturb
 
 def save_recovered(ctx: AttackContext, x_r: torch.Tensor, params: dict[str, Any], rank: int) -> Path:
     """Write X_r (rounded to 8 bits) in the project format as method "ortho-proj-recovered"."""
-    from ..data.store import save_dataset
-
     ds = ctx.train
     man = ds.meta.get("manifest", {})
     base = dict(man.get("base") or {"name": ds.name or ctx.data_name})

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from ..core.params import to_dict
 from ..data.imageset import ImageSet
@@ -60,8 +61,6 @@ MOSAIC_IMAGES = 4096  # grey images per mosaic: a 2048 x 1792 picture for 28 x 2
 
 
 def _jpeg_one(image: np.ndarray, quality: int) -> np.ndarray:
-    from PIL import Image
-
     buf = io.BytesIO()
     Image.fromarray(image).save(buf, format="JPEG", quality=quality)
     buf.seek(0)

@@ -22,7 +22,8 @@ from ..core.errors import UnlearnableError, one_line
 from ..core.files import atomic_file, write_json
 from ..core.lock import dir_lock
 from ..runner import JobContext, ResultStore, run_jobs
-from .pipeline import AuditConfig, run_audit
+from .config import AuditConfig
+from .pipeline import run_audit
 from .report import render_comparison_html, render_comparison_md
 
 

@@ -9,10 +9,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..attacks.ortho_proj import project, projection_basis
 from ..data.imageset import ImageSet
 from ..data.store import load_npy
 from ..viz.grid import amplify
-from ..viz.plots import _pyplot, save_figure
+from ..viz.plots import pyplot, save_figure
 
 
 def _show(ax: Any, img: np.ndarray) -> None:
@@ -28,8 +29,6 @@ def samples_figure(protected: ImageSet, base: ImageSet | None, weights: Path | N
                    max_classes: int = 10) -> str | None:
     """Per class (first `max_classes`), its first image: clean, protected, the perturbation
     (amplified), and the protected image after orthogonal projection (when W is known)."""
-    from ..attacks.ortho_proj import project, projection_basis
-
     classes = [k for k in range(min(protected.num_classes, max_classes)) if (protected.labels == k).any()]
     if not classes:
         return None
@@ -46,7 +45,7 @@ def samples_figure(protected: ImageSet, base: ImageSet | None, weights: Path | N
         x = torch.from_numpy(prot).permute(0, 3, 1, 2).float().div(255)
         xr = project(x, q, clip=True)
         cols.append(("recovered (projected)", (xr.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)))
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(len(classes), len(cols), figsize=(1.6 * len(cols), 1.5 * len(classes)),
                              squeeze=False)
     for r, k in enumerate(classes):
@@ -62,7 +61,7 @@ def samples_figure(protected: ImageSet, base: ImageSet | None, weights: Path | N
 
 def separability_figure(sep: dict[str, dict[str, Any]], num_classes: int, out: Path) -> str:
     """Train accuracy of a linear model on perturbations and on images, against chance."""
-    plt = _pyplot()
+    plt = pyplot()
     names = list(sep)
     means = [100 * sep[n]["train_accuracy_mean"] for n in names]
     stds = [100 * (sep[n].get("train_accuracy_std") or 0) for n in names]

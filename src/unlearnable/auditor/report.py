@@ -8,10 +8,12 @@ test reads.
 
 from __future__ import annotations
 
-import base64
 import html
 from pathlib import Path
 from typing import Any
+
+from ..attacks import ordered
+from ..viz.html import figure, page, table
 
 ATTACK_TITLES = {"none": "none (standard training)", "adv-train": "adversarial training",
                  "ortho-proj": "orthogonal projection", "mean-sub": "class-mean subtraction"}
@@ -25,49 +27,11 @@ def pct(x: float | None, digits: int = 1) -> str:
 
 def _ordered(names: list[str] | dict) -> list[str]:
     """The attack registry's display order (the paper's Table 3 columns first)."""
-    from ..attacks import ordered
-
     return ordered(names)
-
-
-def _img(base: Path, rel: str | None, alt: str, width: int | None = None) -> str:
-    if not rel:
-        return ""
-    p = base / rel
-    if not p.is_file():
-        return f'<p class="missing">figure {html.escape(rel)} is missing</p>'
-    data = base64.b64encode(p.read_bytes()).decode()
-    w = f' style="max-width:{width}px"' if width else ""
-    return f'<figure><img class="fig" alt="{html.escape(alt)}" src="data:image/png;base64,{data}"{w}>' \
-           f'<figcaption>{html.escape(alt)}</figcaption></figure>'
-
-
-_CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;
-padding:0 1em;color:#222;line-height:1.45}
-h1{font-size:1.6em;margin-bottom:.2em} h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
-table{border-collapse:collapse;margin:.8em 0;font-size:.93em} th,td{border:1px solid #ccc;padding:.3em .6em;text-align:right}
-th{background:#f4f4f4} td:first-child,th:first-child{text-align:left}
-.verdict{font-size:1.25em;padding:.7em 1em;border-radius:6px;color:#fff;margin:1em 0}
-.tag{display:inline-block;padding:0 .5em;border-radius:4px;color:#fff;font-size:.9em}
-figure{display:inline-block;margin:.5em 1em .5em 0;vertical-align:top} img.fig{max-width:100%;border:1px solid #eee}
-figcaption{font-size:.85em;color:#555} .muted{color:#777;font-size:.9em} code{background:#f6f6f6;padding:0 .2em}
-"""
-_SCRIPT = """<script>
-window.addEventListener('load',function(){var im=document.querySelectorAll('img.fig'),ok=0;
-for(var i=0;i<im.length;i++){if(im[i].complete&&im[i].naturalWidth>0)ok++;}
-document.body.setAttribute('data-figures',ok+'/'+im.length);});
-</script>"""
 
 
 def _tag(v: str) -> str:
     return f'<span class="tag" style="background:{VERDICT_COLOURS.get(v, "#555")}">{html.escape(v)}</span>'
-
-
-def _table(headers: list[str], rows: list[list[str]], cls: str = "") -> str:
-    head = "".join(f"<th>{h}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
-    return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
 def attack_rows(res: dict[str, Any]) -> list[list[str]]:
@@ -139,35 +103,35 @@ def render_audit_html(res: dict[str, Any], base: Path) -> str:
                      "networks, of the network trained on the protected set, and of the network trained on the "
                      "clean images. The fraction of that window the protected-trained features recover is what "
                      "the verdict weighs (it means the same on every dataset).</p>")
-        parts.append(_table(WINDOW_HEADERS, [[html.escape(c) for c in wrow]], "window-table"))
+        parts.append(table(WINDOW_HEADERS, [[html.escape(c) for c in wrow]], "window-table"))
     rows = [[html.escape(r[0]), r[1], r[2], r[3], r[4], _tag(r[5])] for r in attack_rows(res)]
     parts.append("<h2>Attacks (clean test accuracy)</h2>")
     parts.append(f"<p>Reference: the same recipe trained on the clean images reaches "
                  f"<b>{pct(v.get('clean_accuracy'))}</b>. “Transformed test” is the accuracy when the "
                  f"attacker also transforms its own test inputs; the better of the two is the attack's "
                  f"result.</p>")
-    parts.append(_table(["attack", "clean test", "transformed test", "result", "of clean", "verdict"],
+    parts.append(table(["attack", "clean test", "transformed test", "result", "of clean", "verdict"],
                         rows, "verdict-table"))
     parts.append("<h2>What the network still learns: DFR (the paper's Fig. 2)</h2>")
     dfr = res.get("dfr")
     if dfr:
-        parts.append(_table(
+        parts.append(table(
             ["max DFR accuracy", "at epoch", "min DFR loss", "at epoch", "random init", "gain"],
             [[pct(dfr.get("max_dfr_accuracy")), str(dfr.get("max_dfr_epoch")),
               f"{dfr.get('min_dfr_loss', float('nan')):.3f}", str(dfr.get("min_dfr_epoch")),
               pct(dfr.get("random", dfr.get("random_init_dfr_accuracy"))),
               "–" if v.get("dfr_gain_points") is None else f"{v['dfr_gain_points']:+.1f} points"]]))
-    parts.append(_img(base, res.get("figures", {}).get("dfr"), "DFR accuracy per epoch vs standard training"))
+    parts.append(figure(base, res.get("figures", {}).get("dfr"), "DFR accuracy per epoch vs standard training"))
     parts.append("<h2>Learned linear weights (the paper's Fig. 3)</h2>")
-    parts.append(_img(base, res.get("figures", {}).get("weights"),
+    parts.append(figure(base, res.get("figures", {}).get("weights"),
                       "rows of the linear model W, one per class (min-max scaled)"))
     known = {"dfr", "weights", "samples", "separability"}
     for name, rel in res.get("figures", {}).items():
         if name not in known:  # pictures other steps and attacks leave (their registry entries say)
             parts.append(f"<h2>{html.escape(name.replace('_', ' '))}</h2>")
-            parts.append(_img(base, rel, name))
+            parts.append(figure(base, rel, name))
     parts.append("<h2>Samples</h2>")
-    parts.append(_img(base, res.get("figures", {}).get("samples"),
+    parts.append(figure(base, res.get("figures", {}).get("samples"),
                       "per class: clean, protected, perturbation (amplified), recovered by projection"))
     sep = res.get("separability", {})
     if sep:
@@ -176,11 +140,11 @@ def render_audit_html(res: dict[str, Any], base: Path) -> str:
                   pct((s.get("baseline") or {}).get("train_accuracy_mean")), str(s.get("n", "–")),
                   str(s.get("settings", {}).get("repeats", 1)), html.escape(_opt(s))]
                  for k, s in sep.items()]
-        parts.append(_table(["of", "train accuracy (mean)", "std", "clean images (baseline)", "N", "runs",
+        parts.append(table(["of", "train accuracy (mean)", "std", "clean images (baseline)", "N", "runs",
                              "optimiser"], srows))
-        parts.append(_img(base, res.get("figures", {}).get("separability"), "linear separability"))
+        parts.append(figure(base, res.get("figures", {}).get("separability"), "linear separability"))
     parts.append(_provenance_html(res))
-    return _page(f"unlearnable audit: {ds.get('name', '')}", "".join(parts))
+    return page(f"unlearnable audit: {ds.get('name', '')}", "".join(parts))
 
 
 def _opt(s: dict[str, Any]) -> str:
@@ -214,13 +178,8 @@ def _provenance_html(res: dict[str, Any]) -> str:
             f"<p>Architecture <code>{html.escape(str(cfg.get('arch')))}</code>, level "
             f"<code>{html.escape(str(cfg.get('level', cfg.get('budget'))))}</code>, seed {cfg.get('seed')}; recipe "
             f"<code>{html.escape(str(cfg.get('recipe')))}</code>.</p>"
-            + _table(["step", "status", "result", "time", "note"], srows)
+            + table(["step", "status", "result", "time", "note"], srows)
             + f'<p class="muted">{html.escape(", ".join(f"{k} {v}" for k, v in vers.items()))}</p>')
-
-
-def _page(title: str, body: str) -> str:
-    return (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{html.escape(title)}</title>"
-            f"<style>{_CSS}</style></head><body>{body}{_SCRIPT}</body></html>\n")
 
 
 def render_audit_md(res: dict[str, Any]) -> str:
@@ -282,7 +241,7 @@ def render_comparison_html(all_res: list[dict[str, Any]], base: Path, title: str
             "<p>Each row is one protected dataset, audited with the same recipe. Cells are clean test "
             "accuracy after each attack (the better of plain and transformed test inputs); "
             "“clean ref” is the same recipe trained on the unprotected images.</p>",
-            _table([html.escape(h) for h in headers], hrows, "verdict-table")]
+            table([html.escape(h) for h in headers], hrows, "verdict-table")]
     for r in all_res:
         ds = r.get("dataset", {})
         sub = Path(r.get("_dir", "."))
@@ -292,10 +251,10 @@ def render_comparison_html(all_res: list[dict[str, Any]], base: Path, title: str
         for key, alt in (("samples", "clean / protected / perturbation / recovered"),
                          ("dfr", "DFR curve"), ("weights", "linear weights")):
             if figs.get(key):
-                body.append(_img(Path(base) / sub, figs[key], f"{ds.get('name', '')}: {alt}", 520))
+                body.append(figure(Path(base) / sub, figs[key], f"{ds.get('name', '')}: {alt}", 520))
     if all_res:
         body.append(_provenance_html(all_res[0]))
-    return _page(title, "".join(body))
+    return page(title, "".join(body))
 
 
 def render_comparison_md(all_res: list[dict[str, Any]], title: str) -> str:

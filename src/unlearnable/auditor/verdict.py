@@ -17,10 +17,14 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass
 from typing import Any
 
+from ..attacks import ATTACKS
 from ..attacks.base import best_accuracy
+from ..core.errors import UnlearnableError
 from ..ladder import next_level
 
 
@@ -34,11 +38,6 @@ class Thresholds:
     def __post_init__(self) -> None:
         # Checked at construction: a nan compares False with everything, so it would turn every
         # "broken" into "holds" without an error, and be stored in the audit's configuration.
-        import math
-        import numbers
-
-        from ..core.errors import UnlearnableError
-
         def finite(v: object) -> bool:
             return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
 
@@ -106,8 +105,6 @@ def _finetune_leak(ft: dict[str, Any] | None, th: Thresholds) -> tuple[bool, str
 
 
 def _is_oracle(name: str, r: dict[str, Any]) -> bool:
-    from ..attacks import ATTACKS
-
     return (name in ATTACKS and ATTACKS[name].oracle) or r.get("directions") == "perturbations"
 
 

@@ -10,11 +10,16 @@ from __future__ import annotations
 import argparse
 import logging
 
+from ..attacks import ATTACKS, AttackContext, get_attack
+from ..attacks.compare import summary_markdown
 from ..core.errors import UnlearnableError
 from ..core.registry import lookup_all
-from ..attacks import ATTACKS, AttackContext, get_attack, run_attack
-from .common import (add_train_args, names_in, parse_params, progress_from_args, recipe_from_args,
-                     refuse_input_overlap, run_dir)
+from ..data.clean import clean_side
+from ..data.resolve import load_data
+from ..kinds import run_all, run_attack
+from .common import (
+    add_train_args, names_in, parse_params, progress_from_args, recipe_from_args, refuse_input_overlap, run_dir,
+)
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +48,6 @@ def list_attacks() -> str:
 
 
 def context_for(data: str, out: str, args: argparse.Namespace) -> AttackContext:
-    from ..data.clean import clean_side
-    from ..data.resolve import load_data
 
     train = load_data(data, "train", args.data_root)
     test = load_data(data, "test", args.data_root)
@@ -84,8 +87,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_all_cli(args: argparse.Namespace) -> int:
-    from ..attacks.compare import run_all, summary_markdown
-
     if not args.out:
         raise UnlearnableError("attack all needs --out DIR")
     names = [a for a in args.attacks.split(",") if a] if args.attacks else None

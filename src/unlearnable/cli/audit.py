@@ -14,25 +14,22 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
+from ..analyses.dfr import dfr_curve, load_indices, resolve_clean
+from ..analyses.separability import separability_of
+from ..attacks import ATTACKS
+from ..auditor import AuditConfig, Thresholds, run_audit
+from ..auditor.report import summary_text
 from ..core.errors import UnlearnableError
 from ..core.files import write_json
-from ..attacks import ATTACKS
-from .common import (Parser, add_cache, add_data_root, add_level, arch_name, device, finite_float, in_file, int_in, names_in,
-                     out_file, positive_float, positive_int, refuse_input_overlap, run_dir, seed_int)
-
-
-@dataclass(frozen=True)
-class AuditCommand:
-    help: str
-    configure: Callable[[argparse.ArgumentParser], None]  # adds the arguments
-    run: Callable[[argparse.Namespace], int]
-    # Checks between arguments (an output that would overwrite an input), made before `run`
-    # creates anything; the values alone are checked by their argparse types.
-    check: Callable[[argparse.Namespace], None] | None = None
+from ..data.resolve import load_data
+from ..train.run import load_run
+from .common import (
+    AuditCommand, Parser, add_cache, add_data_root, add_level, arch_name, device, finite_float, in_file, int_in,
+    names_in, out_file, positive_float, positive_int, refuse_input_overlap, run_dir, seed_int,
+)
+from . import finetune
 
 
 SUBCOMMANDS: dict[str, AuditCommand] = {}
@@ -93,12 +90,8 @@ def _dfr_args(p: argparse.ArgumentParser) -> None:
 
 
 def _dfr_run(args: argparse.Namespace) -> int:
-    from ..analyses.dfr import dfr_curve, resolve_clean
-
     if not Path(args.run_dir).is_dir():
         raise UnlearnableError(f"{args.run_dir}: no such run directory")
-    from ..analyses.dfr import load_indices
-    from ..train.run import load_run
 
     tr = te = None
     if args.clean or args.indices:
@@ -155,8 +148,6 @@ def _sep_check(args: argparse.Namespace) -> None:
 
 
 def _sep_run(args: argparse.Namespace) -> int:
-    from ..analyses.separability import separability_of
-    from ..data.resolve import load_data
 
     ds = load_data(args.data, "train", args.data_root)
     r = separability_of(ds, args.of, data_root=args.data_root, n=args.n, hidden=args.hidden,
@@ -225,8 +216,6 @@ def _full_check(args: argparse.Namespace) -> None:
 
 
 def _full_run(args: argparse.Namespace) -> int:
-    from ..auditor import AuditConfig, Thresholds, run_audit
-    from ..auditor.report import summary_text
 
     cfg = AuditConfig(arch=args.arch, level=args.level, seed=args.seed, epochs=args.epochs,
                       attacks=tuple(a for a in args.attacks.split(",") if a) if args.attacks else None,
@@ -249,7 +238,6 @@ def _full_run(args: argparse.Namespace) -> int:
 
 SUBCOMMANDS["run"] = AuditCommand("the full audit: every analysis, a verdict, report.html (default)",
                                   _full_args, _full_run, _full_check)
+SUBCOMMANDS["finetune"] = finetune.COMMAND
 DEFAULT_SUBCOMMAND = "run"
 
-
-from . import finetune as _finetune  # noqa: E402,F401  (registers `audit finetune`)

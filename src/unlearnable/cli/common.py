@@ -13,14 +13,34 @@ from __future__ import annotations
 import argparse
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
+from ..core.device import resolve_device
 from ..core.errors import UnlearnableError
+from ..core.files import read_json, refuse_overlap
 from ..core.params import parse_number
 from ..core.registry import lookup_all
+from ..data.resolve import read_paths
+from ..data.store import FORMAT_NAME
+from ..ladder import LEVELS, recipe_for
 from ..models import MODELS
 from ..train.recipe import RECIPES, Recipe
+
+
+@dataclass(frozen=True)
+class AuditCommand:
+    """A sub-command of `unlearnable audit` (`audit dfr`, `audit finetune`, ...): its help line,
+    the function that adds its arguments, the one that runs it, and the checks between
+    arguments made before `run` creates anything (an output that would overwrite an input)."""
+
+    help: str
+    configure: Callable[[argparse.ArgumentParser], None]  # adds the arguments
+    run: Callable[[argparse.Namespace], int]
+    # Checks between arguments (an output that would overwrite an input), made before `run`
+    # creates anything; the values alone are checked by their argparse types.
+    check: Callable[[argparse.Namespace], None] | None = None
 
 
 class Parser(argparse.ArgumentParser):
@@ -122,8 +142,6 @@ def out_dir(text: str) -> str:
 def run_dir(text: str) -> str:
     """A `type=` for the directory of a run, an audit or a grid, which is resumed when it exists:
     never a dataset directory nor inside one (its files would be mixed into the dataset's)."""
-    from ..core.files import read_json
-    from ..data.store import FORMAT_NAME
 
     out_dir(text)
     p = Path(text).absolute()
@@ -159,8 +177,6 @@ def in_file(text: str) -> str:
 
 def device(text: str) -> str:
     """A `type=` for --device: auto, or a device torch knows and this machine has."""
-    from ..core.device import resolve_device
-
     try:
         resolve_device(text)
     except UnlearnableError as e:
@@ -191,8 +207,6 @@ arch_name = names_in(MODELS, "architecture", many=False)
 def refuse_input_overlap(out: str | None, data: str | None, option: str = "--out", file: bool = False,
                          what: str = "the dataset") -> None:
     """A command's output must not be, hold or lie inside the dataset it reads (`_io.refuse_overlap`)."""
-    from ..data.resolve import read_paths
-    from ..core.files import refuse_overlap
 
     if out is not None and data is not None:
         refuse_overlap(out, [(what, p) for p in read_paths(data)], option, file=file)
@@ -219,8 +233,6 @@ def add_train_args(p: argparse.ArgumentParser, arch: str = "convnet", recipe: st
 
 def recipe_from_args(args: argparse.Namespace) -> Recipe:
     """The `--recipe` preset with `--epochs/--batch-size/--lr`, through the ladder's one function."""
-    from ..ladder import recipe_for
-
     return recipe_for(preset=args.recipe, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr)
 
 
@@ -241,8 +253,6 @@ def parse_params(items: list[str] | None) -> dict[str, str]:
 
 def add_level(p: argparse.ArgumentParser, default: str = "quick") -> None:
     """--level (alias --budget): the compute ladder's rung."""
-    from ..ladder import LEVELS
-
     p.add_argument("--level", "--budget", dest="level", default=default, choices=LEVELS,
                    help="compute: tiny (seconds), quick (CPU minutes), paper (the paper's protocol); "
                         f"default {default}")

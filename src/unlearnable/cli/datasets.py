@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..data.resolve import data_roots, survey, user_cache_root
 from ..data.fetch import default_download_root, download
+from ..data.resolve import data_roots, survey, user_cache_root
 from .common import add_data_root
 
 

@@ -13,12 +13,14 @@ import sys
 import time
 from pathlib import Path
 
+from ..attacks import ATTACKS
 from ..auditor.demo import DEMO_QUICK_EPOCHS, DemoConfig, run_demo
 from ..auditor.report import summary_text
-from ..attacks import ATTACKS
 from ..poisons import POISONS
-from .common import (add_cache, add_data_root, add_level, arch_name, names_in, nonneg_int, positive_int,
-                     refuse_input_overlap, run_dir, seed_int)
+from .common import (
+    add_cache, add_data_root, add_level, arch_name, names_in, nonneg_int, positive_int, refuse_input_overlap,
+    run_dir, seed_int,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -10,6 +10,9 @@ from __future__ import annotations
 import argparse
 import logging
 
+from ..data.resolve import load_data
+from ..detect import detect, explain
+from ..detect.report import write
 from .common import add_data_root, add_level, refuse_input_overlap, run_dir, seed_int
 
 log = logging.getLogger(__name__)
@@ -29,9 +32,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data.resolve import load_data
-    from ..detect import detect, explain
-    from ..detect.report import write
 
     refuse_input_overlap(args.out, args.data)
     ds = load_data(args.data, "train", args.data_root)

@@ -8,9 +8,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..analyses.dfr import resolve_clean
+from ..analyses.finetune import FinetuneParams
 from ..core.errors import UnlearnableError
-from .audit import SUBCOMMANDS, AuditCommand
-from .common import add_data_root, device, int_in, nonneg_int, positive_float, positive_int, run_dir, seed_int
+from ..kinds import finetune_curve
+from .common import (
+    AuditCommand, add_data_root, device, int_in, nonneg_int, positive_float, positive_int, run_dir, seed_int,
+)
 
 
 def sizes(text: str) -> tuple[int, ...]:
@@ -23,8 +27,6 @@ def sizes(text: str) -> tuple[int, ...]:
 
 
 def _args(p: argparse.ArgumentParser) -> None:
-    from ..analyses.finetune import FinetuneParams
-
     d = FinetuneParams()
     p.add_argument("run_dir", help="a finished training run directory (its final checkpoint is the start)")
     p.add_argument("--sizes", type=sizes, default=d.sizes,
@@ -58,8 +60,6 @@ def _check(args: argparse.Namespace) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ..analyses.dfr import resolve_clean
-    from ..analyses.finetune import FinetuneParams, finetune_curve
 
     try:
         params = FinetuneParams(args.sizes, args.epochs, args.min_steps, args.lr, args.batch_size)
@@ -84,5 +84,5 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-SUBCOMMANDS["finetune"] = AuditCommand("fine-tune on k clean images vs scratch and the clean network",
+COMMAND = AuditCommand("fine-tune on k clean images vs scratch and the clean network",
                                        _args, _run, _check)

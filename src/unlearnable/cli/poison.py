@@ -10,7 +10,9 @@ from ..core.errors import UnlearnableError
 from ..data.store import load_dataset_dir
 from ..ladder import LEVELS
 from ..poisons import POISONS, PoisonContext, poison_dataset
-from .common import add_data_root, device, fraction, out_dir, parse_params, positive_int, progress_from_args, seed_int
+from .common import (
+    add_data_root, device, fraction, out_dir, parse_params, positive_int, progress_from_args, seed_int,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -16,13 +16,17 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..core.device import resolve_device
 from ..core.errors import UnlearnableError
+from ..data.resolve import load_data
+from ..reproduce import EXECUTORS, TABLES, ResultStore, build_grid, run_grid, write_outputs
+from ..reproduce.cost import estimate, format_estimate
+from ..runner.jobs import method_of
+from ..runner.storage import open_storage
 from .common import add_data_root, add_level, arch_name, device, out_file, positive_int, run_dir, seed_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ..reproduce import EXECUTORS, TABLES
-
     p = sub.add_parser("reproduce", help="the paper's tables as resumable experiment grids (local or Ray)",
                        description="Run the cells of one of the paper's tables on DATASET, caching every "
                                    "cell in a SQLite result store. Tables: "
@@ -66,13 +70,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..reproduce import ResultStore, build_grid, run_grid, write_outputs
-
     if Path(args.out).resolve() == Path(args.db).resolve():
         raise UnlearnableError(f"--out {args.out}: is the result store --db {args.db}; choose another --out")
     if args.artifacts is not None:
-        from ..runner.storage import open_storage
-
         open_storage(args.artifacts)  # an unknown protocol or a missing package: one line, before any work
     methods = None if args.methods is None else [m.strip() for m in args.methods.split(",") if m.strip()]
     steps = None if args.steps is None else [s.strip() for s in args.steps.split(",") if s.strip()]
@@ -100,16 +100,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _describe(spec: dict) -> str:
-    from ..runner.jobs import method_of
-
     detail = spec.get("attack") or spec.get("of") or spec.get("arch") or spec.get("run", {}).get("arch", "")
     return f"{spec['kind']} {method_of(spec)} {detail}".strip()
 
 
 def dry_run(grid, args: argparse.Namespace) -> int:
-    from ..data.resolve import load_data
-    from ..reproduce import ResultStore
-    from ..reproduce.cost import estimate, format_estimate
 
     train = load_data(grid.dataset, "train", args.data_root)
     test = load_data(grid.dataset, "test", args.data_root)
@@ -120,7 +115,6 @@ def dry_run(grid, args: argparse.Namespace) -> int:
                 done = {j["key"] for j in store.jobs("done")}
         except UnlearnableError as e:
             print(f"unlearnable: note: {e}", file=sys.stderr)
-    from ..core.device import resolve_device
 
     est = estimate(grid, train.chw, train.num_classes, len(train), len(test), done, str(resolve_device(args.device)))
     print(format_estimate(grid, est))

@@ -14,12 +14,12 @@ from typing import Any
 
 from ..core.errors import UnlearnableError
 from ..core.files import atomic_file, refuse_overlap
+from ..reproduce import TABLES, ResultStore, grid_jobs, table_data, to_csv, to_markdown
+from ..reproduce.tables import caption, to_csv as csv_text
 from .common import out_file
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ..reproduce import TABLES
-
     p = sub.add_parser("results", help="list and export the result store (tables, CSV, JSON)",
                        description="List the jobs of the result store, or render the grids of --table.")
     p.add_argument("--db", default="runs/results.sqlite", type=out_file,
@@ -41,8 +41,6 @@ def headline(job: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..reproduce import ResultStore, grid_jobs, table_data, to_csv, to_markdown
-    from ..reproduce.tables import caption
 
     if args.out:
         refuse_overlap(args.out, [("the result store", args.db)], file=True)
@@ -70,8 +68,6 @@ def run(args: argparse.Namespace) -> int:
             if args.format == "json":
                 text = json.dumps(jobs, indent=2) + "\n"
             else:
-                from ..reproduce.tables import to_csv as csv_text
-
                 headers = ["key", "status", "kind", "method", "detail", "seconds", "host", "finished", "headline"]
                 rows = []
                 for j in jobs:

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 import numpy as np
-
 from PIL import Image
 
 from .errors import DataError, one_line

@@ -2,8 +2,8 @@
 project's on-disk format, data identified by content, and the clean side of a protected set."""
 
 from .clean import CleanSide, PoolSplit, clean_side, pool_split
-from .fetch import download
 from .facts import DataFacts, is_additive
+from .fetch import download
 from .identity import content_id
 from .imageset import ImageSet, to_uint8
 from .readers import read_idx

@@ -16,11 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from ..core.errors import DataError
 from ..core.files import atomic_dir, json_type, read_json, write_json
-from ..core.provenance import now_iso, versions
 from ..core.hashing import sha256_array
+from ..core.provenance import now_iso, versions
 from ..core.safe import DEFAULT_MAX_BYTES, NpyHeader, read_npy
 from .imageset import ImageSet
 
@@ -287,8 +288,6 @@ def load_npy(f: str | os.PathLike[str], mmap: bool = False, max_bytes: int = DEF
 
 def export_png_folder(data: ImageSet, out: str | os.PathLike[str], overwrite: bool = False) -> Path:
     """Write `out/data/{index}.png` per image (the released poisons' layout) plus labels.csv."""
-    from PIL import Image
-
     with atomic_dir(out, overwrite=overwrite) as tmp:
         (tmp / "data").mkdir()
         lines = ["index,label,class"]

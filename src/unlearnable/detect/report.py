@@ -17,8 +17,9 @@ from PIL import Image
 
 from ..core.files import atomic_file, write_json
 from ..core.provenance import now_iso, versions
-from ..data.imageset import ImageSet
 from ..data.identity import content_id
+from ..data.imageset import ImageSet
+from .core import explain
 
 
 def directions_image(directions: np.ndarray, classes: list[str], scale: int | None = None) -> Image.Image:
@@ -65,8 +66,6 @@ def write(out: str | os.PathLike[str], res: dict[str, Any], ds: ImageSet, data: 
 
 
 def render_html(doc: dict[str, Any], png: bytes) -> str:
-    from .core import explain
-
     e = doc["errors"]
     esc = html.escape
     verdict = "protected" if doc["protected"] else "not detected as protected"

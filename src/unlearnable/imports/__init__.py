@@ -6,9 +6,9 @@ records what was verified; `IMPORTERS` is the registry of formats, `detect_forma
 from a path's contents. `export_dataset` writes the layouts other tools read. See docs/import.md.
 """
 
-from .base import IMPORTERS, Imported, Importer, detect_format, import_dataset, register_importer
 from . import images as _images  # noqa: F401  (registers png-folder, ntga-npy, npz)
 from . import perturbations as _perturbations  # noqa: F401  (registers ue-pt, rem-pkl, ops-npy, lsp-npy)
+from .base import IMPORTERS, Imported, Importer, detect_format, import_dataset, register_importer
 from .export import EXPORTERS, export_dataset
 from .images import read_png
 

@@ -11,7 +11,6 @@ check passes.
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,11 +20,12 @@ import numpy as np
 
 from ..core.errors import DataError, UnlearnableError
 from ..core.files import check_out_dir, refuse_overlap
-from ..data.resolve import load_data, read_paths
 from ..core.hashing import sha256_file
 from ..core.params import from_params, to_dict
+from ..core.progress import progress_enabled
 from ..core.safe import regular_file_size
 from ..data.imageset import ImageSet
+from ..data.resolve import load_data, read_paths
 from ..data.sources import DATASETS
 from ..data.store import perturbation_stats, save_dataset
 
@@ -77,10 +77,6 @@ class NoParams:
 
 # ---------------------------------------------------------------------------------------------
 # Helpers shared by the importers
-
-def progress_enabled(progress: bool | None) -> bool:
-    return sys.stderr.isatty() if progress is None else progress
-
 
 def chunks(n: int, size: int = CHUNK) -> Iterator[slice]:
     for s in range(0, n, size):

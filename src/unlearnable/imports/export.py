@@ -12,32 +12,29 @@ from __future__ import annotations
 import csv
 import io
 import os
-import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from ..core.errors import UnlearnableError
 from ..core.files import atomic_dir, check_out_dir, refuse_overlap, write_json
-from ..core.provenance import now_iso, versions
-from ..data.resolve import load_data, read_paths
 from ..core.hashing import sha256_array
+from ..core.progress import bar
+from ..core.provenance import now_iso, versions
 from ..data.imageset import ImageSet
+from ..data.resolve import load_data, read_paths
 from .images import class_dir_name
 
 
 def _save_png(img: np.ndarray, f: Path) -> None:
-    from PIL import Image
-
     Image.fromarray(img[..., 0] if img.shape[2] == 1 else img).save(f, format="PNG")
 
 
-def _bar(items, desc: str, progress: bool | None):
-    from tqdm.auto import tqdm
-
-    on = sys.stderr.isatty() if progress is None else progress
-    return tqdm(items, desc=desc, disable=not on, leave=False)
+def _bar(items: Any, desc: str, progress: bool | None) -> Any:
+    return bar(items, total=len(items) if hasattr(items, "__len__") else None, desc=desc, progress=progress)
 
 
 def _png_folder(ds: ImageSet, tmp: Path, progress: bool | None) -> None:

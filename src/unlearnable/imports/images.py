@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.errors import DataError, UnlearnableError
+from ..core.progress import bar
 from ..core.safe import open_image, read_bounded, read_npz
 from ..data.imageset import ImageSet
 from ..data.store import load_npy
@@ -149,8 +150,6 @@ class PNGParams:
     "one PNG per image named by its base index: data/{index}.png, {index}.png, or CLASS/{index}.png",
     "Adversarial Poisoning, AR, Regions, class-wise random noise (Fowl et al., Sandoval-Segura et al.)")
 def import_png(path: Path, base: ImageSet, p: PNGParams, progress: bool) -> Imported:
-    from tqdm.auto import tqdm
-
     layout, root = _png_layout(path)
     files: list[Path] = []
     folder_labels: list[int] = []
@@ -182,7 +181,7 @@ def import_png(path: Path, base: ImageSet, p: PNGParams, progress: bool) -> Impo
                                f"(first: index {missing[0]}); --param subset=true imports a subset")
     h, w, c = base.images.shape[1:]
     images = np.empty((len(files), h, w, c), np.uint8)
-    for i, f in enumerate(tqdm(files, desc="read PNG", disable=not progress, leave=False)):
+    for i, f in enumerate(bar(files, desc="read PNG", progress=progress)):
         a = read_png(f, c, (w, h))
         if a.shape != (h, w, c):
             raise DataError(f, f"image of {a.shape[1]}x{a.shape[0]} pixels with {a.shape[2]} channel(s), "

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from ..core.errors import DataError, UnlearnableError, one_line
 from ..core.safe import DEFAULT_MAX_BYTES, check_bytes, open_regular
@@ -30,8 +31,8 @@ from ..data.imageset import ImageSet
 from ..data.store import load_npy
 from ..data.unpickle import restricted_load_file
 from .base import (
-    Imported, NoParams, check_finite, chunks, describe, find_one, per_sample_or_class,
-    register_importer, require_float,
+    Imported, NoParams, check_finite, chunks, describe, find_one, per_sample_or_class, register_importer,
+    require_float,
 )
 from .images import array_limit
 
@@ -81,8 +82,6 @@ def load_torch_tensor(f: Path, max_bytes: int = DEFAULT_MAX_BYTES):
     torch allocates each record of its zip archive at the size the zip directory declares and
     inflates compressed ones, so those sizes are checked against `max_bytes` first.
     """
-    import torch
-
     try:
         with open_regular(f) as fh:
             size = os.fstat(fh.fileno()).st_size
@@ -111,8 +110,6 @@ def load_torch_tensor(f: Path, max_bytes: int = DEFAULT_MAX_BYTES):
     "Unlearnable Examples: torch file of δ in [0, 1] units, (N, C, H, W) sample-wise or (K, C, H, W) class-wise",
     "Huang et al., Unlearnable Examples, ICLR 2021 (arXiv 2101.04898)")
 def import_ue(path: Path, base: ImageSet, p: UEParams, progress: bool) -> Imported:
-    import torch
-
     f = find_one(path, ("perturbation.pt", "*.pt", "*.pth"), "torch (.pt)")
     t = load_torch_tensor(f, array_limit(base))
     if p.noise_range not in {"signed", "nonnegative"}:

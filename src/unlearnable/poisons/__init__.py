@@ -14,8 +14,8 @@ from . import ar, lsp, noise, ops  # noqa: F401  (each module registers its pois
 from . import em, ntga, ops_em, rem, tap  # noqa: F401  (model-based poisons)
 from . import cuda, entf, hypo  # noqa: F401  (the field's other poisons: docs/poisons.md)
 from .base import (
-    POISONS, PoisonContext, PoisonInfo, PoisonOutput, apply_delta, get_poison, make_poison,
-    perturb_chunks, poisoned_mask, register_poison,
+    POISONS, PoisonContext, PoisonInfo, PoisonOutput, apply_delta, get_poison, make_poison, perturb_chunks,
+    poisoned_mask, register_poison,
 )
 from .make import default_work_dir, poison_dataset, stored_poisoned_mask
 

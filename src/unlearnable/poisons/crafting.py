@@ -30,11 +30,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..core.errors import UnlearnableError
 from ..core.device import resolve_device
+from ..core.errors import UnlearnableError
 from ..core.hashing import digest_json, sha256_array
-from ..core.progress import bar
 from ..core.params import to_dict
+from ..core.progress import bar
 from ..data.imageset import ImageSet
 from ..ladder import PerLevel, check_level
 from ..models import Classifier, build_model

@@ -48,8 +48,8 @@ import torch.nn.functional as F
 from ..data.imageset import ImageSet
 from .base import PoisonContext, PoisonOutput, check_bound, perturb_chunks, register_poison
 from .crafting import (
-    Resumable, cpu_state, crafting_model, default_arch, device_of, fingerprint, loss_and_accuracy,
-    peak_memory, progress_bar, resolve, seed_global, sgd, train_steps, unit_generator,
+    Resumable, cpu_state, crafting_model, default_arch, device_of, fingerprint, loss_and_accuracy, peak_memory,
+    progress_bar, resolve, seed_global, sgd, train_steps, unit_generator,
 )
 
 PAPER = "Huang et al., Unlearnable Examples: Making Personal Data Unexploitable, ICLR 2021, " \

@@ -39,14 +39,15 @@ import torch.nn.functional as F
 from ..data.imageset import ImageSet
 from ..ladder import recipe_for
 from ..train import batch_crop, batch_flip_lr, fit
-from ..train.pgd import adversarial_loss
 from ..train.loop import crop_padding_for
+from ..train.pgd import adversarial_loss
 from .base import PoisonContext, PoisonOutput, apply_delta, check_bound, register_poison
 from .crafting import (
-    Resumable, crafting_model, crafting_summary, default_arch, device_of, fingerprint, peak_memory,
-    resolve, seed_global, unit_generator,
+    Resumable, crafting_model, crafting_summary, default_arch, device_of, fingerprint, peak_memory, resolve,
+    seed_global, unit_generator,
 )
 from .hypo import batched_images
+from .tap import clean_crafting_model
 
 PAPER = ("Wen et al., Is Adversarial Training Really a Silver Bullet for Mitigating Data Poisoning?, "
          "ICLR 2023, https://openreview.net/forum?id=zKvm1ETDOq")
@@ -90,8 +91,6 @@ def reference_model(base: ImageSet, params: EntFParams, eff: dict[str, Any], ctx
                     dev: torch.device) -> tuple[torch.nn.Module, dict[str, Any]]:
     """The adversarially trained reference model: loaded from `checkpoint`, or trained here."""
     if params.checkpoint:
-        from .tap import clean_crafting_model  # loads and checks a run directory or weights
-
         return clean_crafting_model(base, params, eff, ctx, dev)
     rec = recipe_for(ctx.level, own=REFERENCE_RECIPE.get(ctx.level), epochs=eff["epochs"])
     adv = {"eps": eff["ref_eps"], "steps": eff["ref_steps"], "alpha": eff["ref_alpha"]}

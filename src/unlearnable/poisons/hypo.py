@@ -36,6 +36,7 @@ from .crafting import (
     Resumable, crafting_summary, default_arch, device_of, fingerprint, peak_memory, progress_bar, resolve,
     seed_global,
 )
+from .tap import clean_crafting_model
 
 PAPER = ("Tao et al., Better Safe Than Sorry: Preventing Delusive Adversaries with Adversarial "
          "Training, NeurIPS 2021, https://arxiv.org/abs/2102.04716")
@@ -97,8 +98,6 @@ def hypo(base: ImageSet, params: HYPOParams, ctx: PoisonContext) -> PoisonOutput
 
     Example: `make_poison("hypo", base, {"checkpoint": "runs/clean"}, seed=0)`.
     """
-    from .tap import clean_crafting_model  # the same clean crafting model as TAP's
-
     t0 = time.perf_counter()
     eff = resolve(params, LEVEL_TABLE, ctx.level)
     dev = device_of(ctx)

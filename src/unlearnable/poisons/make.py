@@ -27,12 +27,12 @@ import numpy as np
 
 from ..core.errors import UnlearnableError
 from ..core.files import check_out_dir, refuse_overlap
-from ..data.resolve import load_data, read_paths
-from ..data.subsets import random_subset
 from ..core.hashing import sha256_array
 from ..data.imageset import ImageSet
+from ..data.resolve import load_data, read_paths
 from ..data.sources import DATASETS
 from ..data.store import is_dataset_dir, load_dataset_dir, save_dataset
+from ..data.subsets import random_subset
 from .base import PoisonContext, get_poison, make_poison, poisoned_mask
 
 

@@ -36,14 +36,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..train.pgd import pgd
 from ..data.imageset import ImageSet
 from ..train import batch_crop, batch_flip_lr
 from ..train.loop import crop_padding_for
+from ..train.pgd import pgd
 from .base import PoisonContext, PoisonOutput, apply_delta, register_poison
 from .crafting import (
-    Resumable, cpu_state, crafting_model, crafting_summary, default_arch, device_of, fingerprint,
-    peak_memory, progress_bar, resolve, seed_global, sgd, unit_generator,
+    Resumable, cpu_state, crafting_model, crafting_summary, default_arch, device_of, fingerprint, peak_memory,
+    progress_bar, resolve, seed_global, sgd, unit_generator,
 )
 
 # Fields left at None take these values at each ladder level.

@@ -37,15 +37,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core.errors import UnlearnableError
-from ..train.pgd import pgd
 from ..data.imageset import ImageSet
 from ..ladder import recipe_for
 from ..train import batch_crop, batch_flip_lr, checkpoint_paths, fit, load_run, load_weights
 from ..train.loop import crop_padding_for
+from ..train.pgd import pgd
 from .base import PoisonContext, PoisonOutput, apply_delta, check_bound, register_poison
 from .crafting import (
-    Resumable, crafting_model, crafting_summary, default_arch, device_of, fingerprint, peak_memory,
-    progress_bar, resolve, seed_global, unit_generator,
+    Resumable, crafting_model, crafting_summary, default_arch, device_of, fingerprint, peak_memory, progress_bar,
+    resolve, seed_global, unit_generator,
 )
 
 # Fields left at None take these values at each ladder level. epochs: of the crafting model on

@@ -12,8 +12,8 @@ Sandoval-Segura et al., "What Can We Learn from Unlearnable Datasets?", NeurIPS 
 https://arxiv.org/abs/2305.19254 (Tables 1, 2, 3, 4, 6 and Fig. 2).
 """
 
-from ..runner import EXECUTORS, GridSummary, ResultStore, canonical, job_dir, job_key, run_grid, run_job
-from .grid import TABLES, Cell, Grid, build_grid, default_methods
+from ..runner import EXECUTORS, GridSummary, ResultStore, canonical, job_dir, job_key, run_job
+from .grid import TABLES, Cell, Grid, build_grid, default_methods, run_grid
 from .outputs import grid_jobs, write_outputs
 from .tables import table_data, to_csv, to_markdown
 

@@ -15,20 +15,22 @@ from typing import Any
 
 import torch
 
+from ..core.device import resolve_device
+from ..ladder import recipe_for
+from ..models import build_model
+from ..poisons import POISONS
 from ..runner.jobs import Spec, get_kind, job_key, method_of
+from ..train.optim import make_optimizer
 from .grid import Grid
 
 
 def measure_throughput(arch: str, chw: tuple[int, int, int], num_classes: int, batch_size: int,
                        device: str = "cpu", steps: int = 3) -> float:
     """Training samples per second of `arch` on inputs of shape `chw` (median of `steps` steps)."""
-    from ..models import build_model
-    from ..core.device import resolve_device
-
     dev = resolve_device(device)
     g = torch.Generator().manual_seed(0)
     model = build_model(arch, num_classes, chw[0], chw[1:]).to(dev).train()
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    opt = make_optimizer(model, "sgd", lr=0.01, momentum=0.9, weight_decay=0.0)
     x = torch.rand(batch_size, *chw, generator=g).to(dev)
     y = torch.randint(0, num_classes, (batch_size,), generator=g).to(dev)
     times = []
@@ -55,9 +57,6 @@ def passes(spec: Spec, n_train: int, n_test: int) -> float:
 def estimate(grid: Grid, chw: tuple[int, int, int], num_classes: int, n_train: int, n_test: int,
              done: set[str], device: str = "cpu") -> dict[str, Any]:
     """Cells, jobs, epochs and device-hours of the grid's remaining jobs (`done`: finished keys)."""
-    from ..ladder import recipe_for
-    from ..poisons import POISONS
-
     bs = recipe_for(grid.level).batch_size
     tput = {a: measure_throughput(a, chw, num_classes, bs, device) for a in grid.archs}
     jobs = []

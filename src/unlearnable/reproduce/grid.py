@@ -14,7 +14,7 @@ Rows are the training sets ("clean" plus one per poison); columns follow the pap
     fig2    DFR accuracy over epochs (Fig. 2), the same jobs as table1
     steps   any registered audit steps and attacks as columns (`steps=["dfr", "attack:jpeg"]`)
 
-Every cell is the job spec the audit's step registry (`unlearnable.analyses.AUDITS`, and
+Every cell is the job spec the audit's step registry (`unlearnable.auditor.steps.AUDITS`, and
 `attack:NAME` for every attack) makes for that row at that ladder level, so an audit and a grid
 at the same level ask for the same recipe, and a newly registered step or attack can be a column.
 The clean row's data is identified by content (the seeded subset's checksum), the poison rows by
@@ -24,13 +24,26 @@ the spec that makes them.
 from __future__ import annotations
 
 import hashlib
+import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from ..auditor.steps import AUDITS, Row, StepSkipped, attack_step, get_step, separability_spec
 from ..core.errors import UnlearnableError
 from ..core.registry import lookup, lookup_all
-from ..runner.executors import expand
-from ..runner.jobs import Spec, canonical, job_key
+from ..data.identity import content_id
+from ..data.resolve import load_data
+from ..data.subsets import random_subset
+from ..ladder import level as get_level
+from ..models import MODELS, arch_signature
+from ..poisons import POISONS
+from ..runner.executors import run_jobs
+from ..runner.jobs import JobContext, Spec, canonical, expand, job_key
+from ..runner.scheduler import GridSummary
+from ..runner.storage import open_storage
+from ..runner.store import ResultStore
 
 TABLES: dict[str, str] = {
     "table1": "Table 1: max DFR accuracy and min DFR loss per protected set (+ random init)",
@@ -86,8 +99,6 @@ class Grid:
 
 def default_methods(level: str) -> list[str]:
     """Every registered poison cheap enough for the level (model-based ones only for `paper`)."""
-    from ..poisons import POISONS
-
     return [m for m in sorted(POISONS) if level == "paper" or not POISONS[m].model_based]
 
 
@@ -108,14 +119,6 @@ def build_grid(table: str, dataset: str, archs: list[str] | None = None, level: 
         epochs: override the level's training epochs (every training job, adv-train included).
         steps: the columns of the "steps" table (audit step names, `attack:NAME`).
     """
-    from ..analyses.steps import AUDITS, Row, StepSkipped, attack_step, get_step, separability_spec
-    from ..data.resolve import load_data
-    from ..data.subsets import random_subset
-    from ..data.identity import content_id
-    from ..ladder import level as get_level
-    from ..models import MODELS, arch_signature
-    from ..poisons import POISONS
-
     lookup(TABLES, table, "table")
     lv = get_level(level)
     if epochs is not None and epochs < 1:
@@ -180,3 +183,25 @@ def build_grid(table: str, dataset: str, archs: list[str] | None = None, level: 
         cols = list(steps or [])
         cells = [Cell(m, st, sp) for m in rows for st in cols if (sp := spec(row(m, archs[0]), st)) is not None]
     return Grid(table, dataset, archs, level, seed, subset, rows, cols, cells)
+
+
+GRID_THREADS = 1  # threads per grid job unless asked otherwise: the same table on every executor
+
+
+def run_grid(grid: Grid, store: ResultStore, out_root: str | os.PathLike[str], executor: str = "local",
+             address: str | None = None, device: str = "auto", progress: bool | None = None,
+             data_root: str | None = None, retry_failed: bool = False,
+             on_done: Callable[[str, dict[str, Any]], None] | None = None,
+             ray_init: dict[str, Any] | None = None, artifacts: str | None = None,
+             threads: int = GRID_THREADS, workers: int = 1) -> GridSummary:
+    """Run every job of a reproduction grid that the store has not finished; record the grid.
+
+    artifacts: where job artifacts live (a directory or an fsspec URL; default `out_root`).
+    threads: each job's pinned thread count (recorded with its result). workers: local jobs
+    side by side (see `runner.run_jobs`)."""
+    store.save_grid(grid.grid_id, grid.layout())
+    storage = open_storage(artifacts if artifacts is not None else out_root)
+    root = Path(storage.url) if not storage.remote else Path(out_root)
+    ctx = JobContext(root, device, progress, data_root, storage=storage, threads=threads)
+    return run_jobs([c.spec for c in grid.cells], store, ctx, executor, address, retry_failed,
+                    on_done=on_done, ray_init=ray_init, workers=workers)

@@ -14,6 +14,10 @@ import io
 from pathlib import Path
 from typing import Any
 
+from ..auditor.steps import get_step
+from ..poisons import POISONS
+from ..viz.html import figure as figure_html, page, table
+from ..viz.plots import pyplot, save_figure
 from .grid import TABLES
 
 PAPER_TABLE1 = {"random-init": 35.97, "ue": 39.56, "ap": 69.99, "ar": 58.73, "ntga": 57.12, "rem": 41.02,
@@ -38,8 +42,6 @@ def pct(x: float | None, digits: int = 2) -> str:
 
 def paper_row(method: str) -> str:
     """The paper's name for a row (the poison registry's `paper_name`; "clean" is "clean")."""
-    from ..poisons import POISONS
-
     return POISONS[method].paper_name if method in POISONS else method
 
 
@@ -107,8 +109,6 @@ def table_data(layout: dict[str, Any], jobs: dict[str, dict[str, Any]]) -> tuple
                 v = val(m, col, lambda r: f"{pct(r['train_accuracy_mean'])} ± {pct(r['train_accuracy_std'])}")
             rows.append([m, v] + ([_paper(PAPER_TABLE2 if t == "table2" else PAPER_TABLE6, m)] if paper else []))
     elif t == "steps":
-        from ..analyses.steps import get_step
-
         infos = {c: get_step(c) for c in layout["cols"]}
         headers = ["training data"] + [infos[c].title for c in layout["cols"]]
         for m in layout["rows"]:
@@ -159,30 +159,20 @@ def to_csv(headers: list[str], rows: list[list[str]]) -> str:
 
 
 def to_html_section(headers: list[str], rows: list[list[str]], title: str, figure: Path | None = None) -> str:
-    """A self-contained `<section>` (the figure inlined as base64), reusing the audit report's
-    table and figure helpers."""
-    from ..auditor.report import _img, _table
-
+    """A self-contained `<section>` (the figure inlined as base64), made with the shared page
+    helpers (`viz.html`) the audit's report uses too."""
     esc = [[html.escape(c) for c in r] for r in rows]
-    fig = _img(figure.parent, figure.name, "DFR accuracy over epochs") if figure is not None else ""
-    return f"<section><h2>{html.escape(title)}</h2>{_table([html.escape(h) for h in headers], esc)}{fig}</section>"
+    fig = figure_html(figure.parent, figure.name, "DFR accuracy over epochs") if figure is not None else ""
+    return f"<section><h2>{html.escape(title)}</h2>{table([html.escape(h) for h in headers], esc)}{fig}</section>"
 
 
 def html_page(sections: list[str], title: str) -> str:
-    from ..auditor.report import _page
-
-    return _page(title, f"<h1>{html.escape(title)}</h1>" + "".join(sections))
+    return page(title, f"<h1>{html.escape(title)}</h1>" + "".join(sections))
 
 
 def plot_fig2(layout: dict[str, Any], jobs: dict[str, dict[str, Any]], path: Path) -> Path | None:
     """Fig. 2: DFR test accuracy over epochs, one line per training set, random init dashed."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ..core.files import atomic_file
-
+    plt = pyplot()
     curves = {}
     init = None
     for c in layout["cells"]:
@@ -203,7 +193,4 @@ def plot_fig2(layout: dict[str, Any], jobs: dict[str, dict[str, Any]], path: Pat
     ax.set_title(f"DFR over training — {layout['dataset']}, {layout['archs'][0]}")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    with atomic_file(path, "wb") as f:
-        fig.savefig(f, format="png", dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110, tight=False)

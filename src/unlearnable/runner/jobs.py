@@ -6,29 +6,25 @@ experiment asked for by an audit, a demo row and a grid is one job and runs once
 with `_` are *hints* (where to find data already on disk, a display name): they travel with the
 spec but are not part of its identity.
 
-Data inside a spec is identified by content (`unlearnable.data.identity.content_id`):
-
-    {"content": "sha256:...", "_path": "/abs/runs/lsp"}                    a dataset directory
-    {"content": "sha256:...", "clean": "fashion-mnist", "_base_of": path}  the clean images behind one
-    {"content": "sha256:...", "clean": "digits", "_subset": 120, "_seed": 0}  a seeded subset of a base
-    {"method": "regions", "params": {}, "dataset": "digits", "subset": 120, "seed": 0, "level": "tiny"}
-                                                                           a poison made from its spec
-
-The last form is made by a `poison` job first (it is deterministic: same spec, same bytes); a
-loaded set is checked against the `content` it claims. Job kinds live in `JOBS` with their run
-function, dependencies and cost (`register_job`); `run_job(spec, ctx, deps)` runs one.
+This module, the store, the scheduler and the executors are generic: they know job specs,
+kinds and results, not what a kind computes. The domain's kinds (training, attacks, DFR, ...)
+register themselves from `unlearnable.kinds`, whose `data.py` says how a spec names its data.
+Job kinds live in `JOBS` with their run function, dependencies and cost (`register_job`);
+`run_job(spec, ctx, deps)` runs one, `expand(specs)` lists every job specs need.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from ..core.device import resolve_device
+from ..core.hashing import canonical_json, digest_json
 from ..core.registry import lookup
 
 Spec = dict[str, Any]
@@ -45,17 +41,17 @@ def identity_of(spec: Any) -> Any:
 
 def canonical(spec: Spec) -> str:
     """The canonical JSON text of a spec's identity (sorted keys, no whitespace, ASCII)."""
-    return json.dumps(identity_of(spec), sort_keys=True, separators=(",", ":"), ensure_ascii=True,
-                      allow_nan=False)
+    return canonical_json(identity_of(spec))
 
 
 def job_key(spec: Spec) -> str:
     """sha256 hex of the spec's canonical JSON: the job's identity in a result store."""
-    return hashlib.sha256(canonical(spec).encode()).hexdigest()
+    return digest_json(identity_of(spec))
 
 
 def method_of(spec: Spec) -> str:
-    """A short label for file names and tables (the row's method, or "clean")."""
+    """A short label for file names and tables: the `method` a spec, or the data spec it names
+    (`data`, or its training run's), says its data comes from, "clean" for clean data, else ""."""
     if spec.get("method"):
         return str(spec["method"])
     for d in (spec.get("data") or {}, (spec.get("run") or {}).get("data") or {}):  # data specs
@@ -91,54 +87,90 @@ class JobContext:
     cache: dict[str, Any] = field(default_factory=dict)  # loaded data by content, within one process
     storage: Any = None
     threads: int | None = None
+    _device: torch.device | None = field(default=None, init=False, repr=False, compare=False)
 
     def dir_of(self, spec: Spec) -> Path:
+        """Where job `spec` keeps its artifacts."""
         return self.place(spec) if self.place is not None else job_dir(self.out_root, spec)
+
+    @property
+    def torch_device(self) -> torch.device:
+        """`device` resolved on this machine (once: a Ray worker resolves "auto" on its own node)."""
+        if self._device is None:
+            self._device = resolve_device(self.device)
+        return self._device
+
+
+RunFn = Callable[[Spec, JobContext, dict[str, Any]], dict[str, Any]]
+
+
+def _no_deps(spec: Spec) -> list[Spec]:
+    return []
+
+
+def _no_passes(spec: Spec, n_train: int, n_test: int) -> float:
+    return 0.0
 
 
 @dataclass(frozen=True)
 class JobKind:
     """How to run one kind of job. run(spec, ctx, deps) -> JSON-able result, where deps maps each
     dependency's key to its result; deps(spec) -> the jobs that must finish first; passes(spec,
-    n_train, n_test) -> training sample-passes, the cost model's unit."""
+    n_train, n_test) -> training sample-passes, the cost model's unit; intact(spec, dir) ->
+    whether a finished job's artifacts can still be read (None: nothing to check), which a
+    `restart` asks before it trusts a job finished earlier."""
 
     name: str
-    run: Callable[[Spec, JobContext, dict[str, Any]], dict[str, Any]]
-    deps: Callable[[Spec], list[Spec]] = lambda spec: []
-    passes: Callable[[Spec, int, int], float] = lambda spec, n_train, n_test: 0.0
+    run: RunFn
+    deps: Callable[[Spec], list[Spec]] = _no_deps
+    passes: Callable[[Spec, int, int], float] = _no_passes
     title: str = ""  # what progress lines call a job of this kind
+    intact: Callable[[Spec, Path], bool] | None = None
 
 
 JOBS: dict[str, JobKind] = {}
 
 
-def register_job(name: str, run: Callable[[Spec, JobContext, dict[str, Any]], dict[str, Any]],
-                 deps: Callable[[Spec], list[Spec]] | None = None,
-                 passes: Callable[[Spec, int, int], float] | None = None, title: str = "") -> JobKind:
-    kind = JobKind(name, run, deps or (lambda spec: []), passes or (lambda spec, n, t: 0.0), title or name)
+def register_job(name: str, run: RunFn, deps: Callable[[Spec], list[Spec]] | None = None,
+                 passes: Callable[[Spec, int, int], float] | None = None, title: str = "",
+                 intact: Callable[[Spec, Path], bool] | None = None) -> JobKind:
+    """Register job kind `name` (see `JobKind`); the kinds of the domain register themselves from
+    `unlearnable.kinds` when the package is imported."""
+    kind = JobKind(name, run, deps or _no_deps, passes or _no_passes, title or name, intact)
     JOBS[name] = kind
     return kind
 
 
 def get_kind(name: str) -> JobKind:
-    # The built-in kinds are registered when the package is imported (unlearnable/__init__.py).
+    """The registered job kind `name`, or a one-line error naming the known ones."""
     return lookup(JOBS, name, "job kind")
 
 
-def poison_spec_of(data: Spec) -> Spec:
-    return {"kind": "poison", **data}
-
-
 def dependencies(spec: Spec) -> list[Spec]:
-    """The jobs that must finish before `spec`: a poison made from its spec before its uses, plus
-    what the kind itself needs (training before DFR)."""
-    deps: list[Spec] = []
-    data = spec.get("data")
-    if isinstance(data, dict) and data.get("method") and data.get("method") != "clean":
-        deps.append(poison_spec_of(data))
-    return deps + list(get_kind(spec["kind"]).deps(spec))
+    """The jobs that must finish before `spec`, as its kind says (training before DFR, the
+    protected set before its training)."""
+    return list(get_kind(spec["kind"]).deps(spec))
+
+
+def expand(specs: list[Spec], known: dict[str, Any] | None = None) -> list[Spec]:
+    """Every job `specs` need, each once, dependencies before their dependents; jobs whose
+    results are `known` (finished in another store) are not expanded."""
+    known = known or {}
+    seen: dict[str, Spec] = {}
+
+    def add(spec: Spec) -> None:
+        key = job_key(spec)
+        if key in known or key in seen:
+            return
+        for d in dependencies(spec):
+            add(d)
+        seen[key] = spec
+
+    for s in specs:
+        add(s)
+    return list(seen.values())
 
 
 def run_job(spec: Spec, ctx: JobContext, deps: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Run one job; return its result (JSON-able). Finished artifacts in its directory are reused."""
+    """Run one job; return its result (JSON-able)."""
     return get_kind(spec["kind"]).run(spec, ctx, dict(deps or {}))

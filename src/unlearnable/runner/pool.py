@@ -3,7 +3,7 @@
 On a few cores, several one-thread jobs at once use the machine better than one job spread over
 every core: a small model's step is too short to keep two threads busy (see docs/reproduce.md
 for the measurement). Each worker is a fresh (spawned) process that imports the package and
-runs jobs through the same `_execute` as the in-process executor, with the same pinned thread
+runs jobs through the same `execute.execute` as the in-process executor, with the same pinned thread
 count, so the numbers are those of `workers=1`. A job starts only when its dependencies are
 recorded; the driver alone writes the store.
 """
@@ -16,11 +16,12 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from typing import Any
 
-from .executors import _record, _Scheduler, execute_elsewhere, portable
+from .execute import execute_elsewhere, portable
 from .jobs import JobContext, Spec, dependencies, job_key
+from .scheduler import Scheduler, record
 
 
-def run_pool(sched: _Scheduler, ctx: JobContext, workers: int,
+def run_pool(sched: Scheduler, ctx: JobContext, workers: int,
              on_start: Callable[[Spec, int, int], None] | None,
              on_done: Callable[[str, dict[str, Any]], None] | None) -> None:
     where = {**portable(ctx), "threads": ctx.threads or 1}
@@ -60,6 +61,6 @@ def run_pool(sched: _Scheduler, ctx: JobContext, workers: int,
                 except Exception as e:  # noqa: BLE001 - a worker process that died (killed, out of memory)
                     out = {"ok": False, "error": f"{type(e).__name__}: {e}", "traceback": "",
                            "seconds": 0.0, "host": ""}
-                _record(sched.store, key, out, sched.summary)
+                record(sched.store, key, out, sched.summary)
                 if on_done is not None:
                     on_done(key, out)

@@ -25,8 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import UnlearnableError
-from .executors import _record, _Scheduler, execute_elsewhere, portable
+from .execute import execute_elsewhere, portable
 from .jobs import JobContext, job_key
+from .scheduler import Scheduler, record
 
 LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 
@@ -86,7 +87,7 @@ def init_ray(address: str | None, ray_init: dict[str, Any]) -> None:
         ray.init(**kw)
 
 
-def run_ray(sched: _Scheduler, ctx: JobContext, address: str | None,
+def run_ray(sched: Scheduler, ctx: JobContext, address: str | None,
             on_done: Callable[[str, dict[str, Any]], None] | None, ray_init: dict[str, Any]) -> None:
     try:
         import ray
@@ -98,9 +99,7 @@ def run_ray(sched: _Scheduler, ctx: JobContext, address: str | None,
     if started_here:
         init_ray(address, ray_init)
     try:
-        import torch
-
-        use_gpu = ctx.device.startswith("cuda") or (ctx.device == "auto" and torch.cuda.is_available())
+        use_gpu = ctx.torch_device.type == "cuda"
         # One task per CPU it pins: Ray packs tasks by num_cpus, and more threads would oversubscribe.
         threads = ctx.threads or 1
         opts = {"num_gpus": 1} if use_gpu else {"num_cpus": threads}
@@ -129,7 +128,7 @@ def run_ray(sched: _Scheduler, ctx: JobContext, address: str | None,
             for ref in done:
                 key = pending.pop(ref)
                 out = ray.get(ref)
-                _record(sched.store, key, out, sched.summary)
+                record(sched.store, key, out, sched.summary)
                 mine.pop(key, None)
                 if on_done is not None:
                     on_done(key, out)

@@ -20,7 +20,6 @@ directory. Anything missing is remade from the spec, which is deterministic.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -32,6 +31,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ..core.errors import DataError, UnlearnableError
+from ..core.hashing import sha256_file
 from ..core.provenance import now_iso
 
 log = logging.getLogger(__name__)
@@ -91,7 +91,7 @@ class FsspecStorage:
                 name = p.relative_to(src).as_posix()
                 self.fs.makedirs(os.path.dirname(self._path(f"{rel}/{name}")), exist_ok=True)
                 self.fs.put_file(str(p), self._path(f"{rel}/{name}"))
-                files[name] = {"size": p.stat().st_size, "sha256": _sha256(p)}
+                files[name] = {"size": p.stat().st_size, "sha256": sha256_file(p)}
         listing = {"files": files, "written": now_iso(), "host": socket.gethostname()}
         with self.fs.open(self._path(f"{rel}/{ARTIFACTS}"), "w") as f:
             json.dump(listing, f, indent=1)
@@ -119,7 +119,7 @@ class FsspecStorage:
             target = dest.joinpath(*parts)
             target.parent.mkdir(parents=True, exist_ok=True)
             self.fs.get_file(self._path(f"{rel}/{name}"), str(target))
-            if target.stat().st_size != size or _sha256(target) != digest:
+            if target.stat().st_size != size or sha256_file(target) != digest:
                 raise DataError(f"{where}/{name}", "does not match its listing (changed or cut short); "
                                 "delete the job's directory there to remake it")
         return True
@@ -138,14 +138,6 @@ def open_storage(where: str | os.PathLike[str] | Storage) -> Storage:
     if isinstance(where, (LocalStorage, FsspecStorage)):
         return where
     return FsspecStorage(str(where)) if is_url(where) else LocalStorage(where)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 def relocate(value: Any, old: str, new: str) -> Any:

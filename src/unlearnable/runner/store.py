@@ -35,9 +35,9 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import DataError
-from ..core.provenance import now_iso, versions
 from ..core.lock import FileLock, is_held
 from ..core.process import pid_alive
+from ..core.provenance import now_iso, versions
 from .jobs import Spec, canonical, job_key
 
 SCHEMA = """

@@ -8,10 +8,10 @@ Functions with a label argument (CutMix, MixUp) return soft targets and live in
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
-import math
-
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -215,7 +215,6 @@ def batch_cutmix(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator, beta: f
     if beta == 1.0:
         lam = torch.rand((), generator=gen, dtype=torch.float64).item()
     else:  # a Beta draw seeded from the generator, so the run stays reproducible
-        import numpy as np
         lam = float(np.random.default_rng(int(torch.randint(0, 2**62, (), generator=gen))).beta(beta, beta))
     perm = torch.randperm(b, generator=gen).to(x.device)
     cut = (1.0 - lam) ** 0.5

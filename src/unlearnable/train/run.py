@@ -19,16 +19,16 @@ from typing import Any
 
 import torch
 
+from ..core.device import resolve_device
 from ..core.errors import UnlearnableError
-from ..core.provenance import now_iso, versions
 from ..core.files import read_json, write_json
-from ..data.sources import facts_for
+from ..core.provenance import now_iso, versions
 from ..data.imageset import ImageSet
 from ..data.resolve import load_data
+from ..data.sources import facts_for
 from ..models import Classifier, build_model, model_signature
 from .loop import FitResult, fit
 from .recipe import Recipe
-from ..core.device import resolve_device
 
 
 @dataclass

@@ -15,7 +15,9 @@ import numpy as np
 from ..core.files import atomic_file
 
 
-def _pyplot():
+def pyplot() -> Any:
+    """matplotlib's pyplot on the Agg backend (files only, no display), imported on first use:
+    matplotlib takes about a second to import, and most commands draw nothing."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -24,12 +26,13 @@ def _pyplot():
     return plt
 
 
-def save_figure(fig: Any, path: str | os.PathLike[str], dpi: int = 120) -> Path:
-    """Render `fig` to PNG in memory, then write it atomically; closes the figure."""
-    plt = _pyplot()
+def save_figure(fig: Any, path: str | os.PathLike[str], dpi: int = 120, tight: bool = True) -> Path:
+    """Render `fig` to PNG in memory (cropped to what is drawn unless not `tight`), then write it
+    atomically; closes the figure."""
+    plt = pyplot()
     buf = io.BytesIO()
     try:
-        fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+        fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight" if tight else None)
     finally:
         plt.close(fig)
     with atomic_file(path, "wb") as f:
@@ -53,7 +56,7 @@ def plot_weight_rows(rows: np.ndarray, chw: tuple[int, int, int], titles: Sequen
 
     With K > 100 only the first 100 rows are drawn (a figure of CIFAR-100's rows stays readable).
     """
-    plt = _pyplot()
+    plt = pyplot()
     imgs = rows_as_images(rows[:100], chw)
     k = len(imgs)
     cols = min(max_cols, max(k, 1))
@@ -75,7 +78,7 @@ def plot_dfr_curve(curve: Sequence[dict[str, Any]], random_init_accuracy: float,
                    path: str | os.PathLike[str], title: str = "") -> Path:
     """The paper's Fig. 2: standard clean test accuracy and DFR test accuracy per epoch (in %),
     with the DFR accuracy of a randomly initialized network as a horizontal line."""
-    plt = _pyplot()
+    plt = pyplot()
     epochs = [r["epoch"] for r in curve]
     fig, ax = plt.subplots(figsize=(5, 3.4))
     std = [(e, r["test_accuracy"]) for e, r in zip(epochs, curve) if r.get("test_accuracy") is not None]

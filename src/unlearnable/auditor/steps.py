@@ -2,26 +2,34 @@
 report all iterate. A step turns one training set (a `Row`) at a ladder level into a job spec.
 
     @register_step("my-step", "what the report calls it", order=50,
-                   headline=lambda r: f"{100 * r['score']:.1f}%")
+                   headline=lambda r: f"{100 * r['score']:.1f}%", record=("my_step",))
     def my_step(row: Row) -> Spec:
         return {"kind": "my-kind", "data": row.data, "seed": row.seed}   # a kind in runner.JOBS
 
 Every registered attack is a step too (`attack:NAME`, see `attack_step`), with its recipe for
 the level and its preset parameters from the attack registry. A step that cannot run on a row
-raises `StepSkipped` with the reason; the audit records the reason and goes on.
+raises `StepSkipped` with the reason; the audit records the reason and goes on. Each entry also
+says where its result goes in results.json (`record`), whether the verdict weighs it (`weighs`)
+and which pictures it leaves (`figures`), so the audit's record is assembled from the registry.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from ..analyses.finetune import LEVEL_PARAMS, PAPER as FINETUNE_PAPER, FinetuneParams, finetune_passes, scaled
+from ..attacks import get_attack, ordered
+from ..core.registry import lookup
 from ..data.facts import is_additive
 from ..data.imageset import ImageSet
+from ..kinds.detect import calibration_id
 from ..ladder import Level, recipe_for
-
-Spec = dict[str, Any]
+from ..poisons import POISONS
+from ..runner.jobs import Spec
+from ..train.run import adapt_recipe
 
 
 class StepSkipped(Exception):
@@ -32,9 +40,10 @@ class StepSkipped(Exception):
 class Row:
     """One training set as the steps see it: every field a spec or a plain value.
 
-    data: the training set's data spec (runner/jobs.py); clean: the aligned clean images' data
+    data: the training set's data spec (kinds/data.py); clean: the aligned clean images' data
     spec, or None when unknown; base: the base dataset's name (clean test split, DFR pool), or
-    None; sample: an ImageSet of the row's shape and classes (applicability checks).
+    None; sample: an ImageSet of the row's shape and classes (applicability checks); level: the
+    ladder's rung, resolved once for the whole audit.
     """
 
     data: Spec
@@ -55,21 +64,35 @@ class Row:
 
     def recipe(self, attack: str | None = None) -> dict[str, Any]:
         """The level's recipe for this row's data (its dataset's facts applied), as it will train."""
-        from ..train.run import adapt_recipe
-
-        return adapt_recipe(recipe_for(self.level.name, attack=attack, epochs=self.epochs), self.sample).to_dict()
+        return adapt_recipe(recipe_for(self.level, attack=attack, epochs=self.epochs), self.sample).to_dict()
 
     def train_spec(self, data: Spec) -> Spec:
+        """The standard training of `data` (this row's set or its clean images) at the row's level."""
         if self.base is None:
             raise StepSkipped(self.why_no_base)
         return {"kind": "train", "data": data, "test": self.base, "arch": self.arch, "model": self.model,
                 "recipe": self.recipe(), "seed": self.seed}
 
+    def with_pool_split(self, spec: Spec) -> Spec:
+        """`spec` with the clean pool's split an analysis of this row shares with DFR: DFR's subset
+        size at the level, and the `--dfr-indices` file's subset when one is named."""
+        spec = {**spec, "dfr_n": self.level.dfr_n}
+        if self.dfr_indices:
+            spec["dfr_indices"] = dict(self.dfr_indices)
+        return spec
+
+
+def _no_figures(result: dict[str, Any], job_dir: Path) -> dict[str, Path]:
+    return {}
+
 
 @dataclass(frozen=True)
 class StepInfo:
     """spec(row) -> the job that computes the step. cost(row) -> its wall time in standard trainings
-    of the row (the progress estimate). headline(result) -> one line for reports and tables."""
+    of the row (the progress estimate). headline(result) -> one line for reports and tables.
+    record: where the result goes in results.json (a path of keys; () for nowhere). weighs:
+    whether the verdict weighs it, so it cannot judge while this step failed. figures(result,
+    job directory) -> picture name -> PNG file, for the report."""
 
     name: str
     title: str
@@ -78,24 +101,28 @@ class StepInfo:
     cost: Callable[[Row], float] = lambda row: 0.1
     headline: Callable[[dict[str, Any]], str] = lambda r: ""
     paper: str = ""
+    record: tuple[str, ...] = ()
+    weighs: bool = False
+    figures: Callable[[dict[str, Any], Path], dict[str, Path]] = _no_figures
 
 
 AUDITS: dict[str, StepInfo] = {}
 
 
 def register_step(name: str, title: str, order: int = 100, cost: Callable[[Row], float] | None = None,
-                  headline: Callable[[dict[str, Any]], str] | None = None, paper: str = ""):
+                  headline: Callable[[dict[str, Any]], str] | None = None, paper: str = "",
+                  record: tuple[str, ...] = (), weighs: bool = False,
+                  figures: Callable[[dict[str, Any], Path], dict[str, Path]] | None = None):
+    """Register `fn(row) -> Spec` as audit step `name` with its facts (see `StepInfo`)."""
     def deco(fn: Callable[[Row], Spec]) -> Callable[[Row], Spec]:
-        AUDITS[name] = StepInfo(name, title, fn, order, cost or (lambda row: 0.1),
-                                headline or (lambda r: ""), paper)
+        AUDITS[name] = StepInfo(name, title, fn, order, cost or (lambda row: 0.1), headline or (lambda r: ""),
+                                paper, record, weighs, figures or _no_figures)
         return fn
     return deco
 
 
 def attack_step(name: str) -> StepInfo:
     """The step of attack `name` (its facts from the attack registry)."""
-    from ..attacks import get_attack
-
     info = get_attack(name)
 
     def spec(row: Row) -> Spec:
@@ -110,28 +137,31 @@ def attack_step(name: str) -> StepInfo:
             if not row_is_additive(row):
                 raise StepSkipped(NOT_ADDITIVE)
         params = {**info.preset(row.level.name), **row.params.get(name, {})}
-        return {"kind": "attack", "attack": name, "params": params, "data": row.data, "test": row.base,
-                "arch": row.arch, "model": row.model, "recipe": row.recipe(name), "seed": row.seed}
+        s: Spec = {"kind": "attack", "attack": name, "params": params, "data": row.data, "test": row.base,
+                   "arch": row.arch, "model": row.model, "recipe": row.recipe(name), "seed": row.seed}
+        if info.uses_clean_pool and row.dfr_indices:
+            s["dfr_indices"] = dict(row.dfr_indices)
+        return s
 
     def cost(row: Row) -> float:
-        own = recipe_for(row.level.name, attack=name, epochs=row.epochs).epochs
-        return info.cost_of(info.preset(row.level.name)) * own / max(recipe_for(row.level.name, epochs=row.epochs).epochs, 1)
+        own = recipe_for(row.level, attack=name, epochs=row.epochs).epochs
+        return info.cost_of(info.preset(row.level.name)) * own / max(recipe_for(row.level, epochs=row.epochs).epochs, 1)
+
+    def figures(result: dict[str, Any], job_dir: Path) -> dict[str, Path]:
+        return {fig: job_dir / rel for fig, rel in info.artifacts.items() if rel.endswith(".png")}
 
     return StepInfo(f"attack:{name}", f"attack: {name}", spec, 1000 + info.order, cost,
-                    lambda r: f"{100 * r['test_accuracy']:.1f}%", info.paper)
+                    lambda r: f"{100 * r['test_accuracy']:.1f}%", info.paper, ("attacks", name), True, figures)
 
 
 def steps_for(row: Row) -> list[StepInfo]:
     """The row's steps in order: the registered analyses, then its attacks."""
     steps = sorted(AUDITS.values(), key=lambda s: (s.order, s.name))
-    from ..attacks import ordered
-
     return steps + [attack_step(a) for a in ordered(row.attacks) if a != "none"]
 
 
 def get_step(name: str) -> StepInfo:
-    from ..core.registry import lookup
-
+    """Step `name`, or `attack:NAME` for any attack; a one-line error naming the known ones."""
     if name.startswith("attack:"):
         return attack_step(name.split(":", 1)[1])
     return lookup(AUDITS, name, "audit step", "attack:NAME")
@@ -144,13 +174,13 @@ def _pct(key: str) -> Callable[[dict[str, Any]], str]:
 
 
 @register_step("train-protected", "standard training on the protected set", order=0,
-               cost=lambda row: 1.0, headline=_pct("test_accuracy"))
+               cost=lambda row: 1.0, headline=_pct("test_accuracy"), record=("protected_training",), weighs=True)
 def train_protected(row: Row) -> Spec:
     return row.train_spec(row.data)
 
 
 @register_step("train-clean", "the same recipe on the clean images (reference)", order=1,
-               cost=lambda row: 1.0, headline=_pct("test_accuracy"))
+               cost=lambda row: 1.0, headline=_pct("test_accuracy"), record=("clean_reference",), weighs=True)
 def train_clean(row: Row) -> Spec:
     if row.clean is None:
         raise StepSkipped("the clean base images are unknown (pass --clean DATA)")
@@ -196,14 +226,20 @@ def _dfr_headline(r: dict[str, Any]) -> str:
     return f"max {100 * r['max_dfr_accuracy']:.1f}% vs random {100 * r.get('random_mean', r['random_init_dfr_accuracy']):.1f}%"
 
 
+def _dfr_figure(result: dict[str, Any], job_dir: Path) -> dict[str, Path]:
+    stem = "dfr" if result.get("procedure", "paper") == "paper" else f"dfr-{result['procedure']}"
+    return {"dfr": Path(result["run_dir"]) / f"{stem}.png"} if result.get("run_dir") else {}
+
+
 @register_step("dfr", "DFR over every checkpoint, and random networks", order=2, cost=lambda row: 0.3,
-               headline=_dfr_headline, paper="Sandoval-Segura et al., NeurIPS 2023, §4.2, Fig. 2")
+               headline=_dfr_headline, paper="Sandoval-Segura et al., NeurIPS 2023, §4.2, Fig. 2",
+               record=("dfr",), weighs=True, figures=_dfr_figure)
 def dfr(row: Row) -> Spec:
     return dfr_spec(row, row.train_spec(row.data))
 
 
 @register_step("dfr-clean", "DFR on the clean-trained reference (the top of the window)", order=2,
-               cost=lambda row: 0.3, headline=_dfr_headline)
+               cost=lambda row: 0.3, headline=_dfr_headline, record=("dfr_clean",), weighs=True)
 def dfr_clean(row: Row) -> Spec:
     if row.clean is None:
         raise StepSkipped("the clean base images are unknown (pass --clean DATA)")
@@ -215,8 +251,6 @@ NOT_ADDITIVE = "not applicable: the perturbation is a convolution"
 
 def row_is_additive(row: Row) -> bool:
     """Whether the row's set is x + delta (a poison spec's method, else the loaded manifest)."""
-    from ..poisons import POISONS
-
     if "method" in row.data:
         info = POISONS.get(row.data["method"])
         return info.additive if info is not None else True
@@ -251,7 +285,8 @@ def _sep_headline(r: dict[str, Any]) -> str:
 
 
 @register_step("separability-perturbations", "linear separability of the perturbations", order=3,
-               headline=_sep_headline, paper="Sandoval-Segura et al., NeurIPS 2023, Table 2")
+               headline=_sep_headline, paper="Sandoval-Segura et al., NeurIPS 2023, Table 2",
+               record=("separability", "perturbations"))
 def separability_perturbations(row: Row) -> Spec:
     if row.clean is None:
         raise StepSkipped("the clean base images are unknown (pass --clean DATA)")
@@ -261,6 +296,68 @@ def separability_perturbations(row: Row) -> Spec:
 
 
 @register_step("separability-images", "linear separability of the images", order=4,
-               headline=_sep_headline, paper="Sandoval-Segura et al., NeurIPS 2023, Table 6")
+               headline=_sep_headline, paper="Sandoval-Segura et al., NeurIPS 2023, Table 6",
+               record=("separability", "images"))
 def separability_images(row: Row) -> Spec:
     return separability_spec(row, "images")
+
+
+# --- fine-tuning on k clean images ---------------------------------------------------------------
+
+def level_params(row: Row) -> FinetuneParams:
+    """The level's fine-tuning, scaled with the audit's `--epochs` as every training is."""
+    p = LEVEL_PARAMS[row.level.name]
+    if row.epochs is None:
+        return p
+    return scaled(p, row.epochs / recipe_for(row.level).epochs)
+
+
+def finetune_spec(row: Row, params: FinetuneParams) -> Spec:
+    """The fine-tuning job of a row: its three starts, sharing the clean pool's split with DFR."""
+    if not row.has_pool or row.base is None:
+        raise StepSkipped("no clean training images to fine-tune on (pass --clean DATA)")
+    common = row.with_pool_split({"kind": "finetune-start", "pool": row.base, "test": row.base,
+                             "params": params.to_dict(), "recipe": row.recipe(), "seed": row.seed})
+    s = row.sample
+    starts = {"protected": {**common, "_name": "protected", "from": row.train_spec(row.data)},
+              "scratch": {**common, "_name": "scratch", "from": None, "arch": row.arch, "model": row.model,
+                          "shape": list(s.chw), "num_classes": s.num_classes},
+              "clean": {**common, "_name": "clean", "from": row.train_spec(row.clean)} if row.clean else None}
+    return row.with_pool_split({"kind": "finetune", "starts": starts, "params": params.to_dict(), "seed": row.seed})
+
+
+def _finetune_cost(row: Row) -> float:
+    n = len(row.sample)
+    standard = n * recipe_for(row.level, epochs=row.epochs).epochs
+    return max(finetune_passes(level_params(row).to_dict(), 3, min(n, 10000)) / max(standard, 1), 0.01)
+
+
+def _finetune_headline(r: dict[str, Any]) -> str:
+    rf = r.get("recovered_fraction")
+    frac = f", recovers {100 * rf:.0f}% of clean (k={r['recovered_fraction_k']})" if rf is not None else ""
+    return f"{r['gain_points']:+.1f} pts over scratch at k={r['gain_k']}{frac}"
+
+
+def _finetune_figure(result: dict[str, Any], job_dir: Path) -> dict[str, Path]:
+    return {"finetune": job_dir / result["figure"]} if result.get("figure") else {}
+
+
+@register_step("finetune", "fine-tuning on k clean images vs scratch and the clean network", order=5,
+               cost=_finetune_cost, headline=_finetune_headline, paper=FINETUNE_PAPER, record=("finetune",),
+               weighs=True, figures=_finetune_figure)
+def finetune_step(row: Row) -> Spec:
+    return finetune_spec(row, level_params(row))
+
+
+# --- detectable without the clean data ------------------------------------------------------------
+
+def _detect_headline(r: dict[str, Any]) -> str:
+    return f"detectable: {'yes' if r['protected'] else 'no'} ({r['score']:.2f})"
+
+
+@register_step("detect", "detectable without the clean data (would a data collector notice?)", order=6,
+               cost=lambda row: 0.05, headline=_detect_headline, record=("detect",),
+               paper="Zhu et al., AAAI 2024 (UDP); Sandoval-Segura et al., NeurIPS 2023, Table 6, Alg. 1")
+def detect_step(row: Row) -> Spec:
+    return {"kind": "detect", "data": row.data, "level": row.level.name, "seed": row.seed,
+            "calibration": calibration_id()}

@@ -1,0 +1,74 @@
+"""What an audit is asked to do (`AuditConfig`), and where the shared job cache is.
+
+    AuditConfig(level="quick", attacks=("ortho-proj", "adv-train"), epochs=9)
+
+The recipe every training of the audit uses is the ladder's for the level (`recipe_for`),
+adapted to the audited data's facts (no flip on digits): `record(row)` is what results.json
+keeps, the recipes as they trained.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..attacks import ATTACKS
+from ..core.registry import lookup_all
+from ..ladder import level as get_level, recipe_for
+from ..train.recipe import Recipe
+from .steps import Row
+from .verdict import Thresholds
+
+
+def cache_dir(cache: str | os.PathLike[str] | None = None) -> Path:
+    """The shared job cache: `cache`, else $UNLEARNABLE_CACHE, else ~/.cache/unlearnable."""
+    if cache:
+        return Path(cache)
+    env = os.environ.get("UNLEARNABLE_CACHE")
+    if env:
+        return Path(env)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "unlearnable"
+
+
+@dataclass
+class AuditConfig:
+    """The audit's settings: architecture, ladder level, seed, `epochs` (overrides the level's for
+    every training, attacks included), `attacks` (overrides the level's), the verdict's
+    thresholds, the device, and how DFR fits its head (`dfr_procedure`, `dfr_indices`: an .npy of
+    indices into the clean training set, as the released files give them)."""
+
+    arch: str = "convnet"
+    level: str = "quick"  # tiny | quick | paper (unlearnable.ladder)
+    seed: int = 0
+    epochs: int | None = None
+    attacks: tuple[str, ...] | None = None
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    device: str = "auto"
+    dfr_procedure: str = "paper"  # paper | released (analyses/dfr.py)
+    dfr_indices: str | None = None
+
+    def recipe(self, attack: str | None = None) -> Recipe:
+        """The ladder's recipe of this audit's trainings (or of `attack`'s) at its level and
+        epochs, before the data's facts adapt it (`Row.recipe` is what trains)."""
+        return recipe_for(self.level, attack=attack, epochs=self.epochs)
+
+    def attack_list(self) -> tuple[str, ...]:
+        """The attacks this audit runs (checked against the registry), without "none" (the
+        protected training itself)."""
+        names = self.attacks if self.attacks is not None else get_level(self.level).attacks
+        lookup_all(ATTACKS, names, "attack")
+        return tuple(a for a in names if a != "none")
+
+    def record(self, row: Row) -> dict[str, Any]:
+        """The settings as results.json keeps them: with the recipe, and each attack's own where it
+        differs, as they train on the audited data (`Row.recipe`)."""
+        d = dataclasses.asdict(self)
+        base = row.recipe()
+        d["recipe"] = base
+        d["attacks"] = list(self.attack_list())
+        d["attack_recipes"] = {a: r for a in self.attack_list() if (r := row.recipe(a)) != base}
+        d["model_signature"] = row.model
+        return d

@@ -1,0 +1,199 @@
+"""Running an audit's steps: each a job spec, the shared ones in the cache's store and the
+audit's own in DIR/jobs.sqlite, with a progress line per job and the reason of every step that
+did not finish.
+
+A job is shared when its identity does not mention the audited data's content (the clean
+reference, the random network's DFR, the scratch fine-tuning): every audit of one base, demo
+row and rerun computes it once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ..core.errors import one_line
+from ..core.provenance import now_iso
+from ..runner import JobContext, ResultStore, Spec, canonical, dependencies, expand, get_kind, job_key, run_jobs
+from .config import AuditConfig, cache_dir
+from .inputs import AuditInputs
+from .steps import Row, StepInfo, StepSkipped, steps_for
+
+log = logging.getLogger(__name__)
+
+
+def _fmt(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 \
+        else f"{seconds // 60}:{seconds % 60:02d}"
+
+
+def plan(row: Row) -> tuple[list[StepInfo], dict[str, Spec], dict[str, str]]:
+    """The row's steps, the job spec of each that can run, and why each other one cannot."""
+    steps = steps_for(row)
+    specs: dict[str, Spec] = {}
+    skipped: dict[str, str] = {}
+    for st in steps:
+        try:
+            specs[st.name] = st.spec(row)
+        except StepSkipped as e:
+            skipped[st.name] = str(e)
+    return steps, specs, skipped
+
+
+def own_place(out: Path, row: Row) -> Callable[[Spec], Path]:
+    """The audit's layout: its protected training in train-protected/, attack NAME in attacks/NAME/."""
+    def place(spec: Spec) -> Path:
+        if spec["kind"] == "train" and spec["data"].get("content") == row.data.get("content"):
+            return out / "train-protected"
+        if spec["kind"] == "attack":
+            return out / "attacks" / spec["attack"]
+        return out / "jobs" / f"{spec['kind']}-{job_key(spec)[:16]}"
+    return place
+
+
+def execute(steps: list[StepInfo], specs: dict[str, Spec], skipped: dict[str, str], row: Row, out: Path,
+            cfg: AuditConfig, inp: AuditInputs, data_root: str | os.PathLike[str] | None,
+            progress: bool | None, cache: str | os.PathLike[str] | None, restart: bool = False) -> dict[str, Any]:
+    """Run the step specs: shared jobs in the cache store, the audit's own in DIR/jobs.sqlite.
+
+    A job is shared when its identity does not mention the audited data's content. Failed jobs
+    run again (their cause may be gone); an own job that needs a shared one that failed is not
+    run (it would otherwise redo the shared job in DIR)."""
+    mine = row.data["content"]
+    jobs = expand(list(specs.values()))
+    shared = [s for s in jobs if mine not in canonical(s)]
+    own = [s for s in jobs if mine in canonical(s)]
+    names = {job_key(s): st.name for st in steps if (s := specs.get(st.name)) is not None}
+    titles = {st.name: st.title for st in steps}
+    cost = {job_key(s): st.cost(row) for st in steps if (s := specs.get(st.name)) is not None}
+    total = [sum(cost.values()) or 1.0]
+    t_start = time.perf_counter()
+    done_cost = [0.0]
+
+    def finished_earlier(store: ResultStore, specs_here: list[Spec]) -> None:
+        # Jobs a store already holds will not run: they are not part of what is left.
+        for s in specs_here:
+            if store.status(job_key(s)) == "done":
+                total[0] -= cost.get(job_key(s), 0.0)
+
+    def on_start(spec: Spec, i: int, n: int) -> None:
+        key = job_key(spec)
+        elapsed = time.perf_counter() - t_start
+        rate = elapsed / done_cost[0] if done_cost[0] else None
+        eta = f", about {_fmt(rate * max(total[0] - done_cost[0], 0.0))} left" if rate else ""
+        what = titles.get(names.get(key, ""), get_kind(spec["kind"]).title)
+        log.info("[%s] %s (elapsed %s%s)", names.get(key, spec["kind"]), what, _fmt(elapsed), eta)
+
+    def on_done(key: str, outcome: dict[str, Any]) -> None:
+        done_cost[0] += cost.get(key, 0.0)
+        if not outcome["ok"]:
+            log.warning("    failed: %s", outcome["error"])
+
+    ctx_args = dict(device=cfg.device, progress=progress, data_root=str(data_root) if data_root else None)
+    preload = {row.data["content"]: inp.protected}
+    if row.clean is not None and inp.base is not None:
+        preload[row.clean["content"]] = inp.base
+    if inp.base_name and inp.test is not None:
+        preload[("test", inp.base_name)] = inp.test
+    if inp.base_name and inp.clean_full is not None:
+        preload[("train", inp.base_name)] = inp.clean_full
+    results: dict[str, dict[str, Any]] = {}
+    if shared:
+        cdir = cache_dir(cache)
+        with ResultStore(cdir / "results.sqlite") as cstore:
+            cctx = JobContext(cdir, cache=dict(preload), **ctx_args)
+            finished_earlier(cstore, shared)
+            run_jobs(shared, cstore, cctx, retry_failed=True, on_start=on_start, on_done=on_done,
+                     restart=restart)
+            for s in shared:
+                r = cstore.get(job_key(s))
+                if r is not None:
+                    results[job_key(s)] = r
+    known = {k: r["result"] for k, r in results.items() if r["status"] == "done"}
+    shared_keys = {job_key(s) for s in shared}
+    runnable: list[Spec] = []
+    for s in own:  # expand() order: dependencies first
+        if all(job_key(d) in known or (job_key(d) not in shared_keys and d in runnable) for d in dependencies(s)):
+            runnable.append(s)
+    with ResultStore(out / "jobs.sqlite") as store:
+        octx = JobContext(out, place=own_place(out, row), cache=dict(preload), **ctx_args)
+        finished_earlier(store, own)
+        # A job this audit ran before at a place one of today's needs (the same attack with other
+        # settings: a newer version's presets) gives way to it, instead of being refused.
+        run_jobs(runnable, store, octx, known=known, retry_failed=True, on_start=on_start, on_done=on_done,
+                 restart=restart, conflicts="supersede")
+        for s in own:
+            r = store.get(job_key(s))
+            if r is not None:
+                results[job_key(s)] = r
+    steps_rec: dict[str, Any] = {}
+    step_of = {job_key(s): n for n, s in specs.items()}
+    for st in steps:
+        if st.name in skipped:
+            steps_rec[st.name] = {"status": "skipped", "reason": skipped[st.name]}
+            continue
+        key = job_key(specs[st.name])
+        r = results.get(key)
+        if r is not None and r["status"] == "failed":
+            steps_rec[st.name] = {"status": "failed", "key": key, "reason": _reason(r.get("error"))}
+        elif r is None or r["status"] != "done":
+            steps_rec[st.name] = {"status": "blocked", "key": key,
+                                  "reason": _not_run(specs[st.name], results, step_of)}
+        else:
+            steps_rec[st.name] = {"status": "done", "key": key, "result": r["result"],
+                                  "seconds": r.get("seconds"), "shared": mine not in canonical(specs[st.name])}
+    failed = {n: e["reason"] for n, e in steps_rec.items() if e["status"] in ("failed", "blocked")}
+    return {"steps": steps_rec, "failed_steps": failed, "finished": now_iso()}
+
+
+def _reason(error: str | None) -> str:
+    """A recorded error as the one line a step's reason is (torch's run over several)."""
+    return one_line(error or "failed (no error recorded)", 300)
+
+
+def _not_run(spec: Spec, results: dict[str, dict[str, Any]], step_of: dict[str, str]) -> str:
+    """Why a job did not run: the first job it depends on that failed, named as its step."""
+    return _failed_dependency(spec, results, step_of) or "a job it depends on did not finish"
+
+
+def _failed_dependency(spec: Spec, results: dict[str, dict[str, Any]], step_of: dict[str, str]) -> str | None:
+    for d in dependencies(spec):
+        r = results.get(job_key(d))
+        if r is not None and r["status"] == "failed":
+            what = f"step {step_of[job_key(d)]}" if job_key(d) in step_of else f"its {d['kind']} job"
+            return f"{what} failed: {_reason(r.get('error'))}"
+        if r is None or r["status"] != "done":
+            deeper = _failed_dependency(d, results, step_of)
+            if deeper:
+                return deeper
+    return None
+
+
+def _reason(error: str | None) -> str:
+    """A recorded error as the one line a step's reason is (torch's run over several)."""
+    return one_line(error or "failed (no error recorded)", 300)
+
+
+def _not_run(spec: Spec, results: dict[str, dict[str, Any]], step_of: dict[str, str]) -> str:
+    """Why a job did not run: the first job it depends on that failed, named as its step."""
+    return _failed_dependency(spec, results, step_of) or "a job it depends on did not finish"
+
+
+def _failed_dependency(spec: Spec, results: dict[str, dict[str, Any]], step_of: dict[str, str]) -> str | None:
+    for d in dependencies(spec):
+        r = results.get(job_key(d))
+        if r is not None and r["status"] == "failed":
+            what = f"step {step_of[job_key(d)]}" if job_key(d) in step_of else f"its {d['kind']} job"
+            return f"{what} failed: {_reason(r.get('error'))}"
+        if r is None or r["status"] != "done":
+            deeper = _failed_dependency(d, results, step_of)
+            if deeper:
+                return deeper
+    return None
+
+

@@ -1,0 +1,128 @@
+"""The `attack` job, and attacks run from a program or the command as jobs of a store in their
+output directory, so a finished one is reused and a directory holding another is refused.
+
+    {"kind": "attack", "attack": NAME, "params": {...}, "data": data spec, "test": base name or data
+     spec, "clean": data spec of the aligned clean images (optional), "arch", "model", "recipe",
+     "seed", "dfr_indices": {"sha256", "_path"} (optional)}
+
+    r = run_attack("ortho-proj", AttackContext(train, test, "convnet", recipe, 0, "runs/op"))
+    summary = run_all(ctx, ["jpeg", "ortho-proj"])     # `unlearnable attack all`: DIR/NAME each
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..attacks import ATTACKS, AttackContext, execute_attack, get_attack, ordered
+from ..attacks.compare import summary_markdown, summary_table
+from ..core.errors import UnlearnableError
+from ..core.files import atomic_file, write_json
+from ..core.params import to_dict
+from ..models import arch_signature
+from ..runner.executors import run_jobs
+from ..runner.jobs import JobContext, Spec, job_key, register_job
+from ..runner.store import ResultStore
+from ..train.recipe import Recipe
+from .data import base_of, load_spec_data, load_split, made_by, preload
+from .dfr import dfr_indices_of, hold_indices
+
+STORE = "jobs.sqlite"  # the store of an attack directory's jobs
+
+
+def attack_context(spec: Spec, ctx: JobContext) -> AttackContext:
+    """The context an attack job runs in: its data loaded (and checked), its directory placed."""
+    train = load_spec_data(spec["data"], ctx)
+    test = load_split(spec["test"], "test", ctx)
+    clean = load_spec_data(spec["clean"], ctx) if spec.get("clean") else base_of(spec["data"], train, ctx)
+    indices = dfr_indices_of(spec, ctx)
+    return AttackContext(train, test, spec["arch"], Recipe.from_dict(spec["recipe"]), int(spec["seed"]),
+                         ctx.dir_of(spec), ctx.torch_device, ctx.progress, clean,
+                         spec["data"].get("_name") or spec["data"].get("method") or "", indices)
+
+
+def _attack(spec: Spec, ctx: JobContext, deps: dict[str, Any]) -> dict[str, Any]:
+    return execute_attack(spec["attack"], attack_context(spec, ctx), dict(spec.get("params") or {}))
+
+
+def _passes(spec: Spec, n_train: int, n_test: int) -> float:
+    epochs = spec["recipe"]["epochs"]
+    return n_train * epochs * get_attack(spec["attack"]).cost_of(spec.get("params")) + n_test * epochs / 3
+
+
+def _deps(spec: Spec) -> list[Spec]:
+    return made_by(spec["data"]) + made_by(spec.get("clean"))
+
+
+register_job("attack", _attack, deps=_deps, passes=_passes, title="an attack")
+
+
+def attack_spec(name: str, ctx: AttackContext, params: Any, jctx: JobContext) -> Spec:
+    """The job of attack `name` with typed `params` on what `ctx` holds (preloaded into `jctx`)."""
+    train, test, clean = preload(jctx, ctx.train, ctx.test, ctx.clean)
+    if ctx.data_name:
+        train = {**train, "_name": ctx.data_name}
+    t = ctx.train
+    spec: Spec = {"kind": "attack", "attack": name, "params": to_dict(params), "data": train,
+                  "test": test, "arch": ctx.arch, "model": arch_signature(ctx.arch, t.num_classes, t.channels, t.image_size),
+                  "recipe": ctx.spec().recipe.to_dict(), "seed": ctx.seed}
+    if clean is not None:
+        spec["clean"] = clean
+    if ctx.dfr_indices is not None:
+        spec["dfr_indices"] = hold_indices(jctx, ctx.dfr_indices)
+    return spec
+
+
+def _run(specs: dict[str, Spec], jctx: JobContext, out: Path, reuse: bool) -> dict[str, dict[str, Any]]:
+    """Run `specs` (name -> spec) as jobs of the store in `out`; the first failure is raised as
+    the error it was, as a direct call would; a place holding another job is refused."""
+    with ResultStore(out / STORE) as store:
+        if not reuse:
+            for s in specs.values():
+                store.reset(job_key(s))
+        run_jobs(list(specs.values()), store, jctx, retry_failed=True, conflicts="refuse", raise_errors=True)
+        return {name: store.get(job_key(s))["result"] for name, s in specs.items()}
+
+
+def run_attack(name: str, ctx: AttackContext, params: dict[str, str] | Any | None = None,
+               reuse: bool = True) -> dict[str, Any]:
+    """Run attack `name` into `ctx.out_dir` as a job of the store there (`OUT/jobs.sqlite`):
+    a finished one of the same identity (data content, parameters, recipe, model definition,
+    seed) is returned as it is, unless `reuse` is False; a directory holding another attack's
+    run, or this one's on other data, is refused with a one-line error."""
+    info = get_attack(name)
+    p = info.params(params)  # a bad parameter, or data it does not apply to, is refused before anything is made
+    reason = info.applies_to(ctx.train)
+    if reason:
+        raise UnlearnableError(f"attack {name} does not apply to {ctx.data_name or ctx.train.name}: {reason}")
+    out = Path(ctx.out_dir)
+    jctx = JobContext(out, device=str(ctx.device), progress=ctx.progress, place=lambda spec: out)
+    spec = attack_spec(name, ctx, p, jctx)
+    return _run({name: spec}, jctx, out, reuse)[name]
+
+
+def run_all(ctx: AttackContext, names: list[str] | None = None,
+            params: dict[str, dict[str, str]] | None = None) -> dict[str, Any]:
+    """`unlearnable attack all`: `none` plus `names` (default: every registered attack that applies
+    to the data) into ctx.out_dir/NAME, one store for all of them; writes summary.json and
+    summary.md (clean test accuracy, transformed-test accuracy, cost against standard training)."""
+    names = ordered({"none", *(names or ATTACKS)})
+    out = Path(ctx.out_dir)
+    jctx = JobContext(out, device=str(ctx.device), progress=ctx.progress,
+                      place=lambda spec: out / spec["attack"])
+    specs: dict[str, Spec] = {}
+    skipped: dict[str, str] = {}
+    for name in names:
+        why = ATTACKS[name].applies_to(ctx.train)
+        if why:
+            skipped[name] = why
+            continue
+        info = ATTACKS[name]
+        specs[name] = attack_spec(name, ctx, info.params((params or {}).get(name)), jctx)
+    rows = _run(specs, jctx, out, reuse=True)
+    summary = {"data": ctx.data_name, "arch": ctx.arch, "seed": ctx.seed, "recipe": ctx.recipe.to_dict(),
+               "rows": summary_table(rows), "skipped": skipped}
+    write_json(out / "summary.json", summary)
+    with atomic_file(out / "summary.md", "w") as f:
+        f.write(summary_markdown(summary))
+    return summary
