@@ -34,7 +34,9 @@ browser:
 demo: setup data
 	$(BIN)/unlearnable demo
 
+# The layers contract first (import-linter, pyproject.toml): seconds, and a broken layer is a red CI.
 test: setup data browser
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -q
 
 bench: setup data

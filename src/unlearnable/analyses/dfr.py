@@ -29,9 +29,9 @@ Two procedures fit the head (`procedure=`):
 `indices=` takes the clean subset from an index array (the released `train_5000samples.npy`,
 `load_indices`) instead of drawing it.
 
-Writes RUN_DIR/dfr.json (dfr-released.json for the released procedure), RUN_DIR/dfr.png (Fig. 2),
-RUN_DIR/dfr_indices.npy (the subset) and a per-epoch cache RUN_DIR/dfr_cache/epoch_NNN.json, so an interrupted audit resumes and a run
-that gained epochs only computes the new ones. Accuracies are fractions in [0, 1];
+Writes RUN_DIR/dfr.json (dfr-released.json for the released procedure), RUN_DIR/dfr.png (Fig. 2)
+and RUN_DIR/dfr_indices.npy (the subset). In an audit the curve is one job of the runner, whose
+store keeps the finished result (`unlearnable.kinds.dfr`). Accuracies are fractions in [0, 1];
 `gain_over_random_init` is a fraction too (0.10 = 10 percentage points), and
 `gain_over_random_init_points` says the same in points.
 """
@@ -50,11 +50,11 @@ import torch.nn.functional as F
 
 from ..core.device import resolve_device
 from ..core.errors import DataError, UnlearnableError
-from ..core.files import atomic_file, read_json, write_json
-from ..core.hashing import sha256_array, sha256_file
+from ..core.files import atomic_file, write_json
+from ..core.hashing import sha256_array
 from ..core.progress import bar as progress_bar
 from ..core.provenance import now_iso, versions
-from ..core.safe import read_npy
+from ..core.safe import DEFAULT_MAX_BYTES, NpyHeader, read_npy
 from ..data.clean import clean_side, pool_split
 from ..data.imageset import ImageSet
 from ..data.resolve import load_data
@@ -187,16 +187,18 @@ def fit_head(procedure: str, model: torch.nn.Module, x_tr: torch.Tensor, y_tr: n
     raise UnlearnableError(f"DFR --procedure must be one of {', '.join(PROCEDURES)}, got {procedure!r}")
 
 
-def load_indices(path: str | os.PathLike[str], pool_size: int) -> np.ndarray:
-    """A clean-subset index file (.npy of distinct integers in [0, pool_size)), checked before use."""
-    def check(h) -> None:
+def load_indices(path: str | os.PathLike[str], pool_size: int | None) -> np.ndarray:
+    """A clean-subset index file (.npy of distinct integers in [0, pool_size)), checked before use
+    (`pool_size` None: the range is checked where the pool is known)."""
+    def check(h: NpyHeader) -> None:
         if h.dtype.kind not in "iu" or len(h.shape) != 1:
             raise DataError(path, f"DFR indices must be a 1-D integer array, got {h.dtype} of shape {h.shape}")
 
-    idx = np.asarray(read_npy(path, max_bytes=8 * max(pool_size, 1) + 1024, check=check)).astype(np.int64)
+    limit = 8 * max(pool_size, 1) + 1024 if pool_size is not None else DEFAULT_MAX_BYTES
+    idx = np.asarray(read_npy(path, max_bytes=limit, check=check)).astype(np.int64)
     if len(idx) == 0:
         raise DataError(path, "no indices")
-    if idx.min() < 0 or idx.max() >= pool_size:
+    if pool_size is not None and (idx.min() < 0 or idx.max() >= pool_size):
         raise DataError(path, f"indices must lie in [0, {pool_size}) (the clean training set's size), "
                               f"got {idx.min()}..{idx.max()}")
     if len(np.unique(idx)) != len(idx):
@@ -228,6 +230,7 @@ def resolve_clean(run_data: str, data_root: str | os.PathLike[str] | None = None
 
 
 def weights_sha256(model: torch.nn.Module) -> str:
+    """SHA-256 of a model's weights in float32 (the identity of a fine-tuning or DFR start)."""
     return sha256_array(np.concatenate([v.detach().cpu().float().numpy().ravel()
                                         for v in model.state_dict().values()]))
 
@@ -322,32 +325,20 @@ def dfr_curve(
     with atomic_file(run_dir / "dfr_indices.npy", "wb") as f:
         np.save(f, idx, allow_pickle=False)
     dev = resolve_device(device)
-    cache = run_dir / "dfr_cache"
 
-    def evaluate_model(model: torch.nn.Module, tag: str, weights_sha: str) -> dict[str, Any]:
-        key = {**settings, "weights_sha256": weights_sha}
-        cfile = cache / (f"{tag}.json" if procedure == "paper" else f"{procedure}-{tag}.json")
-        if cfile.exists():
-            try:
-                prev = read_json(cfile)
-                if prev.get("key") == key and isinstance(prev.get("result"), dict):
-                    return prev["result"]
-            except DataError:
-                pass  # a broken cache file is recomputed
-        t0 = time.perf_counter()
+    def evaluate_model(model: torch.nn.Module) -> dict[str, Any]:
+        # Each head's figures only (its time is not a result: a rerun gives the same curve); the
+        # report's `seconds` says what the whole curve took.
         model.to(dev)
-        res = fit_head(procedure, model, x_tr, y_tr, x_te, y_te, spec.num_classes, max_iter, c, batch_size,
-                       spec.recipe.crop_padding, spec.recipe.flip, seed)
-        res["seconds"] = round(time.perf_counter() - t0, 3)
-        write_json(cfile, {"key": key, "result": res})
-        return res
+        return fit_head(procedure, model, x_tr, y_tr, x_te, y_te, spec.num_classes, max_iter, c, batch_size,
+                        spec.recipe.crop_padding, spec.recipe.flip, seed)
 
     standard = _standard_curve(run_dir)
     curve = []
     bar = progress_bar(ckpts, desc="DFR", progress=progress)
     for epoch, path in bar:
         model = load_weights(spec.build(), path)
-        r = evaluate_model(model, f"epoch_{epoch:03d}", sha256_file(path))
+        r = evaluate_model(model)
         curve.append({"epoch": epoch, "test_accuracy": standard.get(epoch), **r})
         bar.set_postfix(epoch=epoch, dfr=f"{r['dfr_accuracy']:.3f}")
     if random_init is not None:
@@ -355,8 +346,7 @@ def dfr_curve(
             raise UnlearnableError("DFR: the random-network baseline given was computed on another clean subset")
         rnd = random_init
     else:
-        init = spec.build()
-        rnd = evaluate_model(init, "random_init", weights_sha256(init))
+        rnd = evaluate_model(spec.build())
 
     best = max(curve, key=lambda r: r["dfr_accuracy"])
     low = min(curve, key=lambda r: r["dfr_loss"])

@@ -187,6 +187,7 @@ def finetune_from(model: torch.nn.Module, name: str, clean_train: ImageSet, clea
 
 
 def check_sets(spec: RunSpec, clean_train: ImageSet, clean_test: ImageSet) -> None:
+    """Refuse clean sets of another shape or class count than the run was trained on (one line)."""
     want = (spec.in_channels, *spec.image_size)
     for name, ds in (("clean training", clean_train), ("clean test", clean_test)):
         if ds.chw != want or ds.num_classes != spec.num_classes:
@@ -233,6 +234,7 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def plot_finetune(rows: list[dict[str, Any]], path: str | os.PathLike[str], title: str) -> Path:
+    """The fine-tuning figure: clean test accuracy against k (log scale) for the three starts."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.2, 3.6))
     ks = [r["k"] for r in rows]

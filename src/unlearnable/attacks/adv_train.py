@@ -42,6 +42,12 @@ from .base import AttackContext, register_attack, train_and_evaluate
 
 @dataclass
 class AdvTrainParams:
+    """Parameters of the `adv-train` attack: the adversary it trains against and the PGD accuracy figure.
+
+    The defaults are the paper's Table 3 baseline (Madry et al.'s 3-step l_inf PGD at 8/255);
+    `replays` defaults to Shafahi et al.'s CIFAR-10 choice (`train.pgd.FREE_REPLAYS`).
+    """
+
     eps: float = 8 / 255  # radius; for norm=l2 the field uses 0.5
     steps: int = 3  # the paper's 3-step adversary
     alpha: float | None = None  # step size; default 2.5 * eps / steps (pgd), 1.25 * eps (fgsm-rs)
@@ -67,6 +73,7 @@ class AdvTrainParams:
             raise ValueError(f"replays is Free adversarial training's (adversary=free), not {self.adversary}'s")
 
     def step_size(self) -> float:
+        """The adversary's step size: `alpha`, or its adversary's default (`train.pgd.adversary_step`)."""
         return adversary_step(self.adversary, self.eps, self.steps, self.alpha)
 
     def loss(self):
@@ -84,6 +91,28 @@ class AdvTrainParams:
                  presets={"tiny": {"eval_samples": "100"},
                           "quick": {"adversary": "free", "steps": "1", "replays": "3"}})
 def adv_train(ctx: AttackContext, p: AdvTrainParams) -> dict[str, Any]:
+    """Train on adversarial examples of every protected batch, then report clean and PGD test accuracy.
+
+    Paper: Madry et al., ICLR 2018, https://arxiv.org/abs/1706.06083 (adversary=pgd); adversary=fgsm-rs:
+        Wong et al., ICLR 2020, https://arxiv.org/abs/2001.03994; adversary=free: Shafahi et al., NeurIPS 2019,
+        "Adversarial Training for Free!", https://arxiv.org/abs/1904.12843.
+    Threat model: only the protected training set; perturbs each training batch against its own model, within
+        an eps ball; test inputs untouched.
+    Args:
+        eps (8/255): radius of the adversary's ball (for norm=l2 the field uses 0.5)
+        steps (3): adversary steps per batch (the paper's 3-step adversary); fgsm-rs and free take 1
+        alpha (None): step size; None means 2.5 * eps / steps (pgd), 1.25 * eps (fgsm-rs), eps (free)
+        norm ("linf"): the ball's norm, linf or l2
+        eval_samples (1000): seeded test subset for the PGD accuracy figure; 0 skips it
+        eval_steps (10): PGD steps of that evaluation
+        adversary ("pgd"): pgd (Madry et al.), fgsm-rs (Wong et al.) or free (Shafahi et al.)
+        replays (FREE_REPLAYS = 8): free only: steps each minibatch trains in a row (m)
+    Shapes: ctx.train images uint8 (N, H, W, C) with labels int64 (N,), used as given; returns a dict with
+        test_accuracy (fraction, clean test set), test_loss, train_accuracy, seconds_train, test_pgd_accuracy
+        (fraction, when eval_samples > 0) and attack_params.
+    Example:
+        unlearnable attack adv-train runs/lsp --recipe fast --out runs/lsp-adv-train
+    """
     model, out = train_and_evaluate(ctx, batch_loss=p.loss())
     if p.eval_samples > 0:
         x, y = as_tensors(ctx.test)

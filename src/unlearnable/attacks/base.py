@@ -6,9 +6,11 @@ on it that still generalizes. Every attack is a function
     attack(ctx: AttackContext, params: ParamsDataclass) -> dict
 
 registered with its facts (`AttackInfo`: typed parameters, cost, recipe per ladder level,
-applicability, artifacts, display order), that trains (usually through `train_on`) inside `ctx.out_dir` and returns a result dict with at
-least `test_accuracy` (a fraction, clean test set). Attacks that may also transform test inputs
-(the attacker controls its own inference) add `test_accuracy_transformed_test`.
+applicability, artifacts, display order), that trains (usually through `train_on`) inside
+`ctx.out_dir` and returns a result dict with at least `test_accuracy` (a fraction, clean test
+set). Attacks that may also transform test inputs (the attacker controls its own inference) add
+`test_accuracy_transformed_test`. Each registered function's docstring gives its paper, threat
+model, parameters, shapes and an example, in that order.
 `execute_attack` parses the parameters once, runs the attack, adds timing and provenance and
 writes `result.json` atomically; `unlearnable.kinds.run_attack` runs it as a job, so a finished
 one is reused from the job store.
@@ -147,9 +149,11 @@ class AttackInfo:
         return dict(self.levels.params[level])
 
     def cost_of(self, params: Any = None) -> float:
+        """Wall time relative to one standard training of the same recipe, for these parameters."""
         return float(self.cost(self.params(params)) if callable(self.cost) else self.cost)
 
 
+# name -> AttackInfo, filled by `register_attack` as the attack modules are imported.
 ATTACKS: dict[str, AttackInfo] = {}
 
 
@@ -172,6 +176,7 @@ def register_attack(name: str, summary: str, paper: str = "", *, recipes: dict[s
 
 
 def get_attack(name: str) -> AttackInfo:
+    """The registered attack `name`; an unknown name raises an error that lists the known ones."""
     return lookup(ATTACKS, name, "attack")
 
 
@@ -254,6 +259,30 @@ def train_and_evaluate(
     return model, out
 
 
+def train_transformed(ctx: AttackContext, fn: Callable[[np.ndarray], np.ndarray], p: Any) -> dict[str, Any]:
+    """Train on `fn` (uint8 NHWC -> uint8 NHWC of the same shape) of every training image, and
+    with `p.test` also report the clean test set through `fn` as the transformed-test figure: the
+    shared body of the input-transforming defences (squeezing, smoothing). The clean test set
+    stays the figure of record."""
+    transformed = ctx.train.replace(fn(ctx.train.images))
+    test = ctx.test.replace(fn(ctx.test.images)) if p.test else None
+    _, out = train_and_evaluate(ctx, train=transformed, transformed_test=test)
+    out["attack_params"] = to_dict(p)
+    out["changed_fraction"] = float((transformed.images != ctx.train.images).mean())
+    return out
+
+
 @register_attack("none", "standard training on the protected set (the baseline every attack beats)", order=0)
 def no_attack(ctx: AttackContext, params: NoParams) -> dict[str, Any]:
+    """Train on the protected set as it is, with the recipe unchanged, and report clean test accuracy.
+
+    Paper: none; the baseline every attack is measured against. It is the standard training whose accuracy
+        Sandoval-Segura et al., NeurIPS 2023, https://arxiv.org/abs/2305.19254 report (the paper reproduced here).
+    Threat model: only the protected training set, trained on as a defender would expect; test inputs untouched.
+    Args: none (`NoParams`).
+    Shapes: ctx.train images uint8 (N, H, W, C) with labels int64 (N,), used as given; returns a dict with
+        test_accuracy (fraction, clean test set), test_loss, train_accuracy and seconds_train.
+    Example:
+        unlearnable attack none runs/lsp --recipe fast --out runs/lsp-none
+    """
     return train_and_evaluate(ctx)[1]

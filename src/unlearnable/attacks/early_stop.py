@@ -9,8 +9,8 @@ The k images come from the base's clean training pool: its validation part
 (`data.clean.pool_split`), which leaves out DFR's subset and the images fine-tuning draws from,
 so no analysis of one audit validates on another's training images.
 They come from the base's whole clean training split when the manifest names one that loads
-(so they need not be training images); otherwise from the aligned clean images `ctx.clean`,
-the first k of them in that order.
+(so they need not be training images); otherwise from the aligned clean images `ctx.clean`:
+in both cases the first k of that validation order the source holds.
 
 Needs the clean base images. Costs one standard training plus k forward passes per epoch.
 """
@@ -31,6 +31,7 @@ from ..data.imageset import ImageSet
 from ..ladder import LADDER, LEVELS
 from ..train.checkpoint import checkpoint_paths, load_weights, read_jsonl
 from ..train.loop import evaluate
+from ..train.run import as_tensors
 from .base import AttackContext, register_attack, train_and_evaluate
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,12 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class EarlyStopParams:
+    """Parameters of the `early-stop` attack: how many clean images validate, and which to leave out.
+
+    k defaults to 500 images; dfr_n to DFR's subset size at the `paper` level (5000), and the ladder's
+    presets set it to each level's (`ladder.LADDER[level].dfr_n`).
+    """
+
     k: int = 500  # clean validation images
     dfr_n: int = 5000  # DFR's subset size at the audit's level, whose images are left out
 
@@ -83,6 +90,23 @@ def pick_epoch(curve: list[dict[str, Any]]) -> dict[str, Any]:
                  presets={lv: {"dfr_n": str(LADDER[lv].dfr_n), **({"k": "100"} if lv == "tiny" else {})}
                           for lv in LEVELS})
 def early_stop(ctx: AttackContext, p: EarlyStopParams) -> dict[str, Any]:
+    """Train on the protected set as usual and report the checkpoint best on k clean validation images.
+
+    Paper: none of its own; after Sandoval-Segura et al., NeurIPS 2023, https://arxiv.org/abs/2305.19254, whose
+        DFR curves (Fig. 2) peak early: a protected network often generalizes for an epoch or two before the
+        shortcut takes over.
+    Threat model: the protected training set plus k clean labelled images of the base's pool (needs
+        ctx.clean); it chooses an epoch with them and never trains on them; test inputs untouched.
+    Args:
+        k (500): clean validation images
+        dfr_n (5000): DFR's subset size at the audit's level, whose images are left out
+    Shapes: ctx.train images uint8 (N, H, W, C) with labels int64 (N,), used as given; ctx.clean the aligned
+        clean images, same shapes; returns a dict with test_accuracy (fraction, clean test set, at the best
+        epoch), best_epoch, val_accuracy, final_test_accuracy, val_n, val_indices, val_indices_sha256, curve
+        (per epoch: epoch, val_accuracy, test_accuracy), train_accuracy and seconds_train.
+    Example:
+        unlearnable attack early-stop runs/lsp --recipe fast --out runs/lsp-early-stop
+    """
     if ctx.clean is None:
         raise UnlearnableError("early-stop needs the clean base images (pass --clean DATA)")
     val, pool_idx = validation_set(ctx, p)
@@ -97,6 +121,9 @@ def early_stop(ctx: AttackContext, p: EarlyStopParams) -> dict[str, Any]:
         curve.append({"epoch": epoch, "val_accuracy": acc,
                       "test_accuracy": metrics.get(epoch, {}).get("test_accuracy")})
     best = pick_epoch(curve)
+    if best["test_accuracy"] is None:  # a recipe that measures the test set after its last epoch only
+        load_weights(model, dict(checkpoint_paths(run))[best["epoch"]])
+        best["test_accuracy"] = evaluate(model, *as_tensors(ctx.test), ctx.recipe.eval_batch_size)[1]
     return {"test_accuracy": best["test_accuracy"], "best_epoch": best["epoch"],
             "val_accuracy": best["val_accuracy"], "final_test_accuracy": trained["test_accuracy"],
             "val_n": len(pool_idx), "val_indices_sha256": sha256_array(pool_idx),

@@ -77,7 +77,8 @@ def subtract_class_means(x: torch.Tensor, y: torch.Tensor, num_classes: int, mod
 
 @dataclass
 class MeanSubParams:
-    """Parameters of the `mean-sub` attack: mode "global-mean" (default) or "affine"; chunk."""
+    """Parameters of the `mean-sub` attack: how the result is brought back into [0, 1] (`mode`:
+    "global-mean", the default, or "affine"; see the module docstring) and images per pass (`chunk`)."""
 
     mode: str = "global-mean"
     chunk: int = 8192
@@ -91,6 +92,22 @@ class MeanSubParams:
                  "Sandoval-Segura et al., NeurIPS 2023, App. A.4.4, arXiv:2305.19254", params_cls=MeanSubParams,
                  order=30, artifacts={"class_means": "class_means.png"})
 def mean_sub(ctx: AttackContext, p: MeanSubParams) -> dict[str, Any]:
+    """Subtract each class's mean image from its training images, then train on the result.
+
+    Paper: Sandoval-Segura et al., "What Can We Learn from Unlearnable Datasets?", NeurIPS 2023, App. A.4.4,
+        https://arxiv.org/abs/2305.19254 (the baseline the paper shows does not work).
+    Threat model: only the protected training set, as Orthogonal Projection; it cannot transform test inputs,
+        whose label (hence the mean to subtract) is unknown.
+    Args:
+        mode ("global-mean"): back into [0, 1] by "global-mean" (add the overall mean, clamp) or "affine" ((x + 1) / 2)
+        chunk (8192): images per pass
+    Shapes: ctx.train images uint8 (N, H, W, C) with labels int64 (N,), trained on as float32 (N, C, H, W) in
+        [0, 1]; returns a dict with test_accuracy (fraction, clean test set), test_loss, train_accuracy,
+        seconds_train, test_accuracy_transformed_test (None), params_resolved and seconds_transform; writes
+        class_means.png.
+    Example:
+        unlearnable attack mean-sub runs/lsp --recipe fast --out runs/lsp-mean-sub
+    """
     ds = ctx.train
     x, y = ds.uint8_tensor(), torch.from_numpy(ds.labels)
     t0 = time.perf_counter()

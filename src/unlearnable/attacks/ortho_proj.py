@@ -18,12 +18,10 @@ removes the shortcut and leaves most of the image; a network trained on X_r gene
     Q, rank = projection_basis(W)                                 # (d, rank) float64
     x_r = project(x, Q)                                           # same shape, clipped to [0, 1]
 
-Attack `ortho-proj` (`unlearnable attack ortho-proj DATA --out RUN_DIR`): params (defaults)
-linear_epochs (20; 60 with >= 100 classes), linear_lr (0.1), linear_momentum (0.0, as released),
-linear_batch_size (1024), clip (true), chunk (4096), save_recovered (false). It reports
-`test_accuracy` (clean test set, unprojected: the paper's figure) and
-`test_accuracy_transformed_test` (test inputs projected too: the attacker controls its own
-inference; `test_accuracy_projected_test` is the same number under the name issue 4 uses).
+Attack `ortho-proj` (`unlearnable attack ortho-proj DATA --out RUN_DIR`; its parameters are in
+`_ortho_proj`'s docstring) reports `test_accuracy` (clean test set, unprojected: the paper's
+figure) and `test_accuracy_transformed_test` (test inputs projected too: the attacker controls its
+own inference; `test_accuracy_projected_test` is the same number under a second name).
 
 The oracle (`--param directions=perturbations`, or the attack `ortho-proj-oracle`): the paper's
 summary writes the projection for a *known* perturbation v as P = I - v v^T / ||v||^2. With the
@@ -78,6 +76,7 @@ class LinearParams:
     gamma: float = 0.1
 
     def epochs_for(self, num_classes: int) -> int:
+        """The epochs to train for `num_classes` classes: `epochs`, or its default when None."""
         return self.epochs if self.epochs is not None else (60 if num_classes >= 100 else 20)
 
 
@@ -229,6 +228,7 @@ class OrthoProjParams:
             raise ValueError(f"k must be >= 1, got {self.k}")
 
     def linear(self) -> LinearParams:
+        """The linear model's parameters (`LinearParams`) these fields name."""
         return LinearParams(self.linear_epochs, self.linear_lr, self.linear_momentum,
                             self.linear_batch_size, self.linear_milestones)
 
@@ -314,6 +314,36 @@ def save_linear_weights(path: str | os.PathLike[str], w: torch.Tensor) -> None:
 
 
 def _ortho_proj(ctx: AttackContext, p: OrthoProjParams) -> dict[str, Any]:
+    """Project out the directions a linear model learns (the oracle: the known perturbations), then train.
+
+    Paper: Sandoval-Segura, Singla, Geiping, Goldblum, Goldstein, "What Can We Learn from Unlearnable
+        Datasets?", NeurIPS 2023, Algorithm 1, https://arxiv.org/abs/2305.19254.
+    Threat model: `ortho-proj`: only the protected training set; may project its own test inputs.
+        `ortho-proj-oracle` (or directions=perturbations): also knows the clean images (oracle), hence
+        delta = x' - x; an upper bound, not an attacker.
+    Args:
+        linear_epochs (None): the linear model's epochs; None means 20, or 60 with >= 100 classes
+        linear_lr (0.1): its learning rate
+        linear_momentum (0.0): its SGD momentum (0, as released)
+        linear_batch_size (1024): its batch size
+        clip (True): clamp the projected images to [0, 1]
+        chunk (4096): images per projection pass
+        save_recovered (False): also write the projected training set (8-bit) under recovered/
+        linear_milestones ((0.5, 0.75)): fractions of the linear epochs where its lr drops x0.1
+        directions ("learned"; "perturbations" for ortho-proj-oracle): the rows of W, or the span of delta
+        basis ("auto"): how the oracle spans delta: class-means, pca, or auto (class-means for a class-wise poison)
+        k (None): pca's number of directions; None means the number of classes
+    Shapes: ctx.train images uint8 (N, H, W, C) with labels int64 (N,), flattened channel-major to (N, d) and
+        trained on as float32 (N, C, H, W) in [0, 1]; ctx.clean aligned, same shapes (oracle); returns a dict
+        with test_accuracy (fraction, clean test set), test_accuracy_transformed_test (= test_accuracy_projected_test),
+        test_loss, test_loss_transformed_test, train_accuracy, seconds_train, linear_train_accuracy, rank,
+        num_classes, directions, learned_rank, alignment, perturbation_basis and perturbation_rank (when the
+        clean images are known), linear_epochs, seconds_linear, seconds_projection, params_resolved and,
+        with save_recovered, recovered (its path); writes weights.png and linear_weights.npy.
+    Example:
+        unlearnable attack ortho-proj runs/lsp --recipe fast --out runs/lsp-ortho-proj
+        unlearnable attack ortho-proj-oracle runs/lsp --recipe fast --out runs/lsp-ortho-proj-oracle
+    """
     dev = ctx.device
     ds = ctx.train
     known = ctx.clean is not None and ctx.clean.images.shape == ds.images.shape

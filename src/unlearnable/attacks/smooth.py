@@ -26,8 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from ..core.errors import UnlearnableError
-from ..core.params import to_dict
-from .base import AttackContext, register_attack, train_and_evaluate
+from .base import AttackContext, register_attack, train_transformed
 
 CHUNK = 4096  # images per filtering pass: bounds the float copy of a large set
 
@@ -83,6 +82,9 @@ def median_filter(images: np.ndarray, kernel_size: int = 3) -> np.ndarray:
 
 @dataclass
 class GaussianSmoothParams:
+    """Parameters of the `gaussian-smooth` attack: the blur's kernel and sigma, and whether test inputs
+    are blurred too. The defaults are APBench's `--gaussian` defence: GaussianBlur(3, sigma=0.1)."""
+
     kernel_size: int = 3  # APBench: GaussianBlur(3, sigma=0.1)
     sigma: float = 0.1
     test: bool = False  # also blur the test images (the attacker controls its inference)
@@ -96,6 +98,9 @@ class GaussianSmoothParams:
 
 @dataclass
 class MedianSmoothParams:
+    """Parameters of the `median-smooth` attack: the window's side and whether test inputs are filtered
+    too. The defaults, a 3 x 3 window on the training images only, are this module's own."""
+
     kernel_size: int = 3
     test: bool = False
 
@@ -104,24 +109,45 @@ class MedianSmoothParams:
             raise ValueError(f"kernel_size must be odd and >= 1, got {self.kernel_size}")
 
 
-def _smooth_attack(ctx: AttackContext, fn, p: Any) -> dict[str, Any]:
-    smoothed = ctx.train.replace(fn(ctx.train.images))
-    test = ctx.test.replace(fn(ctx.test.images)) if p.test else None
-    _, out = train_and_evaluate(ctx, train=smoothed, transformed_test=test)
-    out["attack_params"] = to_dict(p)
-    out["changed_fraction"] = float((smoothed.images != ctx.train.images).mean())
-    return out
-
-
 @register_attack("gaussian-smooth", "Gaussian blur of the training images (APBench: 3x3, sigma 0.1)",
                  "APBench (Qin et al. 2023), https://arxiv.org/abs/2305.00349",
                  params_cls=GaussianSmoothParams, order=55, transforms_test=True)
-def gaussian_smooth_attack(ctx: AttackContext, p: GaussianSmoothParams) -> dict[str, Any]:
-    return _smooth_attack(ctx, lambda im: gaussian_blur(im, p.kernel_size, p.sigma), p)
+def gaussiantrain_transformed(ctx: AttackContext, p: GaussianSmoothParams) -> dict[str, Any]:
+    """Blur every training image with a Gaussian (and, with test=true, the test images), then train.
+
+    Paper: APBench (Qin et al. 2023), https://arxiv.org/abs/2305.00349, its `--gaussian` defence; in the
+        spirit of Liu et al., ICML 2023, https://arxiv.org/abs/2301.13838.
+    Threat model: only the protected training set, blurred; with test=true it blurs its own test inputs too.
+    Args:
+        kernel_size (3): the kernel's side, odd
+        sigma (0.1): the Gaussian's standard deviation in pixels (APBench's 0.1 leaves uint8 images unchanged)
+        test (False): also blur the test images (the attacker controls its inference)
+    Shapes: ctx.train images uint8 (N, H, W, C) with labels int64 (N,), blurred to uint8 of the same shape;
+        returns a dict with test_accuracy (fraction, clean test set), test_loss, train_accuracy,
+        seconds_train, attack_params and changed_fraction (of training-image values), and with test=true
+        test_accuracy_transformed_test and test_loss_transformed_test.
+    Example:
+        unlearnable attack gaussian-smooth runs/lsp --recipe fast --out runs/lsp-gaussian-smooth
+    """
+    return train_transformed(ctx, lambda im: gaussian_blur(im, p.kernel_size, p.sigma), p)
 
 
 @register_attack("median-smooth", "median filter of the training images (3x3)",
                  "after Liu et al. ICML 2023, https://arxiv.org/abs/2301.13838",
                  params_cls=MedianSmoothParams, order=56, transforms_test=True)
-def median_smooth_attack(ctx: AttackContext, p: MedianSmoothParams) -> dict[str, Any]:
-    return _smooth_attack(ctx, lambda im: median_filter(im, p.kernel_size), p)
+def mediantrain_transformed(ctx: AttackContext, p: MedianSmoothParams) -> dict[str, Any]:
+    """Replace every training pixel by the median of its window (and, with test=true, the test images'), then train.
+
+    Paper: after Liu et al., "Image Shortcut Squeezing", ICML 2023, https://arxiv.org/abs/2301.13838.
+    Threat model: only the protected training set, filtered; with test=true it filters its own test inputs too.
+    Args:
+        kernel_size (3): the window's side, odd
+        test (False): also filter the test images (the attacker controls its inference)
+    Shapes: ctx.train images uint8 (N, H, W, C) with labels int64 (N,), filtered per channel to uint8 of the
+        same shape; returns a dict with test_accuracy (fraction, clean test set), test_loss, train_accuracy,
+        seconds_train, attack_params and changed_fraction (of training-image values), and with test=true
+        test_accuracy_transformed_test and test_loss_transformed_test.
+    Example:
+        unlearnable attack median-smooth runs/lsp --recipe fast --out runs/lsp-median-smooth
+    """
+    return train_transformed(ctx, lambda im: median_filter(im, p.kernel_size), p)

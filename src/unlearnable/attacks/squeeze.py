@@ -23,9 +23,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ..core.params import to_dict
 from ..data.imageset import ImageSet
-from .base import AttackContext, register_attack, train_and_evaluate
+from .base import AttackContext, register_attack, train_transformed
 
 
 def jpeg_compress(images: np.ndarray, quality: int = 10, workers: int | None = None) -> np.ndarray:
@@ -107,30 +106,27 @@ def grayscale(images: np.ndarray) -> np.ndarray:
 
 @dataclass
 class JpegParams:
+    """Parameters of the `jpeg` attack: the JPEG quality and whether test inputs are compressed too.
+    quality defaults to 10, the JPEG setting of Liu et al.'s image shortcut squeezing."""
+
     quality: int = 10
     test: bool = False  # also compress the test images (the attacker controls its inference)
 
 
 @dataclass
 class BitDepthParams:
+    """Parameters of the `bit-depth` attack: bits kept per channel (default 2: four grey levels) and
+    whether test inputs are reduced too."""
+
     bits: int = 2
     test: bool = False
 
 
 @dataclass
 class GrayscaleParams:
+    """Parameters of the `grayscale` attack: whether test inputs are turned grey too (default: no)."""
+
     test: bool = False
-
-
-def _squeeze_attack(ctx: AttackContext, fn, p: Any) -> dict[str, Any]:
-    squeezed = ctx.train.replace(fn(ctx.train.images))
-    # The clean test set stays the figure of record; with test=true the squeezed test set is
-    # reported as the transformed-test figure.
-    test = ctx.test.replace(fn(ctx.test.images)) if p.test else None
-    _, out = train_and_evaluate(ctx, train=squeezed, transformed_test=test)
-    out["attack_params"] = to_dict(p)
-    out["changed_fraction"] = float((squeezed.images != ctx.train.images).mean())
-    return out
 
 
 def _one_channel(ds: ImageSet) -> str | None:
@@ -141,21 +137,66 @@ def _one_channel(ds: ImageSet) -> str | None:
                  "Liu et al. ICML 2023, https://arxiv.org/abs/2301.13838", params_cls=JpegParams, order=40,
                  transforms_test=True)
 def jpeg_attack(ctx: AttackContext, p: JpegParams) -> dict[str, Any]:
-    return _squeeze_attack(ctx, lambda im: jpeg_compress(im, p.quality), p)
+    """JPEG-compress every training image (and, with test=true, the test images), then train.
+
+    Paper: Liu et al., "Image Shortcut Squeezing: Countering Perturbative Availability Poisons with
+        Compression", ICML 2023, https://arxiv.org/abs/2301.13838.
+    Threat model: only the protected training set, compressed; with test=true it compresses its own test inputs.
+    Args:
+        quality (10): JPEG quality of every image, in [1, 95]
+        test (False): also compress the test images (the attacker controls its inference)
+    Shapes: ctx.train images uint8 (N, H, W, C) with labels int64 (N,), encoded and decoded by Pillow (uint8, same
+        shape); returns a dict with test_accuracy (fraction, clean test set), test_loss, train_accuracy,
+        seconds_train, attack_params and changed_fraction (of training-image values), and with test=true
+        test_accuracy_transformed_test and test_loss_transformed_test.
+    Example:
+        unlearnable attack jpeg runs/lsp --recipe fast --out runs/lsp-jpeg
+    """
+    return train_transformed(ctx, lambda im: jpeg_compress(im, p.quality), p)
 
 
 @register_attack("bit-depth", "bit-depth reduction of the training images (2 bits)",
                  "Liu et al. ICML 2023, https://arxiv.org/abs/2301.13838", params_cls=BitDepthParams, order=50,
                  transforms_test=True)
 def bit_depth_attack(ctx: AttackContext, p: BitDepthParams) -> dict[str, Any]:
-    return _squeeze_attack(ctx, lambda im: bit_depth_reduce(im, p.bits), p)
+    """Reduce every training image to `bits` bits per channel (and, with test=true, the test images), then train.
+
+    Paper: Liu et al., "Image Shortcut Squeezing: Countering Perturbative Availability Poisons with
+        Compression", ICML 2023, https://arxiv.org/abs/2301.13838.
+    Threat model: only the protected training set, quantized; with test=true it quantizes its own test inputs.
+    Args:
+        bits (2): bits kept per channel, in [1, 8]
+        test (False): also reduce the test images (the attacker controls its inference)
+    Shapes: ctx.train images uint8 (N, H, W, C) with labels int64 (N,), quantized to uint8 of the same shape;
+        returns a dict with test_accuracy (fraction, clean test set), test_loss, train_accuracy,
+        seconds_train, attack_params and changed_fraction (of training-image values), and with test=true
+        test_accuracy_transformed_test and test_loss_transformed_test.
+    Example:
+        unlearnable attack bit-depth runs/lsp --recipe fast --out runs/lsp-bit-depth
+    """
+    return train_transformed(ctx, lambda im: bit_depth_reduce(im, p.bits), p)
 
 
 @register_attack("grayscale", "grayscale training images (a no-op on 1-channel data, said in the result)",
                  "Liu et al. ICML 2023, https://arxiv.org/abs/2301.13838", params_cls=GrayscaleParams, order=60,
                  transforms_test=True, applies_to=_one_channel)
 def grayscale_attack(ctx: AttackContext, p: GrayscaleParams) -> dict[str, Any]:
-    out = _squeeze_attack(ctx, grayscale, p)
+    """Turn every training image grey (and, with test=true, the test images), then train.
+
+    Paper: Liu et al., "Image Shortcut Squeezing: Countering Perturbative Availability Poisons with
+        Compression", ICML 2023, https://arxiv.org/abs/2301.13838.
+    Threat model: only the protected training set, made grey; with test=true it makes its own test inputs grey.
+    Args:
+        test (False): also turn the test images grey (the attacker controls its inference)
+    Shapes: ctx.train images uint8 (N, H, W, C) with labels int64 (N,), their ITU-R 601 luma repeated over
+        the C channels (uint8, same shape); returns a dict with test_accuracy (fraction, clean test set),
+        test_loss, train_accuracy, seconds_train, attack_params and changed_fraction (of training-image
+        values), with test=true test_accuracy_transformed_test and test_loss_transformed_test, and on
+        1-channel data a note (the registry refuses such data, so only a direct call gets there).
+    Example:
+        unlearnable attack grayscale runs/lsp --recipe fast --out runs/lsp-grayscale
+    """
+    out = train_transformed(ctx, grayscale, p)
     if ctx.train.channels == 1:
         out["note"] = "no-op: the dataset has one channel, so grayscale leaves it unchanged"
     return out

@@ -43,6 +43,7 @@ from .base import AttackContext, register_attack, train_and_evaluate
 
 
 def kornia_available() -> bool:
+    """Whether the optional `kornia` extra, which the `ueraser` attack needs, can be imported."""
     try:
         import kornia.augmentation  # noqa: F401
     except ImportError:
@@ -71,6 +72,11 @@ def ueraser_policy() -> nn.Module:
 
 @dataclass
 class KorniaUEraserParams:
+    """Parameters of the `ueraser` attack: K copies for the worst-of-K loss and the share of epochs it is on.
+
+    The defaults are APBench's: K = 5, and the loss on for every epoch ("UEraser-Max").
+    """
+
     repeats: int = 5  # K augmented copies per image while the worst-of-K loss is on
     repeat_fraction: float = 1.0  # share of the epochs with the worst-of-K loss (APBench: all)
 
@@ -113,6 +119,22 @@ def worst_of_k(policy: nn.Module, repeats: int, repeat_epochs: int, steps_per_ep
                  # much again as the network on small images.
                  cost=lambda p: 2.0 * max(1.0, p.repeats * p.repeat_fraction))
 def ueraser_attack(ctx: AttackContext, p: KorniaUEraserParams) -> dict[str, Any]:
+    """Train through kornia's UEraser policy with the worst-of-K loss, as APBench runs it (needs kornia).
+
+    Paper: Qin et al., "Learning the Unlearnable: Adversarial Augmentations Suppress Unlearnable Example
+        Attacks", 2023, https://arxiv.org/abs/2303.15127, run as in APBench, https://arxiv.org/abs/2305.00349.
+    Threat model: only the protected training set, trained through adversarial augmentation; test inputs
+        untouched.
+    Args:
+        repeats (5): K augmented copies per image while the worst-of-K loss is on
+        repeat_fraction (1.0): share of the epochs with the worst-of-K loss (APBench: all); then one copy
+    Shapes: ctx.train images uint8 (N, H, W, C) with hard labels int64 (N,) (soft-label recipes are refused),
+        augmented in [0, 1] per batch while training; returns a dict with test_accuracy (fraction, clean test
+        set), test_loss, train_accuracy, seconds_train, attack_params, worst_of_k_epochs and kornia (its
+        version).
+    Example:
+        unlearnable attack ueraser runs/lsp --recipe fast --out runs/lsp-ueraser
+    """
     policy = ueraser_policy()
     recipe = ctx.spec().recipe
     steps = math.ceil(len(ctx.train) / recipe.batch_size)

@@ -32,6 +32,8 @@ DEMO_QUICK_EPOCHS = 9  # the demo's epochs at the quick level
 
 @dataclass
 class DemoConfig:
+    """What `unlearnable demo` protects and audits: the base data and subset, the methods, the level,
+    the attacks."""
     data: str = "fashion-mnist"
     # The three model-free protections that hold against standard training at this level (Regions-4,
     # LSP, AR; random noise and OPS do not: docs/poisons.md) and the paper's attack on them.
@@ -74,6 +76,8 @@ def make_sets(out: Path, cfg: DemoConfig, data_root: str | os.PathLike[str] | No
 def run_demo(out: str | os.PathLike[str] = "runs/demo", cfg: DemoConfig | None = None,
              data_root: str | os.PathLike[str] | None = None, progress: bool | None = None,
              cache: str | os.PathLike[str] | None = None) -> list[dict[str, Any]]:
+    """Protect `cfg.data` with each method, audit every set into OUT/METHOD, and write the comparison
+    (report.html, report.md, summary.json); reruns reuse everything finished."""
 
     cfg = cfg or DemoConfig()
     out = Path(out)

@@ -22,6 +22,7 @@ VERDICT_COLOURS = {"broken": "#c0392b", "ineffective": "#922b21", "leaks feature
 
 
 def pct(x: float | None, digits: int = 1) -> str:
+    """A fraction as a percentage with `digits` decimals, or an en dash for none."""
     return "–" if x is None else f"{100 * x:.{digits}f}%"
 
 
@@ -35,6 +36,7 @@ def _tag(v: str) -> str:
 
 
 def attack_rows(res: dict[str, Any]) -> list[list[str]]:
+    """The verdict table's rows: each attack's accuracy, its fraction of clean and its verdict."""
     per = res.get("verdict", {}).get("per_attack", {})
     rows = []
     for name in _ordered(per):
@@ -183,6 +185,7 @@ def _provenance_html(res: dict[str, Any]) -> str:
 
 
 def render_audit_md(res: dict[str, Any]) -> str:
+    """The audit's report as Markdown (report.md): the verdict, the tables, the figures' files."""
     ds = res.get("dataset", {})
     v = res.get("verdict", {})
     lines = [f"# Does `{ds.get('name', '?')}` protect?", "", _describe(ds), "",
@@ -214,6 +217,7 @@ def render_audit_md(res: dict[str, Any]) -> str:
 
 
 def comparison_rows(all_res: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """Headers and rows of the table comparing several audits (the demo): one row per set."""
     attacks = _ordered(sorted({a for r in all_res for a in r.get("verdict", {}).get("per_attack", {})}))
     headers = ["protected set", "clean ref"] + [a for a in attacks] + ["DFR window", "verdict"]
     rows = []
@@ -232,6 +236,7 @@ def comparison_rows(all_res: list[dict[str, Any]]) -> tuple[list[str], list[list
 
 def render_comparison_html(all_res: list[dict[str, Any]], base: Path, title: str,
                            links: list[str] | None = None) -> str:
+    """The demo's one-page comparison of several audits, linking each audit's own report."""
     headers, rows = comparison_rows(all_res)
     hrows = [[html.escape(c) for c in r[:-1]] + [_tag(r[-1])] for r in rows]
     if links:
@@ -258,6 +263,7 @@ def render_comparison_html(all_res: list[dict[str, Any]], base: Path, title: str
 
 
 def render_comparison_md(all_res: list[dict[str, Any]], title: str) -> str:
+    """The comparison of several audits as Markdown (the demo's report.md)."""
     headers, rows = comparison_rows(all_res)
     out = [f"# {title}", "", "| " + " | ".join(headers) + " |",
            "|" + "---|" * len(headers)]

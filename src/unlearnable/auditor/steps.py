@@ -176,12 +176,14 @@ def _pct(key: str) -> Callable[[dict[str, Any]], str]:
 @register_step("train-protected", "standard training on the protected set", order=0,
                cost=lambda row: 1.0, headline=_pct("test_accuracy"), record=("protected_training",), weighs=True)
 def train_protected(row: Row) -> Spec:
+    """Standard training on the protected set, a checkpoint per epoch."""
     return row.train_spec(row.data)
 
 
 @register_step("train-clean", "the same recipe on the clean images (reference)", order=1,
                cost=lambda row: 1.0, headline=_pct("test_accuracy"), record=("clean_reference",), weighs=True)
 def train_clean(row: Row) -> Spec:
+    """The same recipe on the clean images behind the set: the reference accuracy."""
     if row.clean is None:
         raise StepSkipped("the clean base images are unknown (pass --clean DATA)")
     return row.train_spec(row.clean)
@@ -223,7 +225,8 @@ def dfr_spec(row: Row, run: Spec) -> Spec:
 
 
 def _dfr_headline(r: dict[str, Any]) -> str:
-    return f"max {100 * r['max_dfr_accuracy']:.1f}% vs random {100 * r.get('random_mean', r['random_init_dfr_accuracy']):.1f}%"
+    rnd = r.get("random_mean", r["random_init_dfr_accuracy"])
+    return f"max {100 * r['max_dfr_accuracy']:.1f}% vs random {100 * rnd:.1f}%"
 
 
 def _dfr_figure(result: dict[str, Any], job_dir: Path) -> dict[str, Path]:
@@ -235,12 +238,14 @@ def _dfr_figure(result: dict[str, Any], job_dir: Path) -> dict[str, Path]:
                headline=_dfr_headline, paper="Sandoval-Segura et al., NeurIPS 2023, §4.2, Fig. 2",
                record=("dfr",), weighs=True, figures=_dfr_figure)
 def dfr(row: Row) -> Spec:
+    """DFR over every checkpoint of the protected training, with the random-network baselines."""
     return dfr_spec(row, row.train_spec(row.data))
 
 
 @register_step("dfr-clean", "DFR on the clean-trained reference (the top of the window)", order=2,
                cost=lambda row: 0.3, headline=_dfr_headline, record=("dfr_clean",), weighs=True)
 def dfr_clean(row: Row) -> Spec:
+    """DFR on the clean-trained reference: the top of DFR's window."""
     if row.clean is None:
         raise StepSkipped("the clean base images are unknown (pass --clean DATA)")
     return dfr_spec(row, row.train_spec(row.clean))
@@ -288,6 +293,7 @@ def _sep_headline(r: dict[str, Any]) -> str:
                headline=_sep_headline, paper="Sandoval-Segura et al., NeurIPS 2023, Table 2",
                record=("separability", "perturbations"))
 def separability_perturbations(row: Row) -> Spec:
+    """Linear separability of the perturbations delta = x' - x (Table 2)."""
     if row.clean is None:
         raise StepSkipped("the clean base images are unknown (pass --clean DATA)")
     if not row_is_additive(row):
@@ -299,6 +305,7 @@ def separability_perturbations(row: Row) -> Spec:
                headline=_sep_headline, paper="Sandoval-Segura et al., NeurIPS 2023, Table 6",
                record=("separability", "images"))
 def separability_images(row: Row) -> Spec:
+    """Linear separability of the protected images (Table 6)."""
     return separability_spec(row, "images")
 
 
@@ -346,6 +353,8 @@ def _finetune_figure(result: dict[str, Any], job_dir: Path) -> dict[str, Path]:
                cost=_finetune_cost, headline=_finetune_headline, paper=FINETUNE_PAPER, record=("finetune",),
                weighs=True, figures=_finetune_figure)
 def finetune_step(row: Row) -> Spec:
+    """Fine-tuning on k clean images from the protected network, from scratch, and from the clean
+    network."""
     return finetune_spec(row, level_params(row))
 
 
@@ -359,5 +368,6 @@ def _detect_headline(r: dict[str, Any]) -> str:
                cost=lambda row: 0.05, headline=_detect_headline, record=("detect",),
                paper="Zhu et al., AAAI 2024 (UDP); Sandoval-Segura et al., NeurIPS 2023, Table 6, Alg. 1")
 def detect_step(row: Row) -> Spec:
+    """Would a data collector notice the protection without the clean data (`unlearnable.detect`)?"""
     return {"kind": "detect", "data": row.data, "level": row.level.name, "seed": row.seed,
             "calibration": calibration_id()}

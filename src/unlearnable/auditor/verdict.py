@@ -30,6 +30,10 @@ from ..ladder import next_level
 
 @dataclass
 class Thresholds:
+    """The verdict's thresholds: `broken_fraction` of clean accuracy breaks a protection (--broken-at);
+    DFR leaks features at `leak_fraction` of its window (--leak-at), with a gain over
+    `leak_spread` times the random networks' spread (--leak-spread) and at least `leak_points`
+    (--leak-points)."""
     broken_fraction: float = 0.80
     leak_points: float = 0.0  # an absolute floor on the DFR gain, in points, on top of the window rule
     leak_fraction: float = 0.5

@@ -1,7 +1,13 @@
-"""The `unlearnable` command: a thin layer over the functions users can import.
+"""`unlearnable [-q | -v] COMMAND ...`: the command-line tool, a thin layer over the functions users can import.
 
-Each sub-command lives in its own module exposing `register(subparsers)`; the module's parser
-sets `func(args) -> int`. Errors the user can fix (`UnlearnableError`) print one line, exit 2.
+    unlearnable --help                                    # the sub-commands, one line each
+    unlearnable train --help                              # one sub-command's options
+    unlearnable --version
+    unlearnable -q poison regions --dataset digits --out runs/digits-regions      # only warnings and errors
+    unlearnable audit runs/digits-regions --level tiny --out runs/digits-audit -v   # debugging detail too
+
+Each sub-command lives in its own module exposing `register(sub)`; the module's parser sets
+`func(args) -> int`. Errors the user can fix (`UnlearnableError`) print one line, exit 2.
 
 Library code reports through `logging.getLogger("unlearnable....")`; the command shows those
 messages on stderr: progress at the default level, only warnings with `-q/--quiet`, debugging
@@ -27,6 +33,7 @@ COMMANDS = ["datasets", "train", "demo", "poison", "show", "attack", "audit", "d
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The `unlearnable` parser, with every sub-command in `COMMANDS` that this build has."""
     p = Parser(
         prog="unlearnable",
         description="Does an unlearnable (protected) image dataset really protect? "
@@ -62,6 +69,8 @@ def configure_logging(level: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run `unlearnable` on `argv` (default: sys.argv[1:]); the exit code: 0, 1 when a command
+    reports failed work, 2 for an error the user can fix, 130 when interrupted."""
     argv = list(sys.argv[1:] if argv is None else argv)
     level = logging.INFO
     if any(a in QUIET for a in argv):
@@ -70,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         level = logging.DEBUG
     argv = [a for a in argv if a not in QUIET + VERBOSE]
     configure_logging(level)
-    tune_malloc()  # before torch allocates: 1.3-1.6x faster CPU training (see _malloc.py)
+    tune_malloc()  # before torch allocates: 1.3-1.6x faster CPU training (see core/malloc.py)
     parser = build_parser()
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
     parser.add_argument("-v", "--verbose", action="store_true", help="debugging detail on stderr")

@@ -1,4 +1,10 @@
-"""`unlearnable attack NAME DATA --out RUN_DIR [--param k=v ...]` and `unlearnable attack --list`.
+"""`unlearnable attack NAME DATA --out RUN_DIR`: train with attack NAME on protected DATA; the clean test accuracy.
+
+    unlearnable attack --list                                                # the attacks and their papers
+    unlearnable attack ortho-proj runs/regions --recipe fast --out runs/regions-op
+    unlearnable attack early-stop runs/regions --param k=500 --epochs 5 --out runs/regions-es
+    unlearnable attack ortho-proj runs/regions --save-recovered --out runs/regions-op   # keep the projected set
+    unlearnable attack all runs/regions --attacks ortho-proj,mean-sub,jpeg --recipe fast --out runs/regions-attacks
 
 Generic over the `ATTACKS` registry: DATA's training split is the protected set, its clean test
 split the test set, and (when the manifest names a base that can be loaded) the aligned clean
@@ -25,6 +31,7 @@ log = logging.getLogger(__name__)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add the `unlearnable attack` sub-command to the parser."""
     p = sub.add_parser("attack", help="learn from a protected dataset anyway (ortho-proj, mean-sub, ...)",
                        description="Train on DATA with attack NAME and report clean test accuracy. "
                                    "`unlearnable attack --list` shows the attacks.")
@@ -42,13 +49,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def list_attacks() -> str:
+    """The `--list` text: one line per registered attack, with its summary and paper."""
     width = max(map(len, ATTACKS), default=0)
     return "\n".join(f"{n:<{width}}  {ATTACKS[n].summary}" + (f"  [{ATTACKS[n].paper}]" if ATTACKS[n].paper else "")
                      for n in sorted(ATTACKS))
 
 
 def context_for(data: str, out: str, args: argparse.Namespace) -> AttackContext:
-
+    """The `AttackContext` of DATA: its training and clean test splits, the aligned clean base
+    when one can be loaded, and the training options of `args`."""
     train = load_data(data, "train", args.data_root)
     test = load_data(data, "test", args.data_root)
     if test.chw != train.chw:
@@ -62,6 +71,7 @@ def context_for(data: str, out: str, args: argparse.Namespace) -> AttackContext:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run `unlearnable attack` with the parsed arguments; the exit code."""
     if args.list:
         print(list_attacks())
         return 0
@@ -87,6 +97,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_all_cli(args: argparse.Namespace) -> int:
+    """Run `unlearnable attack all`: every attack (or those of --attacks) on DATA, compared in a
+    table on stdout and OUT/summary.json; the exit code."""
     if not args.out:
         raise UnlearnableError("attack all needs --out DIR")
     names = [a for a in args.attacks.split(",") if a] if args.attacks else None

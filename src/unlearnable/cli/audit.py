@@ -1,8 +1,11 @@
-"""`unlearnable audit SUBCOMMAND ...`: the paper's audits, one sub-sub-command each.
+"""`unlearnable audit DATA --out DIR`: does DATA protect? The full audit, or one of its analyses by name.
 
-    unlearnable audit DATA --out DIR [--level tiny|quick|paper] [--cache DIR]   (the full audit)
-    unlearnable audit dfr RUN_DIR [--clean DATA] [--n 5000] [--seed 0]
-    unlearnable audit separability DATA [--of perturbations|images] [--hidden 0|30] [--repeats R]
+    unlearnable audit runs/regions --level quick --out runs/regions-audit     # the full audit (`audit run`)
+    unlearnable audit run runs/regions --clean fashion-mnist --level tiny --out runs/regions-audit
+    unlearnable audit dfr runs/regions-audit/train-protected --n 2000 --procedure released
+    unlearnable audit separability runs/regions --of perturbations --hidden 30 --repeats 3
+    unlearnable audit finetune runs/regions-train --clean-run runs/clean-train --sizes 100,500,1000
+    unlearnable audit dfr --help                                              # one analysis's options
 
 The first word after `audit` picks an entry of `SUBCOMMANDS`; anything else is handed to the
 entry named by `DEFAULT_SUBCOMMAND` (the full audit, "run").
@@ -38,6 +41,7 @@ DEFAULT_SUBCOMMAND: str | None = None
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add the `unlearnable audit` sub-command to the parser (each analysis parses the rest itself)."""
     lines = "\n".join(f"  {name:<14} {cmd.help}" for name, cmd in SUBCOMMANDS.items())
     p = sub.add_parser("audit", help="does DATA protect? every analysis, a verdict, a report (or: dfr, separability)",
                        description=f"sub-commands:\n{lines}\n\n`unlearnable audit NAME --help` for each.",
@@ -48,6 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def sub_parser(name: str) -> argparse.ArgumentParser:
+    """The parser of `unlearnable audit NAME`, with the options of that entry of `SUBCOMMANDS`."""
     cmd = SUBCOMMANDS[name]
     p = Parser(prog=f"unlearnable audit {name}", description=cmd.help)
     cmd.configure(p)
@@ -55,6 +60,8 @@ def sub_parser(name: str) -> argparse.ArgumentParser:
 
 
 def dispatch(args: argparse.Namespace) -> int:
+    """Run `unlearnable audit` with the parsed arguments: the rest of the command line goes to the
+    chosen entry's parser, its checks and its run; the exit code."""
     if args.what in SUBCOMMANDS:
         name, argv = args.what, list(args.rest)
     elif args.what is not None and DEFAULT_SUBCOMMAND is not None:
@@ -111,7 +118,7 @@ def _dfr_run(args: argparse.Namespace) -> int:
 # --- separability ---------------------------------------------------------------------------------
 
 # A hidden layer this wide already has millions of weights on CIFAR-sized inputs (the paper's is
-# 30); --hidden 10^9 once asked for 256 GB.
+# 30); uncapped, --hidden 10^9 would ask for 256 GB.
 MAX_HIDDEN = 4096
 
 

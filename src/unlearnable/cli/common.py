@@ -49,6 +49,7 @@ class Parser(argparse.ArgumentParser):
     Sub-parsers inherit the class (add_subparsers uses the parent's)."""
 
     def error(self, message: str) -> NoReturn:
+        """Raise the usage error as `UnlearnableError` instead of printing usage and exiting."""
         raise UnlearnableError(message)
 
 
@@ -206,13 +207,14 @@ arch_name = names_in(MODELS, "architecture", many=False)
 
 def refuse_input_overlap(out: str | None, data: str | None, option: str = "--out", file: bool = False,
                          what: str = "the dataset") -> None:
-    """A command's output must not be, hold or lie inside the dataset it reads (`_io.refuse_overlap`)."""
+    """A command's output must not be, hold or lie inside the dataset it reads (`core.files.refuse_overlap`)."""
 
     if out is not None and data is not None:
         refuse_overlap(out, [(what, p) for p in read_paths(data)], option, file=file)
 
 
 def add_data_root(p: argparse.ArgumentParser) -> None:
+    """--data-root: the directory searched for datasets first."""
     p.add_argument("--data-root", default=None, type=out_dir,
                    help="directory holding datasets (searched before $UNLEARNABLE_DATA and system locations)")
 
@@ -237,6 +239,8 @@ def recipe_from_args(args: argparse.Namespace) -> Recipe:
 
 
 def progress_from_args(args: argparse.Namespace) -> bool | None:
+    """The `progress` argument of library calls: False with --no-progress, else None (bars when
+    stderr is a terminal)."""
     return False if getattr(args, "no_progress", False) else None
 
 
@@ -259,6 +263,7 @@ def add_level(p: argparse.ArgumentParser, default: str = "quick") -> None:
 
 
 def add_cache(p: argparse.ArgumentParser) -> None:
+    """--cache: the shared job cache for results that do not depend on the audited data."""
     p.add_argument("--cache", default=None, type=out_dir,
                    help="shared job cache for results that do not depend on the audited data (the clean "
                         "reference, the random network's DFR); default $UNLEARNABLE_CACHE or ~/.cache/unlearnable")

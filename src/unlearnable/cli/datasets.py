@@ -1,5 +1,12 @@
-"""`unlearnable datasets`: what is available, where it was found, how to get what is missing;
-`--download NAME` fetches a dataset from its official source (SHA-256 verified)."""
+"""`unlearnable datasets [--download NAME]`: which datasets are available, where, and how to get the rest.
+
+    unlearnable datasets                                     # found where, or how to get each one
+    unlearnable datasets --data-root /data                   # search /data first
+    unlearnable datasets --download cifar10                  # into the first $UNLEARNABLE_DATA entry
+    unlearnable datasets --download mnist --data-root /data  # into /data
+
+`--download NAME` fetches a dataset from its official source and verifies its SHA-256 checksums.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +18,7 @@ from .common import add_data_root
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add the `unlearnable datasets` sub-command to the parser."""
     p = sub.add_parser("datasets", help="list datasets: found where, or how to get them")
     add_data_root(p)
     p.add_argument("--download", metavar="NAME", default=None,
@@ -21,6 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run `unlearnable datasets` with the parsed arguments; the exit code."""
     if args.download:
         root = args.data_root or default_download_root()
         dest = download(args.download, root, progress=False if args.no_progress else None)

@@ -1,4 +1,8 @@
-"""`unlearnable demo`: the main job on the embedded default data (what `make demo` runs).
+"""`unlearnable demo [--out DIR]`: the main job on the embedded default data (what `make demo` runs).
+
+    unlearnable demo                                         # writes runs/demo/report.html
+    unlearnable demo --level tiny --subset 2000 --out runs/demo-tiny           # a quick smoke test
+    unlearnable demo --methods random-noise,regions,lsp,ops,ar --attacks ortho-proj,jpeg --out runs/demo2
 
 Protects a seeded 20,000-image subset of Fashion-MNIST with three fast generators (Regions-4,
 LSP, AR), audits each at the quick level with 9 epochs (standard training, the clean reference,
@@ -24,6 +28,7 @@ from .common import (
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add the `unlearnable demo` sub-command to the parser."""
     d = DemoConfig()
     p = sub.add_parser("demo", help="protect Fashion-MNIST several ways, audit each, compare (make demo)")
     p.add_argument("--data", default=d.data, help=f"clean dataset (default {d.data})")
@@ -48,6 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run `unlearnable demo` with the parsed arguments; the exit code."""
     refuse_input_overlap(args.out, args.data)
     cfg = DemoConfig(data=args.data, methods=tuple(m for m in args.methods.split(",") if m),
                      subset=args.subset or None, level=args.level, arch=args.arch, seed=args.seed,

@@ -1,4 +1,8 @@
-"""`unlearnable detect DATA [--budget tiny|quick|paper] [--out DIR]`: is DATA protected?
+"""`unlearnable detect DATA [--out DIR]`: is DATA protected? A calibrated score from the data alone.
+
+    unlearnable detect ./received-data                       # the decision and its evidence, one line
+    unlearnable detect runs/lsp --level paper --out runs/lsp-detect      # every sample; files under DIR
+    unlearnable detect imagefolder:photos/train --level tiny --seed 1
 
 DATA is anything the toolkit reads (a protected-format directory, an image folder, a dataset
 name); only its training split is read and no clean copy is needed. Prints the decision in one
@@ -19,6 +23,7 @@ log = logging.getLogger(__name__)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add the `unlearnable detect` sub-command to the parser."""
     p = sub.add_parser("detect", help="is DATA protected? a calibrated score from the data alone (no clean copy)",
                        description="Score in [0, 1] and a decision at the shipped threshold (5%% false "
                                    "positives on clean and benignly processed sets), with the evidence.")
@@ -32,7 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-
+    """Run `unlearnable detect` with the parsed arguments; the exit code."""
     refuse_input_overlap(args.out, args.data)
     ds = load_data(args.data, "train", args.data_root)
     res = detect(ds, args.level, args.seed)

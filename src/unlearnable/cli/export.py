@@ -1,4 +1,11 @@
-"""`unlearnable export DIR --format png-folder --out OUT`: a dataset in a layout other tools read."""
+"""`unlearnable export DIR --format FORMAT --out OUT`: write a dataset in a layout other tools read.
+
+    unlearnable export runs/lsp --format png-folder --out runs/lsp-png     # data/{index}.png + labels.csv
+    unlearnable export runs/lsp --format imagefolder --out runs/lsp-if     # CLASS/{index}.png
+    unlearnable export runs/lsp --format npz --out runs/lsp-npz --overwrite   # dataset.npz, replacing OUT
+
+Each layout round-trips through `unlearnable import` against the same base set.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +16,7 @@ from .common import add_data_root, out_dir
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add the `unlearnable export` sub-command to the parser."""
     p = sub.add_parser("export", help="write a dataset as PNG folder, ImageFolder or npz (round-trips via import)")
     p.add_argument("data", metavar="DIR", help="dataset directory (or dataset name)")
     p.add_argument("--format", default="png-folder", choices=list(EXPORTERS),
@@ -21,6 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run `unlearnable export` with the parsed arguments; the exit code."""
     out = export_dataset(args.data, args.format, args.out, overwrite=args.overwrite,
                          progress=False if args.no_progress else None, data_root=args.data_root)
     print(f"exported {args.data} as {args.format} -> {out}")

@@ -1,6 +1,12 @@
-"""`unlearnable audit finetune RUN_DIR [--sizes 100,500,1000,5000] [--epochs E] [--lr LR]
-[--clean-run DIR] [--out DIR]`: fine-tune the run's final network on k clean images, beside
-training from its initialization and fine-tuning the clean-trained network (analyses/finetune.py).
+"""`unlearnable audit finetune RUN_DIR`: fine-tune the run's final network on k clean images.
+
+    unlearnable audit finetune runs/regions-train --sizes 100,500,1000,5000
+    unlearnable audit finetune runs/regions-train --clean-run runs/clean-train --epochs 5 --out runs/regions-ft
+    unlearnable audit finetune runs/regions-train --each-checkpoint --lr 0.01 --seed 1
+
+Beside each fine-tuning, trains from the run's initialization on the same k images and, with
+--clean-run, fine-tunes the clean-trained network (analyses/finetune.py). `COMMAND` is the
+entry `audit.py` registers as `audit finetune`.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ def sizes(text: str) -> tuple[int, ...]:
 
 
 def _args(p: argparse.ArgumentParser) -> None:
+    """Add the `unlearnable audit finetune` arguments to its parser."""
     d = FinetuneParams()
     p.add_argument("run_dir", help="a finished training run directory (its final checkpoint is the start)")
     p.add_argument("--sizes", type=sizes, default=d.sizes,
@@ -60,7 +67,7 @@ def _check(args: argparse.Namespace) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-
+    """Run `unlearnable audit finetune` with the parsed arguments; the exit code."""
     try:
         params = FinetuneParams(args.sizes, args.epochs, args.min_steps, args.lr, args.batch_size)
     except ValueError as e:

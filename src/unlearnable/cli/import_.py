@@ -1,4 +1,14 @@
-"""`unlearnable import FORMAT PATH --base DATA --out DIR`: a released poison into the project format."""
+"""`unlearnable import FORMAT PATH --base DATA --out DIR`: a released poison into the project format.
+
+    unlearnable import png-folder release/ --base cifar10 --out runs/ar
+    unlearnable import ue-pt perturbation.pt --base cifar10 --out runs/ue --param noise_range=nonnegative
+    unlearnable import rem-pkl rem-noise.pkl --base cifar10 --out runs/rem
+    unlearnable import npz poison.npz --base cifar10 --out runs/mine --layout NCHW --scale 255
+    unlearnable import auto runs/lsp-png --base cifar10 --out runs/lsp-again --param subset=true
+
+FORMAT is a key of `IMPORTERS` or auto (detected from PATH's contents); every import is checked
+against the clean base set before anything is written (docs/import.md).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +20,7 @@ from .common import add_data_root, out_dir, parse_params
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add the `unlearnable import` sub-command to the parser."""
     formats = ", ".join(IMPORTERS)
     p = sub.add_parser(
         "import", help="import a released protected dataset (checked against its clean base set)",
@@ -32,6 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run `unlearnable import` with the parsed arguments; the exit code."""
     params = parse_params(args.param)
     for key in ("layout", "scale"):
         if getattr(args, key) is not None:

@@ -1,4 +1,15 @@
-"""`unlearnable poison METHOD --dataset DATA --out DIR [--seed S] [--param k=v ...]`; `--list`."""
+"""`unlearnable poison METHOD --dataset DATA --out DIR`: make a protected (unlearnable) training set.
+
+    unlearnable poison --list                                # the methods, their defaults and papers
+    unlearnable poison regions --dataset fashion-mnist --out runs/regions --seed 0
+    unlearnable poison regions --dataset cifar10 --param p=16 --param eps=8/255 --out runs/c10-regions16
+    unlearnable poison lsp --dataset fashion-mnist --subset 10000 --fraction 0.5 --out runs/lsp-half
+    unlearnable poison em --dataset fashion-mnist --level quick --device auto --out runs/fm-em
+    unlearnable poison em --dataset fashion-mnist --level quick --device auto --out runs/fm-em --resume
+
+Model-based methods (em, rem, tap, ...) keep resumable state in OUT.work/ while they craft;
+`--resume` continues a killed run from it.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +27,7 @@ from .common import (
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add the `unlearnable poison` sub-command to the parser."""
     p = sub.add_parser("poison", help="make a protected (unlearnable) training set; --list shows methods")
     p.add_argument("method", nargs="?", help="poison method (see --list)")
     p.add_argument("--list", action="store_true", help="list the methods with their default parameters")
@@ -37,7 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--level", default="paper", choices=LEVELS,
                    help="compute level (the ladder's): the cost of model-based methods, and "
                         "cheaper presets of model-free ones at tiny (default paper)")
-    # The old spelling of --level, kept so existing scripts still run.
+    # --budget: another spelling of --level (as `add_level` accepts elsewhere), left out of --help.
     p.add_argument("--budget", dest="level", choices=LEVELS, default=argparse.SUPPRESS,
                    help=argparse.SUPPRESS)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -48,6 +60,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def list_methods() -> str:
+    """The `--list` text: each registered method's kind and summary, its default parameters, its paper."""
     lines = []
     for name, info in POISONS.items():
         defaults = ", ".join(f"{f.name}={_fmt(f.default)}" for f in dataclasses.fields(info.params_cls))
@@ -68,6 +81,7 @@ def _fmt(v: object) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run `unlearnable poison` with the parsed arguments; the exit code."""
     if args.list:
         print(list_methods())
         return 0

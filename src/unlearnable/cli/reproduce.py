@@ -1,6 +1,7 @@
 """`unlearnable reproduce TABLE --dataset D`: one of the paper's tables as a resumable grid.
 
     unlearnable reproduce table3 --dataset fashion-mnist --level quick --methods regions,lsp --subset 10000
+    unlearnable reproduce table2 --dataset fashion-mnist --level tiny --workers 2 --out runs/t2
     unlearnable reproduce table1 --dataset cifar10 --level paper --executor ray --address auto
     unlearnable reproduce table3 --dataset cifar10 --executor ray --address HEAD:6379 --artifacts s3://bucket/t3
     unlearnable reproduce table4 --dataset cifar10 --arch resnet18 --arch vgg16 --dry-run
@@ -27,6 +28,7 @@ from .common import add_data_root, add_level, arch_name, device, out_file, posit
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add the `unlearnable reproduce` sub-command to the parser."""
     p = sub.add_parser("reproduce", help="the paper's tables as resumable experiment grids (local or Ray)",
                        description="Run the cells of one of the paper's tables on DATASET, caching every "
                                    "cell in a SQLite result store. Tables: "
@@ -70,6 +72,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run `unlearnable reproduce` with the parsed arguments; the exit code."""
     if Path(args.out).resolve() == Path(args.db).resolve():
         raise UnlearnableError(f"--out {args.out}: is the result store --db {args.db}; choose another --out")
     if args.artifacts is not None:
@@ -105,7 +108,7 @@ def _describe(spec: dict) -> str:
 
 
 def dry_run(grid, args: argparse.Namespace) -> int:
-
+    """`--dry-run`: print the grid and a cost estimate of the jobs --db does not hold yet; run nothing."""
     train = load_data(grid.dataset, "train", args.data_root)
     test = load_data(grid.dataset, "test", args.data_root)
     done: set[str] = set()

@@ -1,7 +1,8 @@
-"""`unlearnable results`: list the result store's jobs, or export a reproduced table.
+"""`unlearnable results [--table TABLE]`: list the result store's jobs, or export a reproduced table.
 
     unlearnable results                                  # every job: status, kind, headline number
     unlearnable results --table table3 --format csv --out table3.csv
+    unlearnable results --table table1 --dataset cifar10 --db runs/cluster.sqlite
     unlearnable results --format json --out all.json     # every job with spec, result, timings
 """
 
@@ -20,6 +21,7 @@ from .common import out_file
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add the `unlearnable results` sub-command to the parser."""
     p = sub.add_parser("results", help="list and export the result store (tables, CSV, JSON)",
                        description="List the jobs of the result store, or render the grids of --table.")
     p.add_argument("--db", default="runs/results.sqlite", type=out_file,
@@ -32,6 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def headline(job: dict[str, Any]) -> str:
+    """A job's one number for the listing (max DFR, best or final test accuracy, separability),
+    or its error."""
     r = job.get("result") or {}
     for k, fmt in (("max_dfr_accuracy", "max DFR {:.2%}"), ("test_accuracy_best", "best {:.2%}"),
                    ("test_accuracy", "test {:.2%}"), ("train_accuracy_mean", "separability {:.2%}")):
@@ -41,7 +45,7 @@ def headline(job: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-
+    """Run `unlearnable results` with the parsed arguments; the exit code."""
     if args.out:
         refuse_overlap(args.out, [("the result store", args.db)], file=True)
     with ResultStore(args.db, create=False) as store:

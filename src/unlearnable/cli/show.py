@@ -1,4 +1,11 @@
-"""`unlearnable show DIR --out grid.png [--per-class 1] [--classes 0,1,2]`: see the protection."""
+"""`unlearnable show DIR --out grid.png`: see the protection, as a PNG grid of images per class.
+
+    unlearnable show runs/regions --out runs/regions.png     # one row per class (the first 10)
+    unlearnable show runs/lsp --out lsp.png --per-class 3 --classes 0,1,2 --scale 4
+
+Each row is one class of DIR, each image in it a triple: the clean image, the protected one and
+the perturbation amplified to be visible. The clean images come from the base set the manifest names.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +19,7 @@ from .common import add_data_root, out_file, positive_int, refuse_input_overlap
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add the `unlearnable show` sub-command to the parser."""
     p = sub.add_parser("show", help="PNG grid per class: clean, protected, amplified perturbation")
     p.add_argument("data", help="protected dataset directory")
     p.add_argument("--out", required=True, type=out_file, help="PNG file to write")
@@ -24,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 # 64 megapixels is a 192 MB canvas: far above a readable figure, far below what would exhaust memory
-# (--scale 100000 once asked for terabytes).
+# (uncapped, --scale 100000 would ask for terabytes).
 MAX_GRID_PIXELS = 64 << 20
 
 
@@ -40,6 +48,7 @@ def class_list(text: str) -> list[int]:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run `unlearnable show` with the parsed arguments; the exit code."""
     refuse_input_overlap(args.out, args.data, file=True)
     protected = load_dataset_dir(args.data)
     h, w = protected.image_size

@@ -68,6 +68,8 @@ def atomic_file(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[Any]
 
 
 def write_json(path: str | os.PathLike[str], obj: Any) -> None:
+    """Write `obj` as indented JSON to `path` atomically (numpy numbers and arrays, paths as plain
+    values)."""
     with atomic_file(path, "w") as f:
         json.dump(obj, f, indent=2, sort_keys=False, default=_json_default)
         f.write("\n")

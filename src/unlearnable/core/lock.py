@@ -41,6 +41,7 @@ def _busy(e: OSError) -> bool:
 
 
 def describe(holder: dict[str, Any] | None) -> str:
+    """Who holds a lock, in words (pid, host, since when), from what its holder wrote."""
     if not holder:
         return "another process"
     return f"pid {holder.get('pid', '?')} on {holder.get('host', '?')} since {holder.get('started', '?')}"

@@ -18,6 +18,7 @@ T = TypeVar("T")
 
 
 def parse_number(text: str, kind: type) -> Any:
+    """An int or float from text; floats may be fractions ("8/255"). A one-line error otherwise."""
     t = text.strip()
     try:
         if kind is int:
@@ -78,5 +79,7 @@ def from_params(cls: type[T], params: dict[str, str] | None, **fixed: Any) -> T:
 
 
 def to_dict(obj: Any) -> dict[str, Any]:
+    """A parameters dataclass as a JSON-able dict (tuples as lists): what manifests and job specs
+    record."""
     d = dataclasses.asdict(obj)
     return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}

@@ -30,4 +30,5 @@ def versions() -> dict[str, str]:
 
 
 def now_iso() -> str:
+    """The time now, UTC, ISO 8601 to the second (what every artifact records)."""
     return datetime.now(timezone.utc).isoformat(timespec="seconds")

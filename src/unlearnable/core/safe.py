@@ -88,6 +88,7 @@ def _size_text(n: int) -> str:
 
 
 def check_bytes(path: str | os.PathLike[str], nbytes: int, max_bytes: int, what: str) -> None:
+    """Refuse (a one-line DataError naming the file) what would take more than `max_bytes`."""
     if nbytes > max_bytes:
         raise DataError(path, f"{what} would take {_size_text(nbytes)}, more than the "
                               f"{_size_text(max_bytes)} this reader accepts; refused")
@@ -115,6 +116,7 @@ def readinto_exact(stream: IO[bytes], buf: np.ndarray, path: str | os.PathLike[s
 
 
 def require_end(stream: IO[bytes], path: str | os.PathLike[str], what: str) -> None:
+    """Refuse a stream that holds more data than its header (`what`) declares."""
     if stream.read(1):
         raise DataError(path, f"holds more data than {what} declares")
 
@@ -124,6 +126,7 @@ def require_end(stream: IO[bytes], path: str | os.PathLike[str], what: str) -> N
 
 @dataclass(frozen=True)
 class NpyHeader:
+    """What an .npy header declares: dtype, shape, memory order, and where the data starts."""
     dtype: np.dtype
     shape: tuple[int, ...]
     fortran: bool

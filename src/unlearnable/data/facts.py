@@ -16,6 +16,7 @@ from typing import Any
 
 @dataclass(frozen=True)
 class DataFacts:
+    """What training may do to a dataset's images: mirror them (`hflip`), shift them (`crop`)."""
     hflip: bool = True  # a horizontal mirror keeps the label
     crop: bool = True  # a random shift of `crop_padding(size)` pixels keeps the label
 

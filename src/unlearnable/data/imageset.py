@@ -17,6 +17,10 @@ from ..core.errors import DataError
 
 @dataclass
 class ImageSet:
+    """One dataset in memory, clean or protected: uint8 NHWC images, int64 labels in [0, K), the class
+    names, a display name, each sample's index in its base training set, and `meta` (its
+    manifest and where it came from). Checked on construction: a wrong dtype, shape or label
+    range is a one-line DataError."""
     images: np.ndarray  # (N, H, W, C) uint8
     labels: np.ndarray  # (N,) int64, each in [0, num_classes)
     classes: list[str]

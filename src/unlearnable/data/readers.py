@@ -138,6 +138,7 @@ def _cifar_names(path: Path, key: bytes, fallback: list[str]) -> list[str]:
 
 
 def load_cifar10(root: Path, split: str) -> ImageSet:
+    """CIFAR-10's python batches under `root` (data_batch_1..5 or test_batch)."""
     files = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
     parts = [_cifar_batch(root / f, b"labels", 10) for f in files]
     images = np.concatenate([p[0] for p in parts])
@@ -147,6 +148,7 @@ def load_cifar10(root: Path, split: str) -> ImageSet:
 
 
 def load_cifar100(root: Path, split: str) -> ImageSet:
+    """CIFAR-100's python batches under `root` (train or test), with the fine labels."""
     f = root / ("train" if split == "train" else "test")
     images, labels = _cifar_batch(f, b"fine_labels", 100)
     classes = _cifar_names(root / "meta", b"fine_label_names", [f"class_{i}" for i in range(100)])
@@ -191,6 +193,8 @@ def _mat_inflated_sizes(f: IO[bytes], path: Path, limits: list[int]) -> None:
 
 
 def load_svhn(root: Path, split: str, max_bytes: int = DEFAULT_MAX_BYTES) -> ImageSet:
+    """SVHN's cropped digits (.mat) under `root`, every compressed variable's size checked before it
+    inflates."""
     import scipy.io  # 0.4 s to import: only when SVHN is read
 
     f = root / f"{split}_32x32.mat"
@@ -298,6 +302,7 @@ def load_image_folder(root: Path, split: str, max_bytes: int = DEFAULT_MAX_BYTES
 # scikit-learn digits: 1,797 8x8 images shipped inside scikit-learn (the embedded tiny set)
 
 def load_digits(root: Path | None, split: str) -> ImageSet:
+    """scikit-learn's 8x8 digits, as grey levels 0-255: every fifth image is a test image."""
     from sklearn.datasets import load_digits as _sk_digits  # 2 s to import: only when digits are read
 
     d = _sk_digits()

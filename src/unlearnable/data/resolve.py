@@ -79,6 +79,7 @@ def locate(src: Source, data_root: str | os.PathLike[str] | None = None) -> Path
 
 
 def load_source(name: str, split: str = "train", data_root: str | os.PathLike[str] | None = None) -> ImageSet:
+    """Split `split` of the registered dataset `name`, from wherever `locate` finds it."""
     src = get_source(name)
     where = locate(src, data_root)
     if where is None:
@@ -152,6 +153,7 @@ def _load_data(spec: str | os.PathLike[str], split: str, data_root: str | os.Pat
 
 
 def base_name(ds: ImageSet) -> str:
+    """The base dataset a protected set's manifest names, or a one-line error naming the manifest."""
     man = ds.meta.get("manifest", {})
     name = man.get("base", {}).get("name")
     if not name:
@@ -183,6 +185,7 @@ def load_base(protected: ImageSet, data_root: str | os.PathLike[str] | None = No
 
 @dataclass
 class Located:
+    """Where a registered dataset was found (`path`, None when nowhere) and how to get it."""
     name: str
     path: str | None
     how_to_get: str
@@ -202,5 +205,6 @@ def survey(data_root: str | os.PathLike[str] | None = None) -> list[Located]:
 
 
 def user_cache_root() -> Path:
+    """The user cache for datasets: $XDG_CACHE_HOME/unlearnable/data, else ~/.cache/unlearnable/data."""
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "unlearnable" / "data"

@@ -95,6 +95,8 @@ _SVHN_DOWNLOADS = _files("http://ufldl.stanford.edu/housenumbers/", (), [
 
 @dataclass(frozen=True)
 class Source:
+    """A registered dataset: its reader, the file that marks its directory, the folder names it is
+    found under, how to get it, its downloads, shape, classes and facts."""
     name: str
     loader: Callable[[Path, str], ImageSet]
     marker: str  # a file (or glob) whose presence says the directory holds this dataset
@@ -115,6 +117,7 @@ _DIGIT_FACTS = DataFacts(hflip=False)
 
 
 def register_dataset(src: Source) -> Source:
+    """Register `src` under its name and its aliases."""
     DATASETS[src.name] = src
     for a in src.aliases:
         DATASETS[a] = src

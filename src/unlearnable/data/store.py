@@ -31,6 +31,7 @@ _ARRAYS = {"images": np.uint8, "labels": np.int64, "indices": np.int64}
 
 
 def is_dataset_dir(path: str | os.PathLike[str]) -> bool:
+    """Whether `path` is a directory of the project's dataset format (it holds a manifest.json)."""
     return (Path(path) / "manifest.json").is_file()
 
 
@@ -127,7 +128,8 @@ def save_dataset(
 _NUM = (int, float)
 _MANIFEST_FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
     "format": ((str,), False), "format_version": ((int,), False), "name": ((str,), False),
-    "method": ((str,), False), "kind": ((str,), True), "additive": ((bool,), False), "summary": ((str,), True), "paper": ((str,), True),
+    "method": ((str,), False), "kind": ((str,), True), "additive": ((bool,), False), "summary": ((str,), True),
+    "paper": ((str,), True),
     "created": ((str,), True), "note": ((str,), True), "source_dataset": ((str,), True),
     "classes": ((list,), False), "num_samples": ((int,), False), "image_shape_hwc": ((list,), False),
     "params": ((dict,), False), "seed": ((int,), False), "fraction": (_NUM, False),

@@ -62,6 +62,7 @@ def _reconstruct(subtype: Any, shape: Any, dtype: Any) -> np.ndarray:
 
 
 class RestrictedUnpickler(pickle.Unpickler):
+    """An unpickler that builds only plain data and numpy arrays: every other global is refused."""
     def find_class(self, module: str, name: str) -> Any:
         if module in {"numpy.core.multiarray", "numpy._core.multiarray"} and name == "_reconstruct":
             return _reconstruct

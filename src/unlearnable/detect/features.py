@@ -74,6 +74,7 @@ class Moments:
 
     @classmethod
     def of(cls, x: torch.Tensor, y: torch.Tensor, k: int) -> "Moments":
+        """The moments of rows `x` (n, d) with labels `y` among `k` classes."""
         x = x.double()
         mu = x.mean(0)
         xc = x - mu
@@ -108,6 +109,7 @@ class Ridge:
 
     @classmethod
     def from_moments(cls, m: Moments, alpha: float) -> "Ridge":
+        """The ridge fit of the data `m` summarizes, without the data."""
         r = cls.__new__(cls)
         r._fit(m, alpha)
         return r
@@ -120,6 +122,7 @@ class Ridge:
         self.w = torch.linalg.solve(g, m.b)  # (d, k)
 
     def scores(self, x: torch.Tensor) -> torch.Tensor:
+        """Class scores (n, k) of rows `x`, centred on the training mean."""
         return (x.double() - self.mu) @ self.w
 
 
@@ -131,7 +134,7 @@ def blur_rows(chw: tuple[int, int, int]):
 
 
 def projection_rows(w: torch.Tensor):
-    """Removing the span of w's columns (rows normalised, then QR), as a map of rows: the paper's
+    """Removing the span of w's columns (each normalised, then QR), as a map of rows: the paper's
     Algorithm 1 with a closed-form linear model."""
     wn = w / w.norm(dim=0, keepdim=True).clamp_min(1e-12)
     q, _ = torch.linalg.qr(wn.double())

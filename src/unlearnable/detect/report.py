@@ -49,6 +49,8 @@ def result_json(res: dict[str, Any], ds: ImageSet, data: str, seed: int) -> dict
 
 
 def write(out: str | os.PathLike[str], res: dict[str, Any], ds: ImageSet, data: str, seed: int) -> Path:
+    """Write `detect(ds)`'s result `res` under `out` (created if needed): directions.png,
+    per_sample.npy, detect.html, then detect.json; each file atomically. Returns `out`."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     doc = result_json(res, ds, data, seed)
@@ -66,6 +68,8 @@ def write(out: str | os.PathLike[str], res: dict[str, Any], ds: ImageSet, data: 
 
 
 def render_html(doc: dict[str, Any], png: bytes) -> str:
+    """detect.html: the decision, the held-out errors, the features and their weights, per-class
+    errors and the directions image (`png`, embedded), from detect.json's `doc`; self-contained."""
     e = doc["errors"]
     esc = html.escape
     verdict = "protected" if doc["protected"] else "not detected as protected"

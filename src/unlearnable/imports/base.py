@@ -51,6 +51,9 @@ ImportFn = Callable[[Path, ImageSet, Any, bool], Imported]
 
 @dataclass(frozen=True)
 class Importer:
+    """A registered import format: its name, the function that reads it, its typed parameters,
+    the test `auto` detection uses, and a summary and origin for the listing."""
+
     name: str
     fn: ImportFn  # fn(path, base, params, progress) -> Imported
     params: type  # dataclass of typed parameters (`--param k=v`), defaults = the original's
@@ -64,6 +67,7 @@ IMPORTERS: dict[str, Importer] = {}
 
 def register_importer(name: str, params: type, detect: Callable[[Path], bool], summary: str,
                       origin: str = "") -> Callable[[ImportFn], ImportFn]:
+    """Decorator: register the function as the importer of format `name` in `IMPORTERS`."""
     def deco(fn: ImportFn) -> ImportFn:
         IMPORTERS[name] = Importer(name, fn, params, detect, summary, origin)
         return fn
@@ -79,6 +83,7 @@ class NoParams:
 # Helpers shared by the importers
 
 def chunks(n: int, size: int = CHUNK) -> Iterator[slice]:
+    """Slices covering range(n) in steps of `size`, for whole-dataset work done a chunk at a time."""
     for s in range(0, n, size):
         yield slice(s, min(s + size, n))
 
@@ -102,6 +107,8 @@ def find_one(path: Path, patterns: tuple[str, ...], what: str) -> Path:
 
 
 def check_finite(a: np.ndarray, path: Path) -> None:
+    """Refuse a float array holding NaN or inf (a `DataError` naming `path` and the first such
+    entry); other dtypes pass."""
     if not np.issubdtype(a.dtype, np.floating) or a.ndim == 0:
         return
     for sl in chunks(len(a)):
@@ -113,11 +120,13 @@ def check_finite(a: np.ndarray, path: Path) -> None:
 
 
 def require_float(a: np.ndarray, path: Path, what: str) -> None:
+    """Refuse an array that is not floating point (a `DataError` naming `path` and `what`)."""
     if not np.issubdtype(a.dtype, np.floating):
         raise DataError(path, f"{what} must be floating point, got {a.dtype}")
 
 
 def describe(a: np.ndarray) -> str:
+    """An array's dtype and shape, for error messages."""
     return f"{a.dtype} array of shape {tuple(a.shape)}"
 
 

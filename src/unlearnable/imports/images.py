@@ -150,6 +150,8 @@ class PNGParams:
     "one PNG per image named by its base index: data/{index}.png, {index}.png, or CLASS/{index}.png",
     "Adversarial Poisoning, AR, Regions, class-wise random noise (Fowl et al., Sandoval-Segura et al.)")
 def import_png(path: Path, base: ImageSet, p: PNGParams, progress: bool) -> Imported:
+    """A folder of one PNG per image, named by its base index: PATH/data/{index}.png or PATH/{index}.png
+    (labels from PATH/labels.csv when present), or PATH[/train]/CLASS/{index}.png (labels from the folders)."""
     layout, root = _png_layout(path)
     files: list[Path] = []
     folder_labels: list[int] = []
@@ -243,6 +245,8 @@ def _is_ntga(p: Path) -> bool:
     "NTGA: x_train*.npy (N, H, W, C) float in [0, 1] and one-hot y_train*.npy; sample i = base image i",
     "Yuan & Wu, Neural Tangent Generalization Attacks, ICML 2021")
 def import_ntga(path: Path, base: ImageSet, p: NTGAParams, progress: bool) -> Imported:
+    """NTGA's release: x_train*.npy, float (N, H, W, C) in [0, 1], the whole base set in order, and
+    the y_train*.npy beside it of one-hot (or integer) labels; pixels become uint8 by truncation."""
     fx = find_one(path, ("x_train*.npy",), "x_train*.npy")
     fy = fx.with_name("y_train" + fx.name[len("x_train"):]) if path.is_file() else \
         find_one(path, ("y_train*.npy",), "y_train*.npy")
@@ -347,6 +351,8 @@ def _scale(x: np.ndarray, f: Path, scale: str) -> int:
     "plain arrays: images, labels (optional), indices (optional) into the base set",
     "any tool that saves numpy arrays")
 def import_npz(path: Path, base: ImageSet, p: NPZParams, progress: bool) -> Imported:
+    """One .npz with `images` (NHWC or NCHW; uint8, integer or float) and optional `labels` and
+    `indices` into the base set (default: the first N base images); other members are never read."""
     f = find_one(path, ("*.npz",), ".npz")
     # Only these members are read; any other is never inflated.
     z, members = read_npz(f, ("images", "labels", "indices"), array_limit(base))

@@ -4,7 +4,7 @@ Each importer reproduces, operation for operation and dtype for dtype, how the l
 paper used (psandovalsegura/learn-from-unlearnable, `datasets.py`) turns the released δ into
 8-bit images, so an import is byte-identical to what was trained on:
 
-    ue-pt    float32: x*255 + clamp(δ*255, -255, 255), clip to [0, 255], truncate to uint8
+    ue-pt    float32: x + clamp(δ*255, -255, 255), clip to [0, 255], truncate to uint8
     rem-pkl  int16:   x + δ (int8 grey levels), clip to [0, 255]
     ops-npy  float64: clip(x/255 + δ, 0, 1) * 255, truncate
     lsp-npy  float64: clip((x/255 + δ) * 255, 0, 255), truncate
@@ -110,6 +110,8 @@ def load_torch_tensor(f: Path, max_bytes: int = DEFAULT_MAX_BYTES):
     "Unlearnable Examples: torch file of δ in [0, 1] units, (N, C, H, W) sample-wise or (K, C, H, W) class-wise",
     "Huang et al., Unlearnable Examples, ICLR 2021 (arXiv 2101.04898)")
 def import_ue(path: Path, base: ImageSet, p: UEParams, progress: bool) -> Imported:
+    """Unlearnable Examples' release: one torch tensor (perturbation.pt) of δ in [0, 1] units,
+    (N, C, H, W) sample-wise or (K, C, H, W) class-wise, added to the base set as its loader does."""
     f = find_one(path, ("perturbation.pt", "*.pt", "*.pth"), "torch (.pt)")
     t = load_torch_tensor(f, array_limit(base))
     if p.noise_range not in {"signed", "nonnegative"}:
@@ -149,6 +151,8 @@ def import_ue(path: Path, base: ImageSet, p: UEParams, progress: bool) -> Import
     "Robust UE: pickle of an int8 (N, C, H, W) array of δ in grey levels (restricted unpickler)",
     "Fu et al., Robust Unlearnable Examples, ICLR 2022 (arXiv 2203.14533)")
 def import_rem(path: Path, base: ImageSet, p: NoParams, progress: bool) -> Imported:
+    """Robust UE's release: a pickle (read by a restricted unpickler) of one int8 (N, C, H, W)
+    array of δ in grey levels, one per base image, added in integers and clipped."""
     f = find_one(path, ("*.pkl", "*.pickle"), "pickle (.pkl)")
     a = restricted_load_file(f, max_bytes=array_limit(base))
     if not isinstance(a, np.ndarray):
@@ -189,6 +193,8 @@ class OPSParams:
     "One-Pixel Shortcut: perturbation.npy of δ in [0, 1] units, (N|K, H, W, C) or universal (H, W, C); added",
     "Wu et al., One-Pixel Shortcut, ICLR 2023 (arXiv 2205.12141)")
 def import_ops(path: Path, base: ImageSet, p: OPSParams, progress: bool) -> Imported:
+    """One-Pixel Shortcut's release: perturbation.npy of float δ in [0, 1] units, (N|K, H, W, C)
+    sample- or class-wise or (H, W, C) universal, added to the base set as its loader does."""
     f = find_one(path, ("perturbation.npy",), "perturbation.npy")
     a = load_npy(f, mmap=True, max_bytes=array_limit(base))
     require_float(a, f, "the perturbation")
@@ -226,6 +232,8 @@ def import_ops(path: Path, base: ImageSet, p: OPSParams, progress: bool) -> Impo
     "goes to the k-th base image of class c",
     "Yu et al., Availability Attacks Create Shortcuts, KDD 2022 (arXiv 2111.00898)")
 def import_lsp(path: Path, base: ImageSet, p: NoParams, progress: bool) -> Imported:
+    """LSP's release: simple_data.npy, float (M, H, W, C) δ in [0, 1] units, and simple_label.npy
+    beside it; the k-th δ of class c goes to the k-th base image of class c (extra δ unused)."""
     f = find_one(path, ("simple_data.npy",), "simple_data.npy")
     fl = f.with_name("simple_label.npy")
     data = load_npy(f, mmap=True, max_bytes=array_limit(base))

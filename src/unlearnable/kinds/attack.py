@@ -63,9 +63,9 @@ def attack_spec(name: str, ctx: AttackContext, params: Any, jctx: JobContext) ->
     if ctx.data_name:
         train = {**train, "_name": ctx.data_name}
     t = ctx.train
-    spec: Spec = {"kind": "attack", "attack": name, "params": to_dict(params), "data": train,
-                  "test": test, "arch": ctx.arch, "model": arch_signature(ctx.arch, t.num_classes, t.channels, t.image_size),
-                  "recipe": ctx.spec().recipe.to_dict(), "seed": ctx.seed}
+    model = arch_signature(ctx.arch, t.num_classes, t.channels, t.image_size)
+    spec: Spec = {"kind": "attack", "attack": name, "params": to_dict(params), "data": train, "test": test,
+                  "arch": ctx.arch, "model": model, "recipe": ctx.spec().recipe.to_dict(), "seed": ctx.seed}
     if clean is not None:
         spec["clean"] = clean
     if ctx.dfr_indices is not None:

@@ -42,7 +42,8 @@ def hold_indices(ctx: JobContext, idx: np.ndarray, path: str | None = None) -> d
     return ref
 
 
-def dfr_indices_of(spec: Spec, ctx: JobContext, pool_size: int | None = None, key: str = "dfr_indices") -> np.ndarray | None:
+def dfr_indices_of(spec: Spec, ctx: JobContext, pool_size: int | None = None,
+                   key: str = "dfr_indices") -> np.ndarray | None:
     """The clean subset a spec names under `key` ({"sha256", "_path"}), from `ctx.cache` or its
     file, checked against its checksum; None when the spec names none (the subset is drawn)."""
     ref = spec.get(key)

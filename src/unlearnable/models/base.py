@@ -33,9 +33,11 @@ class Classifier(nn.Module):
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1))
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """[0, 1] images to the model's input: (x - mean) / std per channel."""
         return (x - self.mean) / self.std
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Penultimate embedding (B, feature_dim) of normalized images; each subclass defines it."""
         raise NotImplementedError
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
@@ -43,6 +45,7 @@ class Classifier(nn.Module):
         return self.embed(self.normalize(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits (B, num_classes) of [0, 1] images (B, C, H, W): `head(features(x))`."""
         return self.head(self.features(x))
 
 
@@ -51,6 +54,8 @@ MODELS: dict[str, ModelFactory] = {}
 
 
 def register_model(name: str) -> Callable[[ModelFactory], ModelFactory]:
+    """Decorator: register a factory `(num_classes=, in_channels=, image_size=, mean=, std=) -> Classifier`
+    as architecture `name` in `MODELS`."""
     def deco(fn: ModelFactory) -> ModelFactory:
         MODELS[name] = fn
         return fn
@@ -73,8 +78,8 @@ def model_signature(model: nn.Module) -> str:
     name and shape of every parameter and buffer.
 
     Cached training runs and audit steps are keyed on the architecture's *name*; this is what they
-    also record, so results made by an earlier definition of the same name are refused rather
-    than reused (the ConvNet changed once already).
+    also record, so results made by a different definition under the same name are refused rather
+    than reused.
     """
     parts = [repr(model)] + [f"{k}:{tuple(v.shape)}" for k, v in model.state_dict().items()]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]

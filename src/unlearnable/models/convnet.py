@@ -30,6 +30,9 @@ def _block(cin: int, cout: int) -> list[nn.Module]:
 
 
 class ConvNet(Classifier):
+    """Three conv-BN-ReLU blocks of `width`, 2x and 4x channels, max pools between them while the map
+    is at least 8x8, global average pool -> 4 * width features (64 by default), linear head."""
+
     def __init__(self, num_classes: int = 10, in_channels: int = 3, image_size: tuple[int, int] = (32, 32),
                  width: int = 16, mean: Sequence[float] | None = None, std: Sequence[float] | None = None):
         super().__init__(in_channels, mean, std)
@@ -54,4 +57,5 @@ class ConvNet(Classifier):
 
 @register_model("convnet")
 def convnet(**kw) -> ConvNet:
+    """The small CPU ConvNet (width 16): 64-d features."""
     return ConvNet(**kw)

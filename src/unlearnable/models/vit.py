@@ -28,6 +28,9 @@ from .base import Classifier, register_model
 
 
 class Attention(nn.Module):
+    """Multi-head self-attention over tokens (B, N, dim): one qkv projection, `heads` heads of
+    dim // heads, an output projection."""
+
     def __init__(self, dim: int, heads: int):
         super().__init__()
         self.heads = heads

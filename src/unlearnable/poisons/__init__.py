@@ -4,8 +4,8 @@
     protected = make_poison("regions", clean_train, {"p": "4"}, seed=0)
     poison_dataset("ar", "fashion-mnist", "data/fmnist-ar", seed=0)
 
-Model-free methods live here (random-noise, regions, lsp, ops, ar); model-based ones (error-
-minimizing, adversarial poisoning, NTGA) register themselves the same way, declaring
+Each module here registers its method: model-free ones (random-noise, regions, lsp, ops, ar,
+cuda) and model-based ones (em, ops-em, tap, rem, ntga, hypo, entf), which declare
 `model_based=True`. Every method runs at a rung of `unlearnable.ladder.LEVELS`
 (`PoisonContext(level="tiny")` for tests): the level fills the parameters left unset.
 """

@@ -56,6 +56,9 @@ REF_MEDIAN = 4.65
 
 @dataclass
 class ARParams:
+    """Parameters of `ar`: the norm and size of the perturbations and the filter search; the
+    defaults are the original's (`ar_search.py`) except `max_tries` (see the module docstring)."""
+
     norm: str = "l2"  # "l2" (the original) or "linf"
     size: float = 0.0  # the bound; 0 = default for the norm: 1.0 for l2, 8/255 for linf
     min_response: float = 0.0  # distinctness threshold at 32x32; 0 = 10 (<= 10 classes) or 3
@@ -98,6 +101,7 @@ def ar_run(coefs: torch.Tensor, top: torch.Tensor, left: torch.Tensor, h: int, w
 
 
 def start_values(n: int, c: int, h: int, w: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gaussian start values of `n` AR canvases: top (n, C, 2, w+4) and left (n, C, h+2, 2)."""
     top = torch.randn(n, c, 2, w + CROP, generator=g)
     left = torch.randn(n, c, h + 2, 2, generator=g)
     return top, left
@@ -116,6 +120,7 @@ def response(filters: torch.Tensor, patterns: torch.Tensor) -> torch.Tensor:
 
 
 def random_coefs(n: int, c: int, g: torch.Generator) -> torch.Tensor:
+    """(n, C, 3, 3) candidate AR coefficients: N(0, 1), bottom-right entry 0, each channel summing to 1."""
     b = torch.randn(n, c, 3, 3, generator=g)
     b[..., 2, 2] = 0
     return b / b.sum(dim=(2, 3), keepdim=True)
@@ -234,11 +239,27 @@ def search_filters(k: int, c: int, h: int, w: int, params: ARParams, g: torch.Ge
 def ar(base: ImageSet, params: ARParams, ctx: PoisonContext) -> PoisonOutput:
     """Autoregressive perturbations: per sample, its class's AR process from fresh start values.
 
-    Args: params.norm = "l2", size = 1.0 (8/255 for linf), min_response = 10 (K <= 10) or 3,
-    max_norm = 50, max_tries = 2000; ctx.seed, ctx.progress.
-    Shapes: coefficients (K, C, 3, 3); start values (N, C, 2, W+4) and (N, C, H+2, 2);
-    patterns (N, C, H, W); output uint8 (N, H, W, C).
-    Example: `make_poison("ar", load_data("cifar10"), {"norm": "linf"}, seed=0)`.
+    Paper: Sandoval-Segura et al., Autoregressive Perturbations for Data Poisoning, NeurIPS 2022,
+        https://arxiv.org/abs/2206.03693
+    Threat model: the defender (the data owner) adds a sample-wise perturbation to every training
+        image, ||delta||_2 = 1 (held up to rounding on the stored uint8 images), or with norm=linf
+        l_inf <= 8/255 (held on them); labels, test set and learner are out of its hands. No model,
+        no optimization; every draw comes from ctx.seed.
+    Args:
+        norm ("l2"): "l2" (the original) or "linf"
+        size (0.0): the bound; 0 = the norm's default, 1.0 for l2 and 8/255 for linf
+        min_response (0.0): distinctness threshold in 3x32x32 units, rescaled to the images' shape;
+            0 = 10 (<= 10 classes) or 3 (more), the original's
+        max_norm (50.0): stability, the largest pre-scaling l2 norm of a generated pattern
+        max_tries (2000): candidate filters per class before the most distinct one seen is taken
+            (100 at level tiny, the registry's preset)
+    Shapes: base images uint8 (N, H, W, C) of at least 3x3 pixels, any class count; coefficients
+        (K, C, 3, 3), start values (N, C, 2, W+4) and (N, C, H+2, 2), patterns (N, C, H, W);
+        returns PoisonOutput with images uint8 (N, H, W, C) aligned with base and an info dict
+        with norm, the bound under the norm's name ("l2" or "linf"), coefficients and search
+        (the filter search's record: threshold, draws and per class how it was accepted).
+    Example:
+        unlearnable poison ar --dataset fashion-mnist --out runs/ar --seed 0
     """
     c, h, w = base.chw
     if min(h, w) < 3:

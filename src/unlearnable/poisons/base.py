@@ -76,6 +76,8 @@ class PoisonContext:
 
 @dataclass
 class PoisonOutput:
+    """What a generator returns: the protected images and a JSON-able record for the manifest."""
+
     images: np.ndarray  # (N, H, W, C) uint8, aligned with the base
     info: dict[str, Any] = field(default_factory=dict)  # JSON-able: norm and bound, patterns, extras
 
@@ -146,6 +148,7 @@ class PoisonInfo:
         return from_params(self.params_cls, {**self.preset(level), **(params or {})})
 
     def defaults(self) -> dict[str, Any]:
+        """The params dataclass's field defaults by name (None for fields a level fills)."""
         return {f.name: f.default for f in dataclasses.fields(self.params_cls)}
 
 
@@ -196,6 +199,7 @@ def register_poison(name: str, params_cls: type, kind: KindRule, summary: str, p
 
 
 def get_poison(name: str) -> PoisonInfo:
+    """The registry entry of poison `name`; an unknown name is an error that lists the known ones."""
     if name not in POISONS:
         raise UnlearnableError(f"unknown poison {name!r} (known: {', '.join(sorted(POISONS))})")
     return POISONS[name]

@@ -143,6 +143,7 @@ class Resumable:
         self.saves = 0
 
     def load(self) -> dict[str, Any] | None:
+        """The saved state, or None without one; state of other settings or data is refused."""
         if self.path is None or not os.path.lexists(self.path):
             return None
         state = load_state(self.path, what="poison state", remedy="delete it to start over")
@@ -162,6 +163,7 @@ class Resumable:
         return state
 
     def save(self, state: dict[str, Any]) -> None:
+        """Write `state` with this run's fingerprint (nothing without a work directory)."""
         if self.path is None:
             return
         save_state(self.path, {"fingerprint": self.fp, **state})
@@ -169,6 +171,7 @@ class Resumable:
         self.saves += 1
 
     def step(self, unit: int, state_fn: Callable[[], dict[str, Any]], force: bool = False) -> None:
+        """After `unit` finished units: save when due (see the class docstring), stop when asked."""
         stop = self.ctx.stop_after is not None and unit >= self.ctx.stop_after
         if self.path is not None and (force or stop or time.monotonic() - self.last_save >= self.ctx.save_every):
             self.save(state_fn())

@@ -37,10 +37,13 @@ CHUNK = 4096  # images per convolution: bounds the float copy of a large set
 
 @dataclass
 class CUDAParams:
+    """Parameters of `cuda`: how the class filters are drawn; the defaults are the released code's
+    (`final_filter_unlearnable.py`)."""
+
     blur_parameter: float = 0.3  # filter entries uniform in [0, blur_parameter)
     center_parameter: float = 1.0  # one entry per filter, at a random position, set to this
     center: bool = True  # False: no fixed entry (the original's center_parameter=None)
-    kernel_size: int = 3
+    kernel_size: int = 3  # the filters are kernel_size x kernel_size (odd, 1..15)
 
     def __post_init__(self) -> None:
         if not 0 < self.blur_parameter <= 10:
@@ -85,9 +88,24 @@ def convolve(images: np.ndarray, filters: torch.Tensor, labels: np.ndarray) -> n
                  "CUDA: each class's images convolved with its own random 3x3 blur filter (not additive)",
                  PAPER, model_based=False, additive=False)
 def cuda(base: ImageSet, params: CUDAParams, ctx: PoisonContext) -> PoisonOutput:
-    """Class-wise convolution (CUDA). Shapes: any (N, H, W, C) uint8, any class count.
+    """Class-wise convolution (CUDA): each class's images blurred by that class's random filter.
 
-    Example: `make_poison("cuda", load_data("fashion-mnist"), {"blur_parameter": "0.3"}, seed=0)`.
+    Paper: Sadasivan et al., CUDA: Convolution-based Unlearnable Datasets, CVPR 2023,
+        https://arxiv.org/abs/2303.04278
+    Threat model: the defender (the data owner) convolves each class's training images with that
+        class's filter and renormalizes them (not additive: x' - x has no l_p bound); labels, test
+        set and learner are out of its hands. No model; the filters are drawn from ctx.seed.
+    Args:
+        blur_parameter (0.3): filter entries uniform in [0, blur_parameter)
+        center_parameter (1.0): one entry per filter, at a random position, set to this
+        center (True): False = no fixed entry (the original's center_parameter=None)
+        kernel_size (3): filters are kernel_size x kernel_size (odd, 1..15)
+    Shapes: base images uint8 (N, H, W, C), any size and class count; filters (K, k, k), the same
+        in every channel; returns PoisonOutput with images uint8 (N, H, W, C) aligned with base and
+        an info dict with norm ("none"), additive (False), perturbation (the transform in words),
+        filters and kernel_size.
+    Example:
+        unlearnable poison cuda --dataset fashion-mnist --out runs/cuda --seed 0
     """
     filters = class_filters(base.num_classes, params, ctx.generator())
     images = convolve(base.images, filters, base.labels)

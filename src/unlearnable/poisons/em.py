@@ -22,8 +22,8 @@ original's "error <= 0.01"), with no cap on rounds.
   (the last partial batch dropped); the update and the stop rule use a stratified 20 % crafting
   subset (`portion`). Per batch of the subset, each sample takes one 0.8/255 descent step from
   its class's noise, and each class present becomes the mean of its samples' results.
-  `update=shared` is the rule this package used before: `steps` (20) signed steps of a shared
-  delta by the gradient summed over each batch's samples of the class.
+  `update=shared` instead takes, per batch, `steps` (20) signed steps of each class's shared
+  delta by the gradient summed over the batch's samples of that class.
 
 Each difference from the original is an option (`start`, `grad_clip`, `decay_all`, `clamp`,
 `portion`, `update`) or a stated CPU choice (the crafting model: ResNet-18 on CUDA, the small
@@ -71,6 +71,9 @@ STARTS = ("zeros", "uniform")
 
 @dataclass
 class EMParams:
+    """Parameters of `em`: the min-min noise, its crafting model and the stop rule. The defaults,
+    with the paper row of LEVEL_TABLE for the fields left at None, are the released code's."""
+
     mode: str = "sample"  # sample | class
     eps: float = 8 / 255
     steps: int | None = None  # descent steps per update (sample-wise 20; class-wise mean: 1)
@@ -350,14 +353,40 @@ def em_kind(params: EMParams) -> str:
 def em(base: ImageSet, params: EMParams, ctx: PoisonContext) -> PoisonOutput:
     """Error-minimizing noise (Unlearnable Examples), sample-wise (default) or class-wise.
 
-    Args: params (EMParams: mode=sample|class, eps=8/255, steps=20 (class-wise: 1 per batch),
-    alpha=0.8/255, M=10 SGD steps at lr 0.1 in batches of 512, stop at 99 % accuracy, arch;
-    update, start, portion, grad_clip, decay_all, clamp: the original's unless changed) and ctx
-    (seed, device, level, work_dir).
-    Shapes: delta (N, C, H, W) or (K, C, H, W); output uint8 (N, H, W, C), l_inf <= eps.
-    Note: sample-wise by default; with mode=class every image of a class gets one pattern, and
-    `POISONS["em"].kind_of({"mode": "class"})` says "class-wise".
-    Example: `make_poison("em", load_data("digits"), {"mode": "class"}, seed=0)`.
+    Paper: Huang et al., Unlearnable Examples: Making Personal Data Unexploitable, ICLR 2021,
+        https://arxiv.org/abs/2101.04898
+    Threat model: the defender (the data owner) perturbs every training image within l_inf <= eps
+        (8/255) on the stored uint8 images, crafting the noise with its own model (ctx.device,
+        resumable in ctx.work_dir); labels, test set and learner are out of its hands.
+    Args:
+        mode ("sample"): sample | class; with class every image of a class gets one pattern, and
+            `POISONS["em"].kind_of({"mode": "class"})` says "class-wise"
+        eps (8/255): l_inf bound of the noise
+        steps (level; paper 20): descent steps per noise update (class-wise with update=mean: 1
+            per batch at every level)
+        alpha (level; paper 0.8/255): descent step size
+        train_steps (level; paper 10): M, SGD steps of the crafting model per round
+        batch_size (level; paper 512): crafting batches, training and noise
+        lr (0.1): the crafting model's SGD learning rate
+        momentum (0.9): its SGD momentum
+        weight_decay (5e-4): its weight decay (see decay_all)
+        stop_accuracy (0.99): stop once the crafting model's accuracy on x + delta reaches it
+        max_rounds (level; paper 0): cap on rounds, 0 = none (the original stops only by accuracy)
+        arch (""): crafting model; "" = resnet18 on CUDA, convnet on CPU
+        update ("mean"): class-wise noise update: mean (the original's) | shared (signed steps of
+            one delta per class)
+        start ("zeros"): zeros (the original's) | uniform in the eps-ball
+        portion (0.2): class-wise, the stratified share of the set the noise is crafted on (1 = all)
+        grad_clip (5.0): crafting-model gradient norm clip, 0 = none
+        decay_all (True): weight decay on every parameter (False: not on BatchNorm and biases)
+        clamp (False): clip x + delta to [0, 1] while crafting (the original does not)
+    Shapes: base images uint8 (N, H, W, C), any size and class count; delta (N, C, H, W) or
+        (K, C, H, W); returns PoisonOutput with images uint8 (N, H, W, C) aligned with base and an
+        info dict with norm ("linf"), eps, mode, arch, device, level, effective_params, rounds,
+        stopped_by, crafting_subset, crafting_model, history, seconds_this_run, peak_memory, delta
+        (its character) and, class-wise, pattern_shape.
+    Example:
+        unlearnable poison em --dataset fashion-mnist --out runs/em --seed 0
     """
     delta, _, info = craft_error_minimizing(base, params, ctx, "em")
     labels = torch.from_numpy(base.labels)

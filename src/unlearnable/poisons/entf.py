@@ -51,10 +51,11 @@ from .tap import clean_crafting_model
 
 PAPER = ("Wen et al., Is Adversarial Training Really a Silver Bullet for Mitigating Data Poisoning?, "
          "ICLR 2023, https://openreview.net/forum?id=zKvm1ETDOq")
-# epochs / ref_steps: the reference model's adversarial training (paper: the `adv` recipe's 100
-# epochs, a 10-step adversary). steps / step_ratio: the perturbation's signed steps.
 # The reference model's adversarial training at `paper`: the adv recipe (100 epochs, steps at 75, 90).
 REFERENCE_RECIPE = {"paper": "adv"}
+# Fields left at None take these values at each ladder level. epochs / ref_steps: the reference
+# model's adversarial training (paper: the `adv` recipe's 100 epochs, a 10-step adversary).
+# steps / step_ratio: the perturbation's signed steps.
 LEVEL_TABLE = {
     "paper": {"steps": 300, "step_ratio": 0.05, "epochs": 100, "ref_steps": 10, "batch_size": 128},
     "quick": {"steps": 30, "step_ratio": 0.15, "epochs": 3, "ref_steps": 3, "batch_size": 256},
@@ -64,18 +65,22 @@ LEVEL_TABLE = {
 
 @dataclass
 class EntFParams:
+    """Parameters of `entf`: the feature-space perturbation and the adversarially trained reference
+    model. The defaults, with the paper row of LEVEL_TABLE for the fields left at None, are the
+    released code's."""
+
     mode: str = "push"  # push (away from the own centroid; the release's default) | pull
     eps: float = 8 / 255
     steps: int | None = None  # signed steps per sample (paper 300)
     step_ratio: float | None = None  # step in units of eps (paper 0.05)
     augment: bool = True  # differentiable random crop + flip inside every step
     ref_eps: float = 4 / 255  # the reference model's adversary
-    ref_alpha: float = 2 / 255
+    ref_alpha: float = 2 / 255  # its step size
     ref_steps: int | None = None  # paper 10
     epochs: int | None = None  # reference-model training (paper 100, the `adv` recipe)
     arch: str = ""  # reference model; "" = resnet18 on CUDA, convnet on CPU
     checkpoint: str = ""  # an adversarially trained RUN_DIR or weights .pt instead of training one
-    batch_size: int | None = None
+    batch_size: int | None = None  # images per batch (a unit of resumable work; paper 128)
 
     def __post_init__(self) -> None:
         if self.mode not in ("push", "pull"):
@@ -140,14 +145,42 @@ def feature_distances(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, 
                  "of an adversarially trained model, l_inf 8/255",
                  PAPER, model_based=True, fills=LEVEL_TABLE, recipes=REFERENCE_RECIPE)
 def entf(base: ImageSet, params: EntFParams, ctx: PoisonContext) -> PoisonOutput:
-    """EntF-push (default) or EntF-pull, sample-wise, l_inf <= eps.
+    """EntF-push (default) or EntF-pull: features moved relative to class centroids, sample-wise.
 
-    Example: `make_poison("entf", base, {"mode": "pull"}, seed=0)`.
+    Paper: Wen et al., Is Adversarial Training Really a Silver Bullet for Mitigating Data Poisoning?,
+        ICLR 2023, https://openreview.net/forum?id=zKvm1ETDOq
+    Threat model: the defender (the data owner) perturbs every training image within l_inf <= eps
+        (8/255) on the stored uint8 images, in the feature space of its own adversarially trained
+        reference model (trained here on the clean data, or a given checkpoint); labels, test set
+        and learner are out of its hands.
+    Args:
+        mode ("push"): push = away from the own class centroid (the release's default) | pull =
+            to the nearest centroid of another class
+        eps (8/255): l_inf bound of the perturbation
+        steps (level; paper 300): signed steps per sample
+        step_ratio (level; paper 0.05): step size in units of eps
+        augment (True): differentiable random crop + flip inside every step
+        ref_eps (4/255): l_inf radius of the reference model's PGD adversary
+        ref_alpha (2/255): its step size
+        ref_steps (level; paper 10): its steps
+        epochs (level; paper 100): reference-model training (the `adv` recipe at paper)
+        arch (""): reference model; "" = resnet18 on CUDA, convnet on CPU
+        checkpoint (""): an adversarially trained RUN_DIR or weights .pt instead of training one
+        batch_size (level; paper 128): images per batch (a unit of resumable work)
+    Shapes: base images uint8 (N, H, W, C), any size and class count; centroids (K, D) of the
+        reference model's D features; returns PoisonOutput with images uint8 (N, H, W, C) aligned
+        with base and an info dict with norm ("linf"), eps, mode, device, arch, reference
+        (checkpoint or training record), level, effective_params, features (distances to the
+        centroids, clean and protected), crafting_model (its loss and accuracy on clean and
+        protected images), seconds_this_run and peak_memory.
+    Example:
+        unlearnable poison entf --dataset fashion-mnist --out runs/entf --seed 0
     """
     t0 = time.perf_counter()
     eff = resolve(params, LEVEL_TABLE, ctx.level)
     dev = device_of(ctx)
     ck = Resumable(ctx, fingerprint("entf", eff, ctx, base))
+    ck.load()  # another run's state is refused before anything trains into its work directory
     model, model_info = reference_model(base, params, eff, ctx, dev)
     model.eval()
     for p in model.parameters():

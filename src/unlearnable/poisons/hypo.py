@@ -50,6 +50,9 @@ LEVEL_TABLE = {
 
 @dataclass
 class HYPOParams:
+    """Parameters of `hypo`: the descent and its crafting model. eps, steps, step_ratio and epochs
+    default (the paper row of LEVEL_TABLE for those at None) to APBench's and the 2022 release's."""
+
     eps: float = 8 / 255
     steps: int | None = None  # descent steps (paper 100)
     step_ratio: float | None = None  # step size in units of eps (paper 0.1: 0.8/255)
@@ -96,12 +99,34 @@ def batched_images(base: ImageSet, ctx: PoisonContext, ck: Resumable, batch_size
 def hypo(base: ImageSet, params: HYPOParams, ctx: PoisonContext) -> PoisonOutput:
     """Hypocritical (error-minimizing, fixed-model) perturbations, sample-wise, l_inf <= eps.
 
-    Example: `make_poison("hypo", base, {"checkpoint": "runs/clean"}, seed=0)`.
+    Paper: Tao et al., Better Safe Than Sorry: Preventing Delusive Adversaries with Adversarial
+        Training, NeurIPS 2021, https://arxiv.org/abs/2102.04716
+    Threat model: the defender (the data owner) perturbs every training image within l_inf <= eps
+        (8/255) on the stored uint8 images, against its own crafting model trained on the clean
+        data (or any checkpoint of `unlearnable train`); labels, test set and learner are out of
+        its hands.
+    Args:
+        eps (8/255): l_inf bound of the perturbation
+        steps (level; paper 100): signed descent steps on the cross-entropy of the true label
+        step_ratio (level; paper 0.1): step size in units of eps (0.8/255 at eps 8/255)
+        arch (""): crafting model; "" = resnet18 on CUDA, convnet on CPU
+        checkpoint (""): RUN_DIR of `unlearnable train` on clean data, or a weights .pt; "" = train
+            the crafting model here
+        epochs (level; paper 10): crafting-model training when no checkpoint (the level's recipe)
+        batch_size (level; paper 256): images per batch (a unit of resumable work)
+    Shapes: base images uint8 (N, H, W, C), any size and class count; returns PoisonOutput with
+        images uint8 (N, H, W, C) aligned with base and an info dict with norm ("linf"), eps,
+        device, arch, crafting (checkpoint or training record), level, effective_params,
+        crafting_model (its loss and accuracy on clean and protected images), seconds_this_run and
+        peak_memory.
+    Example:
+        unlearnable poison hypo --dataset fashion-mnist --out runs/hypo --seed 0
     """
     t0 = time.perf_counter()
     eff = resolve(params, LEVEL_TABLE, ctx.level)
     dev = device_of(ctx)
     ck = Resumable(ctx, fingerprint("hypo", eff, ctx, base))
+    ck.load()  # another run's state is refused before anything trains into its work directory
     model, model_info = clean_crafting_model(base, params, eff, ctx, dev)
     model.eval()
     x, y = base.to_tensor(dev)

@@ -34,6 +34,9 @@ from .base import (
 
 @dataclass
 class LSPParams:
+    """Parameters of `lsp`: the l2 size, the clusters' separation and layout; the defaults are the
+    original's (`synthetic_perturbations/cifar_train.py`)."""
+
     eps: float = 6 / 255  # per-pixel scale of the l2 bound: ||delta||_2 = sqrt(C*H*W) * eps
     class_sep: float = 10.0  # centres at +-class_sep per coordinate (sklearn's class_sep)
     grid: int = 0  # patches per side; 0 = from the image size (4 for >= 16 px, else 2)
@@ -79,10 +82,22 @@ def cluster_centres(k: int, m: int, sep: float, rng: np.random.Generator) -> np.
 def lsp(base: ImageSet, params: LSPParams, ctx: PoisonContext) -> PoisonOutput:
     """Linearly separable perturbations: per sample a draw from its class's cluster, upsampled.
 
-    Args: params.eps = 6/255 (l2 bound sqrt(d)*eps), class_sep = 10, grid = 0 (auto),
-    random_covariance = True; ctx.seed.
-    Shapes: draws (N, C, g, g) -> delta (N, C, H, W) -> uint8 (N, H, W, C).
-    Example: `make_poison("lsp", load_data("fashion-mnist"), seed=0)` (4x4 grid of 7-px patches).
+    Paper: Yu et al., Availability Attacks Create Shortcuts, KDD 2022, https://arxiv.org/abs/2111.00898
+    Threat model: the defender (the data owner) adds a sample-wise perturbation to every training
+        image, ||delta||_2 = sqrt(C*H*W) * eps (held up to rounding on the stored uint8 images);
+        labels, test set and learner are out of its hands. No model; every draw comes from ctx.seed.
+    Args:
+        eps (6/255): per-pixel scale of the l2 bound, ||delta||_2 = sqrt(C*H*W) * eps
+        class_sep (10.0): cluster centres at +-class_sep per coordinate (sklearn's class_sep)
+        grid (0): patches per side; 0 = from the image size (4 for images >= 16 px, else 2)
+        random_covariance (True): per-class random linear map A_k ~ U(-1, 1) of the draws
+            (sklearn's); False = identity covariance
+    Shapes: base images uint8 (N, H, W, C) of at least grid x grid pixels, any class count;
+        draws (N, C, g, g) -> delta (N, C, H, W) (Fashion-MNIST: a 4x4 grid of 7-px patches);
+        returns PoisonOutput with images uint8 (N, H, W, C) aligned with base and an info dict
+        with norm ("l2"), l2 (the bound), grid, patch_px and num_values (C*g*g).
+    Example:
+        unlearnable poison lsp --dataset fashion-mnist --out runs/lsp --seed 0
     """
     c, h, w = base.chw
     g = lsp_grid(h, w, params.grid)

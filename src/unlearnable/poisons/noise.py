@@ -46,6 +46,8 @@ def distinct_signs(k: int, shape: tuple[int, ...], g: torch.Generator) -> tuple[
 
 @dataclass
 class RandomNoiseParams:
+    """Parameters of `random-noise`: the pattern's l_inf size; the default is the paper's (8/255)."""
+
     eps: float = 8 / 255  # l_inf bound; each value of the pattern is +eps or -eps
 
     def __post_init__(self) -> None:
@@ -56,11 +58,21 @@ class RandomNoiseParams:
                  "class-wise i.i.d. Bernoulli(0.5) per pixel and channel, scaled to +-eps (8/255)",
                  f"{PAPER} (class-wise Random Noise baseline)", model_based=False)
 def random_noise(base: ImageSet, params: RandomNoiseParams, ctx: PoisonContext) -> PoisonOutput:
-    """Class-wise Random Noise: delta_k in {-eps, +eps}^(C x H x W), one draw per class.
+    """Class-wise Random Noise: per class one pattern delta_k in {-eps, +eps}^(C x H x W).
 
-    Args: base (N images, C x H x W, K classes), params.eps = 8/255, ctx.seed.
-    Shapes: patterns (K, C, H, W); output uint8 (N, H, W, C).
-    Example: `make_poison("random-noise", load_data("digits"), {"eps": "8/255"}, seed=0)`.
+    Paper: Sandoval-Segura et al., What Can We Learn from Unlearnable Datasets?, NeurIPS 2023,
+        https://arxiv.org/abs/2305.19254 (the class-wise Random Noise baseline)
+    Threat model: the defender (the data owner) adds its class's pattern to every training image,
+        within l_inf <= eps (8/255) on the stored uint8 images; labels, test set and learner are
+        out of its hands. No model; every draw comes from ctx.seed.
+    Args:
+        eps (8/255): l_inf bound; each value of a pattern is +eps or -eps (Bernoulli(0.5) signs,
+            redrawn so that no two classes share a pattern)
+    Shapes: base images uint8 (N, H, W, C), any size and class count; patterns (K, C, H, W);
+        returns PoisonOutput with images uint8 (N, H, W, C) aligned with base and an info dict
+        with norm ("linf"), eps and pattern_shape ([K, C, H, W]).
+    Example:
+        unlearnable poison random-noise --dataset fashion-mnist --out runs/random-noise --seed 0
     """
     c, h, w = base.chw
     g = ctx.generator()
@@ -74,6 +86,9 @@ def random_noise(base: ImageSet, params: RandomNoiseParams, ctx: PoisonContext) 
 
 @dataclass
 class RegionsParams:
+    """Parameters of `regions`: the number of regions and the l_inf size; the defaults are the
+    paper's Regions-4 at 8/255."""
+
     p: int = 4  # number of regions: a sqrt(p) x sqrt(p) grid ("Regions-4"); 16 also common
     eps: float = 8 / 255
 
@@ -90,10 +105,22 @@ class RegionsParams:
 def regions(base: ImageSet, params: RegionsParams, ctx: PoisonContext) -> PoisonOutput:
     """Regions-p: per class, p vectors of C signs (Bernoulli) scaled to +-eps, one per region.
 
-    The image is cut into a sqrt(p) x sqrt(p) grid of near-equal regions (exactly 16x16 patches
-    for p=4 on 32x32; 14x14 on 28x28; sizes differ by at most a pixel when not divisible).
-    Args: params.p = 4, params.eps = 8/255, ctx.seed. Shapes: signs (K, C, r, r), r = sqrt(p).
-    Example: `make_poison("regions", base, {"p": "16"}, seed=1)`.
+    Paper: Sandoval-Segura et al., What Can We Learn from Unlearnable Datasets?, NeurIPS 2023,
+        https://arxiv.org/abs/2305.19254 (the Regions-4 baseline)
+    Threat model: the defender (the data owner) adds its class's pattern to every training image,
+        within l_inf <= eps (8/255) on the stored uint8 images; labels, test set and learner are
+        out of its hands. No model; every draw comes from ctx.seed.
+    Args:
+        p (4): number of regions, a perfect square: the image is cut into a sqrt(p) x sqrt(p)
+            grid of near-equal regions (exactly 16x16 patches for p=4 on 32x32; 14x14 on 28x28;
+            sizes differ by at most a pixel when not divisible); 16 is also common
+        eps (8/255): l_inf bound; each region is a constant +eps or -eps per channel
+    Shapes: base images uint8 (N, H, W, C) of at least sqrt(p) x sqrt(p) pixels, any class count;
+        signs (K, C, r, r), r = sqrt(p); returns PoisonOutput with images uint8 (N, H, W, C)
+        aligned with base and an info dict with norm ("linf"), eps, grid ([r, r]),
+        distinct_patterns (False when 2^(C*p) < K forced two classes to share one) and signs.
+    Example:
+        unlearnable poison regions --dataset fashion-mnist --out runs/regions --seed 0
     """
     c, h, w = base.chw
     r = math.isqrt(params.p)

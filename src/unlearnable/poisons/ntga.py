@@ -14,10 +14,10 @@ NTK predictor trained on the block:
 (neural-tangents' `gradient_descent_mse` with lr 1; diag_reg 1e-4 relative to mean(diag)).
 The original's FNN surrogate (lionelmessi6410/ntga, `generate_attack.py`): 5 x (Dense, Erf) with
 no readout layer after the last Erf, W_std^2 = 1.76, b_std^2 = 0.18, t = 64, a held-out target
-of 10000 training images. `readout=true` adds a linear readout after the last nonlinearity (what
-this package computed before: one Dense layer more). Here every image is protected, so each block's target is a
-seeded sample of `target_size` images from outside the block (clean). `activation=relu` gives
-the arc-cosine (ReLU) NTK instead. Kernels in float64, in torch (no JAX).
+of 10000 training images. `readout=true` adds a linear readout after the last nonlinearity (one
+Dense layer more). Here every image is protected, so each block's target is a seeded sample of
+`target_size` images from outside the block (clean). `activation=relu` gives the arc-cosine
+(ReLU) NTK instead. Kernels in float64, in torch (no JAX).
 
 Units of resumable work: blocks; the finished uint8 images are the state.
 """
@@ -36,10 +36,10 @@ from ..data.imageset import ImageSet
 from .base import PoisonContext, PoisonOutput, apply_delta, check_bound, register_poison
 from .crafting import Resumable, device_of, fingerprint, peak_memory, progress_bar, resolve, unit_generator
 
-# Fields left at None take these values at each ladder level; "tiny" is only enough for tests.
 PAPER = "Yuan & Wu, Neural Tangent Generalization Attacks, ICML 2021, https://arxiv.org/abs/2106.03173"
 SUMMARY = ("NTGA: gradient ascent on the validation loss of an infinite-width FNN's NTK predictor, "
            "blocks of 512, l_inf 8/255")
+# Fields left at None take these values at each ladder level; "tiny" is only enough for tests.
 LEVEL_TABLE = {
     "paper": {"target_size": 10000, "block_size": 512, "steps": 10},
     "quick": {"target_size": 2048, "block_size": 512, "steps": 10},
@@ -49,6 +49,9 @@ LEVEL_TABLE = {
 
 @dataclass
 class NTGAParams:
+    """Parameters of `ntga`: the ascent, the blocks and the NTK surrogate. The defaults, with the
+    paper row of LEVEL_TABLE for the fields left at None, are the original's (`generate_attack.py`)."""
+
     eps: float = 8 / 255
     steps: int | None = None  # ascent steps per block (paper 10)
     step_ratio: float = 1.1 / 10  # step size in units of eps (1.1 * eps / steps in the original)
@@ -59,7 +62,7 @@ class NTGAParams:
     activation: str = "erf"  # erf (the original) | relu (arc-cosine kernel)
     w_var: float = 1.76  # W_std^2
     b_var: float = 0.18  # b_std^2
-    diag_reg: float = 1e-4
+    diag_reg: float = 1e-4  # ridge on the block's kernel, relative to the mean of its diagonal
     loss: str = "ce"  # ce (the original) | mse
     readout: bool = False  # a Dense layer after the last nonlinearity (the original has none)
 
@@ -147,12 +150,33 @@ def surrogate_loss(x_train: torch.Tensor, y_train: torch.Tensor, x_target: torch
 
 @register_poison("ntga", NTGAParams, "sample-wise", SUMMARY, PAPER, model_based=True, fills=LEVEL_TABLE)
 def ntga(base: ImageSet, params: NTGAParams, ctx: PoisonContext) -> PoisonOutput:
-    """Block-wise NTGA, sample-wise, l_inf <= eps.
+    """Block-wise NTGA: per block, signed ascent on an NTK surrogate's clean target loss, sample-wise.
 
-    Args: params (NTGAParams: eps=8/255, 10 steps of 1.1*eps/10, blocks of 512, target 10000,
-    t=64, FNN depth 5 with erf, W^2=1.76, b^2=0.18) and ctx (seed, device, level, work_dir).
-    Shapes: blocks (512, C*H*W) flattened; output uint8 (N, H, W, C). Any shape and class count.
-    Example: `make_poison("ntga", load_data("digits"), {"block_size": "256"}, seed=0)`.
+    Paper: Yuan & Wu, Neural Tangent Generalization Attacks, ICML 2021, https://arxiv.org/abs/2106.03173
+    Threat model: the defender (the data owner) perturbs every training image within l_inf <= eps
+        (8/255) on the stored uint8 images, against a surrogate with no trained model (kernel
+        regression with an infinite-width FNN's NTK, computed on ctx.device, resumable in
+        ctx.work_dir); labels, test set and learner are out of its hands.
+    Args:
+        eps (8/255): l_inf bound of the perturbation
+        steps (level; paper 10): ascent steps per block
+        step_ratio (1.1/10): step size in units of eps (1.1 * eps / steps in the original)
+        block_size (level; paper 512): images per block (a seeded partition of the set)
+        target_size (level; paper 10000): clean target images per block, drawn from outside it
+        t (64.0): training time of the NTK predictor; inf = kernel regression at convergence
+        depth (5): hidden (Dense, activation) layers of the infinite-width FNN
+        activation ("erf"): erf (the original) | relu (arc-cosine kernel)
+        w_var (1.76): W_std^2
+        b_var (0.18): b_std^2
+        diag_reg (1e-4): ridge on the block's kernel, relative to the mean of its diagonal
+        loss ("ce"): the surrogate's loss on the target set: ce (the original) | mse
+        readout (False): a Dense layer after the last nonlinearity (the original has none)
+    Shapes: base images uint8 (N, H, W, C), any size and class count; blocks (block_size, C*H*W)
+        flattened; returns PoisonOutput with images uint8 (N, H, W, C) aligned with base and an
+        info dict with norm ("linf"), eps, device, level, effective_params, blocks,
+        surrogate_target_loss (clean and poisoned means), seconds_this_run and peak_memory.
+    Example:
+        unlearnable poison ntga --dataset fashion-mnist --out runs/ntga --seed 0
     """
     t0 = time.perf_counter()
     eff = resolve(params, LEVEL_TABLE, ctx.level)

@@ -38,6 +38,8 @@ from .base import PoisonContext, PoisonOutput, register_poison
 
 @dataclass
 class OPSParams:
+    """Parameters of `ops`: none, as the original's one-pixel version has none."""
+
     pass  # the original has no parameters for the one-pixel (sparsity 1) version
 
 
@@ -77,10 +79,20 @@ def ops_scores(x: torch.Tensor) -> torch.Tensor:
 def ops(base: ImageSet, params: OPSParams, ctx: PoisonContext) -> PoisonOutput:
     """One-pixel shortcut: set one pixel (all channels) per image to its class's corner colour.
 
-    Args: base (N, H, W, C uint8, K classes); no parameters; deterministic (seed unused).
-    Shapes: scores (H*W, 2^C) per class; output uint8 (N, H, W, C) differing from the base in
-    at most one pixel per image. Needs H*W*2^C >= K (always true for real images).
-    Example: `make_poison("ops", load_data("digits"))`.
+    Paper: Wu et al., One-Pixel Shortcut: on the Learning Preference of Deep Neural Networks,
+        ICLR 2023, https://arxiv.org/abs/2205.12141
+    Threat model: the defender (the data owner) sets one pixel of every training image to a corner
+        colour in {0, 255}^C, the same (position, colour) for the whole class: l_0 = 1 pixel,
+        unbounded in l_inf; labels, test set and learner are out of its hands. No model, and
+        deterministic: the seed plays no part.
+    Args: none (OPSParams has no fields).
+    Shapes: base images uint8 (N, H, W, C), any size and class count with H*W*2^C >= K (always
+        true for real images); scores (H*W, 2^C) per class; returns PoisonOutput with images
+        uint8 (N, H, W, C) aligned with base, differing from it in at most one pixel per image,
+        and an info dict with norm ("l0"), pixels_per_image (1) and pixels (per class its row,
+        col, colour and score, "inf" for a perfect shortcut; None for a class without images).
+    Example:
+        unlearnable poison ops --dataset fashion-mnist --out runs/ops --seed 0
     """
     c, h, w = base.chw
     k = base.num_classes

@@ -9,9 +9,9 @@ Made here as the original (cychomatica/One-Pixel-Shotcut, `pixel_search` with `p
 makes it: the EM noise (the `em` poison, same parameters; class-wise by default, as the paper
 describes OPS+EM) is the starting perturbation, OPS's search runs on the *clean* images, and the
 chosen pixel of every image is then set to its class's corner colour, overwriting the noise
-there. `search_on=protected` searches on the EM-protected images instead (what this package did
-before). The original's code reads a per-image EM file; `mode=sample` gives that. Bound:
-l_inf <= 8/255 everywhere except that one pixel (norm "linf+l0" in the manifest).
+there. `search_on=protected` searches on the EM-protected images instead. The original's code
+reads a per-image EM file; `mode=sample` gives that. Bound: l_inf <= 8/255 everywhere except
+that one pixel (norm "linf+l0" in the manifest).
 """
 
 from __future__ import annotations
@@ -29,6 +29,9 @@ from .ops import OPSParams, ops
 
 @dataclass
 class OpsEMParams(EMParams):
+    """Parameters of `ops-em`: EM's (the released code's defaults, class-wise here) and where the
+    pixel is searched (the original's: on the clean images)."""
+
     mode: str = "class"  # OPS+EM uses class-wise EM; mode=sample is allowed for ablations
     search_on: str = "clean"  # clean (the original's pixel search) | protected (on the EM images)
 
@@ -48,8 +51,41 @@ class OpsEMParams(EMParams):
 def ops_em(base: ImageSet, params: OpsEMParams, ctx: PoisonContext) -> PoisonOutput:
     """Class-wise EM, then the OPS pixel (searched on the clean images) set on the EM images.
 
-    Args: params (EMParams fields, mode=class by default; EM's level table) and ctx. Shapes: class patterns
-    (K, C, H, W); output uint8 (N, H, W, C). Example: `make_poison("ops-em", base, seed=0)`.
+    Paper: Wu et al., One-Pixel Shortcut: on the Learning Preference of Deep Neural Networks, ICLR 2023,
+        https://arxiv.org/abs/2205.12141 (OPS+EM), with Huang et al., Unlearnable Examples: Making
+        Personal Data Unexploitable, ICLR 2021, https://arxiv.org/abs/2101.04898
+    Threat model: the defender (the data owner) perturbs every training image within l_inf <= eps
+        (8/255) on the stored uint8 images, except one pixel per image set to its class's corner
+        colour (unbounded there); the noise is crafted with its own model (ctx.device, resumable
+        in ctx.work_dir); labels, test set and learner are out of its hands.
+    Args: EMParams's fields (those at None filled from EM's LEVEL_TABLE) and search_on:
+        mode ("class"): class | sample (the original's per-image EM file; for ablations)
+        search_on ("clean"): clean (the original's pixel search) | protected (on the EM images)
+        eps (8/255): l_inf bound of the noise
+        steps (level; paper 20): descent steps per noise update (class-wise with update=mean: 1
+            per batch at every level)
+        alpha (level; paper 0.8/255): descent step size
+        train_steps (level; paper 10): M, SGD steps of the crafting model per round
+        batch_size (level; paper 512): crafting batches, training and noise
+        lr (0.1): the crafting model's SGD learning rate
+        momentum (0.9): its SGD momentum
+        weight_decay (5e-4): its weight decay (see decay_all)
+        stop_accuracy (0.99): stop once the crafting model's accuracy on x + delta reaches it
+        max_rounds (level; paper 0): cap on rounds, 0 = none (the original stops only by accuracy)
+        arch (""): crafting model; "" = resnet18 on CUDA, convnet on CPU
+        update ("mean"): class-wise noise update: mean (the original's) | shared (signed steps of
+            one delta per class)
+        start ("zeros"): zeros (the original's) | uniform in the eps-ball
+        portion (0.2): class-wise, the stratified share of the set the noise is crafted on (1 = all)
+        grad_clip (5.0): crafting-model gradient norm clip, 0 = none
+        decay_all (True): weight decay on every parameter (False: not on BatchNorm and biases)
+        clamp (False): clip x + delta to [0, 1] while crafting (the original does not)
+    Shapes: base images uint8 (N, H, W, C), any size and class count with H*W*2^C >= K; class
+        patterns (K, C, H, W) (mode=sample: (N, C, H, W)); returns PoisonOutput with images uint8
+        (N, H, W, C) aligned with base and an info dict with EM's record (see `em`) and norm
+        ("linf+l0"), pixels_per_image (1), pixels (OPS's per class) and pixel_search_on.
+    Example:
+        unlearnable poison ops-em --dataset fashion-mnist --out runs/ops-em --seed 0
     """
     delta, _, info = craft_error_minimizing(base, params, ctx, "ops-em")
     labels = torch.from_numpy(base.labels)

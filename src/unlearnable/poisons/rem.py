@@ -61,6 +61,10 @@ LEVEL_TABLE = {
 
 @dataclass
 class REMParams:
+    """Parameters of `rem`: the defensive noise, the inner adversary and the crafting model's
+    training. The defaults, with the paper row of LEVEL_TABLE for the fields left at None, are the
+    released generator's (`scripts/cifar10/gen_rem.sh`)."""
+
     eps: float = 8 / 255  # defensive noise radius
     adv_eps: float = 4 / 255  # inner adversary radius
     def_steps: int | None = None  # paper 10
@@ -129,12 +133,40 @@ def defend(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eff: dict[str, An
     model_based=True, fills=LEVEL_TABLE,
 )
 def rem(base: ImageSet, params: REMParams, ctx: PoisonContext) -> PoisonOutput:
-    """Robust error-minimizing noise (REM), sample-wise, l_inf <= eps.
+    """Robust error-minimizing noise (REM): min-min-max noise meant to survive adversarial training.
 
-    Args: params (REMParams: eps=8/255 (10 steps of 1.6/255), adv_eps=4/255 (10 steps of 0.8/255),
-    samples=5, train_steps=5000, perturb_freq=1, batch 128, lr 0.1, random starts) and ctx.
-    Shapes: x (N, C, H, W); output uint8 (N, H, W, C). Any image size and class count.
-    Example: `make_poison("rem", base, {"train_steps": "200"}, seed=0, ctx=PoisonContext(level="quick"))`.
+    Paper: Fu et al., Robust Unlearnable Examples: Protecting Data Against Adversarial Learning,
+        ICLR 2022, https://arxiv.org/abs/2203.14533
+    Threat model: the defender (the data owner) perturbs every training image within l_inf <= eps
+        (8/255) on the stored uint8 images, crafting the noise with its own adversarially trained
+        model (ctx.device, resumable in ctx.work_dir), meant to survive adversarial training with
+        a smaller radius (adv_eps, 4/255); labels, test set and learner are out of its hands.
+    Args:
+        eps (8/255): l_inf radius of the defensive noise
+        adv_eps (4/255): l_inf radius of the inner adversary
+        def_steps (level; paper 10): the defender's signed descent steps
+        def_alpha (level; paper 1.6/255): the defender's step size
+        adv_steps (level; paper 10): the inner adversary's PGD steps
+        adv_alpha (level; paper 0.8/255): the inner adversary's step size
+        samples (level; paper 5): draws of the augmentation per defender step (expectation over
+            transformations)
+        train_steps (level; paper 5000): crafting-model SGD steps
+        perturb_freq (level; paper 1): regenerate the current batch's noise every this many steps
+        batch_size (level; paper 128): crafting batches
+        lr (0.1): the crafting model's SGD learning rate
+        lr_decay_steps (2000): lr x0.1 every this many steps
+        momentum (0.9): its SGD momentum
+        weight_decay (5e-4): its weight decay (see decay_all)
+        augment (True): T = random crop + flip; False = identity (one sample suffices)
+        random_start (True): defender and adversary start uniform in their balls (the script's)
+        decay_all (True): weight decay on every parameter (False: not on BatchNorm and biases)
+        arch (""): crafting model; "" = resnet18 on CUDA, convnet on CPU
+    Shapes: base images uint8 (N, H, W, C), any size and class count; x (N, C, H, W); returns
+        PoisonOutput with images uint8 (N, H, W, C) aligned with base and an info dict with norm
+        ("linf"), eps, adv_eps, arch, device, level, effective_params, crafting_model (its loss and
+        accuracy on clean and protected images), seconds_this_run and peak_memory.
+    Example:
+        unlearnable poison rem --dataset fashion-mnist --out runs/rem --seed 0
     """
     t0 = time.perf_counter()
     eff = resolve(params, LEVEL_TABLE, ctx.level)

@@ -13,10 +13,10 @@ the loss of y instead) by 250 signed steps of 0.05 * eps (tau) from a Gaussian s
 differentiable random flip and shift inside every step, the crafting model in eval mode. Of 8
 restarts of the whole set the original keeps the *one* whose mean (augmented) objective over the
 batches is lowest (`select=trial`); `select=sample` keeps, per image, the restart with the lowest
-un-augmented objective (what this package did before). Differences kept: the objective of a
-restart is measured after its last step (the original sums the losses seen during the last
-step); the shift is an integer crop of the zero-padded image (4 px at 32 px) where the original
-resamples bilinearly by up to the same distance.
+un-augmented objective. Differences kept: the objective of a restart is measured after its last
+step (the original sums the losses seen during the last step); the shift is an integer crop of
+the zero-padded image (4 px at 32 px) where the original resamples bilinearly by up to the same
+distance.
 
 Units of resumable work: (restart, batch) pairs, restart by restart; the crafting model is
 trained first (its own per-epoch resume in work_dir/crafting); the state is the best finished
@@ -48,11 +48,11 @@ from .crafting import (
     resolve, seed_global, unit_generator,
 )
 
-# Fields left at None take these values at each ladder level. epochs: of the crafting model on
-# clean data, trained with the level's recipe (the paper's section 4.2 recipe: 40).
 PAPER = "Fowl et al., Adversarial Examples Make Strong Poisons, NeurIPS 2021, https://arxiv.org/abs/2106.10807"
 SUMMARY = ("Adversarial Poisoning: error-maximizing PGD toward (y+1) mod K against a model trained on "
            "clean data, l_inf 8/255, restarts, differentiable augmentation")
+# Fields left at None take these values at each ladder level. epochs: of the crafting model on
+# clean data, trained with the level's recipe (the paper's section 4.2 recipe: 40).
 LEVEL_TABLE = {
     "paper": {"steps": 250, "step_ratio": 0.05, "restarts": 8, "epochs": 40, "batch_size": 512},
     "quick": {"steps": 20, "step_ratio": 0.1, "restarts": 1, "epochs": 3, "batch_size": 256},
@@ -63,6 +63,9 @@ LEVEL_TABLE = {
 
 @dataclass
 class TAPParams:
+    """Parameters of `tap`: the PGD attack and its crafting model. The defaults, with the paper row
+    of LEVEL_TABLE for the fields left at None, are the original's (`anneal.py`, targeted PGD)."""
+
     eps: float = 8 / 255
     steps: int | None = None  # PGD steps (paper 250)
     step_ratio: float | None = None  # step size in units of eps (paper 0.05)
@@ -130,13 +133,37 @@ def clean_crafting_model(base: ImageSet, params: TAPParams, eff: dict[str, Any],
 @register_poison("tap", TAPParams, "sample-wise", SUMMARY, PAPER, model_based=True, paper_name="ap",
                  fills=LEVEL_TABLE)
 def tap(base: ImageSet, params: TAPParams, ctx: PoisonContext) -> PoisonOutput:
-    """Targeted adversarial poisoning (TAP), sample-wise, l_inf <= eps.
+    """Targeted adversarial poisoning (TAP): per image, PGD toward class (y + 1) mod K, sample-wise.
 
-    Args: params (TAPParams: eps=8/255, steps=250, step_ratio=0.05, restarts=8 (select=trial),
-    targeted=true, augment=true, start=randn, arch, checkpoint, epochs=40, batch_size=512) and ctx
-    (seed, device, level, work_dir).
-    Shapes: x (N, C, H, W); output uint8 (N, H, W, C). Any image size and class count.
-    Example: `make_poison("tap", base, {"checkpoint": "runs/clean"}, seed=0)`.
+    Paper: Fowl et al., Adversarial Examples Make Strong Poisons, NeurIPS 2021,
+        https://arxiv.org/abs/2106.10807
+    Threat model: the defender (the data owner) perturbs every training image within l_inf <= eps
+        (8/255) on the stored uint8 images, against its own crafting model trained on the clean
+        data (or any checkpoint of `unlearnable train`); labels, test set and learner are out of
+        its hands.
+    Args:
+        eps (8/255): l_inf bound of the perturbation
+        steps (level; paper 250): PGD steps
+        step_ratio (level; paper 0.05): PGD step size in units of eps
+        restarts (level; paper 8): random restarts of the whole set; see select
+        targeted (True): toward (y + 1) mod K; False = maximize the loss of y
+        augment (True): differentiable random flip + crop inside each PGD step
+        arch (""): crafting model; "" = resnet18 on CUDA, convnet on CPU
+        checkpoint (""): RUN_DIR of `unlearnable train` on clean data, or a weights .pt; "" = train
+            the crafting model here
+        epochs (level; paper 40): crafting-model training when no checkpoint (the level's recipe)
+        batch_size (level; paper 512): images per PGD batch (a unit of resumable work)
+        select ("trial"): trial = the restart with the lowest mean objective (the original) |
+            sample = per image, the restart with the lowest un-augmented objective
+        start ("randn"): randn = N(0, eps^2) clipped to the ball (the original's --init) | uniform
+            in the ball
+    Shapes: base images uint8 (N, H, W, C), any size and class count; x (N, C, H, W); returns
+        PoisonOutput with images uint8 (N, H, W, C) aligned with base and an info dict with norm
+        ("linf"), eps, targeted, device, arch, crafting (checkpoint or training record), level,
+        effective_params, restart_objectives, select, crafting_model (its loss and accuracy on
+        clean and protected images), seconds_this_run and peak_memory.
+    Example:
+        unlearnable poison tap --dataset fashion-mnist --out runs/tap --seed 0
     """
     t0 = time.perf_counter()
     eff = resolve(params, LEVEL_TABLE, ctx.level)

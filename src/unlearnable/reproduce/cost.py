@@ -85,6 +85,7 @@ def estimate(grid: Grid, chw: tuple[int, int, int], num_classes: int, n_train: i
 
 
 def format_estimate(grid: Grid, est: dict[str, Any]) -> str:
+    """The dry run's printout: one line per job with its estimated seconds, then the total."""
     lines = [f"{grid.table} on {grid.dataset}: {est['cells']} cells, {est['jobs']} jobs "
              f"({est['jobs_done']} already done), rows {', '.join(grid.rows)}; columns {', '.join(grid.cols)}",
              f"{'key':<12}  {'kind':<12} {'method':<14} {'arch':<10} {'detail':<14} {'epochs':>6} {'est':>9}  status"]

@@ -59,6 +59,7 @@ TABLE3_ATTACKS = ("none", "adv-train", "ortho-proj")
 
 @dataclass
 class Cell:
+    """One cell of a table: its row (training set), column, and the job spec that computes it."""
     row: str
     col: str
     spec: Spec
@@ -70,6 +71,8 @@ class Cell:
 
 @dataclass
 class Grid:
+    """A table as job specs: its rows and columns, the cells, and what `unlearnable results` needs to
+    render it later."""
     table: str
     dataset: str
     archs: list[str]

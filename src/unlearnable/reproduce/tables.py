@@ -37,6 +37,7 @@ PAPER_TABLE3 = {  # none / adversarial training / orthogonal projection
 
 
 def pct(x: float | None, digits: int = 2) -> str:
+    """A fraction as a percentage with `digits` decimals, or an en dash when pending."""
     return "–" if x is None else f"{100 * x:.{digits}f}"
 
 
@@ -137,12 +138,14 @@ def table_data(layout: dict[str, Any], jobs: dict[str, dict[str, Any]]) -> tuple
 
 
 def caption(layout: dict[str, Any]) -> str:
+    """A grid's caption: the table's title, the dataset, subset, architectures, level and seed."""
     sub = f", subset {layout['subset']}" if layout.get("subset") else ""
     return (f"{TABLES[layout['table']]} — {layout['dataset']}{sub}, {', '.join(layout['archs'])}, "
             f"level {layout.get('level', layout.get('budget'))}, seed {layout['seed']}")
 
 
 def to_markdown(headers: list[str], rows: list[list[str]], title: str = "") -> str:
+    """A table as Markdown, under an optional title."""
     lines = [f"### {title}", ""] if title else []
     lines.append("| " + " | ".join(headers) + " |")
     lines.append("|" + "|".join("---" if i == 0 else "---:" for i in range(len(headers))) + "|")
@@ -151,6 +154,7 @@ def to_markdown(headers: list[str], rows: list[list[str]], title: str = "") -> s
 
 
 def to_csv(headers: list[str], rows: list[list[str]]) -> str:
+    """A table as CSV text."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(headers)
@@ -167,6 +171,7 @@ def to_html_section(headers: list[str], rows: list[list[str]], title: str, figur
 
 
 def html_page(sections: list[str], title: str) -> str:
+    """A self-contained page of table sections (`to_html_section`)."""
     return page(title, f"<h1>{html.escape(title)}</h1>" + "".join(sections))
 
 

@@ -86,6 +86,7 @@ def portable(ctx: JobContext) -> dict[str, Any]:
 
 
 def from_portable(d: dict[str, Any]) -> JobContext:
+    """The JobContext `portable` described, rebuilt in another process."""
     storage = open_storage(d["storage"]) if d.get("storage") else None
     return JobContext(Path(d["root"]), d["device"], False, d["data_root"], storage=storage,
                       threads=d["threads"])

@@ -24,6 +24,8 @@ from .scheduler import Scheduler, record
 def run_pool(sched: Scheduler, ctx: JobContext, workers: int,
              on_start: Callable[[Spec, int, int], None] | None,
              on_done: Callable[[str, dict[str, Any]], None] | None) -> None:
+    """Run the scheduler's jobs in `workers` spawned processes, each with its pinned threads, recording
+    each outcome here."""
     where = {**portable(ctx), "threads": ctx.threads or 1}
     n, i = len(sched.pending), 0
     running: dict[Future, str] = {}

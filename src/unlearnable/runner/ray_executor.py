@@ -68,6 +68,8 @@ def loopback_ray() -> Iterator[None]:
 
 
 def init_ray(address: str | None, ray_init: dict[str, Any]) -> None:
+    """Start (or connect to) Ray for this driver: workers find this package, a local instance keeps its
+    servers on 127.0.0.1."""
     import ray
 
     kw: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "ignore_reinit_error": True}
@@ -89,6 +91,8 @@ def init_ray(address: str | None, ray_init: dict[str, Any]) -> None:
 
 def run_ray(sched: Scheduler, ctx: JobContext, address: str | None,
             on_done: Callable[[str, dict[str, Any]], None] | None, ray_init: dict[str, Any]) -> None:
+    """Run the scheduler's jobs as Ray tasks, dependents after their dependencies, recording each
+    outcome as it arrives."""
     try:
         import ray
     except ImportError:

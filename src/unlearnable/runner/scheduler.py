@@ -32,6 +32,8 @@ CONFLICTS = ("supersede", "refuse")
 
 @dataclass
 class GridSummary:
+    """What a run of `run_jobs` did: how many jobs, which ran, failed, were blocked or finished
+    elsewhere, and how long it took."""
     total: int = 0  # jobs in the grid (dependencies included)
     cached: int = 0  # done before this run, or by another driver while this one waited
     ran: list[str] = field(default_factory=list)  # keys completed now
@@ -242,6 +244,7 @@ class Scheduler:
 
 
 def record(store: ResultStore, key: str, out: dict[str, Any], summary: GridSummary) -> None:
+    """Record a job's outcome in the store (this driver's claim only) and in the summary."""
     if out["ok"]:
         mine = store.finish(key, out["result"], out["seconds"], out["host"], out["versions"])
     else:

@@ -41,6 +41,7 @@ MAX_LISTING = 16 << 20  # bytes: a listing is a few hundred bytes per file
 
 
 def is_url(where: str | os.PathLike[str]) -> bool:
+    """Whether `where` is an fsspec URL (s3://, memory://, ...) rather than a directory."""
     return "://" in str(where)
 
 

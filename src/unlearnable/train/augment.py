@@ -23,6 +23,8 @@ LABEL_AUGMENTATIONS: dict[str, LabelAugmentation] = {}
 
 
 def register_augmentation(name: str, with_labels: bool = False):
+    """Register a batched augmentation under `name` for recipes to name (`with_labels`: it mixes labels
+    too, as CutMix does)."""
     def deco(fn):
         (LABEL_AUGMENTATIONS if with_labels else AUGMENTATIONS)[name] = fn
         return fn
@@ -319,6 +321,8 @@ _TRIVIAL_OPS = ("identity", "rotate", "shear", "translate", "brightness", "contr
 
 
 def batch_trivial_augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """One TrivialAugment-style op per image (rotate, shear, translate, brightness, ...) at a random
+    strength."""
     b, c, h, w = x.shape
     dev = x.device
     op = torch.randint(0, len(_TRIVIAL_OPS), (b,), generator=gen).to(dev)
@@ -350,6 +354,8 @@ def batch_trivial_augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor
 
 
 def ueraser_augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """UEraser-lite's augmentation: plasma brightness and contrast, channel shuffle, then a
+    TrivialAugment-style op."""
     return batch_trivial_augment(batch_channel_shuffle(batch_plasma(x, gen), gen), gen)
 
 

@@ -46,6 +46,8 @@ def load_state(path: str | os.PathLike[str], map_location: Any = "cpu", what: st
 
 def save_epoch(out: Path, model: nn.Module, opt: torch.optim.Optimizer, epoch: int,
                 save_checkpoints: bool, loss_state: dict[str, Any] | None = None) -> None:
+    """After epoch `epoch`: its weights in checkpoints/epoch_NNN.pt, then last.pt (weights, optimizer
+    and a batch loss's state) for a resume."""
     weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     if save_checkpoints:
         save_state(out / "checkpoints" / f"epoch_{epoch:03d}.pt", weights)

@@ -39,6 +39,8 @@ BatchLoss = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Generator], t
 
 
 def cross_entropy_loss(label_smoothing: float = 0.0) -> BatchLoss:
+    """The default batch loss: cross-entropy of the model's logits (hard or soft labels), with label
+    smoothing."""
     def loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator):
         logits = model(x)
         return F.cross_entropy(logits, y, label_smoothing=label_smoothing), logits
@@ -46,10 +48,13 @@ def cross_entropy_loss(label_smoothing: float = 0.0) -> BatchLoss:
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """The generator of epoch `epoch`'s draws (permutation, augmentation) for `seed`: a resume replays
+    them."""
     return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
 
 
 def as_float(xb: torch.Tensor) -> torch.Tensor:
+    """A batch as float in [0, 1] (uint8 batches are converted in place of a copy)."""
     return xb.float().div_(255) if xb.dtype == torch.uint8 else xb
 
 
@@ -176,6 +181,8 @@ def batches(x: torch.Tensor, y: torch.Tensor, recipe: Recipe, seed: int, epoch: 
 
 @dataclass
 class FitResult:
+    """What `fit` returns: the last epoch's test and train figures, epochs trained, seconds, and every
+    epoch's record."""
     test_accuracy: float | None
     test_loss: float | None
     train_accuracy: float

@@ -27,7 +27,8 @@ def param_groups(model: nn.Module, weight_decay: float, decay_all: bool = False)
 
 
 def make_optimizer(model: nn.Module, kind: str = "sgd", lr: float = 0.1, momentum: float = 0.9,
-                   weight_decay: float = 5e-4, nesterov: bool = False, decay_all: bool = False) -> torch.optim.Optimizer:
+                   weight_decay: float = 5e-4, nesterov: bool = False,
+                   decay_all: bool = False) -> torch.optim.Optimizer:
     """SGD (`momentum`, `nesterov`) or Adam (torch's default betas (0.9, 0.999); `weight_decay` as
     an L2 term, as the released ViT training uses it) over `param_groups(model, ...)`."""
     groups = param_groups(model, weight_decay, decay_all)

@@ -33,6 +33,8 @@ from .recipe import Recipe
 
 @dataclass
 class RunSpec:
+    """How to rebuild a training run's model and what it trained with: architecture, shapes, classes,
+    the recipe as it applied to the data, the seed, and the data's name. run.json records it."""
     arch: str
     num_classes: int
     in_channels: int

@@ -30,6 +30,8 @@ from unlearnable.poisons.lsp import lsp_grid
 from unlearnable.poisons.ops import corner_colours, ops_scores
 from unlearnable.viz.grid import default_scale, grid_size
 
+from helpers import delta_of
+
 METHODS = sorted(POISONS)
 # Every poison at its default parameters, plus the parameters that change a poison's kind.
 VARIANTS = [(m, {}) for m in METHODS] + [("em", {"mode": "class"}), ("ops-em", {"mode": "sample"})]
@@ -63,10 +65,6 @@ def grey28() -> ImageSet:
 @pytest.fixture(scope="module")
 def grey32() -> ImageSet:
     return grey_set(40, 3, 32, 32, 4, seed=1)
-
-
-def delta_of(p: ImageSet, base: ImageSet) -> np.ndarray:
-    return p.images.astype(np.int16) - base.images.astype(np.int16)
 
 
 def check_bound(method: str, p: ImageSet, base: ImageSet, clipped: bool) -> None:

@@ -7,13 +7,11 @@ each bomb there would take 1 GiB if it were inflated or decoded, the bound asser
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
 import pickle
 import signal
-import stat
 import struct
 import subprocess
 import sys
@@ -23,12 +21,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from unlearnable import DataError, ImageSet, save_dataset
 from unlearnable.core.files import read_json
 from unlearnable.cli import main
 from unlearnable.data import fetch, resolve, restricted_load
+
+from helpers import error_line, refused, snapshot, write_png
 
 GIB_MIB = 1024  # a bomb: 1 GiB when inflated
 GROWTH_BOUND_MB = 400
@@ -43,32 +42,6 @@ def base(tmp_path) -> Path:
     rng = np.random.default_rng(0)
     ds = ImageSet(rng.integers(0, 256, (6, 4, 4, 3), dtype=np.uint8), np.arange(6) % 2, ["a", "b"], "b")
     return save_dataset(tmp_path / "base", ds, {"method": "clean"})
-
-
-def snapshot(root: Path) -> dict[str, str]:
-    """Every path under `root`: a regular file by its bytes' hash, anything else by its type
-    (never opened: a FIFO would block)."""
-    out = {}
-    for p in sorted(root.rglob("*")):
-        st = p.lstat()
-        rel = str(p.relative_to(root))
-        out[rel] = hashlib.sha256(p.read_bytes()).hexdigest() if stat.S_ISREG(st.st_mode) \
-            else f"type {stat.S_IFMT(st.st_mode)}"
-    return out
-
-
-def refused(capsys, root: Path, args: list[str], *names: str) -> str:
-    """Run the CLI; assert exit 2, a one-line error naming each of `names`, nothing changed."""
-    before = snapshot(root)
-    capsys.readouterr()
-    assert main(args) == 2
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("unlearnable: error: "), err
-    for n in names:
-        assert n in lines[0], (n, lines[0])
-    assert snapshot(root) == before
-    return lines[0]
 
 
 def deflated_zeros(prefix: bytes, mib: int) -> tuple[bytes, int, int]:
@@ -143,12 +116,11 @@ def in_child(root: Path, args: list[str]) -> dict:
 
 
 def one_line_error(out: dict, *names: str) -> str:
-    lines = out["stderr"].strip().splitlines()
-    assert out["rc"] == 2 and len(lines) == 1 and lines[0].startswith("unlearnable: error: "), out
-    for n in names:
-        assert n in lines[0], (n, lines[0])
+    """A child process's outcome (`in_child`): exit 2, one error line naming `names`, nothing changed."""
+    assert out["rc"] == 2, out
+    line = error_line(out["stderr"], *names)
     assert out["unchanged"]
-    return lines[0]
+    return line
 
 
 # ---------------------------------------------------------------------------------------------
@@ -163,8 +135,8 @@ def one_line_error(out: dict, *names: str) -> str:
 ])
 def test_npz_members_are_checked_from_the_directory_and_header(tmp_path, base, capsys, members, expect):
     write_zip(tmp_path / "p.npz", [stored(n, d) for n, d in members])
-    refused(capsys, tmp_path, ["import", "npz", str(tmp_path / "p.npz"), "--base", str(base),
-                               "--out", str(tmp_path / "out")], "p.npz", expect)
+    refused(capsys, ["import", "npz", str(tmp_path / "p.npz"), "--base", str(base),
+                               "--out", str(tmp_path / "out")], "p.npz", expect, unchanged=tmp_path)
 
 
 def test_npz_member_that_is_not_wanted_is_never_inflated(tmp_path, base):
@@ -191,8 +163,8 @@ def test_npz_member_inflating_past_its_header_is_refused_in_bounded_memory(tmp_p
 def test_torch_file_whose_records_inflate_too_far_is_refused_before_torch_reads_it(tmp_path, base, capsys):
     data, size, crc = deflated_zeros(b"", 64)
     write_zip(tmp_path / "perturbation.pt", [stored("a/data.pkl", b"\x80\x02}q\x00."), ("a/data/0", data, size, crc)])
-    refused(capsys, tmp_path, ["import", "ue-pt", str(tmp_path / "perturbation.pt"), "--base", str(base),
-                               "--out", str(tmp_path / "out")], "perturbation.pt", "its contents would take")
+    refused(capsys, ["import", "ue-pt", str(tmp_path / "perturbation.pt"), "--base", str(base),
+                               "--out", str(tmp_path / "out")], "perturbation.pt", "its contents would take", unchanged=tmp_path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -213,7 +185,7 @@ def _images_npy(d: Path, raw: bytes) -> None:
 ])
 def test_npy_header_is_checked_before_anything_is_allocated(tmp_path, base, capsys, raw, expect):
     _images_npy(base, raw)
-    refused(capsys, tmp_path, ["export", str(base), "--out", str(tmp_path / "out")], "images.npy", expect)
+    refused(capsys, ["export", str(base), "--out", str(tmp_path / "out")], "images.npy", expect, unchanged=tmp_path)
 
 
 def test_released_npy_arrays_are_bounded_by_the_base_set(tmp_path, base, capsys):
@@ -221,11 +193,10 @@ def test_released_npy_arrays_are_bounded_by_the_base_set(tmp_path, base, capsys)
     d.mkdir()
     (d / "x_train.npy").write_bytes(npy_header((6, 4, 4, 3 * 10 ** 6), "<f4"))
     np.save(d / "y_train.npy", np.eye(2, dtype=np.float32)[np.arange(6) % 2])
-    refused(capsys, tmp_path, ["import", "ntga-npy", str(d), "--base", str(base), "--out", str(tmp_path / "o")],
-            "x_train.npy", "more than the")
+    refused(capsys, ["import", "ntga-npy", str(d), "--base", str(base), "--out", str(tmp_path / "o")], "x_train.npy", "more than the", unchanged=tmp_path)
     (d / "perturbation.npy").write_bytes(npy_header((2 ** 40, 4, 4, 3), "<f8"))
-    refused(capsys, tmp_path, ["import", "ops-npy", str(d / "perturbation.npy"), "--base", str(base),
-                               "--out", str(tmp_path / "o")], "perturbation.npy", "more than the")
+    refused(capsys, ["import", "ops-npy", str(d / "perturbation.npy"), "--base", str(base),
+                               "--out", str(tmp_path / "o")], "perturbation.npy", "more than the", unchanged=tmp_path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -256,7 +227,7 @@ def test_manifest_fields_of_the_wrong_type_are_refused(tmp_path, base, capsys, f
     man[field] = value
     os.chmod(f, 0o644)
     f.write_text(json.dumps(man))
-    refused(capsys, tmp_path, ["export", str(base), "--out", str(tmp_path / "out")], "manifest.json", expect)
+    refused(capsys, ["export", str(base), "--out", str(tmp_path / "out")], "manifest.json", expect, unchanged=tmp_path)
 
 
 def _rebase(d: Path, name: str) -> None:
@@ -269,14 +240,12 @@ def _rebase(d: Path, name: str) -> None:
 
 def test_a_base_chain_that_loops_is_refused(tmp_path, base, capsys):
     _rebase(base, str(base))
-    refused(capsys, tmp_path, ["export", str(base), "--out", str(tmp_path / "out")],
-            "manifest.json", "names itself")
+    refused(capsys, ["export", str(base), "--out", str(tmp_path / "out")], "manifest.json", "names itself", unchanged=tmp_path)
     other = save_dataset(tmp_path / "other", ImageSet(np.zeros((2, 4, 4, 3), np.uint8), np.arange(2), ["a", "b"]),
                          {"method": "clean"})
     _rebase(base, str(other))
     _rebase(other, str(tmp_path / "." / "base"))  # the same directory, spelled otherwise
-    refused(capsys, tmp_path, ["train", str(base), "--out", str(tmp_path / "run"), "--epochs", "1"],
-            "manifest.json", "loop in the base chain")
+    refused(capsys, ["train", str(base), "--out", str(tmp_path / "run"), "--epochs", "1"], "manifest.json", "loop in the base chain", unchanged=tmp_path)
     with pytest.raises(DataError, match="loop in the base chain"):
         resolve.load_data(other, "test")
 
@@ -295,7 +264,7 @@ def test_json_that_is_not_an_object_is_refused(tmp_path, capsys, raw, expect):
     out = tmp_path / "audit"
     out.mkdir()
     (out / "results.json").write_bytes(raw)
-    refused(capsys, tmp_path, ["audit", "digits", "--out", str(out), "--level", "tiny"], "results.json", expect)
+    refused(capsys, ["audit", "digits", "--out", str(out), "--level", "tiny"], "results.json", expect, unchanged=tmp_path)
     if raw == b"[1, 2]":  # a reader that asks for any JSON value gets it
         assert read_json(out / "results.json", object_only=False) == [1, 2]
 
@@ -303,36 +272,30 @@ def test_json_that_is_not_an_object_is_refused(tmp_path, capsys, raw, expect):
 # ---------------------------------------------------------------------------------------------
 # Images: names, content, size before decoding
 
-def _png(path: Path, arr: np.ndarray, fmt: str = "PNG") -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(arr).save(path, format=fmt)
-
-
 def test_png_names_beyond_any_index_are_refused(tmp_path, base, capsys):
     for i in range(6):
-        _png(tmp_path / "p" / "data" / f"{i}.png", np.zeros((4, 4, 3), np.uint8))
+        write_png(tmp_path / "p" / "data" / f"{i}.png", np.zeros((4, 4, 3), np.uint8))
     (tmp_path / "p" / "data" / "0.png").rename(tmp_path / "p" / "data" / ("9" * 25 + ".png"))
-    refused(capsys, tmp_path, ["import", "png-folder", str(tmp_path / "p"), "--base", str(base), "--out",
-                               str(tmp_path / "out"), "--param", "subset=true"], "9" * 25, "outside the base set")
+    refused(capsys, ["import", "png-folder", str(tmp_path / "p"), "--base", str(base), "--out",
+                               str(tmp_path / "out"), "--param", "subset=true"], "9" * 25, "outside the base set", unchanged=tmp_path)
 
 
 def test_image_format_is_judged_by_content(tmp_path, base, capsys):
     rng = np.random.default_rng(2)
     for i in range(6):
-        _png(tmp_path / "p" / "data" / f"{i}.png", rng.integers(0, 256, (4, 4, 3), dtype=np.uint8))
-    _png(tmp_path / "p" / "data" / "3.png", np.zeros((4, 4, 3), np.uint8), "JPEG")
-    refused(capsys, tmp_path, ["import", "png-folder", str(tmp_path / "p"), "--base", str(base),
-                               "--out", str(tmp_path / "out")], "3.png", "is a JPEG image, not a PNG")
+        write_png(tmp_path / "p" / "data" / f"{i}.png", rng.integers(0, 256, (4, 4, 3), dtype=np.uint8))
+    write_png(tmp_path / "p" / "data" / "3.png", np.zeros((4, 4, 3), np.uint8), "JPEG")
+    refused(capsys, ["import", "png-folder", str(tmp_path / "p"), "--base", str(base),
+                               "--out", str(tmp_path / "out")], "3.png", "is a JPEG image, not a PNG", unchanged=tmp_path)
     # An image folder promises images, not PNGs: a JPEG named .png is read as the JPEG it is,
     # a GIF (a format it does not read) is refused whatever its name.
     folder = tmp_path / "folder" / "train"
-    _png(folder / "a" / "0.png", np.zeros((4, 4, 3), np.uint8), "JPEG")
-    _png(folder / "b" / "0.png", np.zeros((4, 4, 3), np.uint8))
+    write_png(folder / "a" / "0.png", np.zeros((4, 4, 3), np.uint8), "JPEG")
+    write_png(folder / "b" / "0.png", np.zeros((4, 4, 3), np.uint8))
     capsys.readouterr()
     assert main(["export", f"imagefolder:{folder.parent}", "--format", "npz", "--out", str(tmp_path / "e")]) == 0
-    _png(folder / "b" / "1.jpg", np.zeros((4, 4, 3), np.uint8), "GIF")
-    refused(capsys, tmp_path, ["export", f"imagefolder:{folder.parent}", "--out", str(tmp_path / "e2")],
-            "1.jpg", "is a GIF image, not a PNG or JPEG or BMP image")
+    write_png(folder / "b" / "1.jpg", np.zeros((4, 4, 3), np.uint8), "GIF")
+    refused(capsys, ["export", f"imagefolder:{folder.parent}", "--out", str(tmp_path / "e2")], "1.jpg", "is a GIF image, not a PNG or JPEG or BMP image", unchanged=tmp_path)
 
 
 def _png_bomb(path: Path, w: int, h: int) -> None:
@@ -359,7 +322,7 @@ def _png_bomb(path: Path, w: int, h: int) -> None:
 def test_png_size_is_checked_before_decoding(tmp_path, base, where):
     if where == "png-folder":
         for i in range(1, 6):
-            _png(tmp_path / "p" / "data" / f"{i}.png", np.zeros((4, 4, 3), np.uint8))
+            write_png(tmp_path / "p" / "data" / f"{i}.png", np.zeros((4, 4, 3), np.uint8))
         _png_bomb(tmp_path / "p" / "data" / "0.png", 12000, 12000)
         args = ["import", "png-folder", str(tmp_path / "p"), "--base", str(base), "--out", str(tmp_path / "out")]
         expect = "pixels, the base set's are 4x4"
@@ -371,13 +334,12 @@ def test_png_size_is_checked_before_decoding(tmp_path, base, where):
 
 
 def test_pil_decompression_bomb_is_a_one_line_refusal(tmp_path, capsys):
-    _png(tmp_path / "f" / "train" / "a" / "0.png", np.zeros((4, 4, 3), np.uint8))
+    write_png(tmp_path / "f" / "train" / "a" / "0.png", np.zeros((4, 4, 3), np.uint8))
     raw = (tmp_path / "f" / "train" / "a" / "0.png").read_bytes()
     ihdr = struct.pack(">IIBBBBB", 30000, 30000, 8, 2, 0, 0, 0)
     raw = raw[:16] + ihdr + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr)) + raw[33:]
     (tmp_path / "f" / "train" / "a" / "0.png").write_bytes(raw)
-    line = refused(capsys, tmp_path, ["export", f"imagefolder:{tmp_path / 'f'}", "--out", str(tmp_path / "out")],
-                   "0.png")
+    line = refused(capsys, ["export", f"imagefolder:{tmp_path / 'f'}", "--out", str(tmp_path / "out")], "0.png", unchanged=tmp_path)
     assert "unreadable image" in line and "decompression bomb" in line
 
 
@@ -410,8 +372,7 @@ def test_gzipped_idx_header_is_checked_before_the_body_is_inflated(tmp_path, dim
 
 def test_gzipped_idx_with_a_bad_magic_number_is_refused_before_inflating(tmp_path, capsys):
     root = _mnist_root(tmp_path, _gzip(*deflated_zeros(b"\x00\x00\x99\x03", 64)))
-    refused(capsys, tmp_path, ["export", "mnist", "--data-root", str(root), "--out", str(tmp_path / "out")],
-            "train-images-idx3-ubyte.gz", "bad magic number")
+    refused(capsys, ["export", "mnist", "--data-root", str(root), "--out", str(tmp_path / "out")], "train-images-idx3-ubyte.gz", "bad magic number", unchanged=tmp_path)
 
 
 def _mat_bomb(path: Path) -> None:
@@ -497,7 +458,7 @@ def test_odd_files_are_refused_without_blocking(tmp_path, base, capsys, kind, sa
     old = signal.signal(signal.SIGALRM, _alarm)
     signal.alarm(60)
     try:
-        refused(capsys, tmp_path, args, odd.name, f"is {says}, not a regular file")
+        refused(capsys, args, odd.name, f"is {says}, not a regular file", unchanged=tmp_path)
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, old)
@@ -521,8 +482,8 @@ def test_pickle_cannot_make_numpy_allocate(tmp_path, base, capsys):
         with pytest.raises(DataError, match=expect):
             restricted_load(pickle.dumps(obj, protocol=2), "x.pkl")
         (tmp_path / "rem.pkl").write_bytes(pickle.dumps(obj, protocol=2))
-        refused(capsys, tmp_path, ["import", "rem-pkl", str(tmp_path / "rem.pkl"), "--base", str(base),
-                                   "--out", str(tmp_path / "out")], "rem.pkl", expect)
+        refused(capsys, ["import", "rem-pkl", str(tmp_path / "rem.pkl"), "--base", str(base),
+                                   "--out", str(tmp_path / "out")], "rem.pkl", expect, unchanged=tmp_path)
 
 
 def test_download_and_unpacking_are_bounded(tmp_path, monkeypatch):

@@ -264,3 +264,26 @@ def test_demo_compares_protected_sets_in_one_report(tmp_path, capsys):
     # images' separability (the baseline both sets' separability is read against).
     assert kinds.count("train") == 1 and kinds.count("dfr-random") == DFR_RANDOM_INITS
     assert kinds.count("dfr") == 1 and kinds.count("separability") == 1
+
+
+def test_dfr_indices_from_a_file_are_left_out_by_fine_tuning_and_early_stopping(protected, tmp_path):
+    """`--dfr-indices FILE`: DFR fits on the file's images, and fine-tuning and early stopping,
+    which draw on the same clean pool (`data.clean.pool_split`), never take one of them, nor
+    share an image with each other."""
+    pool = np.random.default_rng(7).permutation(1437)[:300]  # digits' training split has 1437 images
+    np.save(tmp_path / "idx.npy", pool)
+    cfg = AuditConfig(level="tiny", attacks=("early-stop",), epochs=2, dfr_indices=str(tmp_path / "idx.npy"))
+    r = run_audit(protected, tmp_path / "a", cfg, progress=False, cache=tmp_path / "c")
+    assert {s["status"] for s in r["steps"].values()} == {"done"}, r["steps"]
+    dfr = np.load(tmp_path / "a" / "train-protected" / "dfr_indices.npy")
+    finetune = np.load(tmp_path / "a" / r["figures"]["finetune"].replace("finetune.png", "finetune_indices.npy"))
+    early = np.asarray(r["attacks"]["early-stop"]["val_indices"])
+    assert np.array_equal(dfr, pool)
+    assert len(finetune) == 100 and len(early) == 100
+    assert not set(dfr) & set(finetune) and not set(dfr) & set(early) and not set(finetune) & set(early)
+    # Without the file the three are apart too, and DFR's subset is the seeded draw instead.
+    plain = run_audit(protected, tmp_path / "b", AuditConfig(level="tiny", attacks=("early-stop",), epochs=2),
+                      progress=False, cache=tmp_path / "c")
+    seeded = np.load(tmp_path / "b" / "train-protected" / "dfr_indices.npy")
+    assert not np.array_equal(np.sort(seeded), np.sort(pool))
+    assert not set(seeded) & set(plain["attacks"]["early-stop"]["val_indices"])

@@ -26,9 +26,11 @@ from unlearnable.poisons.make import poison_dataset
 from unlearnable.runner import JOBS, JobContext, ResultStore, job_key, register_job, run_jobs
 from unlearnable.kinds.data import ensure_poison
 
+from helpers import one_line
+
 SMALL = AuditConfig(level="tiny", attacks=(), epochs=2)
 CLI = "import sys; from unlearnable.cli import main; sys.exit(main())"
-SRC = str(Path(__file__).resolve().parents[1] / "src")
+SRC = str(Path(__file__).resolve().parents[2] / "src")
 
 
 def _env() -> dict[str, str]:
@@ -64,10 +66,6 @@ def echo_kinds(monkeypatch):
     register_job("echo", echo)
     register_job("after", after, deps=lambda spec: [spec["on"]])
     return calls, gate
-
-
-def _one_line(text: str) -> bool:
-    return len(str(text).strip().splitlines()) == 1
 
 
 # --- two drivers on one result database ------------------------------------------------------------
@@ -269,7 +267,7 @@ def test_a_second_audit_into_one_directory_is_refused_at_once(regions, tmp_path,
         run_audit(regions, out, SMALL, progress=False, cache=tmp_path / "c")
     assert time.perf_counter() - t0 < 10  # refused at once, not after waiting
     msg = str(e.value)
-    assert _one_line(msg) and str(out) in msg and f"pid {os.getpid()}" in msg
+    assert one_line(msg) and str(out) in msg and f"pid {os.getpid()}" in msg
     assert sorted(p.relative_to(out) for p in out.rglob("*")) == before  # the refused run touched nothing
     release.set()
     t.join(120)
@@ -325,7 +323,7 @@ def test_a_bad_last_pt_on_resume_is_one_line_naming_it(tmp_path, digits_train, d
     with pytest.raises(DataError) as e:
         train_on(small, None, rs, tmp_path, "cpu", False)
     msg = str(e.value)
-    assert _one_line(msg) and msg.startswith(str(last)) and "is unreadable" in msg and "--restart" in msg
+    assert one_line(msg) and msg.startswith(str(last)) and "is unreadable" in msg and "--restart" in msg
 
 
 def _interrupt_training(monkeypatch, run_name: str, after_epoch: int) -> None:
@@ -353,7 +351,7 @@ def test_a_truncated_last_pt_in_an_audit_is_recorded_and_restart_repairs_it(regi
         r = run_audit(regions, out, SMALL, progress=False, cache=tmp_path / "c")
         why = r["failed_steps"]["train-protected"]
         assert r["steps"]["train-protected"]["status"] == "failed"
-        assert _one_line(why) and str(last) in why and "unreadable" in why
+        assert one_line(why) and str(last) in why and "unreadable" in why
         assert r["steps"]["dfr"]["status"] == "blocked"
         assert r["failed_steps"]["dfr"].startswith("step train-protected failed: ")
         assert r["verdict"]["overall"] == "incomplete"
@@ -385,7 +383,7 @@ def test_a_corrupt_checkpoint_read_by_dfr_fails_that_step_and_restart_retrains(r
     r = run_audit(regions, out, SMALL, progress=False, cache=tmp_path / "c")
     assert r["steps"]["train-protected"]["status"] == "done"
     why = r["failed_steps"]["dfr"]
-    assert r["steps"]["dfr"]["status"] == "failed" and _one_line(why) and str(ck) in why
+    assert r["steps"]["dfr"]["status"] == "failed" and one_line(why) and str(ck) in why
     assert r["verdict"]["overall"] == "incomplete" and r["verdict"]["reason"].startswith("step dfr failed: ")
     r = run_audit(regions, out, SMALL, progress=False, cache=tmp_path / "c", restart=True)
     assert {s["status"] for s in r["steps"].values()} == {"done"}
@@ -400,7 +398,7 @@ def test_a_step_failing_on_a_bogus_device_is_recorded_and_named_by_the_verdict(r
     r = run_audit(regions, out, cfg, progress=False, cache=cache)
     for step in ("train-protected", "train-clean"):
         assert r["steps"][step]["status"] == "failed"
-        assert "bogus" in r["failed_steps"][step] and _one_line(r["failed_steps"][step])
+        assert "bogus" in r["failed_steps"][step] and one_line(r["failed_steps"][step])
     assert r["steps"]["separability-images"]["status"] == "done"  # what could run, ran
     v = r["verdict"]
     assert v["overall"] == "incomplete" and v["reason"].startswith("step train-protected failed: ")

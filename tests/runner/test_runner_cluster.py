@@ -26,7 +26,7 @@ from unlearnable.runner.ray_executor import is_loopback
 from unlearnable.runner.storage import ARTIFACTS, open_storage
 
 HAS_RAY = importlib.util.find_spec("ray") is not None
-SRC = str(Path(__file__).resolve().parents[1] / "src")
+SRC = str(Path(__file__).resolve().parents[2] / "src")
 TINY = {"level": "tiny", "subset": 120}
 # What differs between two runs of one job besides its numbers: where, when, how long.
 NOT_NUMBERS = {"run_dir", "path", "finished", "created", "host", "versions", "elapsed"}

@@ -295,3 +295,20 @@ def test_attack_all_compares_attacks_and_reports_cost(tmp_path, capsys, digits_t
     assert main(["attack", "all", str(data), "--attacks", "jpeg,bit-depth", "--recipe", "tiny", "--epochs", "1",
                  "--out", str(tmp_path / "all"), "--no-progress"]) == 0
     assert (tmp_path / "all" / "jpeg" / "result.json").stat().st_mtime_ns == before
+
+
+@pytest.mark.parametrize("name", sorted(ATTACKS))
+def test_every_attack_has_the_one_docstring_template(name):
+    """torchattacks' convention: paper and link, threat model, arguments with their defaults,
+    shapes, an example, in that order, on every registered attack."""
+    import dataclasses
+    import inspect
+
+    info = ATTACKS[name]
+    doc = inspect.getdoc(info.fn) or ""
+    at = [doc.find(label) for label in ("Paper:", "Threat model:", "Args", "Shapes:", "Example:")]
+    assert min(at) > 0 and at == sorted(at), (name, at)
+    assert "https://" in doc[at[0]:at[1]]
+    assert f"unlearnable attack {name}" in doc[at[4]:], name
+    for f in dataclasses.fields(info.params_cls):
+        assert f.name in doc[at[2]:at[3]], (name, f.name)

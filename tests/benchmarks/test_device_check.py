@@ -20,7 +20,7 @@ from unlearnable.train import RECIPES
 from unlearnable.train import loop as engine
 from unlearnable.train.run import as_tensors
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "benchmarks" / "device_check.py"
 
 

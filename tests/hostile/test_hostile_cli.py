@@ -24,22 +24,7 @@ from unlearnable.poisons import POISONS
 from unlearnable.train.recipe import RECIPES, Recipe
 from unlearnable.train.run import spec_for, train_on
 
-
-def tree(root: Path) -> dict[str, bytes | None]:
-    """Every entry under `root` (hidden ones too) with its bytes: what "nothing changed" compares."""
-    return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() else None) for p in sorted(root.rglob("*"))}
-
-
-def refused(capsys, argv: list[str], *named: str) -> str:
-    """Run the command; it must exit 2 with one stderr line naming each of `named`."""
-    rc = main(argv)
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert rc == 2, err
-    assert len(lines) == 1 and lines[0].startswith("unlearnable: error: "), err
-    for n in named:
-        assert n in lines[0], lines[0]
-    return lines[0]
+from helpers import refused, snapshot
 
 
 @pytest.fixture(scope="module")
@@ -80,10 +65,10 @@ NUMERIC = [
 
 @pytest.mark.parametrize("cmd, option, value", NUMERIC, ids=[f"{c[0]}{o}={v[:6]}" for c, o, v in NUMERIC])
 def test_numeric_options_out_of_range_are_refused_by_name(cmd, option, value, tmp_path, capsys):
-    before = tree(tmp_path)
+    before = snapshot(tmp_path)
     line = refused(capsys, [*cmd, "--out", str(tmp_path / "out"), option, value], f"argument {option}:")
     assert value[:6] in line
-    assert tree(tmp_path) == before
+    assert snapshot(tmp_path) == before
 
 
 SUBCOMMAND_NUMERIC = [
@@ -101,9 +86,9 @@ SUBCOMMAND_NUMERIC = [
                          ids=[f"{c[1] if c[0] == 'audit' else c[0]}{o}={v}" for c, o, v in SUBCOMMAND_NUMERIC])
 def test_numeric_options_of_audit_subcommands_and_show(cmd, option, value, place, capsys):
     cmd = [str(place / "prot") if a in ("RUN", "DATA") else a for a in cmd]
-    before = tree(place)
+    before = snapshot(place)
     refused(capsys, [*cmd, option, value], f"argument {option}:", repr(value))
-    assert tree(place) == before
+    assert snapshot(place) == before
 
 
 def test_param_values_must_be_finite(tmp_path, capsys):
@@ -159,7 +144,7 @@ def test_outputs_of_the_wrong_kind_are_refused(place, tmp_path, capsys):
     f = tmp_path / "a-file"
     f.write_bytes(b"keep me")
     prot, png = str(place / "prot"), str(place / "png")
-    before = tree(tmp_path)
+    before = snapshot(tmp_path)
     for argv in (["train", "digits", "--out", str(f)],
                  ["poison", "regions", "--dataset", "digits", "--out", str(f), "--overwrite"],
                  ["export", prot, "--out", str(f), "--overwrite"],
@@ -173,12 +158,12 @@ def test_outputs_of_the_wrong_kind_are_refused(place, tmp_path, capsys):
                          (["results", "--db", str(tmp_path)], "--db"),
                          (["audit", "separability", prot, "--out", str(tmp_path)], "--out")):
         refused(capsys, argv, f"argument {option}", str(tmp_path), "is a directory, not a file")
-    assert tree(tmp_path) == before
+    assert snapshot(tmp_path) == before
 
 
 def test_outputs_never_go_into_or_over_a_dataset(place, tmp_path, capsys):
     prot = place / "prot"
-    before = tree(place)
+    before = snapshot(place)
     for argv in (["train", "digits", "--out", str(prot)], ["train", "digits", "--out", str(prot / "run")],
                  ["attack", "jpeg", str(prot), "--out", str(prot)], ["audit", str(prot), "--out", str(prot / "a")]):
         refused(capsys, argv, "argument --out", str(prot))
@@ -189,7 +174,7 @@ def test_outputs_never_go_into_or_over_a_dataset(place, tmp_path, capsys):
     db.write_bytes(b"not really a database")
     refused(capsys, ["results", "--db", str(db), "--out", str(db)], "--out", "result store")
     assert db.read_bytes() == b"not really a database"
-    assert tree(place) == before
+    assert snapshot(place) == before
 
 
 # --- --overwrite never deletes or replaces an input of the same command ------------------------
@@ -200,7 +185,7 @@ def test_overwrite_never_destroys_an_input(place, tmp_path, capsys):
     for name in ("prot", "base", "png"):
         shutil.copytree(place / name, tmp_path / name)
     prot, base, png = (str(tmp_path / n) for n in ("prot", "base", "png"))
-    before = tree(tmp_path)
+    before = snapshot(tmp_path)
     cases = [
         (["import", "png-folder", png, "--base", base, "--out", base, "--overwrite"], "the base set"),
         (["import", "png-folder", png, "--base", base, "--out", png, "--overwrite"], "the released data"),
@@ -216,7 +201,7 @@ def test_overwrite_never_destroys_an_input(place, tmp_path, capsys):
     ]
     for argv, why in cases:
         refused(capsys, ["-q", *argv, "--no-progress"], why)
-    assert tree(tmp_path) == before
+    assert snapshot(tmp_path) == before
 
 
 def test_overwrite_replaces_and_leaves_no_old_copy(place, tmp_path, capsys):

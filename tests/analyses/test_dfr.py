@@ -31,7 +31,7 @@ def test_dfr_on_trained_network_beats_random_init(tmp_path, digits_train, digits
     saved = json.loads((tmp_path / "run" / "dfr.json").read_text())
     assert saved["max_dfr_epoch"] == r["max_dfr_epoch"] and saved["settings"]["n"] == 100
     assert (tmp_path / "run" / "dfr.png").stat().st_size > 1000
-    # Resumed from the per-epoch cache: same numbers; another seed draws another subset.
+    # A rerun gives the same curve; another seed draws another subset.
     again = main(["audit", "dfr", str(tmp_path / "run"), "--n", "100", "--no-progress", "--device", "cpu"])
     assert again == 0 and "random init" in capsys.readouterr().out
     assert json.loads((tmp_path / "run" / "dfr.json").read_text())["curve"] == saved["curve"]

@@ -25,6 +25,8 @@ from unlearnable.data.resolve import locate
 from unlearnable.data.readers import CIFAR10_CLASSES, FASHION_CLASSES
 from unlearnable.data.sources import Download
 
+from helpers import write_png
+
 
 @pytest.fixture(autouse=True)
 def _isolated(tmp_path, monkeypatch):
@@ -348,23 +350,16 @@ def test_svhn_label_10_is_the_digit_0_and_bad_mats_are_refused(tmp_path):
 # ---------------------------------------------------------------------------------------------
 # ImageFolder
 
-def _png(path: Path, arr: np.ndarray, fmt: str = "PNG") -> None:
-    from PIL import Image
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(arr).save(path, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
-
-
 def test_image_folder_of_png_and_jpeg(tmp_path):
     rng = np.random.default_rng(6)
     root = tmp_path / "folder"
     cat = rng.integers(0, 256, (2, 16, 16, 3), dtype=np.uint8)
     for i, a in enumerate(cat):
-        _png(root / "train" / "cat" / f"{i}.png", a)
+        write_png(root / "train" / "cat" / f"{i}.png", a)
     smooth = np.broadcast_to(np.linspace(0, 255, 16, dtype=np.uint8)[None, :, None], (16, 16, 3)).copy()
-    _png(root / "train" / "dog" / "0.jpeg", smooth, "JPEG")
+    write_png(root / "train" / "dog" / "0.jpeg", smooth, "JPEG")
     (root / "train" / "dog" / "notes.txt").write_text("not an image")
-    _png(root / "test" / "dog" / "0.png", cat[0])  # the test split lacks "cat": labels still match
+    write_png(root / "test" / "dog" / "0.png", cat[0])  # the test split lacks "cat": labels still match
     for spec in (f"imagefolder:{root}", str(root)):
         ds = load_data(spec, "train")
         assert ds.classes == ["cat", "dog"] and ds.labels.tolist() == [0, 0, 1]
@@ -376,20 +371,20 @@ def test_image_folder_of_png_and_jpeg(tmp_path):
 
 def test_grey_png_folder_and_bad_folders(tmp_path):
     root = tmp_path / "grey"
-    _png(root / "train" / "a" / "0.png", np.full((8, 8), 7, np.uint8))
-    _png(root / "train" / "b" / "0.png", np.full((8, 8), 9, np.uint8))
+    write_png(root / "train" / "a" / "0.png", np.full((8, 8), 7, np.uint8))
+    write_png(root / "train" / "b" / "0.png", np.full((8, 8), 9, np.uint8))
     ds = load_data(f"imagefolder:{root}", "train")
     assert ds.chw == (1, 8, 8) and ds.images[:, 0, 0, 0].tolist() == [7, 9]
     with pytest.raises(DataError, match="grey/test: no such split folder"):
         load_data(f"imagefolder:{root}", "test")
-    _png(root / "train" / "b" / "1.png", np.zeros((9, 8), np.uint8))
+    write_png(root / "train" / "b" / "1.png", np.zeros((9, 8), np.uint8))
     with pytest.raises(DataError, match=r"b/1\.png: image of shape \(9, 8\), the others are \(8, 8\)"):
         load_data(f"imagefolder:{root}", "train")
     (root / "train" / "b" / "1.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
     with pytest.raises(DataError, match=r"b/1\.png: unreadable image"):
         load_data(f"imagefolder:{root}", "train")
     (root / "train" / "b" / "1.png").unlink()
-    _png(root / "test" / "zebra" / "0.png", np.zeros((8, 8), np.uint8))
+    write_png(root / "test" / "zebra" / "0.png", np.zeros((8, 8), np.uint8))
     with pytest.raises(DataError, match="zebra: class folder not in the training split"):
         load_data(f"imagefolder:{root}", "test")
     (tmp_path / "empty" / "train").mkdir(parents=True)
@@ -437,7 +432,7 @@ def test_loaded_sets_carry_their_datasets_facts(tmp_path, digits_train):
     assert facts_for(digits_train.replace(digits_train.images, name="FMNIST", meta={})) == \
         DATASETS["fashion-mnist"].facts  # an alias names its dataset
     # An image folder is unknown data, whatever its directory is called.
-    _png(tmp_path / "folders" / "mnist" / "train" / "a" / "0.png", np.zeros((8, 8), np.uint8))
+    write_png(tmp_path / "folders" / "mnist" / "train" / "a" / "0.png", np.zeros((8, 8), np.uint8))
     folder = load_data(str(tmp_path / "folders" / "mnist"), "train")
     assert folder.name == "mnist" and facts_for(folder) == UNKNOWN
 

@@ -1,11 +1,11 @@
 """Model-based poisons (em, ops-em, tap, rem, ntga): l_inf bounds after quantization, what each
-optimizes, resume == uninterrupted (library and CLI), class-wise structure, level tables, CLI.
+optimizes, resume through poison_dataset and the CLI, class-wise structure, the paper level's
+cost, CLI. (Every level table, and every resumable poison's resume: test_poison_registry.py.)
 Tiny digits subsets at the ladder's tiny level (a few steps each, from each method's level
 table), so every test takes seconds on 2 CPU cores."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 
@@ -16,19 +16,17 @@ import torch
 from unlearnable import ImageSet, load_dataset_dir
 from unlearnable.core.errors import UnlearnableError
 from unlearnable.cli import main
-from unlearnable.ladder import LEVELS
 from unlearnable.poisons import (
-    POISONS, PoisonContext, default_work_dir, em, make_poison, ntga, perturb_chunks, poison_dataset, rem, tap,
+    POISONS, PoisonContext, default_work_dir, em, make_poison, perturb_chunks, poison_dataset, rem, tap,
 )
 from unlearnable.poisons.crafting import Interrupted, resolve
 from unlearnable.poisons.em import EMParams, craft_error_minimizing
 from unlearnable.poisons.ntga import NTGAParams, surrogate_loss
 from unlearnable.train import evaluate, spec_for, train_on
 
+from helpers import delta_of
+
 METHODS = sorted(m for m in POISONS if POISONS[m].model_based)
-# Each method's level table and parameters (ops-em runs EM's).
-TABLES = {"em": (em.LEVEL_TABLE, EMParams), "rem": (rem.LEVEL_TABLE, rem.REMParams),
-          "tap": (tap.LEVEL_TABLE, tap.TAPParams), "ntga": (ntga.LEVEL_TABLE, NTGAParams)}
 
 
 def tiny_ctx(seed: int = 0, **kw) -> PoisonContext:
@@ -49,24 +47,8 @@ def small(digits_train) -> ImageSet:
     return digits_train.subset(np.arange(160))
 
 
-def delta_of(p: ImageSet, base: ImageSet) -> np.ndarray:
-    return p.images.astype(np.int16) - base.images.astype(np.int16)
-
-
 def test_all_registered():
     assert {"em", "ops-em", "tap", "rem", "ntga"} <= set(METHODS)
-
-
-@pytest.mark.parametrize("method", sorted(TABLES))
-def test_level_tables_have_every_rung(method):
-    table, params_cls = TABLES[method]
-    assert set(table) == set(LEVELS)
-    unset = {f.name for f in dataclasses.fields(params_cls) if f.default is None}
-    for lv in LEVELS:
-        assert set(table[lv]) == unset, lv  # each rung decides every field left unset
-        assert None not in resolve(params_cls(), table, lv).values()
-    with pytest.raises(UnlearnableError, match="level must be one of"):
-        resolve(params_cls(), table, "bogus")
 
 
 def test_paper_level_is_the_originals_cost():
@@ -79,12 +61,12 @@ def test_paper_level_is_the_originals_cost():
     assert (eff["steps"], eff["update"], eff["portion"], eff["start"]) == (1, "mean", 0.2, "zeros")
     assert (eff["grad_clip"], eff["decay_all"], eff["clamp"]) == (5.0, True, False)
     assert em.effective(EMParams(mode="class", update="shared"), "paper")["steps"] == 20
-    eff = resolve(tap.TAPParams(), tap.LEVEL_TABLE, "paper")
+    eff = resolve(tap.TAPParams(), POISONS["tap"].fills, "paper")
     assert (eff["steps"], eff["restarts"], eff["epochs"], eff["batch_size"]) == (250, 8, 40, 512)
-    eff = resolve(rem.REMParams(), rem.LEVEL_TABLE, "paper")
+    eff = resolve(rem.REMParams(), POISONS["rem"].fills, "paper")
     # gen_rem.sh leaves --perturb-freq at its default, 1: the batch's noise is remade every step.
     assert (eff["train_steps"], eff["samples"], eff["perturb_freq"], eff["batch_size"]) == (5000, 5, 1, 128)
-    eff = resolve(NTGAParams(), ntga.LEVEL_TABLE, "paper")
+    eff = resolve(NTGAParams(), POISONS["ntga"].fills, "paper")
     assert (eff["target_size"], eff["block_size"], eff["steps"]) == (10000, 512, 10)
 
 
@@ -168,22 +150,6 @@ def test_ntga_raises_the_surrogates_validation_loss(digits_train, digits_test):
     assert poisoned > clean + 0.005
     gains = p.meta["poison"]["info"]["surrogate_target_loss"]
     assert gains["poisoned_mean"] > gains["clean_mean"]
-
-
-@pytest.mark.parametrize("method", ["em", "tap", "rem", "ntga"])
-def test_resume_equals_uninterrupted(method, tmp_path, small):
-    small = small.subset(np.arange(96))
-    want = make_poison(method, small, ctx=tiny_ctx(1))
-    work = tmp_path / "work"
-    with pytest.raises(Interrupted):
-        make_poison(method, small, ctx=tiny_ctx(1, work_dir=work, stop_after=1, save_every=0))
-    assert (work / "state.pt").exists()
-    with pytest.raises(UnlearnableError, match="other settings"):  # state is tied to its settings
-        make_poison(method, small, ctx=tiny_ctx(2, work_dir=work))
-    with pytest.raises(UnlearnableError, match="other settings"):  # ... its level included
-        make_poison(method, small, ctx=PoisonContext(seed=1, level="quick", work_dir=work))
-    got = make_poison(method, small, ctx=tiny_ctx(1, work_dir=work))
-    assert np.array_equal(got.images, want.images)
 
 
 @pytest.mark.parametrize("method", ["em", "ops-em"])
@@ -403,7 +369,7 @@ def test_rem_defender_starts_at_random_and_projects_onto_the_ball_only():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 3))
     x, y = torch.zeros(32, 1, 8, 8), torch.arange(32) % 3
-    eff = resolve(rem.REMParams(), rem.LEVEL_TABLE, "tiny")
+    eff = resolve(rem.REMParams(), POISONS["rem"].fills, "tiny")
     start = rem.defend(model, x, y, {**eff, "def_steps": 0}, torch.Generator().manual_seed(0), augment=False)
     assert start.abs().max() <= 8 / 255 and start.std() > 3 / 255  # uniform: std = eps / sqrt(3)
     d = rem.defend(model, x, y, eff, torch.Generator().manual_seed(0), augment=False)

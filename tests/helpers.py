@@ -1,0 +1,69 @@
+"""The asserting helpers the tests share (one copy): what "nothing changed" compares, what a
+one-line error looks like, a command refused cleanly, a protected set's integer perturbation.
+
+    before = snapshot(tmp_path); ...; assert snapshot(tmp_path) == before
+    line = refused(capsys, ["import", "npz", path, "--out", out], "p.npz", unchanged=tmp_path)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import stat
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from unlearnable import ImageSet
+from unlearnable.cli import main
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    """Every path under `root` (hidden ones too): a regular file by its bytes' hash, anything else
+    by its type (never opened: a FIFO would block)."""
+    out = {}
+    for p in sorted(Path(root).rglob("*")):
+        st = p.lstat()
+        rel = str(p.relative_to(root))
+        out[rel] = hashlib.sha256(p.read_bytes()).hexdigest() if stat.S_ISREG(st.st_mode) \
+            else f"type {stat.S_IFMT(st.st_mode)}"
+    return out
+
+
+def one_line(text: str) -> bool:
+    """Whether a message is one line (the CLI's promise for every error)."""
+    return len(str(text).strip().splitlines()) == 1
+
+
+def error_line(err: str, *names: str) -> str:
+    """`err` (a command's stderr) is one line `unlearnable: error: ...` naming each of `names`; it."""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("unlearnable: error: "), err
+    for n in names:
+        assert n in lines[0], (n, lines[0])
+    return lines[0]
+
+
+def refused(capsys, argv: list[str], *names: str, unchanged: Path | None = None) -> str:
+    """Run the command: it exits 2 with one stderr line naming each of `names` and, with
+    `unchanged`, leaves that directory as it was."""
+    before = snapshot(unchanged) if unchanged is not None else None
+    capsys.readouterr()
+    rc = main(argv)
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    line = error_line(err, *names)
+    if unchanged is not None:
+        assert snapshot(unchanged) == before
+    return line
+
+
+def delta_of(p: ImageSet, base: ImageSet) -> np.ndarray:
+    """A protected set's perturbation in grey levels (int16): what the stored files change."""
+    return p.images.astype(np.int16) - base.images.astype(np.int16)
+
+
+def write_png(path: Path, arr: np.ndarray, fmt: str = "PNG") -> None:
+    """Write one uint8 image (HW or HWC) in `fmt` (JPEG at quality 95), making its folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr).save(path, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
