@@ -14,7 +14,7 @@ augmentation (random crop with zero padding, horizontal flip):
                 `DataLoader(batch_size, shuffle=True, num_workers=W)`, and the usual
                 `for x, y in loader:` loop. Timed with W = 2 (the cores we have) and W = 0.
 
-Run (CPU, the issue's target is >= 2x on 2 cores):
+Run (CPU; the target is >= 2x on 2 cores):
 
     .venv/bin/python benchmarks/engine_vs_dataloader.py --steps 40 --repeats 2 --compute-only [--threads 1]
 

@@ -7,7 +7,9 @@ one-line error looks like, a command refused cleanly, a protected set's integer 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import inspect
 import stat
 from pathlib import Path
 
@@ -67,3 +69,15 @@ def write_png(path: Path, arr: np.ndarray, fmt: str = "PNG") -> None:
     """Write one uint8 image (HW or HWC) in `fmt` (JPEG at quality 95), making its folder."""
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(arr).save(path, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
+
+
+def check_docstring_template(fn, command: str, params_cls) -> None:
+    """torchattacks' template on a registered method's function: Paper (with a link), Threat
+    model, Args naming every field of `params_cls`, Shapes, Example running `command`, in order."""
+    doc = inspect.getdoc(fn) or ""
+    at = [doc.find(label) for label in ("Paper:", "Threat model:", "Args", "Shapes:", "Example:")]
+    assert min(at) > 0 and at == sorted(at), (command, at)
+    assert "https://" in doc[at[0]:at[1]], command
+    assert command in doc[at[4]:], command
+    missing = [f.name for f in dataclasses.fields(params_cls) if f.name not in doc[at[2]:at[3]]]
+    assert not missing, (command, missing)

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 
 from unlearnable import UnlearnableError
-from unlearnable.auditor.steps import AUDITS, Row, StepSkipped, register_step
 from unlearnable.attacks import ATTACKS, register_attack
 from unlearnable.attacks.base import train_and_evaluate
 from unlearnable.auditor import AuditConfig, run_audit
 from unlearnable.auditor.execute import plan
 from unlearnable.auditor.inputs import audit_row, resolve_inputs
+from unlearnable.auditor.steps import AUDITS, Row, StepSkipped, register_step
 from unlearnable.cli import main
 from unlearnable.data.identity import content_id
 from unlearnable.ladder import LADDER, LEVELS, level, recipe_for
@@ -164,7 +164,7 @@ def throwaways(monkeypatch):
     register_attack("throwaway-shift", "roll the images by a pixel, then train", params_cls=_ShiftParams,
                     order=95, presets={"tiny": {"pixels": "2"}})(_shift_attack)
     register_job("throwaway-brightness", _brightness_job)
-    register_step("throwaway-step", "mean brightness of the training images", order=50,
+    register_step("throwaway-step", "mean brightness of the training images", order=50, record=("brightness",),
                   headline=lambda r: f"brightness {r['mean_brightness']:.3f}")(_brightness_step)
     yield
     for reg, key in ((ATTACKS, "throwaway-shift"), (JOBS, "throwaway-brightness"), (AUDITS, "throwaway-step")):
@@ -175,6 +175,8 @@ def test_a_registered_attack_and_step_reach_the_audit_report_and_grid(throwaways
     r = run_audit(protected, tmp_path / "a", AuditConfig(level="tiny", attacks=("throwaway-shift",)),
                   progress=False)
     assert r["steps"]["throwaway-step"]["status"] == "done"
+    saved = json.loads((tmp_path / "a" / "results.json").read_text())
+    assert 0 < saved["brightness"]["mean_brightness"] < 1  # where its registry entry says
     assert r["steps"]["attack:throwaway-shift"]["status"] == "done"
     shifted = r["attacks"]["throwaway-shift"]
     assert 0 <= shifted["test_accuracy"] <= 1 and shifted["params"] == {"pixels": 2}  # its tiny preset

@@ -68,7 +68,8 @@ def test_released_procedure_refits_the_trained_head_and_reestimates_batchnorm(di
     sub = digits_train.subset(np.arange(200))
     x_tr, y_tr, x_te, y_te = sub.uint8_tensor(), sub.labels, digits_test.uint8_tensor(), digits_test.labels
     fit_head("paper", model, x_tr, y_tr, x_te, y_te, 10)
-    assert all(torch.equal(a, b) for a, b in zip(bn0, [b for n, b in model.named_buffers() if n.endswith("running_mean")]))
+    means = [b for n, b in model.named_buffers() if n.endswith("running_mean")]
+    assert all(torch.equal(a, b) for a, b in zip(bn0, means))
     # A step too small to move the head: what is left of the head is the trained one, not a new one.
     from unlearnable.analyses import dfr as dfr_mod
 

@@ -11,10 +11,11 @@ import torch
 
 from unlearnable import build_model
 from unlearnable.attacks import ATTACKS, AttackContext, squeeze
+from unlearnable.attacks.squeeze import bit_depth_reduce, grayscale, jpeg_compress
 from unlearnable.kinds import run_attack
 from unlearnable.train.pgd import fgsm_rs, pgd, project_delta
-from unlearnable.attacks.squeeze import bit_depth_reduce, grayscale, jpeg_compress
-from unlearnable.train import AUGMENTATIONS, LABEL_AUGMENTATIONS
+
+from helpers import check_docstring_template
 
 
 def _trained_convnet(ds, recipe):
@@ -172,36 +173,6 @@ def _rgb(ds):
     return ds.replace(np.repeat(ds.images, 3, axis=3))
 
 
-@pytest.mark.parametrize("name", sorted(AUGMENTATIONS))
-def test_augmentations_keep_shape_range_and_are_seeded(name):
-    x = torch.rand(6, 3, 16, 16)
-    a = AUGMENTATIONS[name](x, torch.Generator().manual_seed(1))
-    b = AUGMENTATIONS[name](x, torch.Generator().manual_seed(1))
-    assert a.shape == x.shape and torch.equal(a, b)
-    assert a.min() >= 0 and a.max() <= 1
-    grey = AUGMENTATIONS[name](x[:, :1], torch.Generator().manual_seed(1))
-    assert grey.shape == (6, 1, 16, 16)
-
-
-@pytest.mark.parametrize("name", sorted(LABEL_AUGMENTATIONS))
-def test_label_augmentations_mix_labels_consistently(name):
-    x = torch.rand(8, 3, 16, 16)
-    y = torch.nn.functional.one_hot(torch.arange(8) % 4, 4).float()
-    xm, ym = LABEL_AUGMENTATIONS[name](x, y, torch.Generator().manual_seed(0))
-    assert xm.shape == x.shape and ym.shape == y.shape
-    assert torch.allclose(ym.sum(1), torch.ones(8))
-    assert (ym >= 0).all()
-
-
-def test_cutout_zeroes_a_square():
-    from unlearnable.train.augment import batch_cutout
-
-    x = torch.ones(4, 1, 16, 16)
-    out = batch_cutout(x, torch.Generator().manual_seed(0))
-    zeros = (out == 0).flatten(1).sum(1)
-    assert (zeros > 0).all() and (zeros <= 9 * 9).all()
-
-
 @pytest.mark.parametrize("name", sorted(ATTACKS))
 def test_every_attack_runs_and_writes_its_result(tmp_path, name, digits_train, digits_test, quick_recipe):
     """Every registered attack, at its tiny preset, on data it applies to; a rerun reuses it."""
@@ -301,14 +272,4 @@ def test_attack_all_compares_attacks_and_reports_cost(tmp_path, capsys, digits_t
 def test_every_attack_has_the_one_docstring_template(name):
     """torchattacks' convention: paper and link, threat model, arguments with their defaults,
     shapes, an example, in that order, on every registered attack."""
-    import dataclasses
-    import inspect
-
-    info = ATTACKS[name]
-    doc = inspect.getdoc(info.fn) or ""
-    at = [doc.find(label) for label in ("Paper:", "Threat model:", "Args", "Shapes:", "Example:")]
-    assert min(at) > 0 and at == sorted(at), (name, at)
-    assert "https://" in doc[at[0]:at[1]]
-    assert f"unlearnable attack {name}" in doc[at[4]:], name
-    for f in dataclasses.fields(info.params_cls):
-        assert f.name in doc[at[2]:at[3]], (name, f.name)
+    check_docstring_template(ATTACKS[name].fn, f"unlearnable attack {name}", ATTACKS[name].params_cls)

@@ -9,11 +9,10 @@ import torch
 
 from unlearnable import load_data, load_dataset_dir, save_dataset
 from unlearnable.attacks import ATTACKS, AttackContext
-from unlearnable.kinds import run_attack
 from unlearnable.attacks.mean_sub import class_means, subtract_class_means
 from unlearnable.attacks.ortho_proj import LinearParams, fit_linear, linear_accuracy, project, projection_basis
 from unlearnable.cli import main
-from unlearnable.train.augment import AUGMENTATIONS, LABEL_AUGMENTATIONS, batch_affine
+from unlearnable.kinds import run_attack
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -98,33 +97,6 @@ def test_class_mean_subtraction_equalizes_class_means():
         m = class_means(xs, y, 3)
         assert torch.allclose(m, m[0:1].expand_as(m), atol=1e-6), mode
         assert xs.min() >= 0 and xs.max() <= 1
-
-
-@pytest.mark.parametrize("name", sorted(AUGMENTATIONS))
-def test_augmentations_are_shaped_bounded_and_seeded(name):
-    x = torch.rand(6, 3, 12, 12)
-    a = AUGMENTATIONS[name](x, torch.Generator().manual_seed(3))
-    b = AUGMENTATIONS[name](x, torch.Generator().manual_seed(3))
-    assert a.shape == x.shape and torch.equal(a, b)
-    assert a.min() >= 0 and a.max() <= 1
-
-
-@pytest.mark.parametrize("name", sorted(LABEL_AUGMENTATIONS))
-def test_label_augmentations_keep_soft_labels(name):
-    x, y = torch.rand(8, 1, 10, 10), torch.eye(4)[torch.arange(8) % 4]
-    for s in range(6):  # some batches mix (p 0.5), some do not
-        xa, ya = LABEL_AUGMENTATIONS[name](x, y, torch.Generator().manual_seed(s))
-        assert xa.shape == x.shape and ya.shape == y.shape
-        assert torch.allclose(ya.sum(1), torch.ones(8))
-
-
-def test_affine_without_rotation_or_shear_is_a_zoom_about_the_centre():
-    x = torch.zeros(1, 1, 9, 9)
-    x[0, 0, 4, 4] = 1.0
-    same = batch_affine(x, torch.Generator().manual_seed(0), 0.0, 0.0, (1.0, 1.0))
-    assert torch.allclose(same, x, atol=1e-6)
-    zoom = batch_affine(x, torch.Generator().manual_seed(0), 0.0, 0.0, (3.0, 3.0))
-    assert zoom[0, 0, 4, 4] == 1.0 and zoom[0, 0].sum() > 3  # the dot grows, centred
 
 
 @pytest.fixture(scope="module")

@@ -44,7 +44,7 @@ def variants(kind: str) -> list:
 
 def tiny(method: str, base: ImageSet, seed: int = 0, fraction: float = 1.0, **params: str) -> ImageSet:
     """`method` at the ladder's tiny level: AR searches fewer filters (its preset), model-based
-    poisons take a few steps (their level tables; their own tests live in test_model_poisons.py)."""
+    poisons take a few steps (their level tables; their own tests live in test_model_based.py)."""
     return make_poison(method, base, params, seed=seed, fraction=fraction,
                        ctx=PoisonContext(seed=seed, level="tiny", progress=False))
 
@@ -117,7 +117,7 @@ def test_seeded(method, digits_train):
 @pytest.mark.parametrize("method, params", variants("class-wise"))
 def test_class_wise_one_pattern_per_class(method, params, grey28):
     if not POISONS[method].additive:
-        pytest.skip("one transform per class, not one delta: tests/test_new_poisons.py checks it")
+        pytest.skip("one transform per class, not one delta: tests/poisons/test_cuda.py checks it")
     p = tiny(method, grey28, **params)
     assert p.meta["poison"]["kind"] == "class-wise"
     d = delta_of(p, grey28)

@@ -15,6 +15,8 @@ from unlearnable.ladder import LEVELS
 from unlearnable.poisons import POISONS, PoisonContext, make_poison
 from unlearnable.poisons.crafting import Interrupted, resolve
 
+from helpers import check_docstring_template
+
 LEVEL_SCALED = sorted(m for m, info in POISONS.items() if info.fills is not None)
 RESUMABLE = sorted(m for m, info in POISONS.items() if info.model_based)
 
@@ -61,13 +63,4 @@ def test_resume_equals_uninterrupted(method, tmp_path, digits_train):
 def test_every_poison_has_the_one_docstring_template(method):
     """Paper and link, threat model, arguments with their defaults, shapes, an example, in that
     order, on every registered poison (the attacks' template)."""
-    import inspect
-
-    info = POISONS[method]
-    doc = inspect.getdoc(info.fn) or ""
-    at = [doc.find(label) for label in ("Paper:", "Threat model:", "Args", "Shapes:", "Example:")]
-    assert min(at) > 0 and at == sorted(at), (method, at)
-    assert "https://" in doc[at[0]:at[1]]
-    assert f"unlearnable poison {method}" in doc[at[4]:], method
-    for f in dataclasses.fields(info.params_cls):
-        assert f.name in doc[at[2]:at[3]], (method, f.name)
+    check_docstring_template(POISONS[method].fn, f"unlearnable poison {method}", POISONS[method].params_cls)

@@ -112,7 +112,7 @@ class MedianSmoothParams:
 @register_attack("gaussian-smooth", "Gaussian blur of the training images (APBench: 3x3, sigma 0.1)",
                  "APBench (Qin et al. 2023), https://arxiv.org/abs/2305.00349",
                  params_cls=GaussianSmoothParams, order=55, transforms_test=True)
-def gaussiantrain_transformed(ctx: AttackContext, p: GaussianSmoothParams) -> dict[str, Any]:
+def gaussian_smooth_attack(ctx: AttackContext, p: GaussianSmoothParams) -> dict[str, Any]:
     """Blur every training image with a Gaussian (and, with test=true, the test images), then train.
 
     Paper: APBench (Qin et al. 2023), https://arxiv.org/abs/2305.00349, its `--gaussian` defence; in the
@@ -122,12 +122,10 @@ def gaussiantrain_transformed(ctx: AttackContext, p: GaussianSmoothParams) -> di
         kernel_size (3): the kernel's side, odd
         sigma (0.1): the Gaussian's standard deviation in pixels (APBench's 0.1 leaves uint8 images unchanged)
         test (False): also blur the test images (the attacker controls its inference)
-    Shapes: ctx.train images uint8 (N, H, W, C) with labels int64 (N,), blurred to uint8 of the same shape;
-        returns a dict with test_accuracy (fraction, clean test set), test_loss, train_accuracy,
-        seconds_train, attack_params and changed_fraction (of training-image values), and with test=true
-        test_accuracy_transformed_test and test_loss_transformed_test.
+    Shapes: ctx.train images uint8 (N, H, W, C), blurred in float and rounded back to uint8 of the
+        same shape; the result is `train_transformed`'s (see `jpeg`).
     Example:
-        unlearnable attack gaussian-smooth runs/lsp --recipe fast --out runs/lsp-gaussian-smooth
+        unlearnable attack gaussian-smooth runs/lsp --param sigma=1.0 --param test=true
     """
     return train_transformed(ctx, lambda im: gaussian_blur(im, p.kernel_size, p.sigma), p)
 
@@ -135,7 +133,7 @@ def gaussiantrain_transformed(ctx: AttackContext, p: GaussianSmoothParams) -> di
 @register_attack("median-smooth", "median filter of the training images (3x3)",
                  "after Liu et al. ICML 2023, https://arxiv.org/abs/2301.13838",
                  params_cls=MedianSmoothParams, order=56, transforms_test=True)
-def mediantrain_transformed(ctx: AttackContext, p: MedianSmoothParams) -> dict[str, Any]:
+def median_smooth_attack(ctx: AttackContext, p: MedianSmoothParams) -> dict[str, Any]:
     """Replace every training pixel by the median of its window (and, with test=true, the test images'), then train.
 
     Paper: after Liu et al., "Image Shortcut Squeezing", ICML 2023, https://arxiv.org/abs/2301.13838.
@@ -143,11 +141,9 @@ def mediantrain_transformed(ctx: AttackContext, p: MedianSmoothParams) -> dict[s
     Args:
         kernel_size (3): the window's side, odd
         test (False): also filter the test images (the attacker controls its inference)
-    Shapes: ctx.train images uint8 (N, H, W, C) with labels int64 (N,), filtered per channel to uint8 of the
-        same shape; returns a dict with test_accuracy (fraction, clean test set), test_loss, train_accuracy,
-        seconds_train, attack_params and changed_fraction (of training-image values), and with test=true
-        test_accuracy_transformed_test and test_loss_transformed_test.
+    Shapes: ctx.train images uint8 (N, H, W, C), filtered per channel (uint8, same shape); the
+        result is `train_transformed`'s (see `jpeg`).
     Example:
-        unlearnable attack median-smooth runs/lsp --recipe fast --out runs/lsp-median-smooth
+        unlearnable attack median-smooth runs/regions --param kernel_size=5 --recipe fast
     """
     return train_transformed(ctx, lambda im: median_filter(im, p.kernel_size), p)

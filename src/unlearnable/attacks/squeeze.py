@@ -56,6 +56,7 @@ def jpeg_compress(images: np.ndarray, quality: int = 10, workers: int | None = N
     return out
 
 
+ISS = "Liu et al. ICML 2023, https://arxiv.org/abs/2301.13838"  # the paper of every attack here
 MOSAIC_IMAGES = 4096  # grey images per mosaic: a 2048 x 1792 picture for 28 x 28 images
 
 
@@ -72,7 +73,7 @@ def _jpeg_mosaic(images: np.ndarray, quality: int) -> np.ndarray:
     A grey JPEG codes each 8x8 block on its own (only the lossless DC prediction links blocks),
     and the encoder fills a partial edge block by repeating the last row and column. So each
     image, padded the same way to a multiple of 8 and placed on its own 8-aligned cell, decodes
-    to exactly the pixels it gets when coded alone (tests/test_attacks.py checks it). Colour
+    to exactly the pixels it gets when coded alone (tests/attacks/test_attacks.py checks it). Colour
     images are not coded this way: the decoder's chroma upsampling reads across cells.
     """
     n, h, w = images.shape
@@ -134,7 +135,7 @@ def _one_channel(ds: ImageSet) -> str | None:
 
 
 @register_attack("jpeg", "JPEG compression of the training images (quality 10)",
-                 "Liu et al. ICML 2023, https://arxiv.org/abs/2301.13838", params_cls=JpegParams, order=40,
+                 ISS, params_cls=JpegParams, order=40,
                  transforms_test=True)
 def jpeg_attack(ctx: AttackContext, p: JpegParams) -> dict[str, Any]:
     """JPEG-compress every training image (and, with test=true, the test images), then train.
@@ -156,35 +157,31 @@ def jpeg_attack(ctx: AttackContext, p: JpegParams) -> dict[str, Any]:
 
 
 @register_attack("bit-depth", "bit-depth reduction of the training images (2 bits)",
-                 "Liu et al. ICML 2023, https://arxiv.org/abs/2301.13838", params_cls=BitDepthParams, order=50,
+                 ISS, params_cls=BitDepthParams, order=50,
                  transforms_test=True)
 def bit_depth_attack(ctx: AttackContext, p: BitDepthParams) -> dict[str, Any]:
     """Reduce every training image to `bits` bits per channel (and, with test=true, the test images), then train.
 
-    Paper: Liu et al., "Image Shortcut Squeezing: Countering Perturbative Availability Poisons with
-        Compression", ICML 2023, https://arxiv.org/abs/2301.13838.
+    Paper: Liu et al., ICML 2023 (as `jpeg`), https://arxiv.org/abs/2301.13838, its bit-depth squeeze.
     Threat model: only the protected training set, quantized; with test=true it quantizes its own test inputs.
     Args:
         bits (2): bits kept per channel, in [1, 8]
         test (False): also reduce the test images (the attacker controls its inference)
-    Shapes: ctx.train images uint8 (N, H, W, C) with labels int64 (N,), quantized to uint8 of the same shape;
-        returns a dict with test_accuracy (fraction, clean test set), test_loss, train_accuracy,
-        seconds_train, attack_params and changed_fraction (of training-image values), and with test=true
-        test_accuracy_transformed_test and test_loss_transformed_test.
+    Shapes: ctx.train images uint8 (N, H, W, C), quantized to uint8 of the same shape; the result is
+        `train_transformed`'s (test accuracy and loss, changed_fraction, the transformed-test pair).
     Example:
-        unlearnable attack bit-depth runs/lsp --recipe fast --out runs/lsp-bit-depth
+        unlearnable attack bit-depth runs/ar --param bits=3 --out runs/ar-bits3
     """
     return train_transformed(ctx, lambda im: bit_depth_reduce(im, p.bits), p)
 
 
 @register_attack("grayscale", "grayscale training images (a no-op on 1-channel data, said in the result)",
-                 "Liu et al. ICML 2023, https://arxiv.org/abs/2301.13838", params_cls=GrayscaleParams, order=60,
+                 ISS, params_cls=GrayscaleParams, order=60,
                  transforms_test=True, applies_to=_one_channel)
 def grayscale_attack(ctx: AttackContext, p: GrayscaleParams) -> dict[str, Any]:
     """Turn every training image grey (and, with test=true, the test images), then train.
 
-    Paper: Liu et al., "Image Shortcut Squeezing: Countering Perturbative Availability Poisons with
-        Compression", ICML 2023, https://arxiv.org/abs/2301.13838.
+    Paper: Liu et al., ICML 2023 (as `jpeg`), https://arxiv.org/abs/2301.13838, its grayscale squeeze.
     Threat model: only the protected training set, made grey; with test=true it makes its own test inputs grey.
     Args:
         test (False): also turn the test images grey (the attacker controls its inference)
@@ -194,7 +191,7 @@ def grayscale_attack(ctx: AttackContext, p: GrayscaleParams) -> dict[str, Any]:
         values), with test=true test_accuracy_transformed_test and test_loss_transformed_test, and on
         1-channel data a note (the registry refuses such data, so only a direct call gets there).
     Example:
-        unlearnable attack grayscale runs/lsp --recipe fast --out runs/lsp-grayscale
+        unlearnable attack grayscale runs/cifar10-ar --param test=true
     """
     out = train_transformed(ctx, grayscale, p)
     if ctx.train.channels == 1:

@@ -172,28 +172,3 @@ def _failed_dependency(spec: Spec, results: dict[str, dict[str, Any]], step_of: 
             if deeper:
                 return deeper
     return None
-
-
-def _reason(error: str | None) -> str:
-    """A recorded error as the one line a step's reason is (torch's run over several)."""
-    return one_line(error or "failed (no error recorded)", 300)
-
-
-def _not_run(spec: Spec, results: dict[str, dict[str, Any]], step_of: dict[str, str]) -> str:
-    """Why a job did not run: the first job it depends on that failed, named as its step."""
-    return _failed_dependency(spec, results, step_of) or "a job it depends on did not finish"
-
-
-def _failed_dependency(spec: Spec, results: dict[str, dict[str, Any]], step_of: dict[str, str]) -> str | None:
-    for d in dependencies(spec):
-        r = results.get(job_key(d))
-        if r is not None and r["status"] == "failed":
-            what = f"step {step_of[job_key(d)]}" if job_key(d) in step_of else f"its {d['kind']} job"
-            return f"{what} failed: {_reason(r.get('error'))}"
-        if r is None or r["status"] != "done":
-            deeper = _failed_dependency(d, results, step_of)
-            if deeper:
-                return deeper
-    return None
-
-

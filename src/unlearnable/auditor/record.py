@@ -56,6 +56,11 @@ def _weights_file(out: Path, attacks: dict[str, Any]) -> Path | None:
     return None
 
 
+# The places of results.json that `finish` assembles itself (the verdict's inputs).
+ASSEMBLED = frozenset({"protected_training", "clean_reference", "dfr", "dfr_clean", "detect", "finetune",
+                       "separability", "attacks"})
+
+
 def finish(out: Path, record: dict[str, Any], inp: AuditInputs, cfg: AuditConfig, row: Row,
            place: Callable[[Spec], Path], specs: dict[str, Spec]) -> dict[str, Any]:
     """Assemble results.json from the step results, draw the figures, render the reports."""
@@ -110,6 +115,8 @@ def finish(out: Path, record: dict[str, Any], inp: AuditInputs, cfg: AuditConfig
                            finetune=finetune),
         "versions": versions(),
     })
+    # A step with a place of its own that nothing above derives from (a new analysis): as it came.
+    record.update({k: v for k, v in parts.items() if k not in ASSEMBLED})
     write_json(out / "results.json", record)
     with atomic_file(out / "report.html", "w") as f:
         f.write(render_audit_html(record, out))

@@ -29,8 +29,8 @@ from ..core.files import write_json
 from ..data.resolve import load_data
 from ..train.run import load_run
 from .common import (
-    AuditCommand, Parser, add_cache, add_data_root, add_level, arch_name, device, finite_float, in_file, int_in,
-    names_in, out_file, positive_float, positive_int, refuse_input_overlap, run_dir, seed_int,
+    AuditCommand, Parser, add_cache, add_compute_args, add_data_root, add_level, arch_name, device, finite_float,
+    in_file, int_in, names_in, out_file, positive_float, positive_int, refuse_input_overlap, run_dir, seed_int,
 )
 from . import finetune
 
@@ -91,9 +91,7 @@ def _dfr_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--indices", default=None, type=in_file,
                    help="an .npy of indices into the clean training set (e.g. the released "
                         "dfr_indices/CIFAR10/train_5000samples.npy) instead of a seeded draw of --n")
-    p.add_argument("--device", default="auto", type=device)
-    p.add_argument("--no-progress", action="store_true")
-    add_data_root(p)
+    add_compute_args(p)
 
 
 def _dfr_run(args: argparse.Namespace) -> int:
@@ -145,9 +143,7 @@ def _sep_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, type=out_file,
                    help="JSON file to write (default DATA/separability.json for the default settings, "
                         "DATA/separability-OF-hiddenH.json otherwise; DATA must be a directory)")
-    p.add_argument("--device", default="cpu", type=device)
-    p.add_argument("--no-progress", action="store_true")
-    add_data_root(p)
+    add_compute_args(p, default_device="cpu")
 
 
 def _sep_check(args: argparse.Namespace) -> None:
@@ -212,7 +208,8 @@ def _full_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", type=device)
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--restart", action="store_true",
-                   help="start unfinished trainings over instead of resuming them (use when a checkpoint is unreadable)")
+                   help="start unfinished trainings over instead of resuming them "
+                        "(use when a checkpoint is unreadable)")
     add_cache(p)
     add_data_root(p)
 

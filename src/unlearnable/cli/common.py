@@ -219,6 +219,14 @@ def add_data_root(p: argparse.ArgumentParser) -> None:
                    help="directory holding datasets (searched before $UNLEARNABLE_DATA and system locations)")
 
 
+def add_compute_args(p: argparse.ArgumentParser, default_device: str = "auto") -> None:
+    """--device, --no-progress and --data-root: where a command computes and reads."""
+    p.add_argument("--device", default=default_device, type=device,
+                   help=f"auto, cpu, cuda, cuda:1, mps (default {default_device})")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_data_root(p)
+
+
 def add_train_args(p: argparse.ArgumentParser, arch: str = "convnet", recipe: str = "paper") -> None:
     """--arch, --epochs, --seed, --recipe, --batch-size, --lr, --device, --data-root, --no-progress."""
     p.add_argument("--arch", default=arch, type=arch_name, help=f"model architecture (default {arch})")

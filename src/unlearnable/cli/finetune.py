@@ -19,7 +19,8 @@ from ..analyses.finetune import FinetuneParams
 from ..core.errors import UnlearnableError
 from ..kinds import finetune_curve
 from .common import (
-    AuditCommand, add_data_root, device, int_in, nonneg_int, positive_float, positive_int, run_dir, seed_int,
+    AuditCommand, add_compute_args, int_in, nonneg_int, positive_float, positive_int,
+    run_dir, seed_int,
 )
 
 
@@ -53,11 +54,9 @@ def _args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dfr-n", type=nonneg_int, default=5000,
                    help="DFR's clean subset size, whose images are left out (default 5000, as `audit dfr`)")
     p.add_argument("--cache-dir", default=None, type=run_dir,
-                   help="keep each fine-tune's result here: analyses of one base sharing it compute the scratch "
-                        "and clean references once (default OUT/finetune_cache)")
-    p.add_argument("--device", default="auto", type=device)
-    p.add_argument("--no-progress", action="store_true")
-    add_data_root(p)
+                   help="keep each fine-tune's result in DIR/results.sqlite: analyses of one base sharing it "
+                        "compute the scratch and clean references once (default OUT/jobs.sqlite)")
+    add_compute_args(p)
 
 
 def _check(args: argparse.Namespace) -> None:

@@ -41,7 +41,7 @@ from ..models import Classifier, build_model
 from ..train.checkpoint import load_state, save_state
 from ..train.loop import eval_batch
 from ..train.optim import make_optimizer
-from .base import PoisonContext
+from .base import PoisonContext, get_poison
 
 STATE_FILE = "state.pt"
 log = logging.getLogger(__name__)
@@ -177,6 +177,17 @@ class Resumable:
             self.save(state_fn())
         if stop:
             raise Interrupted(f"stopped after {unit} units as asked (stop_after); resume to finish")
+
+
+def start(method: str, params: Any, ctx: PoisonContext,
+          base: ImageSet) -> tuple[dict[str, Any], torch.device, Resumable]:
+    """What a model-based run begins with: its effective parameters at `ctx.level` (the registry
+    entry's level table), its device, and its resumable state, where state another run left in
+    the work directory is refused now, before anything trains into it."""
+    eff = resolve(params, get_poison(method).fills, ctx.level)
+    ck = Resumable(ctx, fingerprint(method, eff, ctx, base))
+    ck.load()
+    return eff, device_of(ctx), ck
 
 
 def cpu_state(module_or_opt: Any) -> dict[str, Any]:

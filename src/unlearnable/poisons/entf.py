@@ -43,8 +43,7 @@ from ..train.loop import crop_padding_for
 from ..train.pgd import adversarial_loss
 from .base import PoisonContext, PoisonOutput, apply_delta, check_bound, register_poison
 from .crafting import (
-    Resumable, crafting_model, crafting_summary, default_arch, device_of, fingerprint, peak_memory, resolve,
-    seed_global, unit_generator,
+    crafting_model, crafting_summary, default_arch, peak_memory, seed_global, start, unit_generator,
 )
 from .hypo import batched_images
 from .tap import clean_crafting_model
@@ -53,14 +52,6 @@ PAPER = ("Wen et al., Is Adversarial Training Really a Silver Bullet for Mitigat
          "ICLR 2023, https://openreview.net/forum?id=zKvm1ETDOq")
 # The reference model's adversarial training at `paper`: the adv recipe (100 epochs, steps at 75, 90).
 REFERENCE_RECIPE = {"paper": "adv"}
-# Fields left at None take these values at each ladder level. epochs / ref_steps: the reference
-# model's adversarial training (paper: the `adv` recipe's 100 epochs, a 10-step adversary).
-# steps / step_ratio: the perturbation's signed steps.
-LEVEL_TABLE = {
-    "paper": {"steps": 300, "step_ratio": 0.05, "epochs": 100, "ref_steps": 10, "batch_size": 128},
-    "quick": {"steps": 30, "step_ratio": 0.15, "epochs": 3, "ref_steps": 3, "batch_size": 256},
-    "tiny": {"steps": 3, "step_ratio": 0.5, "epochs": 1, "ref_steps": 1, "batch_size": 64},
-}
 
 
 @dataclass
@@ -90,6 +81,16 @@ class EntFParams:
         for k in ("steps", "ref_steps", "epochs", "batch_size"):
             if getattr(self, k) is not None and getattr(self, k) < 1:
                 raise ValueError(f"{k} must be at least 1")
+
+
+# Fields left at None take these values at each ladder level. epochs / ref_steps: the reference
+# model's adversarial training (paper: the `adv` recipe's 100 epochs, a 10-step adversary).
+# steps / step_ratio: the perturbation's signed steps.
+LEVEL_TABLE = {
+    "paper": {"steps": 300, "step_ratio": 0.05, "epochs": 100, "ref_steps": 10, "batch_size": 128},
+    "quick": {"steps": 30, "step_ratio": 0.15, "epochs": 3, "ref_steps": 3, "batch_size": 256},
+    "tiny": {"steps": 3, "step_ratio": 0.5, "epochs": 1, "ref_steps": 1, "batch_size": 64},
+}
 
 
 def reference_model(base: ImageSet, params: EntFParams, eff: dict[str, Any], ctx: PoisonContext,
@@ -137,7 +138,8 @@ def feature_distances(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, 
             yb = y[s:s + batch_size]
             own.append((f - centroids[yb]).norm(dim=1))
             other.append((f - targets_for(f, yb, centroids, "pull")).norm(dim=1))
-    return {"to_own_centroid": float(torch.cat(own).mean()), "to_nearest_other_centroid": float(torch.cat(other).mean())}
+    return {"to_own_centroid": float(torch.cat(own).mean()),
+            "to_nearest_other_centroid": float(torch.cat(other).mean())}
 
 
 @register_poison("entf", EntFParams, "sample-wise",
@@ -174,13 +176,10 @@ def entf(base: ImageSet, params: EntFParams, ctx: PoisonContext) -> PoisonOutput
         centroids, clean and protected), crafting_model (its loss and accuracy on clean and
         protected images), seconds_this_run and peak_memory.
     Example:
-        unlearnable poison entf --dataset fashion-mnist --out runs/entf --seed 0
+        unlearnable poison entf --dataset fashion-mnist --level quick --param mode=pull --out runs/entf
     """
     t0 = time.perf_counter()
-    eff = resolve(params, LEVEL_TABLE, ctx.level)
-    dev = device_of(ctx)
-    ck = Resumable(ctx, fingerprint("entf", eff, ctx, base))
-    ck.load()  # another run's state is refused before anything trains into its work directory
+    eff, dev, ck = start("entf", params, ctx, base)
     model, model_info = reference_model(base, params, eff, ctx, dev)
     model.eval()
     for p in model.parameters():

@@ -33,8 +33,7 @@ from ..data.imageset import ImageSet
 from ..train.pgd import pgd
 from .base import PoisonContext, PoisonOutput, apply_delta, check_bound, register_poison
 from .crafting import (
-    Resumable, crafting_summary, default_arch, device_of, fingerprint, peak_memory, progress_bar, resolve,
-    seed_global,
+    Resumable, crafting_summary, default_arch, peak_memory, progress_bar, seed_global, start,
 )
 from .tap import clean_crafting_model
 
@@ -101,10 +100,10 @@ def hypo(base: ImageSet, params: HYPOParams, ctx: PoisonContext) -> PoisonOutput
 
     Paper: Tao et al., Better Safe Than Sorry: Preventing Delusive Adversaries with Adversarial
         Training, NeurIPS 2021, https://arxiv.org/abs/2102.04716
-    Threat model: the defender (the data owner) perturbs every training image within l_inf <= eps
-        (8/255) on the stored uint8 images, against its own crafting model trained on the clean
-        data (or any checkpoint of `unlearnable train`); labels, test set and learner are out of
-        its hands.
+    Threat model: as `tap`'s, with the loss descended instead of ascended: the data owner moves
+        each stored uint8 training image within l_inf <= eps (8/255) against a model of its own on
+        the clean data (or any checkpoint of `unlearnable train`); the learner, the labels and the
+        test set are not its to choose.
     Args:
         eps (8/255): l_inf bound of the perturbation
         steps (level; paper 100): signed descent steps on the cross-entropy of the true label
@@ -120,13 +119,10 @@ def hypo(base: ImageSet, params: HYPOParams, ctx: PoisonContext) -> PoisonOutput
         crafting_model (its loss and accuracy on clean and protected images), seconds_this_run and
         peak_memory.
     Example:
-        unlearnable poison hypo --dataset fashion-mnist --out runs/hypo --seed 0
+        unlearnable poison hypo --dataset fashion-mnist --param checkpoint=runs/clean --out runs/hypo
     """
     t0 = time.perf_counter()
-    eff = resolve(params, LEVEL_TABLE, ctx.level)
-    dev = device_of(ctx)
-    ck = Resumable(ctx, fingerprint("hypo", eff, ctx, base))
-    ck.load()  # another run's state is refused before anything trains into its work directory
+    eff, dev, ck = start("hypo", params, ctx, base)
     model, model_info = clean_crafting_model(base, params, eff, ctx, dev)
     model.eval()
     x, y = base.to_tensor(dev)
@@ -139,7 +135,8 @@ def hypo(base: ImageSet, params: HYPOParams, ctx: PoisonContext) -> PoisonOutput
 
     out = batched_images(base, ctx, ck, eff["batch_size"], "hypo batches", craft)
     info = {
-        "norm": "linf", "eps": eps, "device": str(dev), "arch": model_info.get("arch", params.arch or default_arch(dev)),
+        "norm": "linf", "eps": eps, "device": str(dev),
+        "arch": model_info.get("arch", params.arch or default_arch(dev)),
         "crafting": model_info, "level": ctx.level, "effective_params": eff,
         "crafting_model": crafting_summary(model, x, y, out, dev),
         "seconds_this_run": round(time.perf_counter() - t0, 3), "peak_memory": peak_memory(dev),

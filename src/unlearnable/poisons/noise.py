@@ -105,11 +105,9 @@ class RegionsParams:
 def regions(base: ImageSet, params: RegionsParams, ctx: PoisonContext) -> PoisonOutput:
     """Regions-p: per class, p vectors of C signs (Bernoulli) scaled to +-eps, one per region.
 
-    Paper: Sandoval-Segura et al., What Can We Learn from Unlearnable Datasets?, NeurIPS 2023,
-        https://arxiv.org/abs/2305.19254 (the Regions-4 baseline)
-    Threat model: the defender (the data owner) adds its class's pattern to every training image,
-        within l_inf <= eps (8/255) on the stored uint8 images; labels, test set and learner are
-        out of its hands. No model; every draw comes from ctx.seed.
+    Paper: the Regions-4 baseline of Sandoval-Segura et al., NeurIPS 2023, https://arxiv.org/abs/2305.19254
+    Threat model: as `random-noise`'s (a class pattern added within l_inf <= eps on the stored
+        uint8 images, no model, every sign drawn from ctx.seed).
     Args:
         p (4): number of regions, a perfect square: the image is cut into a sqrt(p) x sqrt(p)
             grid of near-equal regions (exactly 16x16 patches for p=4 on 32x32; 14x14 on 28x28;

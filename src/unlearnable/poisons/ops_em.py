@@ -58,28 +58,12 @@ def ops_em(base: ImageSet, params: OpsEMParams, ctx: PoisonContext) -> PoisonOut
         (8/255) on the stored uint8 images, except one pixel per image set to its class's corner
         colour (unbounded there); the noise is crafted with its own model (ctx.device, resumable
         in ctx.work_dir); labels, test set and learner are out of its hands.
-    Args: EMParams's fields (those at None filled from EM's LEVEL_TABLE) and search_on:
+    Args: EMParams's fields with EM's meanings and defaults (see `em`; those at None filled from
+        EM's LEVEL_TABLE): eps, steps, alpha, train_steps, batch_size, lr, momentum, weight_decay,
+        stop_accuracy, max_rounds, arch, update, start, portion, grad_clip, decay_all and clamp;
+        two differ or are new here:
         mode ("class"): class | sample (the original's per-image EM file; for ablations)
         search_on ("clean"): clean (the original's pixel search) | protected (on the EM images)
-        eps (8/255): l_inf bound of the noise
-        steps (level; paper 20): descent steps per noise update (class-wise with update=mean: 1
-            per batch at every level)
-        alpha (level; paper 0.8/255): descent step size
-        train_steps (level; paper 10): M, SGD steps of the crafting model per round
-        batch_size (level; paper 512): crafting batches, training and noise
-        lr (0.1): the crafting model's SGD learning rate
-        momentum (0.9): its SGD momentum
-        weight_decay (5e-4): its weight decay (see decay_all)
-        stop_accuracy (0.99): stop once the crafting model's accuracy on x + delta reaches it
-        max_rounds (level; paper 0): cap on rounds, 0 = none (the original stops only by accuracy)
-        arch (""): crafting model; "" = resnet18 on CUDA, convnet on CPU
-        update ("mean"): class-wise noise update: mean (the original's) | shared (signed steps of
-            one delta per class)
-        start ("zeros"): zeros (the original's) | uniform in the eps-ball
-        portion (0.2): class-wise, the stratified share of the set the noise is crafted on (1 = all)
-        grad_clip (5.0): crafting-model gradient norm clip, 0 = none
-        decay_all (True): weight decay on every parameter (False: not on BatchNorm and biases)
-        clamp (False): clip x + delta to [0, 1] while crafting (the original does not)
     Shapes: base images uint8 (N, H, W, C), any size and class count with H*W*2^C >= K; class
         patterns (K, C, H, W) (mode=sample: (N, C, H, W)); returns PoisonOutput with images uint8
         (N, H, W, C) aligned with base and an info dict with EM's record (see `em`) and norm

@@ -59,6 +59,12 @@ LEVEL_TABLE = {
 }
 
 
+PAPER = ("Fu et al., Robust Unlearnable Examples: Protecting Data Against Adversarial Learning, ICLR 2022, "
+         "https://arxiv.org/abs/2203.14533")
+SUMMARY = ("Robust Unlearnable Examples: min-min-max error-minimizing noise 8/255 against a 4/255 adversary, "
+           "expectation over 5 augmentations")
+
+
 @dataclass
 class REMParams:
     """Parameters of `rem`: the defensive noise, the inner adversary and the crafting model's
@@ -124,14 +130,7 @@ def defend(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eff: dict[str, An
     return delta.detach()
 
 
-@register_poison(
-    "rem", REMParams, "sample-wise",
-    "Robust Unlearnable Examples: min-min-max error-minimizing noise 8/255 against a 4/255 "
-    "adversary, expectation over 5 augmentations",
-    "Fu et al., Robust Unlearnable Examples: Protecting Data Against Adversarial Learning, "
-    "ICLR 2022, https://arxiv.org/abs/2203.14533",
-    model_based=True, fills=LEVEL_TABLE,
-)
+@register_poison("rem", REMParams, "sample-wise", SUMMARY, PAPER, model_based=True, fills=LEVEL_TABLE)
 def rem(base: ImageSet, params: REMParams, ctx: PoisonContext) -> PoisonOutput:
     """Robust error-minimizing noise (REM): min-min-max noise meant to survive adversarial training.
 

@@ -94,29 +94,14 @@ def run_jobs(specs: list[Spec], store: ResultStore, ctx: JobContext, executor: s
 
 def _run_local(sched: Scheduler, ctx: JobContext, on_start: Callable[[Spec, int, int], None] | None,
                on_done: Callable[[str, dict[str, Any]], None] | None, raise_errors: bool = False) -> None:
-    n, i = len(sched.pending), 0
     while sched.pending:
-        progressed = False
-        for spec in list(sched.pending):  # expand() order: dependencies first
-            if spec not in sched.pending:
-                continue
-            what, deps = sched.next(spec, {})
-            if what == "wait":
-                continue
-            progressed = True
-            if what != "go":
-                continue
-            i += 1
-            if on_start is not None:
-                on_start(spec, i, max(n, i))
+        for spec, deps in sched.ready({}, on_start):
             key = job_key(spec)
-            out = execute(spec, ctx, deps or {})
+            out = execute(spec, ctx, deps)
             exc = out.pop("exception", None)
             record(sched.store, key, out, sched.summary)
             if on_done is not None:
                 on_done(key, out)
             if raise_errors and not out["ok"]:
                 raise exc if exc is not None else UnlearnableError(out["error"])
-        time.sleep(sched.idle(progressed))
-
-
+        time.sleep(sched.idle(sched.progressed))

@@ -27,30 +27,22 @@ def run_pool(sched: Scheduler, ctx: JobContext, workers: int,
     """Run the scheduler's jobs in `workers` spawned processes, each with its pinned threads, recording
     each outcome here."""
     where = {**portable(ctx), "threads": ctx.threads or 1}
-    n, i = len(sched.pending), 0
     running: dict[Future, str] = {}
     with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         while sched.pending or running:
-            progressed = False
             busy = set(running.values())
-            for spec in list(sched.pending):  # dependencies first
-                if len(running) >= workers:
-                    break
+
+            def waits(spec: Spec) -> bool:
                 # A dependency running here is not finished: its dependent waits for the record
                 # (the scheduler would take this driver's own claim for a stale one).
-                if spec not in sched.pending or any(job_key(d) in busy for d in dependencies(spec)):
-                    continue
-                what, deps = sched.next(spec, {})
-                progressed = progressed or what != "wait"
-                if what != "go":
-                    continue
-                i += 1
-                if on_start is not None:
-                    on_start(spec, i, max(n, i))
+                return any(job_key(d) in busy for d in dependencies(spec))
+
+            for spec, deps in sched.ready({}, on_start, blocked=waits, room=lambda: len(running) < workers):
                 key = job_key(spec)
-                args = [{"ok": True, "key": dk, "result": v} for dk, v in (deps or {}).items()]
+                args = [{"ok": True, "key": dk, "result": v} for dk, v in deps.items()]
                 running[pool.submit(execute_elsewhere, spec, where, *args)] = key
                 busy.add(key)
+            progressed = sched.progressed
             if not running:
                 time.sleep(sched.idle(progressed))
                 continue

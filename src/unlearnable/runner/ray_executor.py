@@ -112,19 +112,12 @@ def run_ray(sched: Scheduler, ctx: JobContext, address: str | None,
         mine: dict[str, Any] = {}  # key -> ref of a job submitted here and not yet recorded
         pending: dict[Any, str] = {}
         while sched.pending or pending:
-            progressed = False
-            for spec in list(sched.pending):  # dependencies first, so their refs exist for dependents
-                if spec not in sched.pending:
-                    continue
-                what, deps = sched.next(spec, mine)
-                progressed = progressed or what != "wait"
-                if what != "go":
-                    continue
+            for spec, deps in sched.ready(mine):  # dependencies first, so their refs exist for dependents
                 key = job_key(spec)
-                args = [v if dk in mine else {"ok": True, "key": dk, "result": v} for dk, v in (deps or {}).items()]
+                args = [v if dk in mine else {"ok": True, "key": dk, "result": v} for dk, v in deps.items()]
                 mine[key] = remote.remote(spec, where, *args)
                 pending[mine[key]] = key
-            wait_s = sched.idle(progressed) if sched.pending else None
+            wait_s = sched.idle(sched.progressed) if sched.pending else None
             if not pending:
                 time.sleep(wait_s or 0.0)
                 continue

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import shutil
 from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -154,6 +155,8 @@ class Scheduler:
         self.retry, self.restart = retry, restart
         self.polls = 0
         self.said: set[str] = set()
+        self.total, self.started = len(self.pending), 0
+        self.progressed = False
 
     def _drop(self, spec: Spec, into: list[str] | None) -> None:
         self.pending.remove(spec)
@@ -233,6 +236,34 @@ class Scheduler:
             discard_artifacts(spec, self.ctx)
         self._drop(spec, None)
         return "go", deps
+
+    def take(self, spec: Spec, mine: dict[str, Any],
+             on_start: Callable[[Spec, int, int], None] | None = None) -> tuple[str, dict[str, Any] | None]:
+        """`next`, and for a job this driver is to run now, the progress callback `on_start(spec,
+        i, n)` (the i-th job started here of about n)."""
+        what, deps = self.next(spec, mine)
+        if what == "go":
+            self.started += 1
+            if on_start is not None:
+                on_start(spec, self.started, max(self.total, self.started))
+        return what, deps
+
+    def ready(self, mine: dict[str, Any], on_start: Callable[[Spec, int, int], None] | None = None,
+              blocked: Callable[[Spec], bool] | None = None,
+              room: Callable[[], bool] | None = None) -> Iterator[tuple[Spec, dict[str, Any]]]:
+        """(spec, dependency results) of each pending job this driver claims now, dependencies
+        first, as long as `room()` says another can start; `blocked(spec)` passes a job over for
+        this look. Afterwards `progressed` says whether the look changed anything."""
+        self.progressed = False
+        for spec in list(self.pending):
+            if room is not None and not room():
+                break
+            if spec not in self.pending or (blocked is not None and blocked(spec)):
+                continue
+            what, deps = self.take(spec, mine, on_start)
+            self.progressed = self.progressed or what != "wait"
+            if what == "go":
+                yield spec, deps or {}
 
     def idle(self, progressed: bool) -> float:
         """Seconds to wait before the next look when nothing could be done (0 after progress)."""
