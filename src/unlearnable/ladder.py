@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from .core.errors import UnlearnableError
+from .core.registry import lookup
 from .train.recipe import Recipe, get_recipe
 
 LEVELS = ("tiny", "quick", "paper")
@@ -67,7 +68,12 @@ class PerLevel(Mapping[str, T], Generic[T]):
         return self._default
 
     def get(self, name: str, default: Any = None) -> Any:
+        """The value given for level `name`, else `default` (not the row's own default)."""
         return self._values.get(name, default)
+
+    def __contains__(self, name: object) -> bool:
+        """Whether a value is given for `name` (what iterating lists), never an error."""
+        return name in self._values
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._values)
@@ -120,9 +126,7 @@ def level(name: str | Level) -> Level:
     """The rung `name` (a `Level` passes through), or a one-line error naming the known ones."""
     if isinstance(name, Level):
         return name
-    if name not in LEVELS:
-        raise UnlearnableError(f"unknown level {name!r} (known: {', '.join(sorted(LEVELS))})")
-    return LADDER[name]
+    return lookup(LADDER, name, "level")
 
 
 def next_level(name: str) -> str | None:
@@ -152,9 +156,7 @@ def register_attack_row(name: str, row: AttackRow) -> None:
 
 def attack_row(name: str) -> AttackRow:
     """Attack `name`'s row, or a one-line error naming the known attacks."""
-    if name not in ATTACK_ROWS:
-        raise UnlearnableError(f"unknown attack {name!r} (known: {', '.join(sorted(ATTACK_ROWS))})")
-    return ATTACK_ROWS[name]
+    return lookup(ATTACK_ROWS, name, "attack")
 
 
 def recipe_for(level_name: str | Level | None = None, *, preset: str | None = None, attack: str | None = None,

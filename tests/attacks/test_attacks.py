@@ -9,10 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from unlearnable import build_model
+from unlearnable import build_model, load_dataset_dir
 from unlearnable.attacks import ATTACKS, AttackContext, squeeze
 from unlearnable.attacks.squeeze import bit_depth_reduce, grayscale, jpeg_compress
+from unlearnable.core.errors import UnlearnableError
 from unlearnable.kinds import run_attack
+from unlearnable.poisons import poison_dataset
 from unlearnable.train.pgd import fgsm_rs, pgd, project_delta
 
 from helpers import check_docstring_template
@@ -273,3 +275,26 @@ def test_every_attack_has_the_one_docstring_template(name):
     """torchattacks' convention: paper and link, threat model, arguments with their defaults,
     shapes, an example, in that order, on every registered attack."""
     check_docstring_template(ATTACKS[name].fn, f"unlearnable attack {name}", ATTACKS[name].params_cls)
+
+
+def test_run_attack_without_clean_images_gives_the_attack_none(tmp_path, digits_test, quick_recipe):
+    """A caller that holds no clean images gets none: the job does not go looking for the base
+    on its own (where it found one, early stopping would validate on images nobody named)."""
+    protected = load_dataset_dir(poison_dataset("regions", "digits", tmp_path / "r", seed=0, subset=200))
+    ctx = AttackContext(protected, digits_test, "convnet", quick_recipe.replace(epochs=1), 0, tmp_path / "out",
+                        progress=False)
+    with pytest.raises(UnlearnableError, match="early-stop needs the clean base images"):
+        run_attack("early-stop", ctx)
+
+
+def test_a_directory_of_an_earlier_layout_holding_another_attack_is_refused(tmp_path, digits_train, digits_test,
+                                                                              quick_recipe):
+    """Before attack directories kept a store, result.json alone said whose they were."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "result.json").write_text(json.dumps({"attack": "none", "test_accuracy": 0.5}))
+    ctx = AttackContext(digits_train.subset(np.arange(100)), digits_test, "convnet", quick_recipe.replace(epochs=1),
+                        0, out, progress=False)
+    with pytest.raises(UnlearnableError, match="holds a run of attack 'none'"):
+        run_attack("jpeg", ctx)
+    assert sorted(p.name for p in out.iterdir()) == ["result.json"]  # nothing made

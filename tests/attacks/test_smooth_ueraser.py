@@ -92,7 +92,7 @@ def test_ueraser_facts_do_not_need_kornia():
 
 def test_ueraser_uses_kornias_policy_and_the_worst_of_k():
     kornia = pytest.importorskip("kornia")
-    from unlearnable.attacks.ueraser import ueraser_policy, worst_of_k
+    from unlearnable.attacks.ueraser import WorstOfK, ueraser_policy
 
     policy = ueraser_policy()
     names = [type(m).__name__ for m in policy.children()]
@@ -106,7 +106,7 @@ def test_ueraser_uses_kornias_policy_and_the_worst_of_k():
     # The loss: per image, the highest cross-entropy over K copies, while repeat_epochs last.
     y = torch.arange(6) % 10
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
-    loss_fn = worst_of_k(policy, 4, repeat_epochs=1, steps_per_epoch=2, start_epoch=0)
+    loss_fn = WorstOfK(policy, 4, repeat_epochs=1, steps_per_epoch=2)
     torch.manual_seed(1)
     worst, _ = loss_fn(model, x, y, torch.Generator())
     torch.manual_seed(1)
@@ -117,6 +117,12 @@ def test_ueraser_uses_kornias_policy_and_the_worst_of_k():
     single, _ = loss_fn(model, x, y, torch.Generator())  # epoch 1: one copy, plain cross-entropy
     torch.manual_seed(2)
     assert torch.allclose(single, torch.nn.functional.cross_entropy(model(policy(x)), y))
+    # Its step count is its state: what fit saves in last.pt and a resumed run restores.
+    resumed = WorstOfK(policy, 4, repeat_epochs=1, steps_per_epoch=2)
+    resumed.load_state_dict(loss_fn.state_dict())
+    assert resumed.calls == 3
+    with pytest.raises(ValueError, match="integer >= 0"):
+        resumed.load_state_dict({"calls": -1})
     assert kornia.__version__
 
 

@@ -123,6 +123,31 @@ def test_rerun_with_other_settings_is_refused(audited, protected):
         run_audit(protected, out, AuditConfig(level="tiny", seed=1), progress=False)
 
 
+def test_rerun_of_an_audit_recorded_with_the_unadapted_recipe_continues_it(audited, protected, tmp_path, monkeypatch):
+    """Audits recorded before results.json kept the recipe adapted to the data (digits: no flip,
+    no crop) held the level's recipe as it stands; the same settings must still continue them."""
+    import shutil
+
+    import unlearnable.train.run as run_mod
+
+    out = tmp_path / "a"
+    shutil.copytree(audited[0], out)
+    saved = json.loads((out / "results.json").read_text())
+    unadapted = TINY.recipe().to_dict()
+    assert saved["config"]["recipe"] != unadapted  # digits' facts change it
+    saved["config"]["recipe"] = unadapted
+    saved["config"]["attack_recipes"] = {}
+    (out / "results.json").write_text(json.dumps(saved))
+
+    def no_training(*a, **k):
+        raise AssertionError("a finished training was run again")
+
+    monkeypatch.setattr(run_mod, "train_on", no_training)
+    r = run_audit(protected, out, TINY, progress=False)
+    assert {s["status"] for s in r["steps"].values()} == {"done"}
+    assert r["config"]["recipe"]["flip"] is False and r["config"]["recipe"] != unadapted  # recorded as it trains
+
+
 def test_rerun_spelling_the_data_path_differently_reuses_every_step(audited, protected, monkeypatch):
     import unlearnable.attacks.base as attack_mod
     import unlearnable.train.run as run_mod

@@ -19,6 +19,7 @@ import pytest
 
 from unlearnable import DataError, ImageSet, UnlearnableError, load_data
 from unlearnable.cli import main
+from unlearnable.core.process import host_tag
 from unlearnable.data import DATASETS, DataFacts, download, facts_for, read_idx, save_dataset
 from unlearnable.data.facts import UNKNOWN
 from unlearnable.data.resolve import locate
@@ -530,6 +531,17 @@ def test_download_verifies_and_the_result_loads(tmp_path, monkeypatch):
     ds = load_data("mnist", "train", data_root=root)
     assert len(ds) == 12 and ds.meta["source"]["path"] == str(root / "mnist")
     assert download("mnist", root, progress=False) == where  # already there and verified: no fetch
+
+
+def test_a_killed_downloads_staging_folder_goes_with_the_next_download(tmp_path, monkeypatch):
+    _served_mnist(tmp_path, monkeypatch)
+    root = tmp_path / "data"
+    # What a download killed mid-way leaves: its staging folder, named for a process now gone.
+    left = root / f".mnist.{2 ** 22 + 17}@{host_tag()}.k1lled_x.tmp"
+    (left / "unpacked").mkdir(parents=True)
+    (left / "train-images-idx3-ubyte.gz").write_bytes(b"partial")
+    download("mnist", root, progress=False)
+    assert sorted(p.name for p in root.iterdir()) == ["mnist"]
 
 
 def test_checksum_mismatch_is_refused_and_leaves_nothing(tmp_path, monkeypatch):

@@ -181,6 +181,19 @@ def test_level_quick_is_recorded_and_scales_steps(small):
     assert p.meta["poison"]["params"]["steps"] is None  # "decided by the level", as asked
 
 
+def test_ntga_at_convergence_t_inf_crafts_and_resumes(digits_train, tmp_path):
+    """t=inf (kernel regression at convergence) is a documented setting: its resume fingerprint
+    must take it, and a killed run resumes to the uninterrupted one's images."""
+    base = digits_train.subset(np.arange(200))
+    params = NTGAParams(t=math.inf, block_size=100, target_size=100)  # the API takes it; --param, finite only
+    want = make_poison("ntga", base, params, ctx=tiny_ctx(0))
+    assert want.images.shape == base.images.shape and not np.array_equal(want.images, base.images)
+    work = tmp_path / "work"
+    with pytest.raises(Interrupted):
+        make_poison("ntga", base, params, ctx=tiny_ctx(0, work_dir=work, stop_after=1))
+    assert np.array_equal(make_poison("ntga", base, params, ctx=tiny_ctx(0, work_dir=work)).images, want.images)
+
+
 def test_ntga_kernel_matches_the_relu_closed_form():
     # One hidden ReLU layer: Theta = S0 * E[phi'phi'] * w + w * E[phi phi] + b (readout), with the
     # arc-cosine expectations; checked against a direct Monte-Carlo estimate of a wide network.

@@ -22,11 +22,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..core.params import to_dict
 from ..train.augment import ueraser_augment
+from ..train.pgd import soft_cross_entropy
 from .base import AttackContext, NoParams, register_attack, train_and_evaluate
 
 
@@ -51,10 +51,7 @@ def worst_of_k_loss(repeats: int):
         xs = torch.cat([ueraser_augment(x, gen) for _ in range(repeats)])
         logits = model(xs)
         ys = torch.cat([y] * repeats)
-        if ys.dtype == torch.int64:
-            per = F.cross_entropy(logits, ys, reduction="none")
-        else:
-            per = -(ys * F.log_softmax(logits, 1)).sum(1)
+        per = soft_cross_entropy(logits, ys, reduction="none")
         worst = per.view(repeats, len(x)).max(0).values
         return worst.mean(), logits[: len(x)]
     return loss

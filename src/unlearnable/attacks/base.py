@@ -134,6 +134,15 @@ class AttackInfo:
             raise UnlearnableError(f"attack {self.name!r} takes no parameters, got {sorted(params)}")
         return from_params(self.params_cls, params or {})
 
+    def params_for(self, ctx: AttackContext, params: dict[str, str] | Any | None = None) -> Any:
+        """`params(params)`, once the attack is known to apply to ctx's training set (else one line)."""
+        p = self.params(params)
+        reason = self.applies_to(ctx.train)
+        if reason:
+            where = ctx.data_name or ctx.train.name
+            raise UnlearnableError(f"attack {self.name} does not apply to {where}: {reason}")
+        return p
+
     @property
     def recipes(self) -> PerLevel[str | None]:
         """Level -> the recipe preset this attack trains with there instead of the level's."""
@@ -205,11 +214,7 @@ def execute_attack(name: str, ctx: AttackContext, params: dict[str, str] | Any |
     timing and provenance added to what the attack returns. Whether it ran before is the job
     runner's to know: `unlearnable.kinds.run_attack` reuses a finished one."""
     info = get_attack(name)
-    p = info.params(params)
-    ctx.out_dir = Path(ctx.out_dir)
-    reason = info.applies_to(ctx.train)
-    if reason:
-        raise UnlearnableError(f"attack {name} does not apply to {ctx.data_name or ctx.train.name}: {reason}")
+    p = info.params_for(ctx, params)
     ident = identity(name, ctx, p)
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -37,7 +36,6 @@ from torch import nn
 from ..core.errors import UnlearnableError
 from ..core.params import to_dict
 from ..data.imageset import ImageSet
-from ..train.checkpoint import read_jsonl
 from .base import AttackContext, register_attack, train_and_evaluate
 
 
@@ -87,27 +85,39 @@ class KorniaUEraserParams:
             raise ValueError(f"repeat_fraction must be in [0, 1], got {self.repeat_fraction}")
 
 
-def worst_of_k(policy: nn.Module, repeats: int, repeat_epochs: int, steps_per_epoch: int, start_epoch: int):
+class WorstOfK:
     """A `BatchLoss`: worst of `repeats` augmented copies for the first `repeat_epochs` epochs, then
-    one augmented copy. The engine does not pass the epoch, so the loss counts its own steps,
-    starting at `start_epoch` (the epochs a resumed run has already finished)."""
-    calls = [start_epoch * steps_per_epoch]
+    one augmented copy. `fit` does not pass the epoch, so the loss counts its steps; the count is
+    its state (`state_dict`), which `fit` saves in last.pt and restores on resume."""
 
-    def loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator):
-        epoch = calls[0] // steps_per_epoch
-        calls[0] += 1
+    def __init__(self, policy: nn.Module, repeats: int, repeat_epochs: int, steps_per_epoch: int):
+        self.policy, self.repeats, self.repeat_epochs = policy, repeats, repeat_epochs
+        self.steps_per_epoch = steps_per_epoch
+        self.calls = 0
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator):
+        epoch = self.calls // self.steps_per_epoch
+        self.calls += 1
         if y.dtype != torch.int64:
             raise UnlearnableError("ueraser: soft labels (CutMix/MixUp recipes) are not supported")
-        if epoch >= repeat_epochs:
-            logits = model(policy(x))
+        if epoch >= self.repeat_epochs:
+            logits = model(self.policy(x))
             return F.cross_entropy(logits, y), logits
         per = []
-        for _ in range(repeats):
-            logits = model(policy(x))
+        for _ in range(self.repeats):
+            logits = model(self.policy(x))
             per.append(F.cross_entropy(logits, y, reduction="none"))
         # APBench reports the last copy's logits for the training accuracy.
         return torch.stack(per).max(0).values.mean(), logits
-    return loss
+
+    def state_dict(self) -> dict[str, int]:
+        return {"calls": self.calls}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        calls = state.get("calls")
+        if isinstance(calls, bool) or not isinstance(calls, int) or calls < 0:
+            raise ValueError(f"a step count must be an integer >= 0, got {calls!r}")
+        self.calls = calls
 
 
 @register_attack("ueraser", "UEraser as APBench runs it: kornia plasma, channel shuffle, TrivialAugment; "
@@ -138,10 +148,8 @@ def ueraser_attack(ctx: AttackContext, p: KorniaUEraserParams) -> dict[str, Any]
     policy = ueraser_policy()
     recipe = ctx.spec().recipe
     steps = math.ceil(len(ctx.train) / recipe.batch_size)
-    metrics = Path(ctx.out_dir) / "train" / "metrics.jsonl"
-    done = len(read_jsonl(metrics)) if metrics.exists() else 0
     repeat_epochs = round(p.repeat_fraction * recipe.epochs)
-    _, out = train_and_evaluate(ctx, batch_loss=worst_of_k(policy, p.repeats, repeat_epochs, steps, done))
+    _, out = train_and_evaluate(ctx, batch_loss=WorstOfK(policy, p.repeats, repeat_epochs, steps))
     import kornia
 
     out["attack_params"] = to_dict(p)

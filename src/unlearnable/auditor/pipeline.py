@@ -85,10 +85,13 @@ def _check_previous(out: Path, row: Row, cfg: AuditConfig, cfg_dict: dict[str, A
     prev = prev_record.get("config")
     # The device is where the audit runs, not what it computes: a rerun on another one (after
     # `--device cuda` failed, say) continues the same audit. The thresholds only weigh results.
+    # The recipes follow from the level, epochs, attacks and data compared here (and are in every
+    # job's key), so an audit recorded before they were adapted to the data still matches.
     if prev is not None:
         # Options added since an audit was made read as their defaults (what it did).
-        prev = {"dfr_procedure": "paper", "dfr_indices": None, **prev, "thresholds": None}
-        cfg_dict = {**cfg_dict, "thresholds": None}
+        derived = {"thresholds": None, "recipe": None, "attack_recipes": None}
+        prev = {"dfr_procedure": "paper", "dfr_indices": None, **prev, **derived}
+        cfg_dict = {**cfg_dict, **derived}
     if prev is not None and {**prev, "device": None} != {**cfg_dict, "device": None}:
         if {**prev, "model_signature": None, "device": None} != {**cfg_dict, "model_signature": None, "device": None}:
             what = "other settings"

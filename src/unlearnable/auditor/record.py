@@ -2,7 +2,7 @@
 entry says (`StepInfo.record`), the figures the entries name, the verdict from the steps that
 weigh, and the reports rendered from it.
 
-    record = finish(out, record, inputs, cfg, row, place)   # writes results.json, report.html, report.md
+    record = finish(out, record, inputs, cfg, row, place, specs)  # writes results.json, report.html, .md
 """
 
 from __future__ import annotations

@@ -26,11 +26,6 @@ def pct(x: float | None, digits: int = 1) -> str:
     return "–" if x is None else f"{100 * x:.{digits}f}%"
 
 
-def _ordered(names: list[str] | dict) -> list[str]:
-    """The attack registry's display order (the paper's Table 3 columns first)."""
-    return ordered(names)
-
-
 def _tag(v: str) -> str:
     return f'<span class="tag" style="background:{VERDICT_COLOURS.get(v, "#555")}">{html.escape(v)}</span>'
 
@@ -39,7 +34,7 @@ def attack_rows(res: dict[str, Any]) -> list[list[str]]:
     """The verdict table's rows: each attack's accuracy, its fraction of clean and its verdict."""
     per = res.get("verdict", {}).get("per_attack", {})
     rows = []
-    for name in _ordered(per):
+    for name in ordered(per):
         v = per[name]
         rows.append([ATTACK_TITLES.get(name, name), pct(v["test_accuracy"]),
                      pct(v.get("test_accuracy_transformed_test")), pct(v["accuracy"]),
@@ -218,7 +213,7 @@ def render_audit_md(res: dict[str, Any]) -> str:
 
 def comparison_rows(all_res: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
     """Headers and rows of the table comparing several audits (the demo): one row per set."""
-    attacks = _ordered(sorted({a for r in all_res for a in r.get("verdict", {}).get("per_attack", {})}))
+    attacks = ordered(sorted({a for r in all_res for a in r.get("verdict", {}).get("per_attack", {})}))
     headers = ["protected set", "clean ref"] + [a for a in attacks] + ["DFR window", "verdict"]
     rows = []
     for r in all_res:

@@ -29,8 +29,8 @@ from ..core.files import write_json
 from ..data.resolve import load_data
 from ..train.run import load_run
 from .common import (
-    AuditCommand, Parser, add_cache, add_compute_args, add_data_root, add_level, arch_name, device, finite_float,
-    in_file, int_in, names_in, out_file, positive_float, positive_int, refuse_input_overlap, run_dir, seed_int,
+    AuditCommand, Parser, add_cache, add_compute_args, add_level, arch_name, finite_float, in_file, int_in,
+    names_in, out_file, positive_float, positive_int, refuse_input_overlap, run_dir, seed_int,
 )
 from . import finetune
 
@@ -205,13 +205,11 @@ def _full_args(p: argparse.ArgumentParser) -> None:
                    help="how DFR fits its head: the paper's text (default) or the released dfr_step_2.py")
     p.add_argument("--dfr-indices", default=None, type=in_file,
                    help="an .npy of indices into the clean training set for DFR's head (the released files)")
-    p.add_argument("--device", default="auto", type=device)
-    p.add_argument("--no-progress", action="store_true")
     p.add_argument("--restart", action="store_true",
                    help="start unfinished trainings over instead of resuming them "
                         "(use when a checkpoint is unreadable)")
     add_cache(p)
-    add_data_root(p)
+    add_compute_args(p)
 
 
 def _full_check(args: argparse.Namespace) -> None:

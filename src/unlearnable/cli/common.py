@@ -236,9 +236,7 @@ def add_train_args(p: argparse.ArgumentParser, arch: str = "convnet", recipe: st
     p.add_argument("--batch-size", type=positive_int, default=None, help="override the recipe's batch size")
     p.add_argument("--lr", type=positive_float, default=None, help="override the recipe's learning rate")
     p.add_argument("--seed", type=seed_int, default=0, help="seed for initialization, order and augmentation")
-    p.add_argument("--device", default="auto", type=device, help="auto, cpu, cuda, cuda:1, mps (default auto)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_data_root(p)
+    add_compute_args(p)
 
 
 def recipe_from_args(args: argparse.Namespace) -> Recipe:

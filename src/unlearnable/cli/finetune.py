@@ -19,8 +19,7 @@ from ..analyses.finetune import FinetuneParams
 from ..core.errors import UnlearnableError
 from ..kinds import finetune_curve
 from .common import (
-    AuditCommand, add_compute_args, int_in, nonneg_int, positive_float, positive_int,
-    run_dir, seed_int,
+    AuditCommand, add_compute_args, int_in, nonneg_int, positive_float, positive_int, run_dir, seed_int,
 )
 
 

@@ -24,7 +24,7 @@ from ..reproduce import EXECUTORS, TABLES, ResultStore, build_grid, run_grid, wr
 from ..reproduce.cost import estimate, format_estimate
 from ..runner.jobs import method_of
 from ..runner.storage import open_storage
-from .common import add_data_root, add_level, arch_name, device, out_file, positive_int, run_dir, seed_int
+from .common import add_compute_args, add_level, arch_name, out_file, positive_int, run_dir, seed_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -65,9 +65,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="result store (default runs/results.sqlite)")
     p.add_argument("--out", default="runs/reproduce", type=run_dir,
                    help="artifacts and tables (default runs/reproduce)")
-    p.add_argument("--device", default="auto", type=device, help="auto, cpu, cuda, ... (default auto)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    add_data_root(p)
+    add_compute_args(p)
     p.set_defaults(func=run)
 
 

@@ -16,7 +16,7 @@ from typing import Any
 from ..core.errors import UnlearnableError
 from ..core.files import atomic_file, refuse_overlap
 from ..reproduce import TABLES, ResultStore, grid_jobs, table_data, to_csv, to_markdown
-from ..reproduce.tables import caption, to_csv as csv_text
+from ..reproduce.tables import caption
 from .common import out_file
 
 
@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
                     rows.append([j["key"][:12], j["status"], j["kind"], data.get("method", ""), detail,
                                  "" if j["seconds"] is None else f"{j['seconds']:.1f}", j["host"] or "",
                                  j["finished"] or "", headline(j)])
-                text = csv_text(headers, rows) if args.format == "csv" else _plain(headers, rows)
+                text = to_csv(headers, rows) if args.format == "csv" else _plain(headers, rows)
                 counts = store.counts()
                 if args.format == "table":
                     text += "\n" + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) + "\n"

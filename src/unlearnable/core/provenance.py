@@ -7,6 +7,7 @@ and the time in one format (UTC, ISO 8601, seconds).
 
 from __future__ import annotations
 
+import importlib
 import platform
 from datetime import datetime, timezone
 from importlib import metadata
@@ -16,15 +17,24 @@ import numpy as np
 from .version import __version__
 
 
+def _version(dist: str, module: str) -> str:
+    """An installed distribution's version; for one importable without metadata (a source build
+    on PYTHONPATH), its module's `__version__`."""
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return str(getattr(importlib.import_module(module), "__version__", "unknown"))
+
+
 def versions() -> dict[str, str]:
     """Versions of everything that can change a result, recorded in every manifest. Read from the
     installed distributions' metadata, so recording them imports neither torch nor scikit-learn."""
     return {
         "unlearnable": __version__,
         "python": platform.python_version(),
-        "torch": metadata.version("torch"),
+        "torch": _version("torch", "torch"),
         "numpy": np.__version__,
-        "scikit-learn": metadata.version("scikit-learn"),
+        "scikit-learn": _version("scikit-learn", "sklearn"),
         "platform": platform.platform(),
     }
 

@@ -53,7 +53,9 @@ def base_name_of(train: ImageSet, clean: str | None = None) -> str | None:
         return clean
     man = train.meta.get("manifest")
     if man is None:
-        return train.meta.get("source") or train.name or None  # a clean dataset is its own base
+        src = train.meta.get("source")  # a clean dataset is its own base: the loaders record it
+        name = src.get("dataset") if isinstance(src, dict) else src
+        return name if isinstance(name, str) and name else (train.name or None)
     return (man.get("base") or {}).get("name")
 
 

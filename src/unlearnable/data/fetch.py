@@ -18,7 +18,7 @@ import urllib.request
 from pathlib import Path
 
 from ..core.errors import DataError, UnlearnableError
-from ..core.files import REPLACE, put_in_place
+from ..core.files import REPLACE, put_in_place, remove_stale, temp_prefix
 from ..core.progress import bar
 from ..core.safe import check_bytes
 from .resolve import locate, user_cache_root
@@ -54,7 +54,9 @@ def download(name: str, root: str | os.PathLike[str] | None = None, progress: bo
     root = Path(root) if root is not None else default_download_root()
     root.mkdir(parents=True, exist_ok=True)
     dest = root / src.dirnames[0]
-    stage = Path(tempfile.mkdtemp(prefix=f".download-{src.name}-", dir=root))
+    # Named as every temporary of `dest` is, so a killed download's leftovers go with the next one.
+    remove_stale(dest)
+    stage = Path(tempfile.mkdtemp(prefix=temp_prefix(dest), suffix=".tmp", dir=root))
     try:
         fetched: list[tuple[Download, Path]] = []
         for dl in src.downloads:

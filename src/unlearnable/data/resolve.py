@@ -3,7 +3,7 @@
 Search order for a registered dataset: `--data-root`, then `$UNLEARNABLE_DATA` (a list, like
 $PATH), then the well-known system locations (Debian's dataset packages), then the user cache
 (~/.cache/unlearnable/data, where `unlearnable datasets --download NAME` puts data by default;
-`download.py` fetches it).
+`fetch.py` fetches it).
 Under each root the dataset's files may sit in the root itself or in one of its usual folder
 names (fashion-mnist/, FashionMNIST/raw/, cifar-10-batches-py/, ...). A protected-dataset
 directory names its base dataset in its manifest, which is how its clean test set and clean

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from ..core.errors import UnlearnableError
+from ..core.registry import lookup
 from ..data.imageset import ImageSet
 from ..ladder import PerLevel
 from .features import Moments, Ridge, blur_rows, content_order, margins, ncm_margins, projection_rows, views
@@ -79,7 +80,7 @@ BUDGETS: PerLevel[DetectParams] = PerLevel({
 
 def params_for(level: str, seed: int = 0) -> DetectParams:
     """The detector's parameters at ladder `level`, drawing with `seed`."""
-    p = BUDGETS[level]
+    p = lookup(BUDGETS, level, "level")
     return DetectParams(p.n, p.alpha, p.bits, seed)
 
 

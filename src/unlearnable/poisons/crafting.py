@@ -17,6 +17,7 @@ manifest records next to the level.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import resource
@@ -32,7 +33,7 @@ from torch import nn
 
 from ..core.device import resolve_device
 from ..core.errors import UnlearnableError
-from ..core.hashing import digest_json, sha256_array
+from ..core.hashing import sha256_array
 from ..core.params import to_dict
 from ..core.progress import bar
 from ..data.imageset import ImageSet
@@ -119,11 +120,13 @@ def progress_bar(ctx: PoisonContext, total: int | None, desc: str, initial: int 
 
 def fingerprint(method: str, params: Any, ctx: PoisonContext, base: ImageSet,
                 extra: dict[str, Any] | None = None) -> str:
-    """What a saved state must match to be resumed: method, parameters, seed, level, data."""
+    """What a saved state must match to be resumed: method, parameters, seed, level, data (the
+    data by content). Compared for equality only, so it is the readable JSON text itself, which
+    also takes parameters no job key may hold (NTGA's t=inf)."""
     p = to_dict(params) if dataclasses.is_dataclass(params) else params
-    return digest_json({"method": method, "params": p, "seed": ctx.seed, "level": ctx.level,
-                        "images": sha256_array(base.images), "labels": sha256_array(base.labels),
-                        **(extra or {})})
+    return json.dumps({"method": method, "params": p, "seed": ctx.seed, "level": ctx.level,
+                       "images": sha256_array(base.images), "labels": sha256_array(base.labels),
+                       **(extra or {})}, sort_keys=True, default=str)
 
 
 class Resumable:
@@ -179,15 +182,16 @@ class Resumable:
             raise Interrupted(f"stopped after {unit} units as asked (stop_after); resume to finish")
 
 
-def start(method: str, params: Any, ctx: PoisonContext,
-          base: ImageSet) -> tuple[dict[str, Any], torch.device, Resumable]:
-    """What a model-based run begins with: its effective parameters at `ctx.level` (the registry
-    entry's level table), its device, and its resumable state, where state another run left in
-    the work directory is refused now, before anything trains into it."""
-    eff = resolve(params, get_poison(method).fills, ctx.level)
-    ck = Resumable(ctx, fingerprint(method, eff, ctx, base))
-    ck.load()
-    return eff, device_of(ctx), ck
+def begin_crafting(method: str, params: Any, ctx: PoisonContext, base: ImageSet,
+                   eff: dict[str, Any] | None = None, extra: dict[str, Any] | None = None,
+                   ) -> tuple[dict[str, Any], torch.device, Resumable, dict[str, Any] | None]:
+    """What a model-based run begins with: its effective parameters at `ctx.level` (`eff`, else
+    the registry entry's level table), its device, its resumable state in the work directory and
+    the state to resume from (`Resumable.begin`, read once: state another run left is refused
+    now, before anything trains into the directory). `extra`: more the state must match."""
+    eff = resolve(params, get_poison(method).fills, ctx.level) if eff is None else eff
+    ck = Resumable(ctx, fingerprint(method, eff, ctx, base, extra))
+    return eff, device_of(ctx), ck, ck.begin()
 
 
 def cpu_state(module_or_opt: Any) -> dict[str, Any]:

@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from ..data.imageset import ImageSet
 from .base import PoisonContext, PoisonOutput, check_bound, perturb_chunks, register_poison
 from .crafting import (
-    Resumable, cpu_state, crafting_model, default_arch, device_of, fingerprint, loss_and_accuracy, peak_memory,
+    begin_crafting, cpu_state, crafting_model, default_arch, device_of, loss_and_accuracy, peak_memory,
     progress_bar, resolve, seed_global, sgd, train_steps, unit_generator,
 )
 
@@ -233,9 +233,8 @@ def craft_error_minimizing(base: ImageSet, params: EMParams, ctx: PoisonContext,
     crafting subset's size, memory).
     """
     t0 = time.perf_counter()
-    eff = effective(params, ctx.level)
-    dev = device_of(ctx)
-    arch = params.arch or default_arch(dev)
+    arch = params.arch or default_arch(device_of(ctx))
+    eff, dev, ck, state = begin_crafting(method, params, ctx, base, effective(params, ctx.level), {"arch": arch})
     eps, alpha, steps = eff["eps"], eff["alpha"], eff["steps"]
     train_n, bs, cap = eff["train_steps"], eff["batch_size"], eff["max_rounds"]
     x, y = base.to_tensor(dev)
@@ -251,8 +250,6 @@ def craft_error_minimizing(base: ImageSet, params: EMParams, ctx: PoisonContext,
     shape = (k, *x.shape[1:]) if classwise else tuple(x.shape)
     delta = initial_delta(shape, params.start, eps, unit_generator(ctx.seed, 0)).to(dev)
     history: list[dict[str, float]] = []
-    ck = Resumable(ctx, fingerprint(method, eff, ctx, base, {"arch": arch}))
-    state = ck.begin()
     start = 0
     if state is not None:
         model.load_state_dict(state["model"])

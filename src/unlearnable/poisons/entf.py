@@ -41,9 +41,9 @@ from ..ladder import recipe_for
 from ..train import batch_crop, batch_flip_lr, fit
 from ..train.loop import crop_padding_for
 from ..train.pgd import adversarial_loss
-from .base import PoisonContext, PoisonOutput, apply_delta, check_bound, register_poison
+from .base import PoisonContext, PoisonOutput, apply_delta, check_bound, get_poison, register_poison
 from .crafting import (
-    crafting_model, crafting_summary, default_arch, peak_memory, seed_global, start, unit_generator,
+    begin_crafting, crafting_model, crafting_summary, default_arch, peak_memory, seed_global, unit_generator,
 )
 from .hypo import batched_images
 from .tap import clean_crafting_model
@@ -98,7 +98,7 @@ def reference_model(base: ImageSet, params: EntFParams, eff: dict[str, Any], ctx
     """The adversarially trained reference model: loaded from `checkpoint`, or trained here."""
     if params.checkpoint:
         return clean_crafting_model(base, params, eff, ctx, dev)
-    rec = recipe_for(ctx.level, own=REFERENCE_RECIPE.get(ctx.level), epochs=eff["epochs"])
+    rec = recipe_for(ctx.level, own=get_poison("entf").recipes[ctx.level], epochs=eff["epochs"])
     adv = {"eps": eff["ref_eps"], "steps": eff["ref_steps"], "alpha": eff["ref_alpha"]}
     model = crafting_model(base, params.arch or default_arch(dev), dev, ctx.seed)
     out = Path(ctx.work_dir) / "reference" if ctx.work_dir is not None else None
@@ -179,7 +179,7 @@ def entf(base: ImageSet, params: EntFParams, ctx: PoisonContext) -> PoisonOutput
         unlearnable poison entf --dataset fashion-mnist --level quick --param mode=pull --out runs/entf
     """
     t0 = time.perf_counter()
-    eff, dev, ck = start("entf", params, ctx, base)
+    eff, dev, ck, state = begin_crafting("entf", params, ctx, base)
     model, model_info = reference_model(base, params, eff, ctx, dev)
     model.eval()
     for p in model.parameters():
@@ -210,7 +210,7 @@ def entf(base: ImageSet, params: EntFParams, ctx: PoisonContext) -> PoisonOutput
                 d = (xb + d).clamp(0, 1) - xb
         return apply_delta(xb.cpu(), d.detach().cpu(), eps)
 
-    out = batched_images(base, ctx, ck, eff["batch_size"], f"entf-{params.mode} batches", craft)
+    out = batched_images(base, ctx, ck, state, eff["batch_size"], f"entf-{params.mode} batches", craft)
     xp = torch.from_numpy(out).permute(0, 3, 1, 2).float().div(255).to(dev)
     info = {
         "norm": "linf", "eps": eps, "mode": params.mode, "device": str(dev),

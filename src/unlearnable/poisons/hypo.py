@@ -25,6 +25,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,7 +34,7 @@ from ..data.imageset import ImageSet
 from ..train.pgd import pgd
 from .base import PoisonContext, PoisonOutput, apply_delta, check_bound, register_poison
 from .crafting import (
-    Resumable, crafting_summary, default_arch, peak_memory, progress_bar, seed_global, start,
+    Resumable, begin_crafting, crafting_summary, default_arch, peak_memory, progress_bar, seed_global,
 )
 from .tap import clean_crafting_model
 
@@ -67,14 +68,13 @@ class HYPOParams:
                 raise ValueError(f"{k} must be at least 1")
 
 
-def batched_images(base: ImageSet, ctx: PoisonContext, ck: Resumable, batch_size: int, desc: str,
-                   craft: Callable[[int, slice], np.ndarray]) -> np.ndarray:
+def batched_images(base: ImageSet, ctx: PoisonContext, ck: Resumable, state: dict[str, Any] | None,
+                   batch_size: int, desc: str, craft: Callable[[int, slice], np.ndarray]) -> np.ndarray:
     """uint8 NHWC images made `batch_size` at a time by `craft(batch_index, slice)`, resumed from
-    and saved to `ck` (the finished images are the state)."""
+    `state` (what `crafting.begin_crafting` read) and saved to `ck` (the finished images are the state)."""
     n = len(base)
     out = np.empty_like(base.images)
     nb = math.ceil(n / batch_size)
-    state = ck.begin()
     start = 0
     if state is not None:
         start = int(state["done"])
@@ -122,7 +122,7 @@ def hypo(base: ImageSet, params: HYPOParams, ctx: PoisonContext) -> PoisonOutput
         unlearnable poison hypo --dataset fashion-mnist --param checkpoint=runs/clean --out runs/hypo
     """
     t0 = time.perf_counter()
-    eff, dev, ck = start("hypo", params, ctx, base)
+    eff, dev, ck, state = begin_crafting("hypo", params, ctx, base)
     model, model_info = clean_crafting_model(base, params, eff, ctx, dev)
     model.eval()
     x, y = base.to_tensor(dev)
@@ -133,7 +133,7 @@ def hypo(base: ImageSet, params: HYPOParams, ctx: PoisonContext) -> PoisonOutput
         xa = pgd(model, x[sl], y[sl], eps, alpha, eff["steps"], random_start=False, minimize=True)
         return apply_delta(x[sl].cpu(), (xa - x[sl]).cpu(), eps)
 
-    out = batched_images(base, ctx, ck, eff["batch_size"], "hypo batches", craft)
+    out = batched_images(base, ctx, ck, state, eff["batch_size"], "hypo batches", craft)
     info = {
         "norm": "linf", "eps": eps, "device": str(dev),
         "arch": model_info.get("arch", params.arch or default_arch(dev)),

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 from ..data.imageset import ImageSet
 from .base import PoisonContext, PoisonOutput, apply_delta, check_bound, register_poison
-from .crafting import Resumable, device_of, fingerprint, peak_memory, progress_bar, resolve, unit_generator
+from .crafting import begin_crafting, peak_memory, progress_bar, unit_generator
 
 PAPER = "Yuan & Wu, Neural Tangent Generalization Attacks, ICML 2021, https://arxiv.org/abs/2106.03173"
 SUMMARY = ("NTGA: gradient ascent on the validation loss of an infinite-width FNN's NTK predictor, "
@@ -179,17 +179,14 @@ def ntga(base: ImageSet, params: NTGAParams, ctx: PoisonContext) -> PoisonOutput
         unlearnable poison ntga --dataset fashion-mnist --out runs/ntga --seed 0
     """
     t0 = time.perf_counter()
-    eff = resolve(params, LEVEL_TABLE, ctx.level)
+    eff, dev, ck, state = begin_crafting("ntga", params, ctx, base)
     p = NTGAParams(**eff)
-    dev = device_of(ctx)
     x, y = base.to_tensor(dev)
     n, k = len(x), base.num_classes
     eps, alpha = p.eps, p.step_ratio * p.eps
     perm = torch.randperm(n, generator=unit_generator(ctx.seed, 3)).to(dev)
     nb = math.ceil(n / p.block_size)
     out = np.empty_like(base.images)
-    ck = Resumable(ctx, fingerprint("ntga", eff, ctx, base))
-    state = ck.begin()
     start = 0
     gains = []
     if state is not None:

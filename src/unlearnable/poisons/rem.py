@@ -42,8 +42,8 @@ from ..train.loop import crop_padding_for
 from ..train.pgd import pgd
 from .base import PoisonContext, PoisonOutput, apply_delta, register_poison
 from .crafting import (
-    Resumable, cpu_state, crafting_model, crafting_summary, default_arch, device_of, fingerprint, peak_memory,
-    progress_bar, resolve, seed_global, sgd, unit_generator,
+    begin_crafting, cpu_state, crafting_model, crafting_summary, default_arch, device_of, peak_memory,
+    progress_bar, seed_global, sgd, unit_generator,
 )
 
 # Fields left at None take these values at each ladder level.
@@ -168,9 +168,8 @@ def rem(base: ImageSet, params: REMParams, ctx: PoisonContext) -> PoisonOutput:
         unlearnable poison rem --dataset fashion-mnist --out runs/rem --seed 0
     """
     t0 = time.perf_counter()
-    eff = resolve(params, LEVEL_TABLE, ctx.level)
-    dev = device_of(ctx)
-    arch = params.arch or default_arch(dev)
+    arch = params.arch or default_arch(device_of(ctx))
+    eff, dev, ck, state = begin_crafting("rem", params, ctx, base, extra={"arch": arch})
     x, y = base.to_tensor(dev)
     n = len(x)
     bs = min(eff["batch_size"], n)
@@ -182,8 +181,6 @@ def rem(base: ImageSet, params: REMParams, ctx: PoisonContext) -> PoisonOutput:
     periods = math.ceil(eff["train_steps"] / freq)
     nb = math.ceil(n / bs)
     out = np.empty_like(base.images)
-    ck = Resumable(ctx, fingerprint("rem", eff, ctx, base, {"arch": arch}))
-    state = ck.begin()
     unit = 0
     if state is not None:
         unit = int(state["unit"])

@@ -44,8 +44,8 @@ from ..train.loop import crop_padding_for
 from ..train.pgd import pgd
 from .base import PoisonContext, PoisonOutput, apply_delta, check_bound, register_poison
 from .crafting import (
-    crafting_model, crafting_summary, default_arch, peak_memory, progress_bar,
-    seed_global, start, unit_generator,
+    begin_crafting, crafting_model, crafting_summary, default_arch, peak_memory, progress_bar, seed_global,
+    unit_generator,
 )
 
 PAPER = "Fowl et al., Adversarial Examples Make Strong Poisons, NeurIPS 2021, https://arxiv.org/abs/2106.10807"
@@ -166,8 +166,7 @@ def tap(base: ImageSet, params: TAPParams, ctx: PoisonContext) -> PoisonOutput:
         unlearnable poison tap --dataset fashion-mnist --out runs/tap --seed 0
     """
     t0 = time.perf_counter()
-    eff, dev, ck = start("tap", params, ctx, base)
-    state = ck.begin()
+    eff, dev, ck, state = begin_crafting("tap", params, ctx, base)
     model, model_info = clean_crafting_model(base, params, eff, ctx, dev)
     model.eval()
     x, y = base.to_tensor(dev)

@@ -23,7 +23,6 @@ the spec that makes them.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,7 +39,7 @@ from ..ladder import level as get_level
 from ..models import MODELS, arch_signature
 from ..poisons import POISONS
 from ..runner.executors import run_jobs
-from ..runner.jobs import JobContext, Spec, canonical, expand, job_key
+from ..runner.jobs import JobContext, Spec, expand, job_key
 from ..runner.scheduler import GridSummary
 from ..runner.storage import open_storage
 from ..runner.store import ResultStore
@@ -86,8 +85,7 @@ class Grid:
     @property
     def grid_id(self) -> str:
         """Content hash of the grid's definition (its cells' keys in order)."""
-        h = hashlib.sha256(canonical(self.layout()).encode())
-        return h.hexdigest()
+        return job_key(self.layout())  # the same rule as a job's identity
 
     def layout(self) -> dict[str, Any]:
         """What the result store keeps to render the table later (`unlearnable results`)."""

@@ -103,7 +103,9 @@ def run_ray(sched: Scheduler, ctx: JobContext, address: str | None,
     if started_here:
         init_ray(address, ray_init)
     try:
-        use_gpu = ctx.torch_device.type == "cuda"
+        # Asked of the cluster, not of this driver (which may have no GPU): "cuda..." asks for one;
+        # "auto" does where the driver itself sees CUDA.
+        use_gpu = ctx.device.startswith("cuda") or (ctx.device == "auto" and ctx.torch_device.type == "cuda")
         # One task per CPU it pins: Ray packs tasks by num_cpus, and more threads would oversubscribe.
         threads = ctx.threads or 1
         opts = {"num_gpus": 1} if use_gpu else {"num_cpus": threads}

@@ -33,14 +33,17 @@ def save_state(path: str | os.PathLike[str], state: dict[str, Any]) -> None:
 
 
 def load_state(path: str | os.PathLike[str], map_location: Any = "cpu", what: str = "checkpoint",
-               remedy: str = "delete it or rerun with --restart") -> Any:
+               remedy: str = "delete it or rerun with --restart", given: bool = False) -> Any:
     """What `save_state` wrote at `path`: read with `weights_only=True` (never code) from a regular
     file. Whatever stands in the way (not a regular file, cut short, not torch's, unsafe) is one
-    `unreadable_checkpoint` line naming the file and the remedy."""
+    `unreadable_checkpoint` line naming the file and the remedy; for a path the user `given`, a
+    missing or irregular file is its own one-line DataError instead (no remedy to offer)."""
     try:
         with open_regular(path) as fh:
             return torch.load(fh, map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001 - torch raises several types for a broken or unsafe file
+        if given and isinstance(e, DataError):
+            raise
         raise unreadable_checkpoint(path, e, what, remedy) from None
 
 
@@ -132,8 +135,9 @@ def resumable_epoch(state: Any, opt: torch.optim.Optimizer, epochs: int) -> int:
 
 
 def load_weights(model: nn.Module, path: str | os.PathLike[str]) -> nn.Module:
-    """Load a checkpoint saved by `fit` (tensors only: `weights_only=True`, never code)."""
-    state = load_state(path)
+    """Load a checkpoint saved by `fit` (tensors only: `weights_only=True`, never code); a path
+    that is not there, or not a regular file, is the DataError naming it."""
+    state = load_state(path, given=True)
     if isinstance(state, dict) and "model" in state and "optimizer" in state:
         state = state["model"]
     try:

@@ -149,11 +149,13 @@ def adversary_step(adversary: str, eps: float, steps: int, alpha: float | None =
     return FGSM_RS_ALPHA * eps if adversary == "fgsm-rs" else 2.5 * eps / steps
 
 
-def soft_cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy for hard (int) or soft (CutMix/MixUp) targets."""
+def soft_cross_entropy(logits: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Cross-entropy for hard (int) or soft (CutMix/MixUp) targets; `reduction` "none" keeps one
+    loss per image."""
     if y.dtype == torch.int64:
-        return F.cross_entropy(logits, y)
-    return -(y * F.log_softmax(logits, 1)).sum(1).mean()
+        return F.cross_entropy(logits, y, reduction=reduction)
+    per = -(y * F.log_softmax(logits, 1)).sum(1)
+    return per if reduction == "none" else per.mean()
 
 
 class FreeLoss:
