@@ -46,6 +46,7 @@ import torch.nn.functional as F
 
 from ..core.errors import UnlearnableError
 from ..core.files import atomic_file
+from ..core.linalg import projection_basis
 from ..core.params import to_dict
 from ..core.progress import bar as progress_bar, progress_enabled
 from ..data.facts import is_additive
@@ -130,32 +131,6 @@ def linear_accuracy(x_flat: torch.Tensor, y: torch.Tensor, w: torch.Tensor, chun
     for s in range(0, len(x_flat), chunk):
         correct += ((_as_float(x_flat[s:s + chunk]) @ w.T).argmax(1) == y[s:s + chunk].to(x_flat.device)).sum().item()
     return correct / max(len(x_flat), 1)
-
-
-def projection_basis(w: torch.Tensor | np.ndarray, rtol: float | None = None) -> tuple[torch.Tensor, int]:
-    """Orthonormal basis of the row space of W: (Q (d, rank) float64, rank).
-
-    Rows are normalized to unit length (all-zero rows dropped), then a column-pivoted reduced QR
-    of W^T in float64. Pivoting orders |R_ii| decreasingly, so a rank-deficient W (duplicate or
-    dependent rows) keeps only its first `rank` columns: directions that are really in W's row
-    space, never the arbitrary completions plain QR returns for dependent columns.
-    rank = #{|R_ii| > rtol * |R_00|}, rtol defaulting to max(K, d) * float64 eps (numpy's
-    matrix_rank rule).
-    """
-    import scipy.linalg
-
-    a = np.asarray(w.detach().cpu().numpy() if isinstance(w, torch.Tensor) else w, dtype=np.float64)
-    if a.ndim != 2:
-        raise UnlearnableError(f"projection_basis: W must be (K, d), got shape {a.shape}")
-    norms = np.linalg.norm(a, axis=1)
-    a = a[norms > 0] / norms[norms > 0, None]
-    if len(a) == 0:
-        return torch.zeros(w.shape[1], 0, dtype=torch.float64), 0
-    q, r, _ = scipy.linalg.qr(a.T, mode="economic", pivoting=True)
-    diag = np.abs(np.diag(r))
-    tol = (rtol if rtol is not None else max(a.shape) * np.finfo(np.float64).eps) * diag[0]
-    rank = int((diag > tol).sum())
-    return torch.from_numpy(np.ascontiguousarray(q[:, :rank])), rank
 
 
 @torch.no_grad()

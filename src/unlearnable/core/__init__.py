@@ -6,6 +6,7 @@
     hashing     the one content hash: sha256_file, sha256_array, digest_json
     lock        advisory file locks (one audit per directory, one driver per store)
     params      typed parameters from `--param key=value` strings
+    linalg      projection_basis: the row space of linear classifiers (ortho-proj, detect)
     registry    lookup in a name -> entry registry, with a one-line error
     progress    when a progress bar shows, and the one way to make one
     device      resolve_device: `--device` to a torch device

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..core.linalg import projection_basis
 from ..data.imageset import ImageSet
 
 
@@ -53,12 +54,12 @@ def _blur(x: torch.Tensor) -> torch.Tensor:
 def views(x: torch.Tensor, bits: int) -> dict[str, torch.Tensor]:
     """Flattened views of float NCHW images in [0, 1]: raw, coarser bit depth, high-pass (the blurred
     view is a linear map of the raw one: `blur_rows` on its moments)."""
-    b = _blur(x)
+    b = _blur(x.double())  # float64: a float32 product rounds differently on each CPU's vector width
     levels = 2 ** bits - 1
     q = torch.round(x * levels) / levels
     n = len(x)
     return {"raw": x.reshape(n, -1), "quant": q.reshape(n, -1),
-            "highpass": (x - b).reshape(n, -1)}
+            "highpass": (x.double() - b).reshape(n, -1)}
 
 
 class Moments:
@@ -133,11 +134,16 @@ def blur_rows(chw: tuple[int, int, int]):
     return rows
 
 
+# A float64 solve leaves a dependent column at ~1e-13 of the largest (its error times the Gram
+# matrix's conditioning), above the default rank rule's 1e-14: directions below 1e-8 are dependent.
+DEPENDENT = 1e-8
+
+
 def projection_rows(w: torch.Tensor):
-    """Removing the span of w's columns (each normalised, then QR), as a map of rows: the paper's
-    Algorithm 1 with a closed-form linear model."""
-    wn = w / w.norm(dim=0, keepdim=True).clamp_min(1e-12)
-    q, _ = torch.linalg.qr(wn.double())
+    """Removing the span of w's columns (`core.linalg.projection_basis`: only the independent
+    ones, so a ridge's K columns that sum to zero remove K - 1 directions, not a K-th made of
+    rounding noise), as a map of rows: the paper's Algorithm 1 with a closed-form linear model."""
+    q, _ = projection_basis(w.T, rtol=DEPENDENT)
 
     def rows(m: torch.Tensor) -> torch.Tensor:
         md = m.double()
@@ -159,6 +165,6 @@ def ncm_margins(xa: torch.Tensor, ya: torch.Tensor, xb: torch.Tensor, yb: torch.
     means.index_add_(0, ya, xa.double())
     present = counts > 0
     means[present] /= counts[present, None]
-    d = torch.cdist(xb.double(), means)
+    d = torch.cdist(xb.double(), means, compute_mode="donot_use_mm_for_euclid_dist")  # exact: no rounding ties
     d[:, ~present] = float("inf")
     return margins(-d, yb)
