@@ -16,7 +16,7 @@ from typing import Any
 from ..core.errors import UnlearnableError
 from ..core.files import atomic_file, refuse_overlap
 from ..reproduce import TABLES, ResultStore, grid_jobs, table_data, to_csv, to_markdown
-from ..reproduce.tables import caption
+from ..reproduce.tables import caption, settings_note
 from .common import out_file
 
 
@@ -59,13 +59,14 @@ def run(args: argparse.Namespace) -> int:
                 layout = g["layout"]
                 jobs = grid_jobs(layout, store)
                 headers, rows = table_data(layout, jobs)
+                note = settings_note(layout, jobs)
                 if args.format == "json":
                     parts.append({"caption": caption(layout), "layout": layout, "headers": headers, "rows": rows,
-                                  "jobs": jobs})
+                                  "note": note, "jobs": jobs})
                 elif args.format == "csv":
-                    parts.append(f"# {caption(layout)}\n" + to_csv(headers, rows))
+                    parts.append(f"# {caption(layout)}\n" + (f"# {note}\n" if note else "") + to_csv(headers, rows))
                 else:
-                    parts.append(to_markdown(headers, rows, caption(layout)))
+                    parts.append(to_markdown(headers, rows, caption(layout)) + (f"\n{note}\n" if note else ""))
             text = json.dumps(parts, indent=2) + "\n" if args.format == "json" else "\n".join(parts)
         else:
             jobs = store.jobs()

@@ -8,7 +8,7 @@ from typing import Any
 
 from ..core.files import atomic_file
 from ..runner.store import ResultStore
-from .tables import caption, html_page, plot_fig2, table_data, to_csv, to_html_section, to_markdown
+from .tables import caption, html_page, plot_fig2, settings_note, table_data, to_csv, to_html_section, to_markdown
 
 
 def grid_jobs(layout: dict[str, Any], store: ResultStore) -> dict[str, dict[str, Any]]:
@@ -30,10 +30,13 @@ def write_outputs(layout: dict[str, Any], store: ResultStore, out: str | os.Path
     if fig is not None:
         paths["png"] = fig
     md = to_markdown(headers, rows, title)
+    note = settings_note(layout, jobs)
+    if note is not None:
+        md += f"\n{note}\n"
     if fig is not None:
         md += f"\n![DFR accuracy over epochs]({fig.name})\n"
     for kind, text in (("md", md), ("csv", to_csv(headers, rows)),
-                       ("html", html_page([to_html_section(headers, rows, title, fig)], title))):
+                       ("html", html_page([to_html_section(headers, rows, title, fig, note)], title))):
         with atomic_file(paths[kind], "w") as f:
             f.write(text)
     return paths

@@ -137,6 +137,31 @@ def table_data(layout: dict[str, Any], jobs: dict[str, dict[str, Any]]) -> tuple
     return headers, rows
 
 
+# What a job records that changes its last digits without changing the job (so the store reuses
+# a cell computed under another): cells computed under different values cannot be compared digit for digit.
+DIGIT_SETTINGS = ("torch", "numpy", "torch_threads", "cpu_capability", "mkl_cbwr")
+
+
+def settings_note(layout: dict[str, Any], jobs: dict[str, dict[str, Any]]) -> str | None:
+    """A line saying which of `DIGIT_SETTINGS` the finished cells of a grid disagree on, with how
+    many cells had each value; None when they agree (or fewer than two cells finished)."""
+    seen: dict[str, dict[str, int]] = {}
+    done = [j for c in layout["cells"] if (j := jobs.get(c["key"])) and j["status"] == "done"]
+    for j in done:
+        v = j.get("versions") or {}
+        for name in DIGIT_SETTINGS:
+            value = str(v.get(name, "unrecorded"))
+            seen.setdefault(name, {})[value] = seen.get(name, {}).get(value, 0) + 1
+    mixed = {name: vals for name, vals in seen.items() if len(vals) > 1}
+    if not mixed:
+        return None
+    which = "; ".join(f"{name} " + ", ".join(f"{val} ({n} cells)" for val, n in sorted(vals.items()))
+                      for name, vals in mixed.items())
+    return (f"note: the cells were computed under different {which}: numbers can differ in their "
+            "last digits from one such setting to the other (docs/reproduce.md); rerun them on one "
+            "kind of machine with one --threads to compare digit for digit")
+
+
 def caption(layout: dict[str, Any]) -> str:
     """A grid's caption: the table's title, the dataset, subset, architectures, level and seed."""
     sub = f", subset {layout['subset']}" if layout.get("subset") else ""
@@ -162,12 +187,15 @@ def to_csv(headers: list[str], rows: list[list[str]]) -> str:
     return buf.getvalue()
 
 
-def to_html_section(headers: list[str], rows: list[list[str]], title: str, figure: Path | None = None) -> str:
+def to_html_section(headers: list[str], rows: list[list[str]], title: str, figure: Path | None = None,
+                    note: str | None = None) -> str:
     """A self-contained `<section>` (the figure inlined as base64), made with the shared page
-    helpers (`viz.html`) the audit's report uses too."""
+    helpers (`viz.html`) the audit's report uses too; `note` (`settings_note`) under the table."""
     esc = [[html.escape(c) for c in r] for r in rows]
     fig = figure_html(figure.parent, figure.name, "DFR accuracy over epochs") if figure is not None else ""
-    return f"<section><h2>{html.escape(title)}</h2>{table([html.escape(h) for h in headers], esc)}{fig}</section>"
+    below = f"<p>{html.escape(note)}</p>" if note else ""
+    return (f"<section><h2>{html.escape(title)}</h2>{table([html.escape(h) for h in headers], esc)}{below}"
+            f"{fig}</section>")
 
 
 def html_page(sections: list[str], title: str) -> str:

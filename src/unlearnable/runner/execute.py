@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import socket
 import time
 import traceback
@@ -39,11 +40,21 @@ def execute(spec: Spec, ctx: JobContext, deps: dict[str, Any]) -> dict[str, Any]
             else:
                 result = run_job(spec, ctx, deps)
         return {"ok": True, "result": result, "seconds": time.perf_counter() - t0, "host": host,
-                "versions": {**versions(), "torch_threads": threads}}
+                "versions": {**versions(), "torch_threads": threads, **instruction_set()}}
     except Exception as e:  # noqa: BLE001 - any failure of a cell is recorded, not fatal to the grid
         # `exception` stays in this process (the driver may raise it again); the rest is recorded.
         return {"ok": False, "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc(),
                 "seconds": time.perf_counter() - t0, "host": host, "exception": e}
+
+
+def instruction_set() -> dict[str, str]:
+    """What the CPU's vector width makes of a job's floating-point sums, beside its threads: the
+    instruction set torch's kernels use, and MKL's when `MKL_CBWR` pins it (read at process start).
+    The same job on an AVX2 and an AVX-512 machine can differ in its last digits (docs/reproduce.md)."""
+    out = {"cpu_capability": torch.backends.cpu.get_cpu_capability()}
+    if os.environ.get("MKL_CBWR"):
+        out["mkl_cbwr"] = os.environ["MKL_CBWR"]
+    return out
 
 
 def run_staged(spec: Spec, ctx: JobContext, deps: dict[str, Any]) -> dict[str, Any]:
