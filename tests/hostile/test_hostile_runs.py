@@ -7,6 +7,7 @@ nothing run twice.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import sqlite3
@@ -363,7 +364,8 @@ def test_a_truncated_last_pt_in_an_audit_is_recorded_and_restart_repairs_it(regi
     torch.load(last, weights_only=True)
 
 
-def test_a_corrupt_checkpoint_read_by_dfr_fails_that_step_and_restart_retrains(regions, tmp_path, monkeypatch):
+def test_a_corrupt_checkpoint_read_by_dfr_fails_that_step_and_restart_retrains(regions, tmp_path, monkeypatch,
+                                                                               caplog):
     import unlearnable.kinds.dfr as dfr_mod
 
     out = tmp_path / "a"
@@ -379,6 +381,19 @@ def test_a_corrupt_checkpoint_read_by_dfr_fails_that_step_and_restart_retrains(r
         run_audit(regions, out, SMALL, progress=False, cache=tmp_path / "c")
     monkeypatch.undo()
     ck = out / "train-protected" / "checkpoints" / "epoch_001.pt"
+    good = ck.read_bytes()
+    ck.write_bytes(b"PK\x03\x04 cut short")
+    # A sealed training (its files' checksums recorded): the change is caught before DFR reads
+    # it, with a warning naming the file, and the training runs again.
+    with caplog.at_level(logging.WARNING, logger="unlearnable"):
+        r = run_audit(regions, out, SMALL, progress=False, cache=tmp_path / "c")
+    assert any(str(ck) in m.getMessage() and "changed after its job finished" in m.getMessage()
+               for m in caplog.records)
+    assert {s["status"] for s in r["steps"].values()} == {"done"} and ck.read_bytes() == good
+    # A training recorded before seals existed: DFR meets the broken file and fails, naming it.
+    with sqlite3.connect(out / "jobs.sqlite") as c:
+        c.execute("UPDATE jobs SET files = NULL, status = 'done' WHERE kind = 'train'")
+        c.execute("UPDATE jobs SET status = 'pending', result = NULL, digest = NULL WHERE kind = 'dfr'")
     ck.write_bytes(b"PK\x03\x04 cut short")
     r = run_audit(regions, out, SMALL, progress=False, cache=tmp_path / "c")
     assert r["steps"]["train-protected"]["status"] == "done"

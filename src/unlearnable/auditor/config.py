@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from ..attacks import ATTACKS
+from ..core.errors import UnlearnableError
+from ..core.files import refuse_dangling
 from ..core.registry import lookup_all
 from ..ladder import level as get_level, recipe_for
 from ..train.recipe import Recipe
@@ -24,13 +26,21 @@ from .verdict import Thresholds
 
 
 def cache_dir(cache: str | os.PathLike[str] | None = None) -> Path:
-    """The shared job cache: `cache`, else $UNLEARNABLE_CACHE, else ~/.cache/unlearnable."""
-    if cache:
-        return Path(cache)
+    """The shared job cache: `cache`, else $UNLEARNABLE_CACHE, else ~/.cache/unlearnable. One
+    that cannot be a directory (a file, a link to nothing) is a one-line error naming where the
+    path came from."""
     env = os.environ.get("UNLEARNABLE_CACHE")
-    if env:
-        return Path(env)
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "unlearnable"
+    if cache:
+        path, source = Path(cache), "--cache"
+    elif env:
+        path, source = Path(env), "UNLEARNABLE_CACHE"
+    else:
+        path, source = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "unlearnable", \
+            "the default cache (set UNLEARNABLE_CACHE or --cache)"
+    refuse_dangling(path, source)
+    if path.exists() and not path.is_dir():
+        raise UnlearnableError(f"{path}: the shared cache ({source}) is not a directory; name a directory")
+    return path
 
 
 @dataclass

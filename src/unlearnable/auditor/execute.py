@@ -117,9 +117,12 @@ def execute(steps: list[StepInfo], specs: dict[str, Spec], skipped: dict[str, st
     known = {k: r["result"] for k, r in results.items() if r["status"] == "done"}
     shared_keys = {job_key(s) for s in shared}
     runnable: list[Spec] = []
+    ready: set[str] = set()  # by key: two specs of one job may differ in their "_" names (a clean audit's starts)
     for s in own:  # expand() order: dependencies first
-        if all(job_key(d) in known or (job_key(d) not in shared_keys and d in runnable) for d in dependencies(s)):
+        if all(job_key(d) in known or (job_key(d) not in shared_keys and job_key(d) in ready)
+               for d in dependencies(s)):
             runnable.append(s)
+            ready.add(job_key(s))
     with ResultStore(out / "jobs.sqlite") as store:
         octx = JobContext(out, place=own_place(out, row), cache=dict(preload), **ctx_args)
         finished_earlier(store, own)

@@ -28,12 +28,12 @@ from typing import Any
 
 from ..analyses.dfr import PROCEDURES
 from ..core.errors import UnlearnableError
-from ..core.files import read_json
+from ..core.files import read_json, refuse_dangling
 from ..core.lock import dir_lock
 from ..core.registry import lookup
 from ..ladder import level as get_level
 from ..models import MODELS
-from .config import AuditConfig
+from .config import AuditConfig, cache_dir
 from .execute import execute, own_place, plan
 from .inputs import audit_row, resolve_inputs
 from .record import finish
@@ -63,6 +63,8 @@ def run_audit(data: str | os.PathLike[str], out: str | os.PathLike[str], config:
     row = audit_row(inp, cfg, data_path, lv)
     cfg_dict = cfg.record(row)
     _check_previous(out, row, cfg, cfg_dict)
+    cache_dir(cache)  # a cache that cannot be one is refused before OUT is made
+    refuse_dangling(out)
     out.mkdir(parents=True, exist_ok=True)
     with dir_lock(out, "audit"):
         _check_previous(out, row, cfg, cfg_dict)  # another audit may have written it meanwhile

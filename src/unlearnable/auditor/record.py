@@ -7,12 +7,13 @@ weigh, and the reports rendered from it.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ..attacks import ATTACKS
-from ..core.files import atomic_file, write_json
+from ..core.files import atomic_file, within, write_json
 from ..core.provenance import versions
 from ..runner.jobs import Spec
 from .config import AuditConfig
@@ -21,6 +22,8 @@ from .inputs import AuditInputs
 from .report import render_audit_html, render_audit_md
 from .steps import Row, StepInfo, steps_for
 from .verdict import dfr_window, verdict
+
+log = logging.getLogger(__name__)
 
 
 def step_result(record: dict[str, Any], name: str) -> dict[str, Any] | None:
@@ -75,7 +78,9 @@ def finish(out: Path, record: dict[str, Any], inp: AuditInputs, cfg: AuditConfig
         if st.record:
             _put(parts, st.record, r)
         for fig, path in st.figures(r, Path(place(specs[st.name]))).items():
-            if path.exists() and out.resolve() in path.resolve().parents:  # the report embeds its own files
+            if not within(out, path):  # the report embeds its own files only: a path read from a store
+                log.warning("%s: step %s names figure %s, outside the audit: not embedded", out, st.name, path.resolve())
+            elif path.exists():
                 figures[fig] = path.resolve().relative_to(out.resolve()).as_posix()
     prot = parts.get("protected_training")
     attacks = ({"none": {"test_accuracy": prot["test_accuracy"]}} if prot else {}) | parts["attacks"]

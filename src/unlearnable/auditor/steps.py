@@ -289,6 +289,9 @@ def _sep_headline(r: dict[str, Any]) -> str:
     return f"{own} (clean images {100 * b['train_accuracy_mean']:.1f}%{note})"
 
 
+CLEAN_SET = "the set is its own clean base: its perturbation is zero, there is nothing to separate"
+
+
 @register_step("separability-perturbations", "linear separability of the perturbations", order=3,
                headline=_sep_headline, paper="Sandoval-Segura et al., NeurIPS 2023, Table 2",
                record=("separability", "perturbations"))
@@ -296,6 +299,8 @@ def separability_perturbations(row: Row) -> Spec:
     """Linear separability of the perturbations delta = x' - x (Table 2)."""
     if row.clean is None:
         raise StepSkipped("the clean base images are unknown (pass --clean DATA)")
+    if row.clean == row.data:
+        raise StepSkipped(CLEAN_SET)
     if not row_is_additive(row):
         raise StepSkipped(NOT_ADDITIVE)
     return separability_spec(row, "perturbations")

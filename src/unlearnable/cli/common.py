@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,6 +120,8 @@ def _place(text: str, want_dir: bool) -> str:
         raise argparse.ArgumentTypeError(f"must name a {'directory' if want_dir else 'file'}, got {text!r}")
     p = Path(text)
     try:
+        if p.is_symlink() and not p.exists():  # mkdir and open would say "File exists"
+            raise argparse.ArgumentTypeError(f"{text}: is a symbolic link to {os.readlink(p)}, which does not exist")
         if p.exists() and want_dir and not p.is_dir():
             raise argparse.ArgumentTypeError(f"{text}: is a file, not a directory")
         if p.exists() and not want_dir and p.is_dir():

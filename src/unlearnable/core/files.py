@@ -61,6 +61,12 @@ def atomic_file(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[Any]
         # mkstemp makes the file private (0600); give it the permissions a plain open() would.
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
+    except OSError as e:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        if e.filename is not None:
+            raise
+        raise named(e, path) from e
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -137,10 +143,24 @@ def atomic_dir(path: str | os.PathLike[str], overwrite: bool = False) -> Iterato
         yield tmp
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private (0700)
         put_in_place(tmp, path, REPLACE if overwrite else None)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if e.filename is not None:
+            raise
+        raise named(e, path) from e
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     remove_stale(path)  # an old copy kept while `path` was missing is now superseded
+
+
+def named(e: OSError, path: Path) -> OSError:
+    """A filename-less `e` as it should reach the user: naming the file it was writing. A short write (numpy's
+    "N requested and M written") says nothing of a file or a cause; the disk is full."""
+    text = str(e)
+    if "requested and" in text and "written" in text:
+        return OSError(errno.ENOSPC, f"no space left on device ({text} bytes)", str(path))
+    return OSError(e.errno, e.strerror or text, str(path))
 
 
 def check_out_dir(path: str | os.PathLike[str], overwrite: bool = False) -> None:
@@ -148,10 +168,20 @@ def check_out_dir(path: str | os.PathLike[str], overwrite: bool = False) -> None
     always a file (named as an output directory by mistake, not something to replace). Writers
     that work long before `atomic_dir` call this first, so a refusal costs nothing."""
     path = Path(path)
+    refuse_dangling(path)
     if path.exists() and not path.is_dir():
         raise UnlearnableError(f"{path}: exists and is not a directory (choose another --out)")
     if path.exists() and not overwrite:
         raise UnlearnableError(f"{path}: already exists (choose another --out or pass --overwrite)")
+
+
+def refuse_dangling(path: str | os.PathLike[str], option: str = "--out") -> None:
+    """Refuse a directory to write that is a symbolic link to nothing (it can be neither made nor
+    written through: one line saying so, before anything is created)."""
+    path = Path(path)
+    if path.is_symlink() and not path.exists():
+        raise UnlearnableError(f"{path}: is a symbolic link to {os.readlink(path)}, which does not exist; "
+                               f"make that directory or choose another {option}")
 
 
 def REPLACE(path: Path) -> bool:
@@ -252,6 +282,14 @@ def _remove(p: Path) -> None:
     else:
         with contextlib.suppress(FileNotFoundError):
             p.unlink()
+
+
+def within(root: str | os.PathLike[str], path: str | os.PathLike[str]) -> bool:
+    """Whether `path`, resolved (symlinks followed), lies inside directory `root` (resolved too):
+    the test every path read from a file (a store's row, a result, a manifest) passes before it
+    is opened."""
+    r, p = Path(root).resolve(), Path(path).resolve()
+    return r in p.parents
 
 
 def refuse_overlap(out: str | os.PathLike[str], reads: list[tuple[str, str | os.PathLike[str] | None]],

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,6 +27,16 @@ def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def sha256_tree(root: str | os.PathLike[str], skip: frozenset[str] = frozenset()) -> dict[str, str]:
+    """Relative POSIX path -> SHA-256 of every regular file under `root` (links and names in
+    `skip` left out), in sorted order; {} when `root` is not a directory."""
+    base = Path(root)
+    if not base.is_dir():
+        return {}
+    return {p.relative_to(base).as_posix(): sha256_file(p) for p in sorted(base.rglob("*"))
+            if p.is_file() and not p.is_symlink() and p.name not in skip}
 
 
 def sha256_array(a: np.ndarray) -> str:

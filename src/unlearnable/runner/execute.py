@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from ..core.errors import UnlearnableError
+from ..core.hashing import sha256_tree
 from ..core.malloc import tune_malloc
 from ..core.provenance import versions
 from .jobs import JobContext, Spec, dependencies, job_key, run_job
@@ -34,13 +35,15 @@ def execute(spec: Spec, ctx: JobContext, deps: dict[str, Any]) -> dict[str, Any]
     t0 = time.perf_counter()
     host = socket.gethostname()
     try:
+        files = None  # at a URL, the storage's listing seals the files
         with pinned_threads(ctx.threads) as threads:
             if ctx.storage is not None and ctx.storage.remote:
                 result = run_staged(spec, ctx, deps)
             else:
                 result = run_job(spec, ctx, deps)
+                files = sha256_tree(ctx.dir_of(spec))
         return {"ok": True, "result": result, "seconds": time.perf_counter() - t0, "host": host,
-                "versions": {**versions(), "torch_threads": threads, **instruction_set()}}
+                "versions": {**versions(), "torch_threads": threads, **instruction_set()}, "files": files}
     except Exception as e:  # noqa: BLE001 - any failure of a cell is recorded, not fatal to the grid
         # `exception` stays in this process (the driver may raise it again); the rest is recorded.
         return {"ok": False, "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc(),

@@ -36,7 +36,7 @@ from .execute import execute
 from .jobs import JobContext, Spec, expand, job_key
 from .pool import run_pool
 from .ray_executor import run_ray
-from .scheduler import GridSummary, Scheduler, plan, record, repair, retryable, supersede
+from .scheduler import GridSummary, Scheduler, plan, record, repair, retryable, supersede, verify
 from .store import ResultStore
 
 log = logging.getLogger(__name__)
@@ -78,6 +78,7 @@ def run_jobs(specs: list[Spec], store: ResultStore, ctx: JobContext, executor: s
         ctx.out_root = Path(ctx.out_root).resolve()
     if conflicts is not None:
         supersede(store, jobs, ctx, conflicts)
+    verify(store, jobs, ctx)
     if restart:
         repair(store, jobs, ctx)
     todo, summary = plan(jobs, store, retry_failed)

@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import UnlearnableError
+from ..core.files import within
+from ..core.hashing import sha256_file
 from ..core.process import wait_interval
 from .jobs import JOBS, JobContext, Spec, dependencies, get_kind, job_dir, job_key
 from .store import ResultStore
@@ -141,6 +143,37 @@ def repair(store: ResultStore, specs: list[Spec], ctx: JobContext) -> None:
             log.info("restart: the finished %s in %s no longer reads; it runs again", s["kind"], ctx.dir_of(s))
             if store.reset(job_key(s)):
                 discard_artifacts(s, ctx)
+
+
+def verify(store: ResultStore, specs: list[Spec], ctx: JobContext) -> list[str]:
+    """Finished jobs whose record or files changed since they were written (a result edited in
+    the store, a checkpoint swapped or edited: checked against the checksums `finish` recorded)
+    run again from nothing, each with a warning naming what changed; their keys. Files a job's
+    dependents added to its directory later (a figure) are not its own and are not checked."""
+    redo = []
+    for s in specs:
+        key = job_key(s)
+        row = store.get(key)
+        if row is None or row["status"] != "done":
+            continue
+        what = None
+        if not store.result_intact(key):
+            what = f"{store.path}: the recorded result of {s['kind']} job {key[:12]}"
+        elif isinstance(row.get("files"), dict) and not (ctx.storage is not None and ctx.storage.remote):
+            d = Path(ctx.dir_of(s))
+            for rel, digest in row["files"].items():
+                p = d / rel
+                if not within(d, p) or not p.is_file() or sha256_file(p) != digest:
+                    what = f"{p}"
+                    break
+        if what is None:
+            continue
+        log.warning("%s changed after its job finished (checksum); the %s runs again", what,
+                    get_kind(s["kind"]).title)
+        if store.reset(key):
+            discard_artifacts(s, ctx)
+            redo.append(key)
+    return redo
 
 
 class Scheduler:
@@ -277,7 +310,7 @@ class Scheduler:
 def record(store: ResultStore, key: str, out: dict[str, Any], summary: GridSummary) -> None:
     """Record a job's outcome in the store (this driver's claim only) and in the summary."""
     if out["ok"]:
-        mine = store.finish(key, out["result"], out["seconds"], out["host"], out["versions"])
+        mine = store.finish(key, out["result"], out["seconds"], out["host"], out["versions"], out.get("files"))
     else:
         mine = store.fail(key, out["error"], out["traceback"], out["seconds"], out["host"])
     if not mine:

@@ -31,7 +31,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ..core.errors import DataError, UnlearnableError
-from ..core.hashing import sha256_file
+from ..core.hashing import sha256_file, sha256_tree
 from ..core.provenance import now_iso
 
 log = logging.getLogger(__name__)
@@ -87,12 +87,10 @@ class FsspecStorage:
     def push(self, src: Path, rel: str) -> int:
         """Copy the directory `src` to `rel` (files first, the listing last); the number of files."""
         files = {}
-        for p in sorted(src.rglob("*")):
-            if p.is_file() and not p.is_symlink() and p.name != ARTIFACTS:
-                name = p.relative_to(src).as_posix()
-                self.fs.makedirs(os.path.dirname(self._path(f"{rel}/{name}")), exist_ok=True)
-                self.fs.put_file(str(p), self._path(f"{rel}/{name}"))
-                files[name] = {"size": p.stat().st_size, "sha256": sha256_file(p)}
+        for name, digest in sha256_tree(src, skip=frozenset({ARTIFACTS})).items():
+            self.fs.makedirs(os.path.dirname(self._path(f"{rel}/{name}")), exist_ok=True)
+            self.fs.put_file(str(src / name), self._path(f"{rel}/{name}"))
+            files[name] = {"size": (src / name).stat().st_size, "sha256": digest}
         listing = {"files": files, "written": now_iso(), "host": socket.gethostname()}
         with self.fs.open(self._path(f"{rel}/{ARTIFACTS}"), "w") as f:
             json.dump(listing, f, indent=1)

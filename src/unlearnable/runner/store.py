@@ -25,6 +25,7 @@ another process keeps locked past the timeout, raises a one-line `DataError` and
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import socket
@@ -46,13 +47,18 @@ CREATE TABLE IF NOT EXISTS jobs (
     status TEXT NOT NULL CHECK (status IN ('pending', 'running', 'done', 'failed')),
     result TEXT, error TEXT, traceback TEXT, host TEXT, versions TEXT,
     created TEXT NOT NULL, started TEXT, finished TEXT, seconds REAL, attempts INTEGER NOT NULL DEFAULT 0,
-    owner TEXT);
+    owner TEXT, digest TEXT, files TEXT);
 CREATE TABLE IF NOT EXISTS grids (
     grid_id TEXT PRIMARY KEY, tbl TEXT NOT NULL, dataset TEXT NOT NULL, layout TEXT NOT NULL,
     created TEXT NOT NULL, updated TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status);
 """
 SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def seal(key: str, result_text: str) -> str:
+    """The checksum a finished row carries: of its key and its result's JSON text as stored."""
+    return hashlib.sha256(f"{key}\n{result_text}".encode()).hexdigest()
 
 
 def _busy(e: sqlite3.DatabaseError) -> bool:
@@ -96,8 +102,9 @@ class ResultStore:
                 for stmt in filter(str.strip, SCHEMA.split(";")):
                     self.conn.execute(stmt)
                 cols = {r[1] for r in self.conn.execute("PRAGMA table_info(jobs)")}
-                if "owner" not in cols:  # a store made before claims: same rows, one more column
-                    self.conn.execute("ALTER TABLE jobs ADD COLUMN owner TEXT")
+                for col in ("owner", "digest", "files"):  # a store made before claims or seals: one more column
+                    if col not in cols:
+                        self.conn.execute(f"ALTER TABLE jobs ADD COLUMN {col} TEXT")
                 self.conn.execute("COMMIT")
             else:
                 self.conn.execute("SELECT count(*) FROM jobs").fetchone()
@@ -216,13 +223,22 @@ class ResultStore:
     _MINE = "key = ? AND status != 'done' AND (owner IS NULL OR (owner = ? AND status = 'running'))"
 
     def finish(self, key: str, result: dict[str, Any], seconds: float, host: str,
-               vers: dict[str, str] | None = None) -> bool:
-        """Record a result; False (and nothing written) when the row is not this driver's."""
+               vers: dict[str, str] | None = None, files: dict[str, str] | None = None) -> bool:
+        """Record a result, sealed (`digest`: its checksum with the key's; `files`: relative path ->
+        sha256 of the files its job left, checked whenever it is used again: `runner.verify`);
+        False (and nothing written) when the row is not this driver's."""
+        text = json.dumps(result, allow_nan=True)
         cur = self._exec(f"UPDATE jobs SET status = 'done', result = ?, seconds = ?, host = ?, versions = ?, "
-                         f"finished = ? WHERE {self._MINE}",
-                         (json.dumps(result, allow_nan=True), round(seconds, 3), host,
-                          json.dumps(vers or versions()), now_iso(), key, self.owner))
+                         f"finished = ?, digest = ?, files = ? WHERE {self._MINE}",
+                         (text, round(seconds, 3), host, json.dumps(vers or versions()), now_iso(),
+                          seal(key, text), None if files is None else json.dumps(files), key, self.owner))
         return cur.rowcount == 1
+
+    def result_intact(self, key: str) -> bool:
+        """Whether job `key`'s recorded result is the one written (its checksum matches); a row
+        recorded before results were sealed has none to check and passes."""
+        row = self._exec("SELECT result, digest FROM jobs WHERE key = ?", (key,)).fetchone()
+        return row is None or row[1] is None or (row[0] is not None and seal(key, row[0]) == row[1])
 
     def fail(self, key: str, error: str, tb: str, seconds: float | None, host: str) -> bool:
         """Record a failure; False (and nothing written) when the row is not this driver's."""
@@ -236,7 +252,8 @@ class ResultStore:
         row = self.get(key)
         if row is None or (row["status"] == "running" and self.owner_alive(row.get("owner"))):
             return False
-        cur = self._exec("UPDATE jobs SET status = 'pending', owner = NULL, result = NULL WHERE key = ? "
+        cur = self._exec("UPDATE jobs SET status = 'pending', owner = NULL, result = NULL, digest = NULL, "
+                         "files = NULL WHERE key = ? "
                          "AND status = ? AND owner IS ? AND attempts = ?",
                          (key, row["status"], row.get("owner"), row["attempts"]))
         return cur.rowcount == 1
@@ -269,7 +286,7 @@ class ResultStore:
     @staticmethod
     def _row(cur: sqlite3.Cursor, row: tuple[Any, ...]) -> dict[str, Any]:
         d = dict(zip([c[0] for c in cur.description], row))
-        for k in ("spec", "result", "versions", "layout"):
+        for k in ("spec", "result", "versions", "layout", "files"):
             if d.get(k) is not None:
                 d[k] = json.loads(d[k])
         return d

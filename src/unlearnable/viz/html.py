@@ -14,11 +14,16 @@ import base64
 import html
 from pathlib import Path
 
+from ..core.files import within
+
+
 def figure(base: Path, rel: str | None, alt: str, width: int | None = None) -> str:
     """`rel` (a PNG under `base`) inlined as a captioned figure; a note where the file is missing."""
     if not rel:
         return ""
     p = base / rel
+    if not within(base, p):  # `rel` is read from a results file: never a file outside its directory
+        return f'<p class="missing">figure {html.escape(rel)} lies outside {html.escape(str(base))}: not shown</p>'
     if not p.is_file():
         return f'<p class="missing">figure {html.escape(rel)} is missing</p>'
     data = base64.b64encode(p.read_bytes()).decode()
