@@ -17,6 +17,7 @@ import pytest
 from unlearnable.auditor import AuditConfig, run_audit
 from unlearnable.cli import main
 from unlearnable.poisons.make import poison_dataset
+from unlearnable.runner.execute import own_files
 from unlearnable.runner.store import seal
 from unlearnable.viz.html import figure
 
@@ -146,3 +147,13 @@ def test_a_dangling_symlink_as_out_is_named_as_one(regions, tmp_path, capsys):
         assert main(argv) == 2
         error_line(capsys.readouterr().err, str(link), "symbolic link", str(tmp_path / "nowhere"))
     assert snapshot(tmp_path) == before and not (tmp_path / "nowhere").exists()
+
+
+def test_a_jobs_seal_leaves_out_the_store_and_the_locks_beside_its_files(tmp_path):
+    # An attack run's OUT is its job's directory and holds OUT/jobs.sqlite, which changes with
+    # every record: sealing it would make every rerun look tampered with.
+    for rel in ("result.json", "checkpoints/epoch_001.pt", "jobs.sqlite", "jobs.sqlite-wal", "jobs.sqlite-shm",
+                ".unlearnable.lock", ".jobs.sqlite.drivers/abc.lock"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(rel.encode())
+    assert sorted(own_files(tmp_path)) == ["checkpoints/epoch_001.pt", "result.json"]

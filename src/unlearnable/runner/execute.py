@@ -21,6 +21,7 @@ import torch
 
 from ..core.errors import UnlearnableError
 from ..core.hashing import sha256_tree
+from ..core.lock import LOCK_NAME
 from ..core.malloc import tune_malloc
 from ..core.provenance import versions
 from .jobs import JobContext, Spec, dependencies, job_key, run_job
@@ -41,13 +42,23 @@ def execute(spec: Spec, ctx: JobContext, deps: dict[str, Any]) -> dict[str, Any]
                 result = run_staged(spec, ctx, deps)
             else:
                 result = run_job(spec, ctx, deps)
-                files = sha256_tree(ctx.dir_of(spec))
+                files = own_files(ctx.dir_of(spec))
         return {"ok": True, "result": result, "seconds": time.perf_counter() - t0, "host": host,
                 "versions": {**versions(), "torch_threads": threads, **instruction_set()}, "files": files}
     except Exception as e:  # noqa: BLE001 - any failure of a cell is recorded, not fatal to the grid
         # `exception` stays in this process (the driver may raise it again); the rest is recorded.
         return {"ok": False, "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc(),
                 "seconds": time.perf_counter() - t0, "host": host, "exception": e}
+
+
+def own_files(job_dir: str | os.PathLike[str]) -> dict[str, str]:
+    """The seal of a finished job's files (relative path -> sha256): everything in its directory
+    but a result store and the locks that may live there too (an attack run's OUT is the job's
+    directory and holds OUT/jobs.sqlite, which changes as the store is written)."""
+    def store_or_lock(rel: str) -> bool:
+        parts = rel.split("/")
+        return ".sqlite" in parts[-1] or parts[-1] == LOCK_NAME or any(p.endswith(".drivers") for p in parts[:-1])
+    return {rel: d for rel, d in sha256_tree(job_dir).items() if not store_or_lock(rel)}
 
 
 def instruction_set() -> dict[str, str]:
