@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Any, NoReturn
 
 from ..core.device import resolve_device
 from ..core.errors import UnlearnableError
-from ..core.files import read_json, refuse_overlap
+from ..core.files import read_json, refuse_dangling, refuse_overlap
 from ..core.params import parse_number
 from ..core.registry import lookup_all
 from ..data.resolve import read_paths
@@ -120,8 +119,7 @@ def _place(text: str, want_dir: bool) -> str:
         raise argparse.ArgumentTypeError(f"must name a {'directory' if want_dir else 'file'}, got {text!r}")
     p = Path(text)
     try:
-        if p.is_symlink() and not p.exists():  # mkdir and open would say "File exists"
-            raise argparse.ArgumentTypeError(f"{text}: is a symbolic link to {os.readlink(p)}, which does not exist")
+        refuse_dangling(p)  # mkdir and open would say "File exists"
         if p.exists() and want_dir and not p.is_dir():
             raise argparse.ArgumentTypeError(f"{text}: is a file, not a directory")
         if p.exists() and not want_dir and p.is_dir():
@@ -135,6 +133,8 @@ def _place(text: str, want_dir: bool) -> str:
             raise argparse.ArgumentTypeError(f"{text}: {up} is a file, not a directory")
     except OSError as e:  # a name too long, a loop of symlinks
         raise argparse.ArgumentTypeError(f"{text}: {e.strerror or e}") from None
+    except UnlearnableError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
     return text
 
 

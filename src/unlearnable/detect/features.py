@@ -54,12 +54,12 @@ def _blur(x: torch.Tensor) -> torch.Tensor:
 def views(x: torch.Tensor, bits: int) -> dict[str, torch.Tensor]:
     """Flattened views of float NCHW images in [0, 1]: raw, coarser bit depth, high-pass (the blurred
     view is a linear map of the raw one: `blur_rows` on its moments)."""
-    b = _blur(x.double())  # float64: a float32 product rounds differently on each CPU's vector width
+    xd = x.double()  # the high-pass in float64: a float32 product rounds differently per vector width
+    xd -= _blur(xd)
     levels = 2 ** bits - 1
     q = torch.round(x * levels) / levels
     n = len(x)
-    return {"raw": x.reshape(n, -1), "quant": q.reshape(n, -1),
-            "highpass": (x.double() - b).reshape(n, -1)}
+    return {"raw": x.reshape(n, -1), "quant": q.reshape(n, -1), "highpass": xd.reshape(n, -1)}
 
 
 class Moments:

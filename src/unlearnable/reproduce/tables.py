@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import html
 import io
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -145,13 +146,8 @@ DIGIT_SETTINGS = ("torch", "numpy", "torch_threads", "cpu_capability", "mkl_cbwr
 def settings_note(layout: dict[str, Any], jobs: dict[str, dict[str, Any]]) -> str | None:
     """A line saying which of `DIGIT_SETTINGS` the finished cells of a grid disagree on, with how
     many cells had each value; None when they agree (or fewer than two cells finished)."""
-    seen: dict[str, dict[str, int]] = {}
-    done = [j for c in layout["cells"] if (j := jobs.get(c["key"])) and j["status"] == "done"]
-    for j in done:
-        v = j.get("versions") or {}
-        for name in DIGIT_SETTINGS:
-            value = str(v.get(name, "unrecorded"))
-            seen.setdefault(name, {})[value] = seen.get(name, {}).get(value, 0) + 1
+    done = [j.get("versions") or {} for c in layout["cells"] if (j := jobs.get(c["key"])) and j["status"] == "done"]
+    seen = {name: Counter(str(v.get(name, "unrecorded")) for v in done) for name in DIGIT_SETTINGS}
     mixed = {name: vals for name, vals in seen.items() if len(vals) > 1}
     if not mixed:
         return None

@@ -145,12 +145,11 @@ def repair(store: ResultStore, specs: list[Spec], ctx: JobContext) -> None:
                 discard_artifacts(s, ctx)
 
 
-def verify(store: ResultStore, specs: list[Spec], ctx: JobContext) -> list[str]:
+def verify(store: ResultStore, specs: list[Spec], ctx: JobContext) -> None:
     """Finished jobs whose record or files changed since they were written (a result edited in
     the store, a checkpoint swapped or edited: checked against the checksums `finish` recorded)
-    run again from nothing, each with a warning naming what changed; their keys. Files a job's
+    run again from nothing, each with a warning naming what changed. Files a job's
     dependents added to its directory later (a figure) are not its own and are not checked."""
-    redo = []
     for s in specs:
         key = job_key(s)
         row = store.get(key)
@@ -172,8 +171,6 @@ def verify(store: ResultStore, specs: list[Spec], ctx: JobContext) -> list[str]:
                     get_kind(s["kind"]).title)
         if store.reset(key):
             discard_artifacts(s, ctx)
-            redo.append(key)
-    return redo
 
 
 class Scheduler:
