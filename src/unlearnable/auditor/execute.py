@@ -98,10 +98,10 @@ def execute(steps: list[StepInfo], specs: dict[str, Spec], skipped: dict[str, st
     preload = {row.data["content"]: inp.protected}
     if row.clean is not None and inp.base is not None:
         preload[row.clean["content"]] = inp.base
-    if inp.base_name and inp.test is not None:
-        preload[("test", inp.base_name)] = inp.test
-    if inp.base_name and inp.clean_full is not None:
-        preload[("train", inp.base_name)] = inp.clean_full
+    if row.test_ref is not None:
+        preload[row.test_ref["content"]] = inp.test
+    if row.pool_ref is not None:
+        preload[row.pool_ref["content"]] = inp.clean_full
     results: dict[str, dict[str, Any]] = {}
     if shared:
         cdir = cache_dir(cache)

@@ -14,6 +14,7 @@ from ..data.clean import clean_side
 from ..data.identity import content_id
 from ..data.imageset import ImageSet
 from ..data.resolve import load_data
+from ..kinds.data import split_ref
 from ..ladder import Level, level as get_level
 from ..models import arch_signature
 from ..runner.jobs import Spec
@@ -63,6 +64,10 @@ def audit_row(inp: AuditInputs, cfg: AuditConfig, data_path: str, lv: Level | No
     row = Row(data, clean, inp.base_name, p, lv or get_level(cfg.level), cfg.arch,
               arch_signature(cfg.arch, p.num_classes, p.channels, p.image_size), cfg.seed, cfg.epochs,
               cfg.attack_list(), inp.clean_full is not None)
+    if inp.base_name and inp.test is not None:
+        row.test_ref = split_ref(inp.base_name, inp.test, "test")
+    if inp.base_name and inp.clean_full is not None:
+        row.pool_ref = split_ref(inp.base_name, inp.clean_full)
     if inp.notes:
         row.why_no_base = inp.notes[0]
     row.dfr_procedure = cfg.dfr_procedure

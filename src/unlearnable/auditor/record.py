@@ -122,9 +122,9 @@ def finish(out: Path, record: dict[str, Any], inp: AuditInputs, cfg: AuditConfig
     })
     # A step with a place of its own that nothing above derives from (a new analysis): as it came.
     record.update({k: v for k, v in parts.items() if k not in ASSEMBLED})
-    write_json(out / "results.json", record)
     with atomic_file(out / "report.html", "w") as f:
         f.write(render_audit_html(record, out))
     with atomic_file(out / "report.md", "w") as f:
         f.write(render_audit_md(record))
+    write_json(out / "results.json", record)  # last: a write cut short leaves no record of a report
     return record

@@ -8,11 +8,12 @@ test reads.
 
 from __future__ import annotations
 
-import html
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from ..attacks import ordered
+from ..core.text import for_html, for_md, for_term
 from ..viz.html import figure, page, table
 
 ATTACK_TITLES = {"none": "none (standard training)", "adv-train": "adversarial training",
@@ -27,7 +28,7 @@ def pct(x: float | None, digits: int = 1) -> str:
 
 
 def _tag(v: str) -> str:
-    return f'<span class="tag" style="background:{VERDICT_COLOURS.get(v, "#555")}">{html.escape(v)}</span>'
+    return f'<span class="tag" style="background:{VERDICT_COLOURS.get(v, "#555")}">{for_html(v)}</span>'
 
 
 def attack_rows(res: dict[str, Any]) -> list[list[str]]:
@@ -64,6 +65,9 @@ def detect_line(res: dict[str, Any]) -> str | None:
     d = res.get("detect")
     if not d or d.get("score") is None:
         return None
+    if "protected" in d and d["protected"] is None:  # the data could not support a decision
+        return (f"cannot judge: {d.get('cannot_judge') or 'the data cannot support a decision'} (score "
+                f"{d['score']:.2f}, not weighed; unlearnable detect, docs/detect.md)")
     fpr = d.get("fpr_target")
     at = f" at {100 * fpr:.0f}% false positives" if isinstance(fpr, (int, float)) else ""
     return (f"{'yes' if d.get('protected') else 'no'}: score {d['score']:.2f} against the threshold "
@@ -84,15 +88,15 @@ def render_audit_html(res: dict[str, Any], base: Path) -> str:
     ds = res.get("dataset", {})
     v = res.get("verdict", {})
     overall = v.get("overall", "incomplete")
-    parts = [f"<h1>Does <code>{html.escape(ds.get('name', '?'))}</code> protect?</h1>",
-             f'<p class="muted">{html.escape(_describe(ds))}</p>',
-             *(f'<p class="muted">Note: {html.escape(n)}</p>' for n in ds.get("notes", [])),
+    parts = [f"<h1>Does <code>{for_html(ds.get('name', '?'))}</code> protect?</h1>",
+             f'<p class="muted">{for_html(_describe(ds))}</p>',
+             *(f'<p class="muted">Note: {for_html(n)}</p>' for n in ds.get("notes", [])),
              f'<div class="verdict" style="background:{VERDICT_COLOURS.get(overall, "#555")}">'
-             f"Verdict: <b>{html.escape(overall)}</b> — {html.escape(v.get('reason', ''))}</div>"]
+             f"Verdict: <b>{for_html(overall)}</b> — {for_html(v.get('reason', ''))}</div>"]
     det = detect_line(res)
     if det:
         parts.append(f"<p><b>Detectable</b> (would a data collector notice, without the clean images?): "
-                     f"{html.escape(det)}</p>")
+                     f"{for_html(det)}</p>")
     wrow = window_row(res)
     if wrow:
         parts.append("<h2>What the network learned: DFR's window</h2>")
@@ -100,8 +104,8 @@ def render_audit_html(res: dict[str, Any], base: Path) -> str:
                      "networks, of the network trained on the protected set, and of the network trained on the "
                      "clean images. The fraction of that window the protected-trained features recover is what "
                      "the verdict weighs (it means the same on every dataset).</p>")
-        parts.append(table(WINDOW_HEADERS, [[html.escape(c) for c in wrow]], "window-table"))
-    rows = [[html.escape(r[0]), r[1], r[2], r[3], r[4], _tag(r[5])] for r in attack_rows(res)]
+        parts.append(table(WINDOW_HEADERS, [[for_html(c) for c in wrow]], "window-table"))
+    rows = [[for_html(r[0]), r[1], r[2], r[3], r[4], _tag(r[5])] for r in attack_rows(res)]
     parts.append("<h2>Attacks (clean test accuracy)</h2>")
     parts.append(f"<p>Reference: the same recipe trained on the clean images reaches "
                  f"<b>{pct(v.get('clean_accuracy'))}</b>. “Transformed test” is the accuracy when the "
@@ -125,7 +129,7 @@ def render_audit_html(res: dict[str, Any], base: Path) -> str:
     known = {"dfr", "weights", "samples", "separability"}
     for name, rel in res.get("figures", {}).items():
         if name not in known:  # pictures other steps and attacks leave (their registry entries say)
-            parts.append(f"<h2>{html.escape(name.replace('_', ' '))}</h2>")
+            parts.append(f"<h2>{for_html(name.replace('_', ' '))}</h2>")
             parts.append(figure(base, rel, name))
     parts.append("<h2>Samples</h2>")
     parts.append(figure(base, res.get("figures", {}).get("samples"),
@@ -133,9 +137,9 @@ def render_audit_html(res: dict[str, Any], base: Path) -> str:
     sep = res.get("separability", {})
     if sep:
         parts.append("<h2>Linear separability (the paper's Tables 2 and 6)</h2>")
-        srows = [[html.escape(k), html.escape(sep_cell(s)), pct(s.get("train_accuracy_std"), 2),
+        srows = [[for_html(k), for_html(sep_cell(s)), pct(s.get("train_accuracy_std"), 2),
                   pct((s.get("baseline") or {}).get("train_accuracy_mean")), str(s.get("n", "–")),
-                  str(s.get("settings", {}).get("repeats", 1)), html.escape(_opt(s))]
+                  str(s.get("settings", {}).get("repeats", 1)), for_html(_opt(s))]
                  for k, s in sep.items()]
         parts.append(table(["of", "train accuracy (mean)", "std", "clean images (baseline)", "N", "runs",
                              "optimiser"], srows))
@@ -166,49 +170,61 @@ def _provenance_html(res: dict[str, Any]) -> str:
     cfg = res.get("config", {})
     steps = res.get("steps", {})
     heads = {a["name"]: a for a in res.get("analyses", [])}
-    srows = [[html.escape(heads.get(n, {}).get("title") or n), html.escape(s.get("status", "?")),
-              html.escape(heads.get(n, {}).get("headline", "")),
+    srows = [[for_html(heads.get(n, {}).get("title") or n), for_html(s.get("status", "?")),
+              for_html(heads.get(n, {}).get("headline", "")),
               "shared" if s.get("shared") else f"{s.get('seconds') or 0:.1f} s",
-              html.escape(s.get("reason", ""))] for n, s in steps.items()]
+              for_html(s.get("reason", ""))] for n, s in steps.items()]
     vers = res.get("versions", {})
     return ("<h2>How this was made</h2>"
-            f"<p>Architecture <code>{html.escape(str(cfg.get('arch')))}</code>, level "
-            f"<code>{html.escape(str(cfg.get('level', cfg.get('budget'))))}</code>, seed {cfg.get('seed')}; recipe "
-            f"<code>{html.escape(str(cfg.get('recipe')))}</code>.</p>"
+            f"<p>Architecture <code>{for_html(str(cfg.get('arch')))}</code>, level "
+            f"<code>{for_html(str(cfg.get('level', cfg.get('budget'))))}</code>, seed {cfg.get('seed')}; recipe "
+            f"<code>{for_html(str(cfg.get('recipe')))}</code>.</p>"
             + table(["step", "status", "result", "time", "note"], srows)
-            + f'<p class="muted">{html.escape(", ".join(f"{k} {v}" for k, v in vers.items()))}</p>')
+            + f'<p class="muted">{for_html(", ".join(f"{k} {v}" for k, v in vers.items()))}</p>')
 
 
 def render_audit_md(res: dict[str, Any]) -> str:
-    """The audit's report as Markdown (report.md): the verdict, the tables, the figures' files."""
+    """The audit's report as Markdown (report.md): the verdict, the tables, the figures' files.
+    Every string from the record passes through `for_md` (one line, escaped): a dataset's
+    manifest cannot add a line, a link or markup, so the one verdict line is the verdict's."""
     ds = res.get("dataset", {})
     v = res.get("verdict", {})
-    lines = [f"# Does `{ds.get('name', '?')}` protect?", "", _describe(ds), "",
-             f"**Verdict: {v.get('overall', 'incomplete')}** — {v.get('reason', '')}", "",
+    overall = v.get("overall", "incomplete")
+    lines = [f"# Does “{for_md(ds.get('name', '?'))}” protect?", "", for_md(_describe(ds), 400), "",
+             f"**Verdict: {for_md(overall)}** — {for_md(v.get('reason', ''), 1000)}", "",
              f"Clean-trained reference: {pct(v.get('clean_accuracy'))}", "",
              "| attack | clean test | transformed test | result | of clean | verdict |",
              "|---|---:|---:|---:|---:|---|"]
-    lines += ["| " + " | ".join(r) + " |" for r in attack_rows(res)]
+    lines += [_md_row(r) for r in attack_rows(res)]
     det = detect_line(res)
     if det:
-        lines += ["", f"Detectable without the clean images: {det}"]
+        lines += ["", f"Detectable without the clean images: {for_md(det, 400)}"]
     wrow = window_row(res)
     if wrow:
-        lines += ["", "DFR's window:", "", "| " + " | ".join(WINDOW_HEADERS) + " |",
-                  "|" + "---|" * len(WINDOW_HEADERS), "| " + " | ".join(wrow) + " |"]
+        lines += ["", "DFR's window:", "", _md_row(WINDOW_HEADERS), "|" + "---|" * len(WINDOW_HEADERS), _md_row(wrow)]
     dfr = res.get("dfr")
     if dfr:
-        lines += ["", f"DFR: max {pct(dfr.get('max_dfr_accuracy'))} at epoch {dfr.get('max_dfr_epoch')}"]
-    for k, s in res.get("separability", {}).items():
-        lines.append(f"Separability of {k}: {sep_cell(s)}")
+        lines += ["", f"DFR: max {pct(dfr.get('max_dfr_accuracy'))} at epoch {for_md(dfr.get('max_dfr_epoch'))}"]
+    if res.get("separability"):  # after a blank line: a line right under a table is one of its rows
+        lines += ["", *(f"- Separability of {for_md(k)}: {for_md(sep_cell(s), 400)}"
+                        for k, s in res["separability"].items())]
     if res.get("analyses"):
         lines += ["", "| step | status | result | note |", "|---|---|---|---|"]
-        lines += [f"| {a['title']} | {a['status']} | {a['headline']} | {a.get('reason', '')} |"
+        lines += [_md_row([a["title"], a["status"], a["headline"], a.get("reason", "")], 400)
                   for a in res["analyses"]]
     for name, rel in res.get("figures", {}).items():
         if rel:
-            lines += ["", f"![{name}]({rel})"]
+            lines += ["", f"![{for_md(name)}]({_md_link(rel)})"]
     return "\n".join(lines) + "\n"
+
+
+def _md_row(cells: list[Any], limit: int = 120) -> str:
+    return "| " + " | ".join(for_md(c, limit) for c in cells) + " |"
+
+
+def _md_link(rel: Any) -> str:
+    # Percent-encoded: a figure's file name cannot close the link or open another.
+    return quote(str(rel), safe="/._-")
 
 
 def comparison_rows(all_res: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
@@ -233,20 +249,20 @@ def render_comparison_html(all_res: list[dict[str, Any]], base: Path, title: str
                            links: list[str] | None = None) -> str:
     """The demo's one-page comparison of several audits, linking each audit's own report."""
     headers, rows = comparison_rows(all_res)
-    hrows = [[html.escape(c) for c in r[:-1]] + [_tag(r[-1])] for r in rows]
+    hrows = [[for_html(c) for c in r[:-1]] + [_tag(r[-1])] for r in rows]
     if links:
         for r, link in zip(hrows, links):
-            r[0] = f'<a href="{html.escape(link)}">{r[0]}</a>'
-    body = [f"<h1>{html.escape(title)}</h1>",
+            r[0] = f'<a href="{for_html(link)}">{r[0]}</a>'
+    body = [f"<h1>{for_html(title)}</h1>",
             "<p>Each row is one protected dataset, audited with the same recipe. Cells are clean test "
             "accuracy after each attack (the better of plain and transformed test inputs); "
             "“clean ref” is the same recipe trained on the unprotected images.</p>",
-            table([html.escape(h) for h in headers], hrows, "verdict-table")]
+            table([for_html(h) for h in headers], hrows, "verdict-table")]
     for r in all_res:
         ds = r.get("dataset", {})
         sub = Path(r.get("_dir", "."))
-        body.append(f"<h2>{html.escape(ds.get('name', '?'))}: {_tag(r.get('verdict', {}).get('overall', '?'))}</h2>"
-                    f"<p>{html.escape(r.get('verdict', {}).get('reason', ''))}</p>")
+        body.append(f"<h2>{for_html(ds.get('name', '?'))}: {_tag(r.get('verdict', {}).get('overall', '?'))}</h2>"
+                    f"<p>{for_html(r.get('verdict', {}).get('reason', ''))}</p>")
         figs = r.get("figures", {})
         for key, alt in (("samples", "clean / protected / perturbation / recovered"),
                          ("dfr", "DFR curve"), ("weights", "linear weights")):
@@ -260,15 +276,16 @@ def render_comparison_html(all_res: list[dict[str, Any]], base: Path, title: str
 def render_comparison_md(all_res: list[dict[str, Any]], title: str) -> str:
     """The comparison of several audits as Markdown (the demo's report.md)."""
     headers, rows = comparison_rows(all_res)
-    out = [f"# {title}", "", "| " + " | ".join(headers) + " |",
-           "|" + "---|" * len(headers)]
-    out += ["| " + " | ".join(r) + " |" for r in rows]
+    out = [f"# {for_md(title)}", "", _md_row(headers), "|" + "---|" * len(headers)]
+    out += [_md_row(r) for r in rows]
     return "\n".join(out) + "\n"
 
 
 def summary_text(all_res: list[dict[str, Any]]) -> str:
     """A fixed-width table for the terminal."""
     headers, rows = comparison_rows(all_res)
+    headers = [for_term(h) for h in headers]  # a set's name, an attack's, may hold escape sequences
+    rows = [[for_term(c) for c in r] for r in rows]
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
     fmt = "  ".join(f"{{:<{w}}}" if i == 0 else f"{{:>{w}}}" for i, w in enumerate(widths))
     lines = [fmt.format(*headers), fmt.format(*["-" * w for w in widths])]

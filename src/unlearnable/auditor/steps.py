@@ -61,6 +61,20 @@ class Row:
     why_no_base: str = "no clean test set (pass --clean DATA)"  # the reason, when `base` is None
     dfr_procedure: str = "paper"  # paper | released (analyses/dfr.py)
     dfr_indices: dict[str, str] | None = None  # {"sha256", "_path"}: the clean subset from a file
+    # The base's clean test split and whole training split by content (`split_ref`), so a job's
+    # key changes with either: a base whose test labels changed never reuses a cached reference.
+    test_ref: Spec | None = None
+    pool_ref: Spec | None = None
+
+    @property
+    def test(self) -> Spec | str | None:
+        """The clean test split as specs name it: by content, else by the base's name."""
+        return self.test_ref or self.base
+
+    @property
+    def pool(self) -> Spec | str | None:
+        """The base's whole clean training split as specs name it (DFR's pool, fine-tuning's)."""
+        return self.pool_ref or self.base
 
     def recipe(self, attack: str | None = None) -> dict[str, Any]:
         """The level's recipe for this row's data (its dataset's facts applied), as it will train."""
@@ -70,7 +84,7 @@ class Row:
         """The standard training of `data` (this row's set or its clean images) at the row's level."""
         if self.base is None:
             raise StepSkipped(self.why_no_base)
-        return {"kind": "train", "data": data, "test": self.base, "arch": self.arch, "model": self.model,
+        return {"kind": "train", "data": data, "test": self.test, "arch": self.arch, "model": self.model,
                 "recipe": self.recipe(), "seed": self.seed}
 
     def with_pool_split(self, spec: Spec) -> Spec:
@@ -137,7 +151,7 @@ def attack_step(name: str) -> StepInfo:
             if not row_is_additive(row):
                 raise StepSkipped(NOT_ADDITIVE)
         params = {**info.preset(row.level.name), **row.params.get(name, {})}
-        s: Spec = {"kind": "attack", "attack": name, "params": params, "data": row.data, "test": row.base,
+        s: Spec = {"kind": "attack", "attack": name, "params": params, "data": row.data, "test": row.test,
                    "arch": row.arch, "model": row.model, "recipe": row.recipe(name), "seed": row.seed}
         if info.uses_clean_pool and row.dfr_indices:
             s["dfr_indices"] = dict(row.dfr_indices)
@@ -199,8 +213,8 @@ def dfr_random_spec(row: Row, seed: int | None = None) -> Spec:
     so every audit of one base shares it."""
     s = row.sample
     spec: Spec = {"kind": "dfr-random", "arch": row.arch, "model": row.model, "shape": list(s.chw),
-                  "num_classes": s.num_classes, "seed": row.seed if seed is None else seed, "pool": row.base,
-                  "test": row.base, "n": row.level.dfr_n, "subset_seed": row.seed}
+                  "num_classes": s.num_classes, "seed": row.seed if seed is None else seed, "pool": row.pool,
+                  "test": row.test, "n": row.level.dfr_n, "subset_seed": row.seed}
     return _with_procedure(row, spec)
 
 
@@ -218,7 +232,7 @@ def dfr_spec(row: Row, run: Spec) -> Spec:
     """DFR over every checkpoint of the training `run`, with the random-network baselines."""
     if not row.has_pool or row.base is None:
         raise StepSkipped("no clean training images for the DFR head (pass --clean DATA)")
-    spec = {"kind": "dfr", "run": run, "pool": row.base, "n": row.level.dfr_n, "seed": row.seed,
+    spec = {"kind": "dfr", "run": run, "pool": row.pool, "n": row.level.dfr_n, "seed": row.seed,
             "random": dfr_random_spec(row),
             "spread": [dfr_random_spec(row, row.seed + i) for i in range(1, DFR_RANDOM_INITS)]}
     return _with_procedure(row, spec)
@@ -277,6 +291,10 @@ def separability_spec(row: Row, of: str, repeats: int | None = None, baseline: b
         else:
             spec["baseline"] = {**spec, "data": row.clean, "of": "images",
                                 "repeats": repeats if repeats is not None else lv.separability_repeats}
+    if of == "perturbations" and row.clean is not None and row.clean.get("_base_of"):
+        # The audit's own clean images (what --clean named, checked by content), not the base
+        # the set's manifest names, which may be one the user chose not to follow.
+        spec["clean"] = row.clean
     return spec
 
 
@@ -328,7 +346,7 @@ def finetune_spec(row: Row, params: FinetuneParams) -> Spec:
     """The fine-tuning job of a row: its three starts, sharing the clean pool's split with DFR."""
     if not row.has_pool or row.base is None:
         raise StepSkipped("no clean training images to fine-tune on (pass --clean DATA)")
-    common = row.with_pool_split({"kind": "finetune-start", "pool": row.base, "test": row.base,
+    common = row.with_pool_split({"kind": "finetune-start", "pool": row.pool, "test": row.test,
                              "params": params.to_dict(), "recipe": row.recipe(), "seed": row.seed})
     s = row.sample
     starts = {"protected": {**common, "_name": "protected", "from": row.train_spec(row.data)},
@@ -366,7 +384,8 @@ def finetune_step(row: Row) -> Spec:
 # --- detectable without the clean data ------------------------------------------------------------
 
 def _detect_headline(r: dict[str, Any]) -> str:
-    return f"detectable: {'yes' if r['protected'] else 'no'} ({r['score']:.2f})"
+    said = {True: "yes", False: "no"}.get(r["protected"], "cannot judge")  # None: no evidence either way
+    return f"detectable: {said} ({r['score']:.2f})"
 
 
 @register_step("detect", "detectable without the clean data (would a data collector notice?)", order=6,

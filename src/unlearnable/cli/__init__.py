@@ -24,6 +24,7 @@ import sys
 
 from ..core.errors import UnlearnableError, one_line
 from ..core.malloc import tune_malloc
+from ..core.text import TerminalSafe, for_term
 from ..core.version import __version__
 from .common import Parser
 
@@ -62,6 +63,7 @@ def configure_logging(level: int) -> None:
         log.removeHandler(h)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.addFilter(TerminalSafe())  # a message quoting a dataset's name cannot drive the terminal
     handler._unlearnable_cli = True  # type: ignore[attr-defined]
     log.addHandler(handler)
     log.setLevel(level)
@@ -83,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
     parser.add_argument("-v", "--verbose", action="store_true", help="debugging detail on stderr")
+    stdout = sys.stdout
+    sys.stdout = SafeStream(stdout)  # what a command prints may quote a dataset: shown, never obeyed
     try:
         # Usage errors too are UnlearnableError (`common.Parser`), reported like every other.
         args = parser.parse_args(argv)
@@ -106,11 +110,30 @@ def main(argv: list[str] | None = None) -> int:
         print("unlearnable: interrupted; finished work is saved, rerun the same command to resume",
               file=sys.stderr)
         return 130
+    finally:
+        if isinstance(sys.stdout, SafeStream):
+            sys.stdout = stdout
+
+
+class SafeStream:
+    """A text stream that writes through `for_term` (line breaks and tabs kept): whatever a
+    command prints, a dataset's string in it cannot set the terminal's title or colours."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        self.stream.write(for_term(text, keep_newlines=True))
+        return len(text)
+
+    def __getattr__(self, name: str):
+        return getattr(self.stream, name)
 
 
 def _one_line(text: str) -> str:
-    # The promise is one line: a message quoting a file's content or a path may hold newlines.
-    return one_line(text, limit=2000)
+    # The promise is one line: a message quoting a file's content or a path may hold newlines,
+    # and escape sequences (shown, not obeyed).
+    return for_term(one_line(text, limit=2000))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -24,6 +24,7 @@ from ..data.clean import clean_side
 from ..data.resolve import load_data
 from ..kinds import run_all, run_attack
 from .common import (
+    writing,
     add_train_args, names_in, parse_params, progress_from_args, recipe_from_args, refuse_input_overlap, run_dir,
 )
 
@@ -86,8 +87,8 @@ def run(args: argparse.Namespace) -> int:
     params = parse_params(args.param)
     if args.save_recovered:
         params["save_recovered"] = "true"
-    ctx = context_for(args.data, args.out, args)
-    res = run_attack(args.name, ctx, params)
+    with writing(args.out):
+        res = run_attack(args.name, context_for(args.data, args.out, args), params)
     extra = ""
     if res.get("test_accuracy_transformed_test") is not None:
         extra = f", test inputs transformed too: {100 * res['test_accuracy_transformed_test']:.2f}%"
@@ -105,7 +106,8 @@ def run_all_cli(args: argparse.Namespace) -> int:
     lookup_all(ATTACKS, names or [], "attack")
     if args.param:
         raise UnlearnableError("attack all takes no --param (run single attacks for custom parameters)")
-    summary = run_all(context_for(args.data, args.out, args), names)
+    with writing(args.out):
+        summary = run_all(context_for(args.data, args.out, args), names)
     print(summary_markdown(summary), end="")
     print(f"-> {args.out}/summary.json")
     return 0

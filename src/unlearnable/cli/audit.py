@@ -16,7 +16,6 @@ Each entry builds its own argparse parser (prog "unlearnable audit NAME"), so
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from ..analyses.dfr import dfr_curve, load_indices, resolve_clean
@@ -29,6 +28,7 @@ from ..core.files import write_json
 from ..data.resolve import load_data
 from ..train.run import load_run
 from .common import (
+    tell,
     AuditCommand, Parser, add_cache, add_compute_args, add_level, arch_name, finite_float, in_file, int_in,
     names_in, out_file, positive_float, positive_int, refuse_input_overlap, run_dir, seed_int,
 )
@@ -234,7 +234,7 @@ def _full_run(args: argparse.Namespace) -> int:
     # A step that failed is not a result: say which, on stderr, and exit non-zero.
     failed = r.get("failed_steps") or {}
     for name, why in failed.items():
-        print(f"unlearnable: audit step {name} {r['steps'][name]['status']}: {why}", file=sys.stderr)
+        tell(f"unlearnable: audit step {name} {r['steps'][name]['status']}: {why}")
     return 1 if failed else 0
 
 

@@ -11,17 +11,22 @@ created. `Parser` makes argparse's own errors the project's one line, exit 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
+from ..auditor.config import cache_dir
 from ..core.device import resolve_device
 from ..core.errors import UnlearnableError
 from ..core.files import read_json, refuse_dangling, refuse_overlap
+from ..core.lock import out_lock
 from ..core.params import parse_number
 from ..core.registry import lookup_all
+from ..core.text import for_term
 from ..data.resolve import read_paths
 from ..data.store import FORMAT_NAME
 from ..ladder import LEVELS, recipe_for
@@ -59,6 +64,22 @@ COUNT_MAX = 2**31 - 1
 # numpy's and torch's seeds are unsigned; the engine multiplies a seed by 1,000,003 per epoch
 # and torch's must stay below 2**64.
 SEED_MAX = 2**32 - 1
+
+
+@contextlib.contextmanager
+def writing(out: str | None) -> Iterator[None]:
+    """One writer per output path: hold `out`'s lock (`core.lock.out_lock`, under the shared
+    cache) for the block, refused at once in one line while another process writes it."""
+    if not out:
+        yield
+        return
+    with out_lock(out, cache_dir()):
+        yield
+
+
+def tell(text: str) -> None:
+    """One line on stderr (a failed step, a note): its dataset strings shown, never obeyed."""
+    print(for_term(text), file=sys.stderr, flush=True)
 
 
 def int_in(lo: int, hi: int = COUNT_MAX) -> Callable[[str], int]:

@@ -13,7 +13,6 @@ a summary table on stdout.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from ..auditor.demo import DEMO_QUICK_EPOCHS, DemoConfig, run_demo
 from ..auditor.report import summary_text
 from ..poisons import POISONS
 from .common import (
+    tell,
     add_cache, add_data_root, add_level, arch_name, names_in, nonneg_int, positive_int, refuse_input_overlap,
     run_dir, seed_int,
 )
@@ -66,5 +66,5 @@ def run(args: argparse.Namespace) -> int:
           f"-> {Path(args.out) / 'report.html'}")
     failed = [(r["_dir"], n, why) for r in results for n, why in (r.get("failed_steps") or {}).items()]
     for m, n, why in failed:
-        print(f"unlearnable: demo {m}: audit step {n}: {why}", file=sys.stderr)
+        tell(f"unlearnable: demo {m}: audit step {n}: {why}")
     return 1 if failed else 0

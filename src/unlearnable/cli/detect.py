@@ -6,7 +6,14 @@
 
 DATA is anything the toolkit reads (a protected-format directory, an image folder, a dataset
 name); only its training split is read and no clean copy is needed. Prints the decision in one
-line; with --out, writes detect.json, detect.html, directions.png and per_sample.npy.
+line; with --out, writes detect.json, detect.html, directions.png and per_sample.npy (all or
+nothing).
+
+Exit codes: 0 when it decides ("protected" or "not detected as protected": both are answers,
+and the line or detect.json's `protected` says which); 3 when it cannot judge (too few samples
+per class, or labels the raw pixels predict no better than chance): the line says why and the
+files are still written as evidence, but a script that goes on with exit 0 must not be able to
+mistake "no evidence" for "not protected"; 2 for an error the user can fix, as everywhere.
 """
 
 from __future__ import annotations
@@ -17,9 +24,12 @@ import logging
 from ..data.resolve import load_data
 from ..detect import detect, explain
 from ..detect.report import write
-from .common import add_data_root, add_level, refuse_input_overlap, run_dir, seed_int
+from .common import add_data_root, add_level, refuse_input_overlap, run_dir, seed_int, writing
 
 log = logging.getLogger(__name__)
+
+# The exit code of a run that measured the set but could not judge it (see the module docstring).
+CANNOT_JUDGE = 3
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -39,10 +49,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run `unlearnable detect` with the parsed arguments; the exit code."""
     refuse_input_overlap(args.out, args.data)
-    ds = load_data(args.data, "train", args.data_root)
-    res = detect(ds, args.level, args.seed)
-    print(f"{args.data}: {explain(res)}")
-    if args.out:
-        out = write(args.out, res, ds, args.data, args.seed)
-        print(f"-> {out}/detect.json, {out}/detect.html")
-    return 0
+    with writing(args.out):  # from the start: a second writer is refused before it measures
+        ds = load_data(args.data, "train", args.data_root)
+        res = detect(ds, args.level, args.seed)
+        print(f"{args.data}: {explain(res)}")
+        if args.out:
+            out = write(args.out, res, ds, args.data, args.seed)
+            print(f"-> {out}/detect.json, {out}/detect.html")
+    return CANNOT_JUDGE if res["protected"] is None else 0

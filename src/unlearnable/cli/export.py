@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 
 from ..imports import EXPORTERS, export_dataset
-from .common import add_data_root, out_dir
+from .common import add_data_root, out_dir, writing
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -30,7 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run `unlearnable export` with the parsed arguments; the exit code."""
-    out = export_dataset(args.data, args.format, args.out, overwrite=args.overwrite,
-                         progress=False if args.no_progress else None, data_root=args.data_root)
+    with writing(args.out):
+        out = export_dataset(args.data, args.format, args.out, overwrite=args.overwrite,
+                             progress=False if args.no_progress else None, data_root=args.data_root)
     print(f"exported {args.data} as {args.format} -> {out}")
     return 0

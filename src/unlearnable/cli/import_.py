@@ -16,7 +16,7 @@ import argparse
 
 from ..data.store import load_dataset_dir
 from ..imports import IMPORTERS, import_dataset
-from .common import add_data_root, out_dir, parse_params
+from .common import add_data_root, out_dir, parse_params, writing
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -48,9 +48,10 @@ def run(args: argparse.Namespace) -> int:
     for key in ("layout", "scale"):
         if getattr(args, key) is not None:
             params[key] = getattr(args, key)
-    out = import_dataset(args.format, args.path, args.base, args.out, params=params,
-                         data_root=args.data_root, trust_labels=args.trust_labels,
-                         overwrite=args.overwrite, progress=False if args.no_progress else None)
+    with writing(args.out):
+        out = import_dataset(args.format, args.path, args.base, args.out, params=params,
+                             data_root=args.data_root, trust_labels=args.trust_labels,
+                             overwrite=args.overwrite, progress=False if args.no_progress else None)
     man = load_dataset_dir(out).meta["manifest"]
     v = man["verification"]
     pert = v["perturbation"]

@@ -22,6 +22,7 @@ from ..data.store import load_dataset_dir
 from ..ladder import LEVELS
 from ..poisons import POISONS, PoisonContext, poison_dataset
 from .common import (
+    writing,
     add_data_root, device, fraction, out_dir, parse_params, positive_int, progress_from_args, seed_int,
 )
 
@@ -96,9 +97,10 @@ def run(args: argparse.Namespace) -> int:
     ctx = PoisonContext(seed=args.seed, device=args.device, progress=progress_from_args(args),
                         level=args.level)
     t0 = time.perf_counter()
-    out = poison_dataset(args.method, args.dataset, args.out, args.seed, parse_params(args.param),
-                         args.fraction, args.subset, args.data_root, args.overwrite, ctx,
-                         resume=args.resume, subset_seed=args.subset_seed)
+    with writing(args.out):
+        out = poison_dataset(args.method, args.dataset, args.out, args.seed, parse_params(args.param),
+                             args.fraction, args.subset, args.data_root, args.overwrite, ctx,
+                             resume=args.resume, subset_seed=args.subset_seed)
     seconds = time.perf_counter() - t0
     man = load_dataset_dir(out).meta["manifest"]
     m = man["perturbation_measured"]

@@ -14,7 +14,6 @@ the same command after a kill continues where it stopped. Writes TABLE-DATASET.m
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from ..core.device import resolve_device
@@ -24,7 +23,7 @@ from ..reproduce import EXECUTORS, TABLES, ResultStore, build_grid, run_grid, wr
 from ..reproduce.cost import estimate, format_estimate
 from ..runner.jobs import method_of
 from ..runner.storage import open_storage
-from .common import add_compute_args, add_level, arch_name, out_file, positive_int, run_dir, seed_int
+from .common import add_compute_args, add_level, arch_name, out_file, positive_int, run_dir, seed_int, tell
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -87,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
             job = store.get(key)
             what = _describe(job["spec"])
             state = "done" if out["ok"] else f"FAILED: {out['error']}"
-            print(f"  {key[:12]} {what}: {state} ({out['seconds']:.1f}s)", file=sys.stderr, flush=True)
+            tell(f"  {key[:12]} {what}: {state} ({out['seconds']:.1f}s)")
 
         s = run_grid(grid, store, args.out, args.executor, args.address, args.device, progress,
                      args.data_root, args.retry_failed, on_done, artifacts=args.artifacts,
@@ -115,7 +114,7 @@ def dry_run(grid, args: argparse.Namespace) -> int:
             with ResultStore(args.db, create=False) as store:
                 done = {j["key"] for j in store.jobs("done")}
         except UnlearnableError as e:
-            print(f"unlearnable: note: {e}", file=sys.stderr)
+            tell(f"unlearnable: note: {e}")
 
     est = estimate(grid, train.chw, train.num_classes, len(train), len(test), done, str(resolve_device(args.device)))
     print(format_estimate(grid, est))

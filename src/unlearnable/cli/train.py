@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 
 from ..train.run import train_data
-from .common import add_train_args, progress_from_args, recipe_from_args, refuse_input_overlap, run_dir
+from .common import add_train_args, progress_from_args, recipe_from_args, refuse_input_overlap, run_dir, writing
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -30,8 +30,9 @@ def run(args: argparse.Namespace) -> int:
     """Run `unlearnable train` with the parsed arguments; the exit code."""
     refuse_input_overlap(args.out, args.data)
     recipe = recipe_from_args(args)
-    _, res = train_data(args.data, args.arch, recipe, args.seed, args.out, args.data_root,
-                        args.device, progress_from_args(args))
+    with writing(args.out):
+        _, res = train_data(args.data, args.arch, recipe, args.seed, args.out, args.data_root,
+                            args.device, progress_from_args(args))
     print(f"{args.data}: {args.arch} {res.epochs} epochs, clean test accuracy "
           f"{100 * res.test_accuracy:.2f}% ({res.seconds:.1f}s) -> {args.out}/result.json")
     return 0

@@ -163,6 +163,18 @@ def named(e: OSError, path: Path) -> OSError:
     return OSError(e.errno, e.strerror or text, str(path))
 
 
+def write_failed(e: BaseException, path: str | os.PathLike[str]) -> OSError:
+    """What a writer that hides the OS's error (torch's "unexpected pos 24704 vs 24600", "file
+    write failed") means, naming `path`: no space left when the disk holding it is (nearly) full,
+    else an I/O error. Call it while the partial file is still there: its blocks are the space."""
+    try:
+        free = shutil.disk_usage(Path(path).parent).free
+    except OSError:
+        free = None
+    code = errno.ENOSPC if free is not None and free < (1 << 20) else errno.EIO
+    return OSError(code, f"{os.strerror(code)} ({one_line(e, 120)})", str(path))
+
+
 def check_out_dir(path: str | os.PathLike[str], overwrite: bool = False) -> None:
     """Refuse to write directory `path` where something is: anything unless `overwrite`, and
     always a file (named as an output directory by mistake, not something to replace). Writers

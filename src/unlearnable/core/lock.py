@@ -4,6 +4,7 @@
         ...
     lock = FileLock(path); lock.acquire()  # blocking; lock.release()
     is_held(path)                          # does a live process hold it?
+    with out_lock(out, root):              # one writer per output path, nothing made beside it
 
 The kernel drops a flock when its holder dies (killed, crashed, machine rebooted), so a lock
 file left behind never blocks anyone: the lock files themselves are left in place (removing one
@@ -16,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -133,6 +135,34 @@ def dir_lock(directory: str | os.PathLike[str], what: str, option: str = "--out"
                                f"choose another {option}") from None
     if not held:
         raise LockHeld(f"{directory}: another {what} is using this directory ({describe(lock.holder())}); "
+                       f"wait for it to finish or choose another {option}")
+    try:
+        yield lock
+    finally:
+        lock.release()
+
+
+@contextlib.contextmanager
+def out_lock(out: str | os.PathLike[str], root: str | os.PathLike[str], option: str = "--out") -> Iterator[FileLock]:
+    """Hold the lock of output path `out` (resolved, symlinks followed) for the block; refuse at
+    once, in one line naming `out` and the holder, when another process writes it.
+
+    The lock file lies under `root`/locks (the shared cache), named by a hash of the resolved
+    path: a command writing a dataset, a run or a report takes it before its first write, and a
+    command that is refused or fails has created nothing beside the user's files (a lock inside
+    OUT would outlive a training that failed before its first epoch; one beside OUT would be
+    left in the user's directory). `audit` and `demo` lock OUT itself (`dir_lock`): a directory
+    they own and resume, where its lock tells anyone who looks that it is in use."""
+    target = str(Path(out).resolve())
+    name = hashlib.sha256(target.encode()).hexdigest()[:32]
+    lock = FileLock(Path(root) / "locks" / f"{name}.lock")
+    try:
+        held = lock.acquire(blocking=False)
+    except OSError as e:
+        raise UnlearnableError(f"{root}: cannot make the lock of {out} there ({e.strerror}); "
+                               "set UNLEARNABLE_CACHE to a writable directory") from None
+    if not held:
+        raise LockHeld(f"{out}: another process is writing it ({describe(lock.holder())}); "
                        f"wait for it to finish or choose another {option}")
     try:
         yield lock

@@ -274,6 +274,13 @@ def open_image(path: str | os.PathLike[str], formats: tuple[str, ...], what: str
     `check((width, height), mode)` may refuse it, before anything is decoded. Only the plugins
     of `formats` ever parse the file. Any decoding failure is a one-line `DataError`.
     """
+    return _open_image(path, formats, what, None if check is None else lambda im: check(im.size, im.mode),
+                       max_pixels)
+
+
+def _open_image(path: str | os.PathLike[str], formats: tuple[str, ...], what: str,
+                inspect: Callable[[Any], None] | None, max_pixels: int) -> Any:
+    """`open_image`, with `inspect(im)` seeing the opened, not yet decoded, PIL image."""
     with open_regular(path) as f:
         fmt = image_format(f.read(16))
         f.seek(0)
@@ -287,8 +294,8 @@ def open_image(path: str | os.PathLike[str], formats: tuple[str, ...], what: str
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
                 im = Image.open(f, formats=list(formats))
                 w, h = im.size
-                if check is not None:
-                    check((w, h), im.mode)
+                if inspect is not None:
+                    inspect(im)
                 if w * h > max_pixels:
                     raise DataError(path, f"{w}x{h} pixels, more than the {max_pixels} an image may have here")
                 im.load()
@@ -297,3 +304,83 @@ def open_image(path: str | os.PathLike[str], formats: tuple[str, ...], what: str
         except Exception as e:  # PIL raises a zoo of types (OSError, SyntaxError, struct.error, ...)
             raise DataError(path, f"unreadable {what} ({one_line(e)})") from None
         return im
+
+
+# What each mode a decoder may give becomes (the one rule of `decode_image`): read as it is,
+# expanded (palette, 1-bit), an alpha channel checked and dropped, or a JPEG colour space converted.
+_EXPANDED = {"1": "L", "P": "RGB", "PA": "RGBA", "CMYK": "RGB", "YCbCr": "RGB"}
+_ALPHA = {"LA", "RGBA"}
+_READ = {"L", "RGB"} | _ALPHA | set(_EXPANDED)
+_WIDE = {"I": "32-bit integer", "F": "32-bit floating-point"}
+
+
+def _wide(im: Any) -> str | None:
+    """What a sample of `im` holds when it is more than 8 bits ("16-bit"), else None."""
+    if im.mode.startswith("I;16"):
+        return "16-bit"
+    if im.mode in _WIDE:
+        return _WIDE[im.mode]
+    # PIL reads a 16-bit colour or grey+alpha PNG as 8-bit RGB(A), keeping each sample's high
+    # byte: only the raw mode of its decoder (RGB;16B, LA;16B, ...) says what the file holds.
+    if im.format == "PNG":
+        for tile in im.tile:
+            args = tile[3]
+            raw = args[0] if isinstance(args, tuple) and args else args
+            if isinstance(raw, str) and ";16" in raw:
+                return "16-bit"
+    return None
+
+
+def header_channels(mode: str) -> int:
+    """The channels `decode_image` gives an image of PIL `mode` at most (a palette may be grey)."""
+    return 1 if mode in ("1", "L", "LA") else 3
+
+
+def decode_image(path: str | os.PathLike[str], formats: tuple[str, ...], what: str = "image",
+                 check: Callable[[tuple[int, int], str], None] | None = None,
+                 max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
+    """The image in `path` as uint8 (H, W, C), C 1 (grey) or 3 (colour): the one rule by which
+    every image folder and PNG release is read (`open_image`'s checks first).
+
+    The datasets compared here are 8-bit grey or RGB, so an image is read only where that is
+    what it holds, and refused (a one-line `DataError`) where any reading would change it:
+
+    - grey stays 1 channel, RGB 3; 1-bit images become grey 0/255, palette images their RGB
+      colours (a grey palette gives three equal channels: the caller decides what that is);
+    - more than 8 bits a sample (16-bit grey or colour PNGs, 32-bit integer or float modes) is
+      refused, never scaled, clipped or cut to its high byte;
+    - an alpha channel (RGBA, LA, a palette's or a key colour's transparency) must be 255
+      everywhere and is then dropped; a transparent pixel is refused, since the colour stored
+      under it is not what anyone sees;
+    - CMYK and YCbCr (JPEG colour spaces; CMYK JPEGs are common from print workflows) are
+      converted to RGB by PIL's formulas, without colour management: the result may differ from
+      what a colour-managed viewer shows, as it does in every PIL-based loader; other modes are
+      refused.
+
+    `check((width, height), mode)` may refuse an image from its header, before it is decoded.
+    """
+    def inspect(im: Any) -> None:
+        wide = _wide(im)
+        if wide:
+            raise DataError(path, f"{wide} image: only 8-bit images are read (PIL mode {im.mode})")
+        if im.mode not in _READ:
+            raise DataError(path, f"PIL mode {im.mode} is not a grey or colour mode this package reads")
+        if check is not None:
+            check(im.size, im.mode)
+
+    im = _open_image(path, formats, what, inspect, max_pixels)
+    if "transparency" in im.info and im.mode in ("1", "L", "RGB", "P"):
+        # A key colour or palette transparency is an alpha channel in another form.
+        im = im.convert("LA" if im.mode in ("1", "L") else "RGBA")
+    elif im.mode in _EXPANDED:
+        im = im.convert(_EXPANDED[im.mode])
+    a = np.asarray(im)
+    if a.ndim == 2:
+        a = a[..., None]
+    if im.mode in _ALPHA:
+        clear = int((a[..., -1] != 255).sum())
+        if clear:
+            raise DataError(path, f"has transparent pixels ({clear} of {a.shape[0] * a.shape[1]}): "
+                                  "only opaque images are read")
+        a = a[..., :-1]
+    return np.ascontiguousarray(a)

@@ -24,11 +24,13 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from ..core.errors import UnlearnableError
 from .imageset import ImageSet
+from .refs import follow_ref
 from .resolve import load_base, load_data
 from .subsets import seeded_subset
 
@@ -56,7 +58,9 @@ def base_name_of(train: ImageSet, clean: str | None = None) -> str | None:
         src = train.meta.get("source")  # a clean dataset is its own base: the loaders record it
         name = src.get("dataset") if isinstance(src, dict) else src
         return name if isinstance(name, str) and name else (train.name or None)
-    return (man.get("base") or {}).get("name")
+    name = (man.get("base") or {}).get("name")
+    # A path there is the manifest's, relative to its own directory (data/refs.py).
+    return follow_ref(name, Path(train.meta.get("path", ".")) / "manifest.json") if name else None
 
 
 def clean_side(train: ImageSet, clean: str | None = None,

@@ -20,7 +20,14 @@ from typing import IO
 import numpy as np
 
 from ..core.errors import DataError, one_line
-from ..core.safe import DEFAULT_MAX_BYTES, check_bytes, open_image, open_regular, readinto_exact
+from ..core.safe import (
+    DEFAULT_MAX_BYTES,
+    check_bytes,
+    decode_image,
+    header_channels,
+    open_regular,
+    readinto_exact,
+)
 from .imageset import ImageSet
 from .unpickle import restricted_load_file
 
@@ -237,8 +244,9 @@ def load_svhn(root: Path, split: str, max_bytes: int = DEFAULT_MAX_BYTES) -> Ima
 _FOLDER_FORMATS = ("PNG", "JPEG", "BMP")
 
 
-def _grey_or_rgb(mode: str) -> str:
-    return "L" if mode in ("L", "1", "I;16", "I") else "RGB"
+def _is_colour(a: np.ndarray) -> bool:
+    """Whether a decoded (H, W, C) image carries colour: three channels that are not all equal."""
+    return a.shape[2] == 3 and bool((a[..., 0] != a[..., 1]).any() or (a[..., 0] != a[..., 2]).any())
 
 
 def _class_dirs(d: Path) -> list[Path]:
@@ -251,7 +259,11 @@ def load_image_folder(root: Path, split: str, max_bytes: int = DEFAULT_MAX_BYTES
     Classes are the sorted folder names of the training split, so a test folder that lacks a
     class still gets the same label numbers; all images must share one size. Each image is
     read as the PNG, JPEG or BMP its content says it is (whatever its name), its size checked
-    from its header before it is decoded; the images together may take at most `max_bytes`.
+    from its header before it is decoded, by the one rule of `core.safe.decode_image` (8-bit
+    only, opaque only, palettes expanded). The split is colour (3 channels) when any of its
+    images carries colour, and then its grey images are repeated on three channels; otherwise
+    it is grey (1 channel). A colour image is never made grey, whichever image comes first.
+    The images together may take at most `max_bytes`.
     """
     root = Path(root)
     split_layout = (root / "train").is_dir()
@@ -268,14 +280,17 @@ def load_image_folder(root: Path, split: str, max_bytes: int = DEFAULT_MAX_BYTES
     images: list[np.ndarray] = []
     labels: list[int] = []
     size: tuple[int, ...] | None = None
-    mode: str | None = None
-    total = 0
+    # The most channels an image so far may decode to: every image is counted at it, so the
+    # bound holds for the images held and for the array they become, whatever comes later.
+    channels = 1
+    colour = False
 
     def same_size(wh: tuple[int, int], im_mode: str) -> None:
-        shape = (wh[1], wh[0]) + (() if (mode or _grey_or_rgb(im_mode)) == "L" else (3,))
+        shape = (wh[1], wh[0])
         if size is not None and shape != size:
             raise DataError(f, f"image of shape {shape}, the others are {size}")
-        check_bytes(f, total + math.prod(shape), max_bytes, "the images together")
+        c = max(channels, header_channels(im_mode))
+        check_bytes(f, (len(images) + 1) * math.prod(shape) * c, max_bytes, "the images together")
 
     for cdir in _class_dirs(d):
         if cdir.name not in index:
@@ -283,18 +298,20 @@ def load_image_folder(root: Path, split: str, max_bytes: int = DEFAULT_MAX_BYTES
         for f in sorted(cdir.iterdir()):
             if f.suffix.lower() not in IMAGE_SUFFIXES:
                 continue
-            im = open_image(f, _FOLDER_FORMATS, check=same_size)
-            if mode is None:
-                mode = _grey_or_rgb(im.mode)
-            arr = np.asarray(im.convert(mode))
-            size = size or arr.shape
-            total += arr.size
+            arr = decode_image(f, _FOLDER_FORMATS, check=same_size)
+            size = size or arr.shape[:2]
+            channels = max(channels, arr.shape[2])
+            colour = colour or _is_colour(arr)
             images.append(arr)
             labels.append(index[cdir.name])
     if not images:
         raise DataError(d, "no images found (.png, .jpg, .jpeg, .bmp)")
+    c = 3 if colour else 1
+    out = np.empty((len(images), *size, c), np.uint8)
+    for i, arr in enumerate(images):
+        out[i] = arr[..., :c]  # a grey image broadcasts onto three channels; an equal-channel one gives one
     # No "dataset" in the source: a folder named like a registered dataset does not take its facts.
-    return ImageSet(np.stack(images), np.asarray(labels, np.int64), classes, root.name,
+    return ImageSet(out, np.asarray(labels, np.int64), classes, root.name,
                     meta={"source": {"imagefolder": str(root), "split": split}})
 
 

@@ -22,6 +22,7 @@ from ..core.errors import DataError, UnlearnableError
 from ..core.hashing import sha256_array
 from .imageset import ImageSet
 from .readers import load_image_folder
+from .refs import follow_ref
 from .sources import DATASETS, Source, get_source
 from .store import is_dataset_dir, load_dataset_dir, read_manifest
 
@@ -111,9 +112,18 @@ def _as_dir(spec: str) -> Path | None:
     return p.resolve() if p.is_dir() or os.sep in spec or spec.startswith(".") else None
 
 
-def _next_base(here: Path, man: dict, seen: tuple[Path, ...]) -> str | None:
-    """The base `here`'s manifest names, refused when it leads back into the chain `seen`."""
+def _next_base(here: Path, man: dict, seen: tuple[Path, ...], follow: bool = True) -> str | None:
+    """The base `here`'s manifest names, refused when it leads back into the chain `seen`.
+    Not `follow`ing (the set's own training split is read): a base that would be refused when
+    followed (an absolute path, a URL) is not checked for loops, since nothing reads it."""
     name = (man.get("base") or {}).get("name")
+    if name and not follow:
+        try:
+            name = follow_ref(name, here / "manifest.json")
+        except DataError:
+            return None
+    elif name:
+        name = follow_ref(name, here / "manifest.json")
     nxt = _as_dir(name) if name else None
     if nxt is not None and (nxt == here or nxt in seen):
         what = "itself" if nxt == here else f"{nxt}, which leads back to it"
@@ -136,7 +146,7 @@ def _load_data(spec: str | os.PathLike[str], split: str, data_root: str | os.Pat
             here = p.resolve()
             if split == "train":
                 ds = load_dataset_dir(p)
-                _next_base(here, ds.meta["manifest"], seen)
+                _next_base(here, ds.meta["manifest"], seen, follow=False)
                 return ds
             # Only the manifest is needed to follow the chain to the clean test split.
             name = _next_base(here, read_manifest(p), seen)
@@ -156,9 +166,10 @@ def base_name(ds: ImageSet) -> str:
     """The base dataset a protected set's manifest names, or a one-line error naming the manifest."""
     man = ds.meta.get("manifest", {})
     name = man.get("base", {}).get("name")
+    where = Path(ds.meta.get("path", ds.name)) / "manifest.json"
     if not name:
-        raise DataError(Path(ds.meta.get("path", ds.name)) / "manifest.json", "manifest names no base dataset")
-    return name
+        raise DataError(where, "manifest names no base dataset")
+    return follow_ref(name, where)
 
 
 def load_base(protected: ImageSet, data_root: str | os.PathLike[str] | None = None,

@@ -24,6 +24,7 @@ from ..core.hashing import sha256_array
 from ..core.provenance import now_iso, versions
 from ..core.safe import DEFAULT_MAX_BYTES, NpyHeader, read_npy
 from .imageset import ImageSet
+from .refs import record_ref
 
 FORMAT_NAME = "unlearnable-dataset"
 FORMAT_VERSION = 1
@@ -107,6 +108,10 @@ def save_dataset(
             raise ValueError(f"base shape {base.images.shape} != data shape {data.images.shape}")
         man.setdefault("base", {})
         man["base"].setdefault("name", base.name)
+    if isinstance((man.get("base") or {}).get("name"), str):
+        # A path is written relative to the set itself (data/refs.py), never to where the writer ran.
+        man["base"]["name"] = record_ref(man["base"]["name"], path)
+    if base is not None:
         man["base"]["sha256_images"] = sha256_array(base.images)
         man["perturbation_measured"] = perturbation_stats(data.images, base.images, data.labels)
     man["created"] = now_iso()

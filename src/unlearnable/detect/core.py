@@ -15,6 +15,9 @@ accuracy, so a set is not flagged for being easy (digits) nor cleared for being 
 
 A logistic combination of the four (weights and the decision threshold at a stated false-positive
 rate fitted by `benchmarks/detect_calibration.py`, shipped in `calibration.json`) gives the score.
+Where the data cannot support a decision (too few samples per class for a held-out fit, or raw
+pixels that predict the labels no better than chance: `cannot_judge`), the answer is "cannot
+judge" with the reason; the score is still reported as evidence, but not weighed.
 UDP (Zhu et al., "Detection and Defense of Unlearnable Examples", AAAI 2024, hala64/udp) measures
 how fast a simple network fits the set on an 80/20 split; a ridge fit is the closed-form limit of
 that fit, and the views replace UDP's absolute accuracy threshold, which depends on the dataset.
@@ -91,7 +94,9 @@ def load_calibration() -> dict[str, Any]:
 
 
 def measure(ds: ImageSet, p: DetectParams) -> dict[str, Any]:
-    """The four features, the errors behind them, per-class errors and per-sample scores."""
+    """The four features, the errors behind them, per-class errors, per-sample scores, and the
+    support of the held-out fits (`support`: classes present, and a class's samples in the
+    smaller of its two halves, on average over those classes)."""
     if len(ds) < 20:
         raise UnlearnableError(f"{ds.name or 'dataset'}: {len(ds)} samples; detect needs at least 20")
     k = ds.num_classes
@@ -104,6 +109,7 @@ def measure(ds: ImageSet, p: DetectParams) -> dict[str, Any]:
     # no sample order can change, down to the order of floating-point sums.
     halves = (take[0::2], take[1::2])
     sel = np.concatenate(halves)
+    in_half = [np.bincount(ds.labels[h], minlength=k) for h in halves]
     x, y = ds.subset(sel).to_tensor()
     na = len(halves[0])
     a, b = torch.arange(na), torch.arange(na, len(sel))
@@ -151,7 +157,11 @@ def measure(ds: ImageSet, p: DetectParams) -> dict[str, Any]:
             per_class.append({"class": c, "name": ds.classes[c], "n": int(on.sum()),
                               **{f"error_{name}": float((m[name][on] <= 0).double().mean()) for name in ("raw", "quant", "proj")}})
     per_sample = _sample_scores(m)
+    present = (in_half[0] + in_half[1]) > 0
+    support = {"classes_present": int(present.sum()),
+               "per_class_half": float(np.minimum(*in_half)[present].mean())}
     return {"margins": m, "features": feats, "errors": err, "per_class": per_class, "n_measured": len(sel),
+            "support": support,
             "sample_index": sel, "sample_score": per_sample,
             "directions": Ridge.from_moments(raw[0].pooled(raw[1]), p.alpha).w.T.float().reshape(k, *ds.chw).numpy()}
 
@@ -173,12 +183,60 @@ def score_of(features: dict[str, float], cal: dict[str, Any]) -> float:
     return float(1 / (1 + np.exp(-t)))
 
 
+# When the held-out fits have nothing to learn from, every error is near chance and every ratio
+# of two errors compares noise: the score still comes out, but it is no evidence either way.
+# Measured (tiny level, errors raw ridge / raw class means, samples per class per half):
+#   digits, 1,437 images, 10 classes        6.0 % /  9.3 %, 68.3   judged
+#   digits subsets of 300 (4 draws)        11-18 % / 10-15 %, 12.0-13.2   judged
+#   Fashion-MNIST subsets of 500 and 1,500  35 % / 29 %, 22.8; 28 % / 31 %, 70.3   judged
+#   digits relabelled to 1,000 classes     100 % / 100 %, 0.41 (chance 99.9 %)   cannot judge
+#   digits with shuffled labels             88.8 % / 89.8 %, 67.4 (chance 90 %)   cannot judge
+# A class needs a few samples on each side of the cross-fit to have a mean and a direction that
+# the other half can test; 5 on average is under half of the smallest set judged above.
+MIN_PER_CLASS_HALF = 5.0
+# "Better than chance" (1 - 1/K for the K classes present) means by at least this much, and by
+# CHANCE_SE standard errors of a guess's error rate at the measured count, whichever is more.
+CHANCE_MARGIN = 0.05
+CHANCE_SE = 3.0
+
+
+def cannot_judge(r: dict[str, Any]) -> str | None:
+    """Why `measure`'s result `r` supports no decision (one sentence), or None when it does.
+
+    Two cases, either of which leaves the features comparing noise: too few samples per class in
+    each half for a held-out fit (below MIN_PER_CLASS_HALF on average over the classes present),
+    or raw pixels that predict the labels no better than chance in both raw views (the ridge
+    classifier and the nearest class mean), so that there is no learnable signal whose
+    robustness the other views could test. Neither case happens on a protected set: a shortcut
+    makes the raw view's error low by construction.
+    """
+    s, e, n = r["support"], r["errors"], r["n_measured"]
+    k = s["classes_present"]
+    if s["per_class_half"] < MIN_PER_CLASS_HALF:
+        return (f"{s['per_class_half']:.1f} samples of a class in each half on average ({k} classes among "
+                f"{n} measured samples), fewer than the {MIN_PER_CLASS_HALF:g} a held-out fit needs")
+    chance = 1 - 1 / k
+    margin = max(CHANCE_MARGIN, CHANCE_SE * float(np.sqrt(chance * (1 - chance) / n)))
+    if e["raw"] >= chance - margin and e["ncm_raw"] >= chance - margin:
+        return (f"the raw pixels predict the labels no better than chance (held-out error {100 * e['raw']:.1f}% "
+                f"ridge, {100 * e['ncm_raw']:.1f}% class means; chance {100 * chance:.1f}% for {k} classes)")
+    return None
+
+
+def decision_of(protected: bool | None) -> str:
+    """The decision in words: "protected", "not detected as protected" or "cannot judge"."""
+    return {True: "protected", False: "not detected as protected"}.get(protected, "cannot judge")
+
+
 def detect(ds: ImageSet, level: str = "quick", seed: int = 0, params: DetectParams | None = None,
            calibration: dict[str, Any] | None = None) -> dict[str, Any]:
     """Is `ds` protected? The score, the decision at the shipped threshold and the evidence.
 
-    Returns score (float in [0, 1]), protected (bool), threshold, fpr_target, features, errors,
-    per_class, the measured sample count and settings; `per_sample` (index into `ds` -> score)
+    Returns score (float in [0, 1]), protected (bool, or None where the data cannot support a
+    decision: `cannot_judge`), decision ("protected", "not detected as protected" or "cannot
+    judge"), cannot_judge (the reason in one sentence, else None), support, threshold,
+    fpr_target, features, errors, per_class, the measured sample count and settings; the score
+    and features are reported as evidence in every case. `per_sample` (index into `ds` -> score)
     and `directions` (the classifier's rows as (K, C, H, W) images) are numpy arrays the caller
     may write or drop.
     """
@@ -189,10 +247,15 @@ def detect(ds: ImageSet, level: str = "quick", seed: int = 0, params: DetectPara
              ds.name or "the dataset")
     r = measure(ds, p)
     score = score_of(r["features"], cal)
+    why = cannot_judge(r)
+    protected = None if why else bool(score >= cal["threshold"])
+    if why:
+        log.info("detect: cannot judge %s: %s", ds.name or "the dataset", why)
     per_sample = np.full(len(ds), np.nan, dtype=np.float32)
     per_sample[r["sample_index"]] = r["sample_score"]
     out = {
-        "score": score, "protected": bool(score >= cal["threshold"]), "threshold": float(cal["threshold"]),
+        "score": score, "protected": protected, "decision": decision_of(protected), "cannot_judge": why,
+        "support": r["support"], "threshold": float(cal["threshold"]),
         "fpr_target": float(cal["fpr_target"]), "features": r["features"], "errors": r["errors"],
         "per_class": r["per_class"], "n_samples": len(ds), "n_measured": r["n_measured"],
         "level": level, "settings": asdict(p), "calibration": {k: cal[k] for k in ("weights", "bias", "command", "measured")
@@ -208,9 +271,13 @@ def detect(ds: ImageSet, level: str = "quick", seed: int = 0, params: DetectPara
 def explain(res: dict[str, Any]) -> str:
     """The decision in one line a person can check."""
     e = res["errors"]
-    verdict = "protected" if res["protected"] else "not detected as protected"
-    return (f"{verdict}: score {res['score']:.2f} (threshold {res['threshold']:.2f} at "
-            f"{100 * res['fpr_target']:.0f}% false positives); held-out error raw {100 * e['raw']:.1f}% "
+    if res["protected"] is None:
+        head = (f"cannot judge: {res.get('cannot_judge') or 'the data cannot support a decision'}; "
+                f"score {res['score']:.2f} not weighed against the threshold {res['threshold']:.2f}")
+    else:
+        head = (f"{decision_of(res['protected'])}: score {res['score']:.2f} (threshold {res['threshold']:.2f} at "
+                f"{100 * res['fpr_target']:.0f}% false positives)")
+    return (f"{head}; held-out error raw {100 * e['raw']:.1f}% "
             f"vs 2-bit {100 * e['quant']:.1f}%, blurred {100 * e['blur']:.1f}%, top directions removed "
             f"{100 * e['proj']:.1f}%; class means on high-pass {100 * e['ncm_highpass']:.1f}% "
             f"vs raw {100 * e['ncm_raw']:.1f}% ({res['n_measured']} samples)")

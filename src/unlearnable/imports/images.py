@@ -17,7 +17,8 @@ import numpy as np
 
 from ..core.errors import DataError, UnlearnableError
 from ..core.progress import bar
-from ..core.safe import open_image, read_bounded, read_npz
+from ..core.safe import decode_image, read_bounded, read_npz
+from ..core.text import for_filename
 from ..data.imageset import ImageSet
 from ..data.store import load_npy
 from .base import Imported, check_finite, chunks, describe, find_one, register_importer
@@ -26,7 +27,6 @@ from .base import Imported, check_finite, chunks, describe, find_one, register_i
 # PNG folders
 
 _INT_STEM = re.compile(r"^[0-9]+$")
-_PNG_MODES = {"P", "1", "L", "LA", "RGB", "RGBA"}
 # labels.csv of a 50,000-image set is under a megabyte.
 _MAX_CSV_BYTES = 256 << 20
 
@@ -39,37 +39,23 @@ def array_limit(base: ImageSet) -> int:
 
 def class_dir_name(name: str) -> str:
     """A class name as a folder name ("T-shirt/top" -> "T-shirt_top"); export and import agree."""
-    return re.sub(r"[^A-Za-z0-9._ -]", "_", name).strip() or "_"
+    return for_filename(name, spaces=True)  # never ".", ".." or hidden: a class cannot name a parent
 
 
 def read_png(f: Path, channels: int, size: tuple[int, int] | None = None) -> np.ndarray:
     """One PNG as uint8 (H, W, channels); with `size` (width, height), one of that size.
 
-    8-bit grey, RGB and palette images are read as they are. For a grey base set an RGB image is
-    accepted only when its three channels are equal (effectively grey); a grey image for a colour
-    base set is refused (nothing says how it was meant); an alpha channel must be fully opaque;
-    16-bit and float PNGs are refused (they are not the 8-bit images the base set holds). Size
-    and mode are checked from the header before decoding; a file that is not a PNG by its
-    content (a JPEG named .png) is refused.
+    Decoded by the one rule every image reader follows (`core.safe.decode_image`: 8-bit only,
+    opaque only, palettes expanded), then held to the base set: for a grey base an RGB image is
+    accepted only when its three channels are equal (effectively grey); a grey image for a
+    colour base is refused (nothing says how it was meant). The size is checked from the header
+    before decoding; a file that is not a PNG by its content (a JPEG named .png) is refused.
     """
     def header(wh: tuple[int, int], mode: str) -> None:
-        if mode not in _PNG_MODES:
-            raise DataError(f, f"PNG mode {mode} is not an 8-bit grey or RGB image")
         if size is not None and wh != size:
             raise DataError(f, f"image of {wh[0]}x{wh[1]} pixels, the base set's are {size[0]}x{size[1]}")
 
-    im = open_image(f, ("PNG",), "PNG", check=header)
-    if im.mode == "P":
-        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
-    elif im.mode == "1":
-        im = im.convert("L")
-    a = np.asarray(im)
-    if a.ndim == 2:
-        a = a[..., None]
-    if im.mode in {"LA", "RGBA"}:
-        if (a[..., -1] != 255).any():
-            raise DataError(f, "has transparent pixels; the protected images are opaque")
-        a = a[..., :-1]
+    a = decode_image(f, ("PNG",), "PNG", check=header)
     if channels == 1 and a.shape[2] == 3:
         if (a[..., 0] != a[..., 1]).any() or (a[..., 0] != a[..., 2]).any():
             raise DataError(f, "colour image for a grey (1-channel) base set")

@@ -5,6 +5,7 @@ Data inside a spec is identified by content (`unlearnable.data.identity.content_
     {"content": "sha256:...", "_path": "/abs/runs/lsp"}                    a dataset directory
     {"content": "sha256:...", "clean": "fashion-mnist", "_base_of": path}  the clean images behind one
     {"content": "sha256:...", "clean": "digits", "_subset": 120, "_seed": 0}  a seeded subset of a base
+    {"content": "sha256:...", "clean": "digits", "split": "test"}         a base's test split (`split_ref`)
     {"content": "sha256:..."}                                              a set the caller holds
                                                                            (`JobContext.cache`)
     {"method": "regions", "params": {}, "dataset": "digits", "subset": 120, "seed": 0, "level": "tiny"}
@@ -12,7 +13,8 @@ Data inside a spec is identified by content (`unlearnable.data.identity.content_
 
 The last form is made by a `poison` job first (it is deterministic: same spec, same bytes), so
 every kind that reads data depends on it (`made_by`); a loaded set is checked against the
-`content` it claims. A base dataset's splits are named by the dataset (`"test": "digits"`).
+`content` it claims. A base dataset's splits are named by content too (`split_ref`); a bare name
+(`"test": "digits"`) is still read, for callers that hold nothing.
 Keys that begin with `_` are hints: where to find the data, not what it is.
 """
 
@@ -125,7 +127,7 @@ def load_spec_data(data: Spec, ctx: JobContext) -> ImageSet:
     elif "_base_of" in data:
         ds = load_base(load_data(data["_base_of"], "train", ctx.data_root), ctx.data_root, clean=data["clean"])
     elif "clean" in data:
-        ds = named_split(data["clean"], "train", ctx)
+        ds = named_split(data["clean"], data.get("split", "train"), ctx)
         if data.get("_subset") is not None and data["_subset"] < len(ds):
             ds = ds.subset(random_subset(ds, int(data["_subset"]), int(data.get("_seed", 0))))
     else:
@@ -135,6 +137,13 @@ def load_spec_data(data: Spec, ctx: JobContext) -> ImageSet:
                         "does not hold the data this job was made for (its content changed)")
     ctx.cache[want] = ds
     return ds
+
+
+def split_ref(name: str, ds: ImageSet, split: str = "train") -> Spec:
+    """A base dataset's split as a spec names it: by content, found by the base's name. A job
+    that reads it is keyed by the split's images and labels, not by a name whose files can change."""
+    ref: Spec = {"content": content_id(ds), "clean": name}
+    return ref if split == "train" else {**ref, "split": split}
 
 
 def base_of(data: Spec, train: ImageSet, ctx: JobContext) -> ImageSet | None:

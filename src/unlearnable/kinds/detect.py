@@ -3,8 +3,9 @@ protection? `unlearnable.detect` at the spec's level, on its training set.
 
     {"kind": "detect", "data": data spec, "level", "seed", "calibration": the shipped calibration's id}
 
-Result keys: score (float in [0, 1]), protected (bool, the decision at the shipped threshold),
-threshold, fpr_target, features, errors, per_class, n_measured, level.
+Result keys: score (float in [0, 1]), protected (bool, the decision at the shipped threshold;
+None when the data cannot support one), decision (in words), cannot_judge (why, else None),
+support, threshold, fpr_target, features, errors, per_class, n_measured, level.
 """
 
 from __future__ import annotations

@@ -5,8 +5,8 @@
     dfr-random  {"arch", "model", "shape", "num_classes", "seed", "pool", "test", "n", "subset_seed",
                  "procedure", "crop_padding", "flip", "indices"}
 
-`pool` and `test` name the base dataset whose whole clean training split (DFR's subset is drawn
-from it, `data.clean.pool_split`) and clean test split the job uses. A clean subset named by a
+`pool` and `test` name, by content (`kinds.data.split_ref`), the base dataset's whole clean
+training split (DFR's subset is drawn from it, `data.clean.pool_split`) and clean test split the job uses. A clean subset named by a
 file (`--dfr-indices`) travels as its checksum and path, and is checked against the checksum.
 """
 
@@ -22,7 +22,7 @@ from ..core.hashing import sha256_array
 from ..runner.jobs import JobContext, Spec, job_key, register_job
 from ..train.recipe import Recipe
 from ..train.run import RunSpec
-from .data import named_split
+from .data import load_split
 from .train import run_dir_of
 
 # The keys a dfr job's result keeps of `dfr_curve`'s report (the figure and the files stay in
@@ -66,8 +66,8 @@ def _dfr_random(spec: Spec, ctx: JobContext, deps: dict[str, Any]) -> dict[str, 
     # The released procedure refits on augmented images: the run's crop and flip for these images.
     recipe = Recipe(crop_padding=int(spec.get("crop_padding", 4)), flip=bool(spec.get("flip", True)))
     rs = RunSpec(spec["arch"], int(spec["num_classes"]), c, (h, w), recipe, int(spec["seed"]))
-    pool = named_split(spec["pool"], "train", ctx)
-    return random_init_dfr(rs, pool, named_split(spec["test"], "test", ctx),
+    pool = load_split(spec["pool"], "train", ctx)
+    return random_init_dfr(rs, pool, load_split(spec["test"], "test", ctx),
                            n=int(spec["n"]), seed=int(spec["subset_seed"]), device=ctx.torch_device,
                            procedure=spec.get("procedure", "paper"),
                            indices=dfr_indices_of(spec, ctx, len(pool), "indices"))
@@ -77,9 +77,8 @@ def _dfr(spec: Spec, ctx: JobContext, deps: dict[str, Any]) -> dict[str, Any]:
     run = spec["run"]
     run_dir = run_dir_of(run, ctx, deps)
     rnd = deps.get(job_key(spec["random"])) if spec.get("random") else None
-    test_name = run.get("test") or spec["pool"]
-    pool = named_split(spec["pool"], "train", ctx)
-    r = dfr_curve(run_dir, pool, named_split(test_name, "test", ctx),
+    pool = load_split(spec["pool"], "train", ctx)
+    r = dfr_curve(run_dir, pool, load_split(run.get("test") or spec["pool"], "test", ctx),
                   n=int(spec["n"]), seed=int(spec["seed"]), device=ctx.torch_device, progress=ctx.progress,
                   random_init=rnd, procedure=spec.get("procedure", "paper"),
                   indices=dfr_indices_of(spec, ctx, len(pool), "indices"))

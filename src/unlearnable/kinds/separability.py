@@ -2,7 +2,8 @@
 the clean images at the same N and settings.
 
     {"kind": "separability", "data": data spec, "of": perturbations|images, "steps", "max_iter",
-     "early_stop", "repeats", "n", "seed", "baseline": the clean images' separability spec | "self"}
+     "early_stop", "repeats", "n", "seed", "baseline": the clean images' separability spec | "self",
+     "clean": the aligned clean images' data spec (an audit's; else found from the data's manifest)}
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from .data import base_of, load_spec_data, made_by
 
 def _separability(spec: Spec, ctx: JobContext, deps: dict[str, Any]) -> dict[str, Any]:
     train = load_spec_data(spec["data"], ctx)
-    base = base_of(spec["data"], train, ctx) if spec["of"] == "perturbations" else None
+    base = None
+    if spec["of"] == "perturbations":
+        base = load_spec_data(spec["clean"], ctx) if spec.get("clean") else base_of(spec["data"], train, ctx)
     if spec["of"] == "perturbations" and base is None:
         raise UnlearnableError("the clean base images are unknown, so there are no perturbations to measure")
     n = spec.get("n")

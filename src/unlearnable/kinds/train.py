@@ -1,7 +1,7 @@
 """The `train` job: standard training with a checkpoint per epoch, and where a training's run
 directory is for the jobs that read it (DFR, fine-tuning).
 
-    {"kind": "train", "data": data spec, "test": base name, "arch", "model", "recipe", "seed"}
+    {"kind": "train", "data": data spec, "test": split spec or base name, "arch", "model", "recipe", "seed"}
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from ..data.imageset import ImageSet
 from ..runner.jobs import JobContext, Spec, job_key, register_job
 from ..train.recipe import Recipe
 from ..train.run import RunSpec, spec_for, train_on
-from .data import load_spec_data, made_by, named_split
+from .data import load_spec_data, load_split, made_by
 
 
 def run_spec(spec: Spec, train: ImageSet) -> RunSpec:
@@ -29,7 +29,7 @@ def run_spec(spec: Spec, train: ImageSet) -> RunSpec:
 
 def _train(spec: Spec, ctx: JobContext, deps: dict[str, Any]) -> dict[str, Any]:
     train = load_spec_data(spec["data"], ctx)
-    test = named_split(spec["test"], "test", ctx)
+    test = load_split(spec["test"], "test", ctx)
     out = ctx.dir_of(spec)
     _, res = train_on(train, test, run_spec(spec, train), out, ctx.device, ctx.progress)
     return {"test_accuracy": res.test_accuracy, "test_loss": res.test_loss,

@@ -35,6 +35,7 @@ from ..core.registry import lookup, lookup_all
 from ..data.identity import content_id
 from ..data.resolve import load_data
 from ..data.subsets import random_subset
+from ..kinds.data import split_ref
 from ..ladder import level as get_level
 from ..models import MODELS, arch_signature
 from ..poisons import POISONS
@@ -141,12 +142,15 @@ def build_grid(table: str, dataset: str, archs: list[str] | None = None, level: 
     full = load_data(dataset, "train", data_root)
     sample = full.subset(random_subset(full, subset, seed)) if subset is not None and subset < len(full) else full
     clean: Spec = {"content": content_id(sample), "clean": dataset, "_subset": subset, "_seed": seed}
+    # The test and pool splits by content too: a base whose files change gets new jobs.
+    test_ref, pool_ref = split_ref(dataset, load_data(dataset, "test", data_root), "test"), split_ref(dataset, full)
 
     def row(m: str, arch: str) -> Row:
         data = clean if m == "clean" else {"method": m, "params": {}, "dataset": dataset, "subset": subset,
                                            "seed": seed, "level": level}
         model = arch_signature(arch, sample.num_classes, sample.channels, sample.image_size)
-        return Row(data, clean, dataset, sample, lv, arch, model, seed, epochs, TABLE3_ATTACKS[1:])
+        return Row(data, clean, dataset, sample, lv, arch, model, seed, epochs, TABLE3_ATTACKS[1:],
+                   test_ref=test_ref, pool_ref=pool_ref)
 
     def spec(r: Row, step: str) -> Spec | None:
         try:

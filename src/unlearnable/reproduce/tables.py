@@ -9,13 +9,13 @@ have not finished show "–" (pending) or "failed".
 from __future__ import annotations
 
 import csv
-import html
 import io
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from ..auditor.steps import get_step
+from ..core.text import for_html, for_md
 from ..poisons import POISONS
 from ..viz.html import figure as figure_html, page, table
 from ..viz.plots import pyplot, save_figure
@@ -167,10 +167,10 @@ def caption(layout: dict[str, Any]) -> str:
 
 def to_markdown(headers: list[str], rows: list[list[str]], title: str = "") -> str:
     """A table as Markdown, under an optional title."""
-    lines = [f"### {title}", ""] if title else []
-    lines.append("| " + " | ".join(headers) + " |")
+    lines = [f"### {for_md(title, 400)}", ""] if title else []
+    lines.append("| " + " | ".join(for_md(h) for h in headers) + " |")
     lines.append("|" + "|".join("---" if i == 0 else "---:" for i in range(len(headers))) + "|")
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    lines += ["| " + " | ".join(for_md(c) for c in r) + " |" for r in rows]
     return "\n".join(lines) + "\n"
 
 
@@ -187,16 +187,16 @@ def to_html_section(headers: list[str], rows: list[list[str]], title: str, figur
                     note: str | None = None) -> str:
     """A self-contained `<section>` (the figure inlined as base64), made with the shared page
     helpers (`viz.html`) the audit's report uses too; `note` (`settings_note`) under the table."""
-    esc = [[html.escape(c) for c in r] for r in rows]
+    esc = [[for_html(c) for c in r] for r in rows]
     fig = figure_html(figure.parent, figure.name, "DFR accuracy over epochs") if figure is not None else ""
-    below = f"<p>{html.escape(note)}</p>" if note else ""
-    return (f"<section><h2>{html.escape(title)}</h2>{table([html.escape(h) for h in headers], esc)}{below}"
+    below = f"<p>{for_html(note)}</p>" if note else ""
+    return (f"<section><h2>{for_html(title)}</h2>{table([for_html(h) for h in headers], esc)}{below}"
             f"{fig}</section>")
 
 
 def html_page(sections: list[str], title: str) -> str:
     """A self-contained page of table sections (`to_html_section`)."""
-    return page(title, f"<h1>{html.escape(title)}</h1>" + "".join(sections))
+    return page(title, f"<h1>{for_html(title)}</h1>" + "".join(sections))
 
 
 def plot_fig2(layout: dict[str, Any], jobs: dict[str, dict[str, Any]], path: Path) -> Path | None:

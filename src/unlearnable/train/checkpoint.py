@@ -22,14 +22,17 @@ import torch
 from torch import nn
 
 from ..core.errors import DataError, UnlearnableError, one_line
-from ..core.files import MAX_JSON_BYTES, atomic_file
+from ..core.files import MAX_JSON_BYTES, atomic_file, write_failed
 from ..core.safe import open_regular, read_bounded
 
 
 def save_state(path: str | os.PathLike[str], state: dict[str, Any]) -> None:
     """Write `state` (tensors and plain values) to `path` atomically."""
     with atomic_file(path) as f:
-        torch.save(state, f)
+        try:
+            torch.save(state, f)
+        except RuntimeError as e:  # torch's zip writer says "unexpected pos", not "disk full"
+            raise write_failed(e, path) from None
 
 
 def load_state(path: str | os.PathLike[str], map_location: Any = "cpu", what: str = "checkpoint",

@@ -24,6 +24,7 @@ from ..core.errors import UnlearnableError
 from ..core.files import read_json, write_json
 from ..core.provenance import now_iso, versions
 from ..data.imageset import ImageSet
+from ..data.refs import follow_ref, record_ref
 from ..data.resolve import load_data
 from ..data.sources import facts_for
 from ..models import Classifier, build_model, model_signature
@@ -143,7 +144,10 @@ def train_on(
 def _unmake(out: Path, made: list[Path]) -> None:
     """Undo a new run that failed before its first epoch: a directory holding only run.json
     would be resumed from nothing, or refused as "a run with different settings" after a fix.
-    Only what this run wrote goes: run.json, fit's empty checkpoints/, the directories it made."""
+    Only what this run wrote goes: run.json, the first epoch's checkpoint when last.pt could not
+    follow it (a full disk), fit's checkpoints/, the directories it made."""
+    with contextlib.suppress(FileNotFoundError):
+        (out / "checkpoints" / "epoch_001.pt").unlink()  # a new run: this call wrote it
     with contextlib.suppress(OSError):
         (out / "checkpoints").rmdir()
     with contextlib.suppress(FileNotFoundError):
@@ -169,7 +173,8 @@ def train_data(
     te = load_data(data, "test", data_root)
     if te.chw != tr.chw:
         raise UnlearnableError(f"test images {te.chw} differ in shape from training images {tr.chw}")
-    spec = spec_for(tr, arch, recipe, seed, str(data))
+    # A path is recorded relative to the run directory, which `load_run` resolves it from.
+    spec = spec_for(tr, arch, recipe, seed, str(data) if out_dir is None else record_ref(str(data), out_dir))
     return train_on(tr, te, spec, out_dir, device, progress,
                     extra={"load_seconds": round(time.perf_counter() - t0, 3)})
 
@@ -178,6 +183,8 @@ def load_run(run_dir: str | os.PathLike[str]) -> tuple[RunSpec, dict[str, Any]]:
     """The spec (to rebuild the model) and the whole run.json of a run directory."""
     meta = read_json(Path(run_dir) / "run.json")
     try:
-        return RunSpec.from_dict(meta["spec"]), meta
+        spec = RunSpec.from_dict(meta["spec"])
+        # A path there is relative to the run directory (`unlearnable train` records it so).
+        return dataclasses.replace(spec, data=follow_ref(spec.data, Path(run_dir) / "run.json", True)), meta
     except (KeyError, TypeError) as e:
         raise UnlearnableError(f"{Path(run_dir) / 'run.json'}: not a run description ({e})") from None

@@ -11,10 +11,10 @@ which the browser test reads.
 from __future__ import annotations
 
 import base64
-import html
 from pathlib import Path
 
 from ..core.files import within
+from ..core.text import for_html
 
 
 def figure(base: Path, rel: str | None, alt: str, width: int | None = None) -> str:
@@ -23,13 +23,13 @@ def figure(base: Path, rel: str | None, alt: str, width: int | None = None) -> s
         return ""
     p = base / rel
     if not within(base, p):  # `rel` is read from a results file: never a file outside its directory
-        return f'<p class="missing">figure {html.escape(rel)} lies outside {html.escape(str(base))}: not shown</p>'
+        return f'<p class="missing">figure {for_html(rel)} lies outside {for_html(str(base))}: not shown</p>'
     if not p.is_file():
-        return f'<p class="missing">figure {html.escape(rel)} is missing</p>'
+        return f'<p class="missing">figure {for_html(rel)} is missing</p>'
     data = base64.b64encode(p.read_bytes()).decode()
     w = f' style="max-width:{width}px"' if width else ""
-    return f'<figure><img class="fig" alt="{html.escape(alt)}" src="data:image/png;base64,{data}"{w}>' \
-           f'<figcaption>{html.escape(alt)}</figcaption></figure>'
+    return f'<figure><img class="fig" alt="{for_html(alt)}" src="data:image/png;base64,{data}"{w}>' \
+           f'<figcaption>{for_html(alt)}</figcaption></figure>'
 
 
 CSS = """
@@ -59,5 +59,5 @@ def table(headers: list[str], rows: list[list[str]], cls: str = "") -> str:
 
 def page(title: str, body: str) -> str:
     """A complete page: `body` (HTML) under the shared stylesheet, `title` escaped."""
-    return (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{html.escape(title)}</title>"
+    return (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{for_html(title)}</title>"
             f"<style>{CSS}</style></head><body>{body}{SCRIPT}</body></html>\n")
