@@ -364,3 +364,56 @@ register_augmentation("mixup", with_labels=True)(batch_mixup)
 register_augmentation("plasma")(batch_plasma)
 register_augmentation("channel-shuffle")(batch_channel_shuffle)
 register_augmentation("trivial")(batch_trivial_augment)
+
+
+# --- COIN (Wang et al., AAAI 2025, https://arxiv.org/abs/2311.18403; code wxldragon/COIN) -----
+# Its `COIN_trans` (train.py): per pixel an offset (dy, dx) ~ U(-alpha, alpha)^2, one field per
+# image shared by its channels, the image resampled there by linear interpolation
+# (scipy.ndimage.map_coordinates, order 1, mode "wrap"), clipped to [0, 1], scaled by 255 and cast
+# to uint8 (truncated); on the fly after crop and flip, every epoch anew; training images only.
+COIN_ALPHAS = (0.8, 1.2, 1.6, 2.0, 2.4, 2.8, 3.2)  # its `--severity` 1..7; the default 4 is alpha 2
+
+
+def _wrap(t: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """scipy's mode "wrap" for `n` samples: a coordinate outside [0, n - 1] moves by the period
+    n - 1 (the last sample and the first overlap, as scipy documents it), one inside stays, so it
+    falls between two valid indices i0 and i0 + 1."""
+    if n == 1:
+        z = torch.zeros_like(t, dtype=torch.long)
+        return z, z, torch.zeros_like(t)
+    p = n - 1
+    t = torch.where((t < 0) | (t > p), t - p * torch.floor(t / p), t)
+    i0 = torch.floor(t).clamp_(max=p - 1)
+    return i0.long(), i0.long() + 1, t - i0
+
+
+def coin_resample(x: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor) -> torch.Tensor:
+    """x (NCHW float) sampled at (row + dy, column + dx), dy and dx (N, H, W): bilinear, wrapping
+    as scipy's map_coordinates(order=1, mode="wrap") does (tests/attacks/test_coin.py compares)."""
+    b, c, h, w = x.shape
+    rows = torch.arange(h, device=x.device, dtype=x.dtype)[None, :, None] + dy
+    cols = torch.arange(w, device=x.device, dtype=x.dtype)[None, None, :] + dx
+    r0, r1, fr = _wrap(rows, h)
+    c0, c1, fc = _wrap(cols, w)
+    flat = x.reshape(b, c, h * w)
+
+    def at(r: torch.Tensor, cc: torch.Tensor) -> torch.Tensor:
+        return flat.gather(2, (r * w + cc).view(b, 1, h * w).expand(b, c, h * w)).view(b, c, h, w)
+
+    fr, fc = fr[:, None], fc[:, None]
+    return ((1 - fr) * ((1 - fc) * at(r0, c0) + fc * at(r0, c1))
+            + fr * ((1 - fc) * at(r1, c0) + fc * at(r1, c1)))
+
+
+def batch_coin(x: torch.Tensor, gen: torch.Generator, alpha: float = 2.0) -> torch.Tensor:
+    """COIN's corruption of a batch: a fresh U(-alpha, alpha) offset field per image, bilinear
+    resampling with wrap-around, then the original's uint8 truncation (1e-6 of slack, so a grey
+    level that float rounding puts a hair below itself is not cut to the next one down)."""
+    b, _, h, w = x.shape
+    d = ((torch.rand(b, 2, h, w, generator=gen, dtype=torch.float64) * 2 - 1) * alpha).to(x.device)
+    out = coin_resample(x.double(), d[:, 0], d[:, 1]).clamp_(0, 1)
+    return (torch.floor(out * 255 + 1e-6) / 255).to(x.dtype)
+
+
+for _s, _a in enumerate(COIN_ALPHAS, start=1):
+    register_augmentation(f"coin-s{_s}")(lambda x, gen, _a=_a: batch_coin(x, gen, _a))
