@@ -117,13 +117,13 @@ def _next_base(here: Path, man: dict, seen: tuple[Path, ...], follow: bool = Tru
     Not `follow`ing (the set's own training split is read): a base that would be refused when
     followed (an absolute path, a URL) is not checked for loops, since nothing reads it."""
     name = (man.get("base") or {}).get("name")
-    if name and not follow:
+    if name:
         try:
             name = follow_ref(name, here / "manifest.json")
         except DataError:
+            if follow:
+                raise
             return None
-    elif name:
-        name = follow_ref(name, here / "manifest.json")
     nxt = _as_dir(name) if name else None
     if nxt is not None and (nxt == here or nxt in seen):
         what = "itself" if nxt == here else f"{nxt}, which leads back to it"
