@@ -1,10 +1,13 @@
 """Every attack on the clean set and on each model-free protected set, side by side.
 
     .venv/bin/python benchmarks/attack_table.py --subset 5000 --epochs 3 --out runs/attack-table
+    .venv/bin/python benchmarks/attack_table.py --subset 10000 --level quick --methods regions,lsp,ar,cuda,em,ops \
+        --attacks dvae,coin,ortho-proj,adv-train --out runs/purify-table
 
 For each training set (the clean seeded subset, then random-noise, regions, lsp, ops, ar made
 from that same subset) runs `unlearnable attack all` (none + the chosen attacks) with the fast
-recipe and prints one Markdown table of clean test accuracy (the better of plain and
+recipe (or, with --level, each poison crafted, each attack parameterized and trained as that
+rung of the ladder says) and prints one Markdown table of clean test accuracy (the better of plain and
 transformed test inputs) and one of wall time relative to standard training. Results are
 reused from --out when rerun. Progress goes to stderr (the library's logging).
 """
@@ -20,7 +23,8 @@ from pathlib import Path
 import torch
 
 from unlearnable import load_data, load_dataset_dir, poison_dataset, save_dataset
-from unlearnable.attacks import AttackContext
+from unlearnable.attacks import ATTACKS as ATTACK_INFO, AttackContext
+from unlearnable.poisons import PoisonContext
 from unlearnable.kinds import run_all
 from unlearnable.data import random_subset
 from unlearnable.data.resolve import load_base
@@ -35,7 +39,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default="fashion-mnist")
     ap.add_argument("--subset", type=int, default=5000)
-    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--epochs", type=int, default=None, help="fast recipe epochs (default 3; with --level its own)")
+    ap.add_argument("--level", default=None, help="tiny, quick or paper: the ladder's poisons, recipe and presets")
     ap.add_argument("--arch", default="convnet")
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--attacks", default=",".join(ATTACKS))
@@ -46,7 +51,11 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     out = Path(a.out)
     attacks = [x for x in a.attacks.split(",") if x]
-    recipe = recipe_for(preset="fast", epochs=a.epochs)  # what `attack all --recipe fast --epochs E` trains
+    if a.level is None:  # what `attack all --recipe fast --epochs E` trains
+        recipe = recipe_for(preset="fast", epochs=a.epochs or 3)
+    else:
+        recipe = recipe_for(a.level, epochs=a.epochs)
+    params = {n: ATTACK_INFO[n].preset(a.level) for n in attacks} if a.level else None
     full = load_data(a.data, "train")
     test = load_data(a.data, "test")
     idx = random_subset(full, a.subset, a.seed)
@@ -58,7 +67,8 @@ def main() -> int:
     for m in a.methods.split(","):
         d = out / "data" / m
         if not is_dataset_dir(d):
-            poison_dataset(m, a.data, d, seed=a.seed, subset=a.subset)
+            ctx = PoisonContext(seed=a.seed, level=a.level or "paper", device=a.device, progress=False)
+            poison_dataset(m, a.data, d, seed=a.seed, subset=a.subset, ctx=ctx)
         sets[m] = d
     t0 = time.perf_counter()
     summaries = {}
@@ -68,9 +78,10 @@ def main() -> int:
         use = [x for x in attacks if not (x == "grayscale" and ds.channels == 1)]
         ctx = AttackContext(ds, test, a.arch, recipe, a.seed, out / "attacks" / name, device=a.device,
                             progress=False, clean=load_base(ds), data_name=name)
-        summaries[name] = run_all(ctx, use)
+        summaries[name] = run_all(ctx, use, params)
     cols = ["none"] + attacks
-    print(f"# {a.data}, {a.arch}, {a.subset} training images, fast recipe x {a.epochs} epochs, seed {a.seed}, "
+    how = f"level {a.level}" if a.level else "fast recipe"
+    print(f"# {a.data}, {a.arch}, {a.subset} training images, {how}: {recipe.epochs} epochs, seed {a.seed}, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads; {time.perf_counter() - t0:.0f} s\n")
     for title, key, fmt in (("Clean test accuracy (%)", "test_accuracy_best", lambda v: f"{100 * v:.1f}"),
                             ("Wall time relative to standard training", "cost_vs_standard_training",

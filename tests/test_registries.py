@@ -10,8 +10,8 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from unlearnable import UnlearnableError
-from unlearnable.attacks import ATTACKS, register_attack
+from unlearnable import UnlearnableError, load_data, save_dataset
+from unlearnable.attacks import ATTACKS, by_promise, level_cost, panel, register_attack
 from unlearnable.attacks.base import train_and_evaluate
 from unlearnable.auditor import AuditConfig, run_audit
 from unlearnable.auditor.execute import plan
@@ -19,7 +19,7 @@ from unlearnable.auditor.inputs import audit_row, resolve_inputs
 from unlearnable.auditor.steps import AUDITS, Row, StepSkipped, register_step
 from unlearnable.cli import main
 from unlearnable.data.identity import content_id
-from unlearnable.ladder import LADDER, LEVELS, level, recipe_for
+from unlearnable.ladder import DEFENCE_FAMILIES, LADDER, LEVELS, level, recipe_for
 from unlearnable.poisons.make import poison_dataset
 from unlearnable.reproduce import ResultStore, build_grid, run_grid, table_data
 from unlearnable.runner import JOBS, canonical, job_key, register_job
@@ -37,7 +37,7 @@ def protected(tmp_path_factory):
 @pytest.mark.parametrize("name", LEVELS)
 def test_every_level_maps_to_a_recipe_for_every_attack(name):
     lv = level(name)
-    assert lv.name == name and set(lv.attacks) <= set(ATTACKS)
+    assert lv.name == name and set(panel(name)) <= set(ATTACKS)
     base = recipe_for(name)
     assert base.epochs == (lv.epochs or RECIPES[lv.recipe].epochs)
     for attack, info in ATTACKS.items():
@@ -162,7 +162,7 @@ def throwaways(monkeypatch):
     for reg, key in ((ATTACKS, "throwaway-shift"), (JOBS, "throwaway-brightness"), (AUDITS, "throwaway-step")):
         monkeypatch.delitem(reg, key, raising=False)
     register_attack("throwaway-shift", "roll the images by a pixel, then train", params_cls=_ShiftParams,
-                    order=95, presets={"tiny": {"pixels": "2"}})(_shift_attack)
+                    family="augmentation", order=95, presets={"tiny": {"pixels": "2"}})(_shift_attack)
     register_job("throwaway-brightness", _brightness_job)
     register_step("throwaway-step", "mean brightness of the training images", order=50, record=("brightness",),
                   headline=lambda r: f"brightness {r['mean_brightness']:.3f}")(_brightness_step)
@@ -235,10 +235,67 @@ def test_attacks_below_paper_evaluate_after_their_last_epoch_only():
     assert recipe_for(preset="fast").evaluate == "epoch"
 
 
-def test_level_attacks_are_registered_and_quick_keeps_table_3_within_paper():
-    """Every level names registered attacks; `quick` tries nothing `paper` leaves out and keeps
-    the paper's Table 3 columns, on which its verdict rests (`tiny` exercises code paths)."""
+def test_level_panels_are_registered_and_quick_keeps_table_3_within_paper():
+    """Every level's panel names registered attacks; `quick` tries nothing `paper` leaves out,
+    one attack of every family of defence, and keeps the paper's Table 3 columns."""
     for name in LEVELS:
-        assert set(level(name).attacks) <= set(ATTACKS), name
-    assert set(level("quick").attacks) <= set(level("paper").attacks)
-    assert {"ortho-proj", "adv-train"} <= set(level("quick").attacks)
+        assert set(panel(name)) <= set(ATTACKS), name
+    assert set(panel("quick")) <= set(panel("paper")) == set(ATTACKS) - {"none"}
+    assert {"ortho-proj", "adv-train", "coin"} <= set(panel("quick"))
+    assert sorted(ATTACKS[n].family for n in panel("quick")) == sorted(DEFENCE_FAMILIES)
+    assert all(level_cost(n, "quick") <= 3 for n in panel("quick")) and "dvae" not in panel("quick")
+
+
+def _on_clean(ctx, p):
+    return train_and_evaluate(ctx, train=ctx.clean)[1]
+
+
+def _as_is(ctx, p):
+    return train_and_evaluate(ctx)[1]
+
+
+@pytest.fixture
+def panel_throwaways(monkeypatch):
+    """Two throw-away attacks of tiny's families, stronger by their priors than the members
+    there: one that breaks every protection (it trains on the clean images) and one that never
+    does (standard training under another name). The registry is restored after."""
+    monkeypatch.setattr("unlearnable.attacks.base.ATTACKS", ATTACKS)
+    names = ("throwaway-clean", "throwaway-as-is")
+    for n in names:
+        monkeypatch.delitem(ATTACKS, n, raising=False)
+    register_attack(names[0], "train on the clean images", family="projection", prior=0.98, order=96)(_on_clean)
+    register_attack(names[1], "train as it is", family="squeezing", prior=0.99, order=97)(_as_is)
+    yield names
+    for n in names:
+        ATTACKS.pop(n, None)
+
+
+def test_a_registered_attack_joins_the_panel_by_its_family_and_the_audit_stops_at_the_first_break(
+        panel_throwaways, tmp_path):
+    """The panel takes each family's strongest member, so both throw-aways join tiny's panel
+    with no other edit; a sequential audit tries them most promising first and, once the clean
+    one breaks the protection, skips the rest (smoothing's member) and says why; --exhaustive
+    runs them all."""
+    clean, as_is = panel_throwaways
+    assert {clean, as_is} <= set(panel("tiny")) and {clean, as_is} <= set(panel("quick"))
+    assert "ortho-proj" not in panel("tiny") and "mean-sub" not in panel("tiny")  # displaced in their family
+    smoothing = [n for n in panel("tiny") if ATTACKS[n].family == "smoothing"]
+    assert len(smoothing) == 1 and by_promise(panel("tiny"), "tiny")[:2] == [as_is, clean]
+    # A protection standard training cannot see through: every image replaced by its class's pattern.
+    base = load_data("digits", "train").subset(np.arange(300))
+    pattern = np.random.default_rng(0).integers(0, 256, (10, *base.images.shape[1:]), dtype=np.uint8)
+    prot = save_dataset(tmp_path / "p", base.replace(pattern[base.labels]),
+                        {"method": "throwaway-pattern", "kind": "class-wise", "base": {"name": "digits"}}, base=base)
+    seq = run_audit(prot, tmp_path / "seq", AuditConfig(level="tiny"), progress=False)
+    assert seq["verdict"]["overall"] == "broken" and seq["verdict"]["broken_by"] == [clean]
+    assert seq["steps"][f"attack:{as_is}"]["status"] == "done" and seq["steps"][f"attack:{clean}"]["status"] == "done"
+    skipped = seq["steps"][f"attack:{smoothing[0]}"]
+    assert skipped["status"] == "skipped" and f"{clean} broke the protection first" in skipped["reason"]
+    assert "--exhaustive" in skipped["reason"] and smoothing[0] not in seq["attacks"]
+    full = run_audit(prot, tmp_path / "full", AuditConfig(level="tiny", exhaustive=True), progress=False)
+    assert all(full["steps"][f"attack:{n}"]["status"] == "done" for n in panel("tiny"))
+    assert full["verdict"]["overall"] == "broken"
+    # Attacks the user names all run, as before.
+    named = run_audit(prot, tmp_path / "named", AuditConfig(level="tiny", attacks=(clean, smoothing[0])),
+                      progress=False)
+    assert named["steps"][f"attack:{smoothing[0]}"]["status"] == "done"

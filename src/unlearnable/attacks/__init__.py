@@ -2,10 +2,12 @@
 
 from . import adv_train, augmentation, coin, early_stop, mean_sub, ortho_proj, squeeze  # noqa: F401  (register)
 from . import smooth, ueraser  # noqa: F401  (smoothing defences; UEraser with the kornia extra)
+from . import dvae  # noqa: F401  (the purification family's trained purifier)
+from .panel import by_promise, level_cost, panel
 from .base import (
-    ATTACKS, AttackContext, AttackInfo, NoParams, best_accuracy, execute_attack, get_attack, ordered,
+    ATTACKS, FAMILIES, AttackContext, AttackInfo, NoParams, best_accuracy, execute_attack, get_attack, ordered,
     register_attack,
 )
 
-__all__ = ["ATTACKS", "AttackContext", "AttackInfo", "NoParams", "best_accuracy", "get_attack", "ordered",
-           "register_attack", "execute_attack"]
+__all__ = ["ATTACKS", "FAMILIES", "AttackContext", "AttackInfo", "NoParams", "best_accuracy", "get_attack", "ordered",
+           "register_attack", "execute_attack", "panel", "level_cost", "by_promise"]

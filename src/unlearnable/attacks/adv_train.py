@@ -85,7 +85,7 @@ class AdvTrainParams:
                  "Madry et al. ICLR 2018, https://arxiv.org/abs/1706.06083", params_cls=AdvTrainParams,
                  # Each step of the adversary is a forward and a backward pass, then the update;
                  # Free's step is the update itself.
-                 cost=lambda p: 1 if p.adversary == "free" else p.steps + 1, order=10, recipes={"paper": "adv"},
+                 cost=lambda p: 1 if p.adversary == "free" else p.steps + 1, prior=0.6, family="adversarial-training", order=10, recipes={"paper": "adv"},
                  # The PGD accuracy figure is a side result: a 100-image subset keeps tiny runs short.
                  # `quick` trains with Free (the cost of standard training); `paper` keeps the paper's PGD.
                  presets={"tiny": {"eval_samples": "100"},

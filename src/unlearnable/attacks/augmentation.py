@@ -82,19 +82,20 @@ def _augmentation_attack(name: str):
     return attack
 
 
-for _order, _name, _summary, _paper in (
-    (70, "cutout", "Cutout augmentation (a square of half the side zeroed)",
+for _order, _name, _prior, _summary, _paper in (
+    (70, "cutout", 0.3, "Cutout augmentation (a square of half the side zeroed)",
      "DeVries & Taylor 2017, https://arxiv.org/abs/1708.04552"),
-    (71, "cutmix", "CutMix augmentation (beta 1, p 0.5)", "Yun et al. ICCV 2019, https://arxiv.org/abs/1905.04899"),
-    (72, "mixup", "MixUp augmentation (alpha 1)", "Zhang et al. ICLR 2018, https://arxiv.org/abs/1710.09412"),
+    (71, "cutmix", 0.4, "CutMix augmentation (beta 1, p 0.5)", "Yun et al. ICCV 2019, https://arxiv.org/abs/1905.04899"),
+    (72, "mixup", 0.3, "MixUp augmentation (alpha 1)", "Zhang et al. ICLR 2018, https://arxiv.org/abs/1710.09412"),
 ):
-    register_attack(_name, _summary, _paper, order=_order)(_augmentation_attack(_name))
+    register_attack(_name, _summary, _paper, prior=_prior, family="augmentation",
+                    order=_order)(_augmentation_attack(_name))
 
 
 @register_attack("ueraser-lite", "plasma, channel shuffle and TrivialAugment, loss on the worst of K copies",
                  "after Qin et al. 2023, https://arxiv.org/abs/2303.15127", params_cls=UEraserParams,
                  # K augmented copies per step: about K forward and backward passes.
-                 cost=lambda p: p.repeats * 1.5, order=80)
+                 cost=lambda p: p.repeats * 1.5, prior=0.5, family="augmentation", order=80)
 def ueraser_attack(ctx: AttackContext, p: UEraserParams) -> dict[str, Any]:
     """Train through plasma, channel shuffle and TrivialAugment, on the worst of K augmented copies of each image.
 

@@ -19,6 +19,7 @@ one is reused from the job store.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -93,12 +94,19 @@ def _always(ds: ImageSet) -> str | None:
     return None
 
 
+# The families of defence, one per attack: a worst case needs every family tried, and a new
+# attack joins the panels through its family. "baseline" is standard training, "oracle" an upper
+# bound that knows the perturbations.
+FAMILIES = ("baseline", "projection", "adversarial-training", "squeezing", "smoothing", "augmentation",
+            "purification", "early-stopping", "oracle")
+
+
 @dataclass(frozen=True)
 class AttackInfo:
     """An attack and its facts, read by every orchestrator (audit, grids, cost model, report).
 
     cost: wall time relative to one standard training of the same recipe (a number, or a
-    function of the parsed parameters). levels: its row of the ladder's table (`ladder.AttackRow`:
+    function of the parsed parameters, or of them and the recipe's epochs). levels: its row of the ladder's table (`ladder.AttackRow`:
     the recipe preset it trains with at a level instead of the level's, and the parameters it
     takes there; `recipes` and `presets` read them). applies_to(train set) -> None, or why the
     attack is pointless on it. artifacts: figure name -> file the attack leaves in its directory
@@ -109,6 +117,11 @@ class AttackInfo:
     fn: AttackFn
     summary: str
     paper: str = ""
+    family: str = "baseline"  # one of FAMILIES
+    # The chance it breaks a protection that standard training does not, as measured on the
+    # attack tables (docs/attacks.md): which member of a family a level's panel takes, and, over
+    # cost, the order a sequential audit tries them in.
+    prior: float = 0.5
     params_cls: type = NoParams
     cost: float | Callable[[Any], float] = 1.0
     levels: AttackRow = field(default_factory=AttackRow)
@@ -122,6 +135,17 @@ class AttackInfo:
     # Draws clean images from the base's pool (early stopping's validation images): an audit
     # gives it the clean subset DFR fits on (`AttackContext.dfr_indices`), to leave out.
     uses_clean_pool: bool = False
+    # The dataset directory (the project's format) it leaves in its run directory: the training
+    # set it rewrote before training (`attack --save-purified` copies it), or None.
+    purified_set: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.family not in FAMILIES:
+            raise ValueError(f"attack {self.name}: family must be one of {', '.join(FAMILIES)}, got {self.family!r}")
+        if not 0 <= self.prior <= 1:
+            raise ValueError(f"attack {self.name}: prior must be in [0, 1], got {self.prior!r}")
+        if (self.family == "oracle") != self.oracle:
+            raise ValueError(f"attack {self.name}: an oracle attack, and only one, is of the family 'oracle'")
 
     def params(self, params: dict[str, str] | Any | None = None) -> Any:
         """Typed parameters from `--param` strings (or a ready dataclass), defaults filled in."""
@@ -157,25 +181,31 @@ class AttackInfo:
         """The `--param` strings this attack takes at ladder `level` unless given."""
         return dict(self.levels.params[level])
 
-    def cost_of(self, params: Any = None) -> float:
-        """Wall time relative to one standard training of the same recipe, for these parameters."""
-        return float(self.cost(self.params(params)) if callable(self.cost) else self.cost)
+    def cost_of(self, params: Any = None, epochs: int = 1) -> float:
+        """Wall time relative to one standard training of the same recipe, for these parameters;
+        `epochs`, that recipe's, for a cost function that takes them too (a purifier that trains a
+        network of its own for a fixed number of epochs costs less beside a longer recipe)."""
+        if not callable(self.cost):
+            return float(self.cost)
+        p = self.params(params)
+        return float(self.cost(p, epochs) if len(inspect.signature(self.cost).parameters) == 2 else self.cost(p))
 
 
 # name -> AttackInfo, filled by `register_attack` as the attack modules are imported.
 ATTACKS: dict[str, AttackInfo] = {}
 
 
-def register_attack(name: str, summary: str, paper: str = "", *, recipes: dict[str, str] | None = None,
+def register_attack(name: str, summary: str, paper: str = "", *, family: str, recipes: dict[str, str] | None = None,
                     presets: dict[str, dict[str, str]] | None = None, **facts: Any) -> Callable[[AttackFn], AttackFn]:
-    """Register `fn(ctx, params) -> dict` under `name` with its facts (see `AttackInfo`).
+    """Register `fn(ctx, params) -> dict` under `name` with its family (one of `FAMILIES`) and
+    facts (see `AttackInfo`).
 
     recipes: {level: recipe preset} and presets: {level: {param: string}} make its row of the
     ladder's table; a broken preset fails here, at import, not in a user's run."""
     row = AttackRow(PerLevel(recipes, default=None), PerLevel(presets, default={}))
 
     def deco(fn: AttackFn) -> AttackFn:
-        info = AttackInfo(name, fn, summary, paper, levels=row, **facts)
+        info = AttackInfo(name, fn, summary, paper, family, levels=row, **facts)
         for lv in row.params:
             info.params(row.params[lv])
         ATTACKS[name] = info
@@ -277,7 +307,8 @@ def train_transformed(ctx: AttackContext, fn: Callable[[np.ndarray], np.ndarray]
     return out
 
 
-@register_attack("none", "standard training on the protected set (the baseline every attack beats)", order=0)
+@register_attack("none", "standard training on the protected set (the baseline every attack beats)",
+                 prior=0.0, family="baseline", order=0)
 def no_attack(ctx: AttackContext, params: NoParams) -> dict[str, Any]:
     """Train on the protected set as it is, with the recipe unchanged, and report clean test accuracy.
 

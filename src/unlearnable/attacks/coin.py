@@ -45,7 +45,7 @@ class CoinParams:
 @register_attack("coin", "COIN: train through random bilinear-interpolation corruption (alpha 2 px)",
                  "Wang et al., AAAI 2025, https://arxiv.org/abs/2311.18403", params_cls=CoinParams,
                  # One resampling per batch: a gather and a few products, small beside a training step.
-                 cost=1.1, order=74)
+                 cost=1.1, prior=0.6, family="purification", order=74)
 def coin_attack(ctx: AttackContext, p: CoinParams) -> dict[str, Any]:
     """Train through COIN's corruption: every training image resampled at random per-pixel offsets each epoch.
 

@@ -84,7 +84,7 @@ def pick_epoch(curve: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 @register_attack("early-stop", "standard training, keeping the checkpoint best on k clean validation images",
-                 params_cls=EarlyStopParams, cost=1.05, order=90, uses_clean_pool=True,
+                 params_cls=EarlyStopParams, cost=1.05, prior=0.4, family="early-stopping", order=90, uses_clean_pool=True,
                  # dfr_n is DFR's subset size at each level, read off the ladder; `tiny` also
                  # validates on fewer images.
                  presets={lv: {"dfr_n": str(LADDER[lv].dfr_n), **({"k": "100"} if lv == "tiny" else {})}

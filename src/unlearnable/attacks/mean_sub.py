@@ -90,7 +90,7 @@ class MeanSubParams:
 
 @register_attack("mean-sub", "subtract each class's mean image, then train (the paper's failing baseline)",
                  "Sandoval-Segura et al., NeurIPS 2023, App. A.4.4, arXiv:2305.19254", params_cls=MeanSubParams,
-                 order=30, artifacts={"class_means": "class_means.png"})
+                 prior=0.2, family="projection", order=30, artifacts={"class_means": "class_means.png"})
 def mean_sub(ctx: AttackContext, p: MeanSubParams) -> dict[str, Any]:
     """Subtract each class's mean image from its training images, then train on the result.
 

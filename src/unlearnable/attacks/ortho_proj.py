@@ -51,9 +51,9 @@ from ..core.params import to_dict
 from ..core.progress import bar as progress_bar, progress_enabled
 from ..data.facts import is_additive
 from ..data.imageset import ImageSet, to_uint8
-from ..data.store import save_dataset
 from ..viz.plots import plot_weight_rows
 from .base import AttackContext, register_attack, train_and_evaluate
+from .purify import save_training_set
 
 PAPER = "Sandoval-Segura et al., NeurIPS 2023, Alg. 1, arXiv:2305.19254"
 
@@ -373,25 +373,17 @@ def _ortho_proj(ctx: AttackContext, p: OrthoProjParams) -> dict[str, Any]:
 
 ARTIFACTS = {"weights": "weights.png", "linear_weights": "linear_weights.npy"}
 register_attack("ortho-proj", "Orthogonal Projection: remove the directions a linear model learns, then train",
-                PAPER, params_cls=OrthoProjParams, cost=1.1, order=20, transforms_test=True,
+                PAPER, params_cls=OrthoProjParams, cost=1.1, prior=0.6, family="projection", order=20, transforms_test=True,
                 artifacts=ARTIFACTS)(_ortho_proj)
 # The oracle as an attack of its own, so an audit can list it beside the learned one (`--attacks
 # ortho-proj,ortho-proj-oracle`): it knows delta, so it is an upper bound, not an attacker.
 register_attack("ortho-proj-oracle", "Orthogonal Projection of the known perturbations (needs the base): "
-                "the upper bound of ortho-proj", PAPER, params_cls=OracleParams, cost=1.1, order=21,
+                "the upper bound of ortho-proj", PAPER, params_cls=OracleParams, cost=1.1, prior=1.0, family="oracle", order=21,
                 transforms_test=True, artifacts=ARTIFACTS, oracle=True)(_ortho_proj)
 
 
 def save_recovered(ctx: AttackContext, x_r: torch.Tensor, params: dict[str, Any], rank: int) -> Path:
     """Write X_r (rounded to 8 bits) in the project format as method "ortho-proj-recovered"."""
-    ds = ctx.train
-    man = ds.meta.get("manifest", {})
-    base = dict(man.get("base") or {"name": ds.name or ctx.data_name})
-    base.pop("sha256_images", None)  # recomputed by save_dataset for the aligned base
-    rec = ds.replace(to_uint8(x_r), name=f"{ds.name}-ortho-proj-recovered", meta={})
-    manifest = {"method": "ortho-proj-recovered", "params": params, "seed": ctx.seed, "rank": rank,
-                "source_dataset": ctx.data_name or ds.name, "paper": PAPER, "base": base,
-                "note": "projected images rounded to 8 bits; the attack itself trains on float32"}
-    clean = ctx.clean if ctx.clean is not None and ctx.clean.images.shape == ds.images.shape else None
-    return save_dataset(ctx.out_dir / "recovered", rec, manifest, base=clean, overwrite=True)
-
+    return save_training_set(ctx, to_uint8(x_r), "ortho-proj-recovered", {
+        "params": params, "rank": rank, "paper": PAPER,
+        "note": "projected images rounded to 8 bits; the attack itself trains on float32"}, "recovered")

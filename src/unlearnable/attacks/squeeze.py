@@ -135,7 +135,7 @@ def _one_channel(ds: ImageSet) -> str | None:
 
 
 @register_attack("jpeg", "JPEG compression of the training images (quality 10)",
-                 ISS, params_cls=JpegParams, order=40,
+                 ISS, params_cls=JpegParams, prior=0.55, family="squeezing", order=40,
                  transforms_test=True)
 def jpeg_attack(ctx: AttackContext, p: JpegParams) -> dict[str, Any]:
     """JPEG-compress every training image (and, with test=true, the test images), then train.
@@ -157,7 +157,7 @@ def jpeg_attack(ctx: AttackContext, p: JpegParams) -> dict[str, Any]:
 
 
 @register_attack("bit-depth", "bit-depth reduction of the training images (2 bits)",
-                 ISS, params_cls=BitDepthParams, order=50,
+                 ISS, params_cls=BitDepthParams, prior=0.45, family="squeezing", order=50,
                  transforms_test=True)
 def bit_depth_attack(ctx: AttackContext, p: BitDepthParams) -> dict[str, Any]:
     """Reduce every training image to `bits` bits per channel (and, with test=true, the test images), then train.
@@ -176,7 +176,7 @@ def bit_depth_attack(ctx: AttackContext, p: BitDepthParams) -> dict[str, Any]:
 
 
 @register_attack("grayscale", "grayscale training images (a no-op on 1-channel data, said in the result)",
-                 ISS, params_cls=GrayscaleParams, order=60,
+                 ISS, params_cls=GrayscaleParams, prior=0.3, family="squeezing", order=60,
                  transforms_test=True, applies_to=_one_channel)
 def grayscale_attack(ctx: AttackContext, p: GrayscaleParams) -> dict[str, Any]:
     """Turn every training image grey (and, with test=true, the test images), then train.

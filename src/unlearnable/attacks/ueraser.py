@@ -123,7 +123,7 @@ class WorstOfK:
 @register_attack("ueraser", "UEraser as APBench runs it: kornia plasma, channel shuffle, TrivialAugment; "
                  "worst of 5 copies (needs the kornia extra)",
                  "Qin et al. 2023, https://arxiv.org/abs/2303.15127 (APBench's run)",
-                 params_cls=KorniaUEraserParams, order=81, recipes={"paper": "apbench"},
+                 params_cls=KorniaUEraserParams, prior=0.6, family="augmentation", order=81, recipes={"paper": "apbench"},
                  applies_to=_needs_kornia, presets={"tiny": {"repeats": "2"}},
                  # K copies per step while the worst-of-K loss is on; kornia's ops cost about as
                  # much again as the network on small images.

@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..attacks import ATTACKS
+from ..attacks import ATTACKS, panel
 from ..core.errors import UnlearnableError
 from ..core.files import refuse_dangling
 from ..core.registry import lookup_all
-from ..ladder import level as get_level, recipe_for
+from ..ladder import recipe_for
 from ..train.recipe import Recipe
 from .steps import Row
 from .verdict import Thresholds
@@ -46,7 +46,8 @@ def cache_dir(cache: str | os.PathLike[str] | None = None) -> Path:
 @dataclass
 class AuditConfig:
     """The audit's settings: architecture, ladder level, seed, `epochs` (overrides the level's for
-    every training, attacks included), `attacks` (overrides the level's), the verdict's
+    every training, attacks included), `attacks` (overrides the level's panel, and all of them
+    run; the panel stops at its first break unless `exhaustive`), the verdict's
     thresholds, the device, and how DFR fits its head (`dfr_procedure`, `dfr_indices`: an .npy of
     indices into the clean training set, as the released files give them)."""
 
@@ -59,6 +60,14 @@ class AuditConfig:
     device: str = "auto"
     dfr_procedure: str = "paper"  # paper | released (analyses/dfr.py)
     dfr_indices: str | None = None
+    # The level's panel is tried one attack at a time, stopping at the first break, unless this
+    # is set; attacks the user names (`attacks`) all run.
+    exhaustive: bool = False
+
+    @property
+    def sequential(self) -> bool:
+        """Whether the audit stops at the first attack that breaks the protection."""
+        return self.attacks is None and not self.exhaustive
 
     def recipe(self, attack: str | None = None) -> Recipe:
         """The ladder's recipe of this audit's trainings (or of `attack`'s) at its level and
@@ -68,7 +77,7 @@ class AuditConfig:
     def attack_list(self) -> tuple[str, ...]:
         """The attacks this audit runs (checked against the registry), without "none" (the
         protected training itself)."""
-        names = self.attacks if self.attacks is not None else get_level(self.level).attacks
+        names = self.attacks if self.attacks is not None else panel(self.level)
         lookup_all(ATTACKS, names, "attack")
         return tuple(a for a in names if a != "none")
 

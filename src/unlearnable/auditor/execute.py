@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..attacks import best_accuracy, by_promise, get_attack
 from ..core.errors import one_line
 from ..core.provenance import now_iso
 from ..runner import JobContext, ResultStore, Spec, canonical, dependencies, expand, get_kind, job_key, run_jobs
@@ -65,9 +66,6 @@ def execute(steps: list[StepInfo], specs: dict[str, Spec], skipped: dict[str, st
     run again (their cause may be gone); an own job that needs a shared one that failed is not
     run (it would otherwise redo the shared job in DIR)."""
     mine = row.data["content"]
-    jobs = expand(list(specs.values()))
-    shared = [s for s in jobs if mine not in canonical(s)]
-    own = [s for s in jobs if mine in canonical(s)]
     names = {job_key(s): st.name for st in steps if (s := specs.get(st.name)) is not None}
     titles = {st.name: st.title for st in steps}
     cost = {job_key(s): st.cost(row) for st in steps if (s := specs.get(st.name)) is not None}
@@ -75,11 +73,15 @@ def execute(steps: list[StepInfo], specs: dict[str, Spec], skipped: dict[str, st
     t_start = time.perf_counter()
     done_cost = [0.0]
 
+    counted: set[str] = set()
+
     def finished_earlier(store: ResultStore, specs_here: list[Spec]) -> None:
         # Jobs a store already holds will not run: they are not part of what is left.
         for s in specs_here:
-            if store.status(job_key(s)) == "done":
-                total[0] -= cost.get(job_key(s), 0.0)
+            key = job_key(s)
+            if key not in counted and store.status(key) == "done":
+                counted.add(key)
+                total[0] -= cost.get(key, 0.0)
 
     def on_start(spec: Spec, i: int, n: int) -> None:
         key = job_key(spec)
@@ -103,37 +105,61 @@ def execute(steps: list[StepInfo], specs: dict[str, Spec], skipped: dict[str, st
     if row.pool_ref is not None:
         preload[row.pool_ref["content"]] = inp.clean_full
     results: dict[str, dict[str, Any]] = {}
-    if shared:
-        cdir = cache_dir(cache)
-        with ResultStore(cdir / "results.sqlite") as cstore:
-            cctx = JobContext(cdir, cache=dict(preload), **ctx_args)
-            finished_earlier(cstore, shared)
-            run_jobs(shared, cstore, cctx, retry_failed=True, on_start=on_start, on_done=on_done,
-                     restart=restart)
-            for s in shared:
-                r = cstore.get(job_key(s))
+
+    def run(batch: list[Spec]) -> None:
+        # The shared jobs in the cache's store, then the audit's own in DIR/jobs.sqlite.
+        jobs = expand(batch)
+        shared = [s for s in jobs if mine not in canonical(s)]
+        own = [s for s in jobs if mine in canonical(s)]
+        if shared:
+            cdir = cache_dir(cache)
+            with ResultStore(cdir / "results.sqlite") as cstore:
+                cctx = JobContext(cdir, cache=dict(preload), **ctx_args)
+                finished_earlier(cstore, shared)
+                run_jobs(shared, cstore, cctx, retry_failed=True, on_start=on_start, on_done=on_done,
+                         restart=restart)
+                for s in shared:
+                    r = cstore.get(job_key(s))
+                    if r is not None:
+                        results[job_key(s)] = r
+        known = {k: r["result"] for k, r in results.items() if r["status"] == "done"}
+        shared_keys = {job_key(s) for s in shared}
+        runnable: list[Spec] = []
+        ready: set[str] = set()  # by key: two specs of one job may differ in their "_" names (a clean audit's starts)
+        for s in own:  # expand() order: dependencies first
+            if all(job_key(d) in known or (job_key(d) not in shared_keys and job_key(d) in ready)
+                   for d in dependencies(s)):
+                runnable.append(s)
+                ready.add(job_key(s))
+        with ResultStore(out / "jobs.sqlite") as store:
+            octx = JobContext(out, place=own_place(out, row), cache=dict(preload), **ctx_args)
+            finished_earlier(store, own)
+            # A job this audit ran before at a place one of today's needs (the same attack with other
+            # settings: a newer version's presets) gives way to it, instead of being refused.
+            run_jobs(runnable, store, octx, known=known, retry_failed=True, on_start=on_start, on_done=on_done,
+                     restart=restart, conflicts="supersede")
+            for s in own:
+                r = store.get(job_key(s))
                 if r is not None:
                     results[job_key(s)] = r
-    known = {k: r["result"] for k, r in results.items() if r["status"] == "done"}
-    shared_keys = {job_key(s) for s in shared}
-    runnable: list[Spec] = []
-    ready: set[str] = set()  # by key: two specs of one job may differ in their "_" names (a clean audit's starts)
-    for s in own:  # expand() order: dependencies first
-        if all(job_key(d) in known or (job_key(d) not in shared_keys and job_key(d) in ready)
-               for d in dependencies(s)):
-            runnable.append(s)
-            ready.add(job_key(s))
-    with ResultStore(out / "jobs.sqlite") as store:
-        octx = JobContext(out, place=own_place(out, row), cache=dict(preload), **ctx_args)
-        finished_earlier(store, own)
-        # A job this audit ran before at a place one of today's needs (the same attack with other
-        # settings: a newer version's presets) gives way to it, instead of being refused.
-        run_jobs(runnable, store, octx, known=known, retry_failed=True, on_start=on_start, on_done=on_done,
-                 restart=restart, conflicts="supersede")
-        for s in own:
-            r = store.get(job_key(s))
-            if r is not None:
-                results[job_key(s)] = r
+
+    # A sequential audit (the level's panel, not --exhaustive) runs the attacks one at a time,
+    # most promising per unit of cost first, and stops at the first that breaks the protection.
+    later = [st.name for st in steps if cfg.sequential and st.record[:1] == ("attacks",) and st.name in specs]
+    run([s for n, s in specs.items() if n not in later])
+    order = by_promise([n.split(":", 1)[1] for n in later], row.level.name)
+    for i, name in enumerate(order):
+        why = _settled(steps, specs, results, cfg, row)
+        if why is not None:
+            for rest in order[i:]:
+                if not get_attack(rest).oracle:  # an upper bound is shown beside, whatever broke
+                    skipped[f"attack:{rest}"] = why
+                    specs.pop(f"attack:{rest}")
+            order = [n for n in order[i:] if get_attack(n).oracle]
+            for n in order:
+                run([specs[f"attack:{n}"]])
+            break
+        run([specs[f"attack:{name}"]])
     steps_rec: dict[str, Any] = {}
     step_of = {job_key(s): n for n, s in specs.items()}
     for st in steps:
@@ -174,4 +200,30 @@ def _failed_dependency(spec: Spec, results: dict[str, dict[str, Any]], step_of: 
             deeper = _failed_dependency(d, results, step_of)
             if deeper:
                 return deeper
+    return None
+
+
+def _settled(steps: list[StepInfo], specs: dict[str, Spec], results: dict[str, dict[str, Any]],
+             cfg: AuditConfig, row: Row) -> str | None:
+    """Why the remaining attacks of a sequential audit need not run, or None: an attack that ran
+    breaks the protection, or standard training alone recovers the clean accuracy."""
+    def result(name: str) -> dict[str, Any] | None:
+        r = results.get(job_key(specs[name])) if name in specs else None
+        return r["result"] if r is not None and r["status"] == "done" else None
+
+    by_place = {st.record: st.name for st in steps if st.record}
+    clean, prot = result(by_place[("clean_reference",)]), result(by_place[("protected_training",)])
+    if not clean or clean.get("test_accuracy") is None:
+        return None  # nothing to judge against: every attack runs
+    line = cfg.thresholds.broken_fraction * clean["test_accuracy"]
+    if prot and prot.get("test_accuracy") is not None and prot["test_accuracy"] >= line:
+        return ("not run: standard training alone recovers the clean accuracy (the protection did not take "
+                "effect at this level; --exhaustive runs every attack)")
+    for st in steps:
+        if st.record[:1] != ("attacks",) or (r := result(st.name)) is None:
+            continue
+        attack = st.record[1]
+        if not get_attack(attack).oracle and best_accuracy(r) >= line:
+            return (f"not run: {attack} broke the protection first (a sequential audit stops at the first "
+                    "break; --exhaustive runs every attack)")
     return None

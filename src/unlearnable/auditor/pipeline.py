@@ -92,7 +92,7 @@ def _check_previous(out: Path, row: Row, cfg: AuditConfig, cfg_dict: dict[str, A
     if prev is not None:
         # Options added since an audit was made read as their defaults (what it did).
         derived = {"thresholds": None, "recipe": None, "attack_recipes": None}
-        prev = {"dfr_procedure": "paper", "dfr_indices": None, **prev, **derived}
+        prev = {"dfr_procedure": "paper", "dfr_indices": None, "exhaustive": False, **prev, **derived}
         cfg_dict = {**cfg_dict, **derived}
     if prev is not None and {**prev, "device": None} != {**cfg_dict, "device": None}:
         if {**prev, "model_signature": None, "device": None} != {**cfg_dict, "model_signature": None, "device": None}:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..analyses.finetune import LEVEL_PARAMS, PAPER as FINETUNE_PAPER, FinetuneParams, finetune_passes, scaled
-from ..attacks import get_attack, ordered
+from ..attacks import get_attack, level_cost, ordered
 from ..core.registry import lookup
 from ..data.facts import is_additive
 from ..data.imageset import ImageSet
@@ -158,8 +158,7 @@ def attack_step(name: str) -> StepInfo:
         return s
 
     def cost(row: Row) -> float:
-        own = recipe_for(row.level, attack=name, epochs=row.epochs).epochs
-        return info.cost_of(info.preset(row.level.name)) * own / max(recipe_for(row.level, epochs=row.epochs).epochs, 1)
+        return level_cost(name, row.level.name, row.epochs)
 
     def figures(result: dict[str, Any], job_dir: Path) -> dict[str, Path]:
         return {fig: job_dir / rel for fig, rel in info.artifacts.items() if rel.endswith(".png")}

@@ -190,7 +190,10 @@ def _full_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=positive_int, default=None,
                    help="override the level's epochs for every training, attacks included")
     p.add_argument("--attacks", default=None, type=names_in(ATTACKS, "attack"),
-                   help="comma-separated attacks (default: the level's)")
+                   help="comma-separated attacks, all of them run (default: the level's panel, one attack "
+                        "of each family, tried in turn until one breaks the protection)")
+    p.add_argument("--exhaustive", action="store_true",
+                   help="run the level's whole panel instead of stopping at the first attack that breaks it")
     p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--broken-at", type=finite_float(0.0, 1.0, lo_open=True), default=0.8,
                    help="an attack breaks the protection at this fraction of clean accuracy (default 0.8)")
@@ -222,7 +225,8 @@ def _full_run(args: argparse.Namespace) -> int:
     cfg = AuditConfig(arch=args.arch, level=args.level, seed=args.seed, epochs=args.epochs,
                       attacks=tuple(a for a in args.attacks.split(",") if a) if args.attacks else None,
                       thresholds=Thresholds(args.broken_at, args.leak_points, args.leak_at, args.leak_spread),
-                      device=args.device, dfr_procedure=args.dfr_procedure, dfr_indices=args.dfr_indices)
+                      device=args.device, dfr_procedure=args.dfr_procedure, dfr_indices=args.dfr_indices,
+                      exhaustive=args.exhaustive)
     r = run_audit(args.data, args.out, cfg, clean=args.clean, data_root=args.data_root,
                   progress=False if args.no_progress else None, cache=args.cache, restart=args.restart)
     print(summary_text([r]))

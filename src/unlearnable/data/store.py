@@ -143,6 +143,7 @@ _MANIFEST_FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
     "compute_budget": ((str,), True), "info": ((dict,), True), "subset": ((dict,), True),
     "base": ((dict,), False), "arrays": ((dict,), False), "perturbation_measured": ((dict,), False),
     "timing": ((dict,), False), "verification": ((dict,), False), "source": ((dict,), False),
+    "derived_from": ((dict,), True), "purified": ((dict,), True),
     "versions": ((dict,), False),
 }
 _NESTED_FIELDS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {

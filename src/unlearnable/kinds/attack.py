@@ -56,7 +56,7 @@ def _attack(spec: Spec, ctx: JobContext, deps: dict[str, Any]) -> dict[str, Any]
 
 def _passes(spec: Spec, n_train: int, n_test: int) -> float:
     epochs = spec["recipe"]["epochs"]
-    return n_train * epochs * get_attack(spec["attack"]).cost_of(spec.get("params")) + n_test * epochs / 3
+    return n_train * epochs * get_attack(spec["attack"]).cost_of(spec.get("params"), epochs) + n_test * epochs / 3
 
 
 def _deps(spec: Spec) -> list[Spec]:

@@ -216,7 +216,9 @@ def fit(
     `stop_after_epoch` ends the run early as a crash would (used to test resume).
     `batch_loss` (model, x, y, generator) -> (loss, logits) replaces cross-entropy; one with a
     `replays` attribute trains each minibatch that many steps in a row (`batches`), and one with
-    `state_dict`/`load_state_dict` has that state saved in last.pt and restored on resume.
+    `state_dict`/`load_state_dict` has that state saved in last.pt and restored on resume; one
+    with `max_grad_norm` clips the gradients' norm to it; logits None (a model that does not
+    classify) leaves train_accuracy out of the record.
     """
     dev = resolve_device(device) if device is not None else next(model.parameters()).device
     model.to(dev)
@@ -234,6 +236,8 @@ def fit(
     if isinstance(replays, bool) or not isinstance(replays, int) or replays < 1:
         raise UnlearnableError(f"batch loss: replays must be an integer >= 1, got {replays!r}")
     stateful = loss_fn if hasattr(loss_fn, "state_dict") else None
+    # A generative model's loss clips its gradients (D-VAE's norm 5) and has no logits to score.
+    max_grad_norm = getattr(loss_fn, "max_grad_norm", None)
     opt = make_optimizer(model, recipe.optimizer, recipe.lr, recipe.momentum, recipe.weight_decay, recipe.nesterov)
     steps_per_epoch = math.ceil(n / recipe.batch_size)
 
@@ -282,19 +286,20 @@ def fit(
                     loss, logits = loss_fn(model, _layout(xb, dev), yb, gen)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
+                if max_grad_norm is not None:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
                 opt.step()
                 # Accumulate on the device: a .item() per step would stall a GPU.
                 sum_loss += loss.detach().float() * len(yb)
                 seen += len(yb)
-                hard = yb if yb.dtype == torch.int64 else yb.argmax(1)
-                sum_correct += (logits.detach().argmax(1) == hard).sum()
+                if logits is not None:
+                    hard = yb if yb.dtype == torch.int64 else yb.argmax(1)
+                    sum_correct += (logits.detach().argmax(1) == hard).sum()
                 bar.update(1)
-            rec: dict[str, Any] = {
-                "epoch": epoch + 1,
-                "train_loss": sum_loss.item() / seen,
-                "train_accuracy": sum_correct.item() / seen,
-                "lr": lr,
-            }
+            rec: dict[str, Any] = {"epoch": epoch + 1, "train_loss": sum_loss.item() / seen}
+            if logits is not None:
+                rec["train_accuracy"] = sum_correct.item() / seen
+            rec["lr"] = lr
             if test is not None and recipe.evaluates_after(epoch + 1):
                 rec["test_loss"], rec["test_accuracy"] = evaluate(
                     model, test[0], test[1], recipe.eval_batch_size, test_transform)

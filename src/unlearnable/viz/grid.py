@@ -51,8 +51,11 @@ def default_scale(image_hw: tuple[int, int]) -> int:
 
 
 def comparison_grid(clean: ImageSet, protected: ImageSet, per_class: int = 1,
-                    classes: list[int] | None = None, scale: int | None = None) -> Image.Image:
+                    classes: list[int] | None = None, scale: int | None = None,
+                    titles: tuple[str, str, str] = ("clean", "protected", "delta (amp.)")) -> Image.Image:
     """An RGB image: per class a row of (clean, protected, amplified delta) x per_class.
+
+    `titles` head the three columns (a purifier's figure: protected, purified, their difference).
 
     clean and protected must be aligned (same order and shape). `classes` defaults to all
     classes, at most the first 10 (a readable figure for CIFAR-100).
@@ -74,7 +77,7 @@ def comparison_grid(clean: ImageSet, protected: ImageSet, per_class: int = 1,
     canvas = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(canvas)
     font = ImageFont.load_default()
-    for j, title in enumerate(("clean", "protected", "delta (amp.)") * per_class):
+    for j, title in enumerate(tuple(titles) * per_class):
         draw.text((LABEL_W + j * (cw + PAD) + PAD, 3), title[: max(4, cw // 6)], fill="black", font=font)
     for r, (cls, idx) in enumerate(zip(classes, pick_rows(protected.labels, classes, per_class))):
         y = HEADER + r * (ch + PAD) + PAD
