@@ -22,7 +22,7 @@ from ..core.errors import UnlearnableError
 from ..data.identity import content_id
 from ..data.imageset import ImageSet
 from ..data.refs import follow_ref
-from ..data.store import is_dataset_dir, load_dataset_dir, save_dataset
+from ..data.store import load_dataset_dir, save_dataset
 from ..viz.grid import comparison_grid, save_png
 from .base import AttackContext
 
@@ -58,8 +58,7 @@ def save_training_set(ctx: AttackContext, images: np.ndarray, method: str, manif
 def copy_training_set(src: str | os.PathLike[str], dest: str | os.PathLike[str]) -> Path:
     """The dataset at `src` (verified) written again at `dest`, its base rebased there; `dest`
     must not exist (nothing of the user's is replaced)."""
-    if os.path.lexists(dest):
-        raise UnlearnableError(f"{dest}: exists; --save-purified writes a new dataset directory")
+    refuse_existing(dest)
     ds = load_dataset_dir(src)
     man = {k: v for k, v in ds.meta["manifest"].items() if k not in ("arrays", "created", "versions")}
     man["base"] = base_record(ds, ds.name)
@@ -68,7 +67,7 @@ def copy_training_set(src: str | os.PathLike[str], dest: str | os.PathLike[str])
 
 def refuse_existing(dest: str | os.PathLike[str] | None) -> None:
     """Before any work: a `--save-purified` destination that exists is refused in one line."""
-    if dest is not None and (os.path.lexists(dest) or is_dataset_dir(dest)):
+    if dest is not None and os.path.lexists(dest):
         raise UnlearnableError(f"{dest}: exists; --save-purified writes a new dataset directory")
 
 
