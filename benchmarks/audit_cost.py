@@ -8,7 +8,9 @@ in this one process: (1) one standard training of the first set, as `unlearnable
 --recipe fast --epochs 3` runs it (the level's recipe, a checkpoint and a test pass per epoch);
 (2) `unlearnable audit` of the first set at `--level` with an empty shared cache; (3) the audit of
 the second set with that cache, so its clean reference and random-network DFR are reused; (4) the
-standard training again. The unit is the mean of (1) and (4), both in a process that has paid
+standard training again; (5) unless --no-exhaustive, the second set audited again with
+`--exhaustive` (warm cache, its own directory): the whole panel of the level, what a set that
+holds pays, since "holds" needs every family to fail. The unit is the mean of (1) and (4), both in a process that has paid
 its one-time imports first. Prints each audit's cost over that
 unit (and over the audit's own protected training) and the per-step breakdown, twice: in wall
 seconds and in CPU seconds of this process (both torch threads and the jpeg threads; far less
@@ -64,9 +66,13 @@ def measure(fn) -> tuple[float, float, object]:
 
 def report(m: str, w: float, c: float, rec: dict, jobs: dict, tw: float, tc: float, load: str) -> None:
     v = rec.get("verdict", {})
+    ran = [k for k in rec.get("attacks", {}) if k != "none"]
+    skipped = [n.split(":", 1)[1] for n, st in rec["steps"].items() if n.startswith("attack:")
+               and st["status"] == "skipped"]
     print(f"## audit of {m}: {w:.1f} s wall = {w / tw:.2f} trainings; {c:.1f} s CPU = {c / tc:.2f} trainings "
           f"(verdict: {v.get('overall')}; failed steps: {sorted(rec.get('failed_steps', {})) or 'none'}; "
           f"load at its end {load})\n")
+    print(f"attacks run: {', '.join(ran) or 'none'}; skipped: {', '.join(skipped) or 'none'}\n")
     print("| step | wall s | CPU s | trainings (wall) | trainings (CPU) |\n|---|---:|---:|---:|---:|")
     step_of = {st["key"]: name for name, st in rec["steps"].items() if st.get("key")}
     sw = sc = 0.0
@@ -134,6 +140,8 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--work", default="/tmp/audit-cost", help="emptied first; sets, runs and the cache")
     ap.add_argument("--levers", action="store_true", help="per-lever CPU costs instead of whole audits")
+    ap.add_argument("--no-exhaustive", action="store_true",
+                    help="skip the exhaustive audit of the second set (the whole panel: a set that holds)")
     a = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     from unlearnable.core.malloc import tune_malloc
@@ -188,6 +196,12 @@ def main() -> int:
         w, c, rec = measure(lambda: run_audit(sets[m], work / "audits" / m, AuditConfig(
             arch=a.arch, level=a.level, seed=a.seed), progress=False, cache=work / "cache"))
         audits.append((m, w, c, rec, dict(clock.jobs), _load()))
+    if not a.no_exhaustive:
+        m = methods[-1]
+        clock.jobs.clear()
+        w, c, rec = measure(lambda: run_audit(sets[m], work / "audits" / f"{m}-exhaustive", AuditConfig(
+            arch=a.arch, level=a.level, seed=a.seed, exhaustive=True), progress=False, cache=work / "cache"))
+        audits.append((f"{m}, --exhaustive (the whole panel)", w, c, rec, dict(clock.jobs), _load()))
     after = standard()
     tw, tc = (before[0] + after[0]) / 2, (before[1] + after[1]) / 2
     print(f"# one standard training (the unit): {tw:.1f} s wall, {tc:.1f} s CPU, the mean of the runs before and "

@@ -10,7 +10,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import inspect
+import shutil
 import stat
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -81,3 +83,22 @@ def check_docstring_template(fn, command: str, params_cls) -> None:
     assert command in doc[at[4]:], command
     missing = [f.name for f in dataclasses.fields(params_cls) if f.name not in doc[at[2]:at[3]]]
     assert not missing, (command, missing)
+
+
+def chromium() -> str | None:
+    """The headless browser the page tests use (Debian's chromium, `make browser`), or None."""
+    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+def open_in_chromium(page: Path, profile: Path, screenshot: Path | None = None) -> str:
+    """`page` rendered by headless Chromium, offline: its DOM after the scripts ran (and a
+    screenshot at 1200x1600 when asked)."""
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", "--no-first-run",
+             f"--user-data-dir={profile}", "--virtual-time-budget=5000"]
+    url = page.resolve().as_uri()
+    dom = subprocess.run([chromium(), *flags, "--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
+    if screenshot is not None:
+        subprocess.run([chromium(), *flags, "--window-size=1200,1600", f"--screenshot={screenshot}", url],
+                       capture_output=True, timeout=120)
+    return dom

@@ -246,6 +246,25 @@ def test_level_panels_are_registered_and_quick_keeps_table_3_within_paper():
     assert all(level_cost(n, "quick") <= 3 for n in panel("quick")) and "dvae" not in panel("quick")
 
 
+def test_the_sets_manifest_sharpens_the_order_of_a_sequential_audit():
+    """The prior per cost orders the panel; the facts of the set's manifest multiply each
+    attack's prior by its `suits` (the paper's Table 3: projection for class-wise poisons,
+    adversarial training useless against an l0 one)."""
+    from unlearnable.attacks import facts_of, promise
+
+    assert facts_of({"kind": "class-wise", "additive": True, "bound": {"norm": "l0"}}) == \
+        {"kind:class-wise", "additive", "norm:l0"}
+    assert facts_of(None) == frozenset() and facts_of({"bound": "junk", "kind": 3}) == frozenset()
+    names = panel("quick")
+    plain = by_promise(names, "quick")
+    cw = by_promise(names, "quick", facts_of({"kind": "class-wise"}))
+    ops = by_promise(names, "quick", facts_of({"kind": "class-wise", "bound": {"norm": "l0"}}))
+    assert cw.index("ortho-proj") < plain.index("ortho-proj") and cw[0] == "ortho-proj"
+    assert ops[-1] == "adv-train" and plain[0] == "adv-train"
+    assert promise("jpeg", "quick", {"kind:class-wise"}) == promise("jpeg", "quick")  # no fact of its own
+    assert sorted(cw) == sorted(plain) == sorted(names)  # the order changes, never the panel
+
+
 def _on_clean(ctx, p):
     return train_and_evaluate(ctx, train=ctx.clean)[1]
 
@@ -295,6 +314,12 @@ def test_a_registered_attack_joins_the_panel_by_its_family_and_the_audit_stops_a
     full = run_audit(prot, tmp_path / "full", AuditConfig(level="tiny", exhaustive=True), progress=False)
     assert all(full["steps"][f"attack:{n}"]["status"] == "done" for n in panel("tiny"))
     assert full["verdict"]["overall"] == "broken"
+    # Rerun in the same directory with --exhaustive, as the skipped reason says: the audit goes on
+    # with the attacks it skipped and recomputes none of the others.
+    first = (tmp_path / "seq" / "attacks" / clean / "result.json").stat().st_mtime_ns
+    more = run_audit(prot, tmp_path / "seq", AuditConfig(level="tiny", exhaustive=True), progress=False)
+    assert more["steps"][f"attack:{smoothing[0]}"]["status"] == "done" and smoothing[0] in more["attacks"]
+    assert (tmp_path / "seq" / "attacks" / clean / "result.json").stat().st_mtime_ns == first
     # Attacks the user names all run, as before.
     named = run_audit(prot, tmp_path / "named", AuditConfig(level="tiny", attacks=(clean, smoothing[0])),
                       progress=False)

@@ -1,8 +1,6 @@
 """The full audit: results, verdict, report (opened in headless Chromium), resume, bad input."""
 
 import json
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +12,8 @@ from unlearnable.auditor import AuditConfig, Thresholds, run_audit, verdict
 from unlearnable.cli import main
 from unlearnable.poisons.make import poison_dataset
 from unlearnable.runner import ResultStore
+
+from helpers import chromium, open_in_chromium
 
 TINY = AuditConfig(level="tiny", attacks=("ortho-proj", "mean-sub", "jpeg"))
 
@@ -66,26 +66,15 @@ def test_audit_runs_every_step_and_writes_its_outputs(audited):
     assert saved["detect"]["score"] is not None and "Detectable" in (out / "report.html").read_text()
 
 
-def _chromium() -> str | None:
-    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
-
-
-@pytest.mark.skipif(_chromium() is None, reason="needs Chromium (make test installs Debian's chromium)")
+@pytest.mark.skipif(chromium() is None, reason="needs Chromium (make test installs Debian's chromium)")
 def test_report_opens_in_a_browser_with_every_figure_loaded(audited, tmp_path):
     out, r = audited
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-             "--disable-component-update", "--disable-sync", "--no-first-run",
-             f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000"]
-    url = (out / "report.html").resolve().as_uri()
-    dom = subprocess.run([_chromium(), *flags, "--dump-dom", url], capture_output=True, text=True,
-                         timeout=120).stdout
+    shot = tmp_path / "report.png"
+    dom = open_in_chromium(out / "report.html", tmp_path / "profile", shot)
     n_figures = len(r["figures"])
     # The page's own script counts images that decoded: all of them, none broken.
     assert f'data-figures="{n_figures}/{n_figures}"' in dom
     assert 'class="verdict-table"' in dom and "Verdict:" in dom
-    shot = tmp_path / "report.png"
-    subprocess.run([_chromium(), *flags, "--window-size=1200,1600", f"--screenshot={shot}", url],
-                   capture_output=True, timeout=120)
     assert shot.stat().st_size > 20_000  # a rendered page, not a blank one
 
 
@@ -312,3 +301,18 @@ def test_dfr_indices_from_a_file_are_left_out_by_fine_tuning_and_early_stopping(
     seeded = np.load(tmp_path / "b" / "train-protected" / "dfr_indices.npy")
     assert not np.array_equal(np.sort(seeded), np.sort(pool))
     assert not set(seeded) & set(plain["attacks"]["early-stop"]["val_indices"])
+
+
+def test_audit_of_the_clean_set_itself_keeps_the_reference_apart(tmp_path):
+    """Auditing clean images (a data owner checking the audit's zero point): the clean reference
+    is the same content under another spec; it runs in a place of its own, not in the
+    protected training's directory (which refused it as "a run with different settings")."""
+    from unlearnable import load_data, save_dataset
+
+    base = load_data("digits", "train").subset(np.arange(300))
+    d = save_dataset(tmp_path / "clean", base, {"method": "clean", "kind": "clean", "base": {"name": "digits"}},
+                     base=base)
+    r = run_audit(d, tmp_path / "a", AuditConfig(level="tiny", attacks=("jpeg",)), progress=False,
+                  cache=tmp_path / "cache")
+    assert r["failed_steps"] == {} and r["verdict"]["overall"] == "ineffective"
+    assert r["clean_reference"]["test_accuracy"] == pytest.approx(r["protected_training"]["test_accuracy"], abs=0.05)

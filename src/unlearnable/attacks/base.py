@@ -122,6 +122,10 @@ class AttackInfo:
     # attack tables (docs/attacks.md): which member of a family a level's panel takes, and, over
     # cost, the order a sequential audit tries them in.
     prior: float = 0.5
+    # Multipliers of the prior by what the protected set's manifest says of it (`panel.facts_of`:
+    # "kind:class-wise", "kind:sample-wise", "norm:l0", "norm:linf", "additive", ...), from
+    # published tables: a sequential audit tries first what is known to work on such a set.
+    suits: dict[str, float] = field(default_factory=dict)
     params_cls: type = NoParams
     cost: float | Callable[[Any], float] = 1.0
     levels: AttackRow = field(default_factory=AttackRow)

@@ -4,6 +4,7 @@ and the order a sequential audit tries them in.
     panel("quick")        # per family its strongest member costing <= 3 standard trainings there
     level_cost("dvae", "quick")   # in standard trainings of the level's recipe
     by_promise(["jpeg", "ortho-proj"], "quick")   # highest prior per unit of cost first
+    by_promise(names, "quick", facts_of(manifest))  # the prior sharpened by the set's facts
 
 A worst case needs every family tried: the level's `ladder.Panel` names the families, how many
 members of each and the cost cap; the registry's facts (family, prior, cost, presets, recipe)
@@ -12,7 +13,8 @@ decide the members. A newly registered attack joins by its family with no other 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from ..ladder import level as get_level, recipe_for
 from .base import ATTACKS, get_attack, ordered
@@ -40,9 +42,35 @@ def panel(level_name: str) -> tuple[str, ...]:
     return tuple(ordered(chosen))
 
 
-def by_promise(names: Iterable[str], level_name: str) -> list[str]:
-    """`names` in the order a sequential audit tries them: expected success per unit of cost
-    (the registry's prior over `level_cost`), then the display order."""
-    names = list(names)
+def facts_of(manifest: Mapping[str, Any] | None) -> frozenset[str]:
+    """What a protected set's manifest says that changes which defence is likely to work: its
+    kind ("kind:class-wise" / "kind:sample-wise"), the norm of its bound ("norm:linf", "norm:l2",
+    "norm:l0", "norm:none") and whether it is additive ("additive"). Empty for an unknown set."""
+    m = manifest or {}
+    facts = set()
+    if isinstance(m.get("kind"), str):
+        facts.add(f"kind:{m['kind']}")
+    bound = m.get("bound")
+    if isinstance(bound, Mapping) and isinstance(bound.get("norm"), str):
+        facts.add(f"norm:{bound['norm']}")
+    if m.get("additive") is True:
+        facts.add("additive")
+    return frozenset(facts)
+
+
+def promise(name: str, level_name: str, facts: Iterable[str] = ()) -> float:
+    """Expected success per unit of cost: the prior, times the attack's `suits` multiplier of
+    each fact of the set, over its cost at the level."""
+    info = ATTACKS[name]
+    p = info.prior
+    for f in facts:
+        p *= info.suits.get(f, 1.0)
+    return p / max(level_cost(name, level_name), 1e-9)
+
+
+def by_promise(names: Iterable[str], level_name: str, facts: Iterable[str] = ()) -> list[str]:
+    """`names` in the order a sequential audit tries them: `promise` (the registry's prior,
+    sharpened by the set's `facts`, over `level_cost`), then the display order."""
+    names, facts = list(names), frozenset(facts)
     rank = {n: i for i, n in enumerate(ordered(names))}
-    return sorted(names, key=lambda n: (-ATTACKS[n].prior / max(level_cost(n, level_name), 1e-9), rank[n]))
+    return sorted(names, key=lambda n: (-promise(n, level_name, facts), rank[n]))

@@ -63,6 +63,13 @@ class AuditConfig:
     # The level's panel is tried one attack at a time, stopping at the first break, unless this
     # is set; attacks the user names (`attacks`) all run.
     exhaustive: bool = False
+    # The decisive trainings (the clean reference, standard training, the attack whose figure
+    # decided) rerun on this many seeds in all (seed, seed + 1, ...): their figures become means.
+    seeds: int = 1
+
+    def __post_init__(self) -> None:
+        if isinstance(self.seeds, bool) or not isinstance(self.seeds, int) or not 1 <= self.seeds <= 20:
+            raise UnlearnableError(f"--seeds must be an integer from 1 to 20, got {self.seeds!r}")
 
     @property
     def sequential(self) -> bool:

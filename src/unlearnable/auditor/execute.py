@@ -9,6 +9,7 @@ row and rerun computes it once.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -16,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..attacks import best_accuracy, by_promise, get_attack
+from ..attacks import best_accuracy, by_promise, facts_of, get_attack
 from ..core.errors import one_line
 from ..core.provenance import now_iso
 from ..runner import JobContext, ResultStore, Spec, canonical, dependencies, expand, get_kind, job_key, run_jobs
@@ -49,10 +50,14 @@ def plan(row: Row) -> tuple[list[StepInfo], dict[str, Spec], dict[str, str]]:
 def own_place(out: Path, row: Row) -> Callable[[Spec], Path]:
     """The audit's layout: its protected training in train-protected/, attack NAME in attacks/NAME/."""
     def place(spec: Spec) -> Path:
-        if spec["kind"] == "train" and spec["data"].get("content") == row.data.get("content"):
-            return out / "train-protected"
+        # A rerun on another seed (--seeds) beside the first, under seeds/SEED/.
+        root = out if spec.get("seed", row.seed) == row.seed else out / "seeds" / str(spec["seed"])
+        # The data spec itself, not only its content: auditing a clean set, the clean reference
+        # has the same content under another spec, and a place of its own.
+        if spec["kind"] == "train" and spec["data"] == row.data:
+            return root / "train-protected"
         if spec["kind"] == "attack":
-            return out / "attacks" / spec["attack"]
+            return root / "attacks" / spec["attack"]
         return out / "jobs" / f"{spec['kind']}-{job_key(spec)[:16]}"
     return place
 
@@ -147,7 +152,9 @@ def execute(steps: list[StepInfo], specs: dict[str, Spec], skipped: dict[str, st
     # most promising per unit of cost first, and stops at the first that breaks the protection.
     later = [st.name for st in steps if cfg.sequential and st.record[:1] == ("attacks",) and st.name in specs]
     run([s for n, s in specs.items() if n not in later])
-    order = by_promise([n.split(":", 1)[1] for n in later], row.level.name)
+    # The set's manifest sharpens the order (a class-wise set tries the projection early).
+    order = by_promise([n.split(":", 1)[1] for n in later], row.level.name,
+                       facts_of(inp.protected.meta.get("manifest")))
     for i, name in enumerate(order):
         why = _settled(steps, specs, results, cfg, row)
         if why is not None:
@@ -160,6 +167,7 @@ def execute(steps: list[StepInfo], specs: dict[str, Spec], skipped: dict[str, st
                 run([specs[f"attack:{n}"]])
             break
         run([specs[f"attack:{name}"]])
+    seeds = _reseed(steps, specs, results, cfg, row, run) if cfg.seeds > 1 else None
     steps_rec: dict[str, Any] = {}
     step_of = {job_key(s): n for n, s in specs.items()}
     for st in steps:
@@ -177,7 +185,38 @@ def execute(steps: list[StepInfo], specs: dict[str, Spec], skipped: dict[str, st
             steps_rec[st.name] = {"status": "done", "key": key, "result": r["result"],
                                   "seconds": r.get("seconds"), "shared": mine not in canonical(specs[st.name])}
     failed = {n: e["reason"] for n, e in steps_rec.items() if e["status"] in ("failed", "blocked")}
-    return {"steps": steps_rec, "failed_steps": failed, "finished": now_iso()}
+    return {"steps": steps_rec, "failed_steps": failed, "finished": now_iso(),
+            **({"seeds": seeds} if seeds is not None else {})}
+
+
+def _reseed(steps: list[StepInfo], specs: dict[str, Spec], results: dict[str, dict[str, Any]], cfg: AuditConfig,
+            row: Row, run: Callable[[list[Spec]], None]) -> dict[str, list[float]]:
+    """--seeds N: the decisive trainings again on seeds seed + 1 .. seed + N - 1 (the clean
+    reference, standard training, and the attack that came closest to the clean accuracy:
+    the one a verdict reads), and each one's accuracy per seed, the audit's own first, by the
+    names the verdict uses ("clean", "none", the attack). A seed whose job failed is left out."""
+    def result(spec: Spec) -> dict[str, Any] | None:
+        r = results.get(job_key(spec))
+        return r["result"] if r is not None and r["status"] == "done" else None
+
+    by_place = {st.record: st for st in steps if st.record}
+    chosen = {"clean": by_place[("clean_reference",)], "none": by_place[("protected_training",)]}
+    ran = [(st.record[1], r) for st in steps if st.record[:1] == ("attacks",) and st.name in specs
+           and (r := result(specs[st.name])) is not None and not get_attack(st.record[1]).oracle]
+    if ran:
+        best = max(ran, key=lambda nr: best_accuracy(nr[1]))[0]
+        chosen[best] = next(st for st in steps if st.record == ("attacks", best))
+    chosen = {k: st for k, st in chosen.items() if st.name in specs}
+    extra = [dataclasses.replace(row, seed=cfg.seed + i) for i in range(1, cfg.seeds)]
+    again = {k: [st.spec(r) for r in extra] for k, st in chosen.items()}
+    log.info("--seeds %d: %d more trainings (%s)", cfg.seeds, sum(map(len, again.values())), ", ".join(again))
+    run([s for ss in again.values() for s in ss])
+    out: dict[str, list[float]] = {}
+    for k, st in chosen.items():
+        figs = [best_accuracy(r) for s in [specs[st.name], *again[k]] if (r := result(s)) is not None]
+        if figs:
+            out[k] = figs
+    return out
 
 
 def _reason(error: str | None) -> str:

@@ -90,9 +90,11 @@ def _check_previous(out: Path, row: Row, cfg: AuditConfig, cfg_dict: dict[str, A
     # The recipes follow from the level, epochs, attacks and data compared here (and are in every
     # job's key), so an audit recorded before they were adapted to the data still matches.
     if prev is not None:
-        # Options added since an audit was made read as their defaults (what it did).
-        derived = {"thresholds": None, "recipe": None, "attack_recipes": None}
-        prev = {"dfr_procedure": "paper", "dfr_indices": None, "exhaustive": False, **prev, **derived}
+        # Options added since an audit was made read as their defaults (what it did). Whether the
+        # panel stops at its first break and how many seeds rerun only add jobs: a rerun with
+        # --exhaustive or --seeds continues the audit with the attacks and seeds it skipped.
+        derived = {"thresholds": None, "recipe": None, "attack_recipes": None, "exhaustive": None, "seeds": None}
+        prev = {"dfr_procedure": "paper", "dfr_indices": None, **prev, **derived}
         cfg_dict = {**cfg_dict, **derived}
     if prev is not None and {**prev, "device": None} != {**cfg_dict, "device": None}:
         if {**prev, "model_signature": None, "device": None} != {**cfg_dict, "model_signature": None, "device": None}:

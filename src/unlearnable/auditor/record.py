@@ -117,7 +117,8 @@ def finish(out: Path, record: dict[str, Any], inp: AuditInputs, cfg: AuditConfig
         "verdict": verdict(clean_ref["test_accuracy"] if clean_ref else None, attacks, window, cfg.thresholds,
                            inp.protected.num_classes, failed={n: why for n, why in record["failed_steps"].items()
                                                               if n in weighs}, level=row.level.name,
-                           finetune=finetune),
+                           finetune=finetune, n_test=len(inp.test) if inp.test is not None else None, seeds=record.get("seeds"),
+                           curve=prot.get("curve") if prot else None),
         "versions": versions(),
     })
     # A step with a place of its own that nothing above derives from (a new analysis): as it came.

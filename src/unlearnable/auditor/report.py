@@ -28,17 +28,45 @@ def pct(x: float | None, digits: int = 1) -> str:
 
 
 def _tag(v: str) -> str:
-    return f'<span class="tag" style="background:{VERDICT_COLOURS.get(v, "#555")}">{for_html(v)}</span>'
+    # "broken (borderline)" keeps broken's colour
+    return f'<span class="tag" style="background:{VERDICT_COLOURS.get(v.split(" (")[0], "#555")}">{for_html(v)}</span>'
+
+
+def interval_cell(v: dict[str, Any]) -> str:
+    """An accuracy's 95 % interval as the tables show it, with the spread over seeds (mean ± std,
+    the number of seeds) or over standard training's last epochs where there is one."""
+    iv = v.get("interval")
+    text = "–" if not iv else f"[{100 * iv[0]:.1f}, {100 * iv[1]:.1f}]"
+    if v.get("seed_std") is not None:
+        text += f" ± {100 * v['seed_std']:.1f} over {len(v.get('seeds') or [])} seeds"
+    elif v.get("epoch_spread") is not None:
+        text += f" (epochs ± {100 * v['epoch_spread']:.1f})"
+    return text
+
+
+def verdict_title(v: dict[str, Any]) -> str:
+    """The verdict's word, flagged when its decisive comparison is within the intervals."""
+    overall = v.get("overall", "incomplete")
+    return f"{overall} (borderline)" if v.get("borderline") else overall
+
+
+def _clean_interval(v: dict[str, Any]) -> str:
+    iv = v.get("clean_interval")
+    return "" if not iv else f"(95% interval [{100 * iv[0]:.1f}, {100 * iv[1]:.1f}]%)"
+
+
+ATTACK_HEADERS = ["attack", "clean test", "transformed test", "result", "95% interval", "of clean", "verdict"]
 
 
 def attack_rows(res: dict[str, Any]) -> list[list[str]]:
-    """The verdict table's rows: each attack's accuracy, its fraction of clean and its verdict."""
+    """The verdict table's rows (`ATTACK_HEADERS`): each attack's accuracy, its interval, its
+    fraction of clean and its verdict."""
     per = res.get("verdict", {}).get("per_attack", {})
     rows = []
     for name in ordered(per):
         v = per[name]
         rows.append([ATTACK_TITLES.get(name, name), pct(v["test_accuracy"]),
-                     pct(v.get("test_accuracy_transformed_test")), pct(v["accuracy"]),
+                     pct(v.get("test_accuracy_transformed_test")), pct(v["accuracy"]), interval_cell(v),
                      pct(v["recovered_fraction"], 0), v["verdict"]])
     return rows
 
@@ -92,7 +120,7 @@ def render_audit_html(res: dict[str, Any], base: Path) -> str:
              f'<p class="muted">{for_html(_describe(ds))}</p>',
              *(f'<p class="muted">Note: {for_html(n)}</p>' for n in ds.get("notes", [])),
              f'<div class="verdict" style="background:{VERDICT_COLOURS.get(overall, "#555")}">'
-             f"Verdict: <b>{for_html(overall)}</b> — {for_html(v.get('reason', ''))}</div>"]
+             f"Verdict: <b>{for_html(verdict_title(v))}</b> — {for_html(v.get('reason', ''))}</div>"]
     det = detect_line(res)
     if det:
         parts.append(f"<p><b>Detectable</b> (would a data collector notice, without the clean images?): "
@@ -105,14 +133,15 @@ def render_audit_html(res: dict[str, Any], base: Path) -> str:
                      "clean images. The fraction of that window the protected-trained features recover is what "
                      "the verdict weighs (it means the same on every dataset).</p>")
         parts.append(table(WINDOW_HEADERS, [[for_html(c) for c in wrow]], "window-table"))
-    rows = [[for_html(r[0]), r[1], r[2], r[3], r[4], _tag(r[5])] for r in attack_rows(res)]
+    rows = [[for_html(c) for c in r[:-1]] + [_tag(r[-1])] for r in attack_rows(res)]
     parts.append("<h2>Attacks (clean test accuracy)</h2>")
     parts.append(f"<p>Reference: the same recipe trained on the clean images reaches "
-                 f"<b>{pct(v.get('clean_accuracy'))}</b>. “Transformed test” is the accuracy when the "
-                 f"attacker also transforms its own test inputs; the better of the two is the attack's "
-                 f"result.</p>")
-    parts.append(table(["attack", "clean test", "transformed test", "result", "of clean", "verdict"],
-                        rows, "verdict-table"))
+                 f"<b>{pct(v.get('clean_accuracy'))}</b> {for_html(_clean_interval(v))}. “Transformed test” is "
+                 f"the accuracy when the attacker also transforms its own test inputs; the better of the two is "
+                 f"the attack's result. Intervals: 95 %, the test set's ({v.get('n_test') or '?'} images) Wilson "
+                 f"interval, widened by the spread over seeds and, for standard training, over its last "
+                 f"epochs.</p>")
+    parts.append(table(ATTACK_HEADERS, rows, "verdict-table"))
     parts.append("<h2>What the network still learns: DFR (the paper's Fig. 2)</h2>")
     dfr = res.get("dfr")
     if dfr:
@@ -189,12 +218,10 @@ def render_audit_md(res: dict[str, Any]) -> str:
     manifest cannot add a line, a link or markup, so the one verdict line is the verdict's."""
     ds = res.get("dataset", {})
     v = res.get("verdict", {})
-    overall = v.get("overall", "incomplete")
     lines = [f"# Does “{for_md(ds.get('name', '?'))}” protect?", "", for_md(_describe(ds), 400), "",
-             f"**Verdict: {for_md(overall)}** — {for_md(v.get('reason', ''), 1000)}", "",
-             f"Clean-trained reference: {pct(v.get('clean_accuracy'))}", "",
-             "| attack | clean test | transformed test | result | of clean | verdict |",
-             "|---|---:|---:|---:|---:|---|"]
+             f"**Verdict: {for_md(verdict_title(v))}** — {for_md(v.get('reason', ''), 1000)}", "",
+             f"Clean-trained reference: {pct(v.get('clean_accuracy'))} {_clean_interval(v)}", "",
+             _md_row(ATTACK_HEADERS), "|---|---:|---:|---:|---|---:|---|"]
     lines += [_md_row(r) for r in attack_rows(res)]
     det = detect_line(res)
     if det:
@@ -241,7 +268,7 @@ def comparison_rows(all_res: list[dict[str, Any]]) -> tuple[list[str], list[list
                                       else f"{100 * w['recovered_fraction']:.0f}% ({g:+.1f})")
         rows.append([r.get("dataset", {}).get("name", "?"), pct(v.get("clean_accuracy"))]
                     + [pct(per[a]["accuracy"]) if a in per else "–" for a in attacks]
-                    + [cell, v.get("overall", "incomplete")])
+                    + [cell, verdict_title(v)])
     return headers, rows
 
 

@@ -13,6 +13,13 @@
   every dataset: on Fashion-MNIST a random ConvNet's DFR already reaches 76-77 %, so no absolute
   gain could say how much of what a clean network learns got through;
 - otherwise it *holds* (against what was tried).
+
+Every accuracy carries its 95 % interval: the test set's Wilson interval, widened by the
+spread over seeds when the decisive trainings ran on several (`seeds`, mean ± std), and for
+standard training by its epoch-to-epoch spread over the last third of the run. A verdict whose
+decisive accuracy cannot be told apart from its threshold (their intervals overlap: the
+threshold's is `broken_fraction` times the clean reference's) is *borderline*: the verdict
+stands, flagged, with the next step that would settle it (more seeds, the next level).
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from typing import Any
 from ..attacks import ATTACKS
 from ..attacks.base import best_accuracy
 from ..core.errors import UnlearnableError
+from ..core.stats import mean_interval, overlap, widest, wilson
 from ..ladder import next_level
 
 
@@ -108,6 +116,35 @@ def _finetune_leak(ft: dict[str, Any] | None, th: Thresholds) -> tuple[bool, str
                    f"network has over training on them from scratch")
 
 
+def epoch_spread(curve: list[dict[str, Any]] | None) -> float | None:
+    """The sample std of a training's per-epoch test accuracy over the last third of its epochs
+    (at least two of them), or None: how much the last epoch's figure could have moved."""
+    accs = [p["test_accuracy"] for p in (curve or []) if p.get("test_accuracy") is not None]
+    tail = accs[-max(2, math.ceil(len(accs) / 3)):]
+    return mean_interval(tail)[1] if len(tail) >= 2 else None
+
+
+def evidence(acc: float, n_test: int | None, seed_values: list[float] | None = None,
+             curve: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """One accuracy with its uncertainty: `accuracy` (the mean over seeds when there are
+    several), `interval` (95 %: the widest of the test set's Wilson interval, the t interval
+    over seeds and accuracy ± the epoch-to-epoch spread), `seeds`, `seed_std`, `epoch_spread`."""
+    seeds = list(seed_values) if seed_values and len(seed_values) > 1 else None
+    mean, std, seed_iv = mean_interval(seeds) if seeds else (acc, None, None)
+    spread = epoch_spread(curve)
+    binom = wilson(min(max(mean, 0.0), 1.0), n_test) if n_test else None
+    wobble = (mean - spread, mean + spread) if spread is not None else None
+    iv = widest(binom, seed_iv, wobble)
+    return {"accuracy": mean, "interval": None if iv is None else [max(0.0, iv[0]), min(1.0, iv[1])],
+            "seeds": seeds, "seed_std": std, "epoch_spread": spread}
+
+
+def _settle(level: str | None, n_seeds: int) -> str:
+    nxt = next_level(level) if level else None
+    more = f"--seeds {max(3, 2 * n_seeds)}"
+    return f"rerun with {more}" + (f" or audit at --level {nxt}" if nxt else "")
+
+
 def _is_oracle(name: str, r: dict[str, Any]) -> bool:
     return (name in ATTACKS and ATTACKS[name].oracle) or r.get("directions") == "perturbations"
 
@@ -115,7 +152,9 @@ def _is_oracle(name: str, r: dict[str, Any]) -> bool:
 def verdict(clean_accuracy: float | None, attacks: dict[str, dict[str, Any]],
             dfr: dict[str, Any] | None = None, th: Thresholds = Thresholds(),
             num_classes: int | None = None, failed: dict[str, str] | None = None,
-            level: str | None = None, finetune: dict[str, Any] | None = None) -> dict[str, Any]:
+            level: str | None = None, finetune: dict[str, Any] | None = None, n_test: int | None = None,
+            seeds: dict[str, list[float]] | None = None,
+            curve: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """Per attack: accuracy, fraction of clean accuracy recovered, broken or not; and overall.
 
     `dfr`: the DFR window (`dfr_window`), or None when DFR did not run. `finetune`: the finetune
@@ -131,16 +170,26 @@ def verdict(clean_accuracy: float | None, attacks: dict[str, dict[str, Any]],
     not run), most essential first. A verdict that needs what they would have measured is
     "incomplete" and names the first; "ineffective" and "broken" (a training that ran
     recovered the accuracy) stand.
+
+    `n_test`: the test set's size (the binomial intervals). `seeds`: "clean", "none" or an
+    attack -> its accuracy per seed (the first the audit's own); with two or more the figure
+    is their mean. `curve`: standard training's per-epoch test accuracy (its epoch spread).
     """
+    seeds = seeds or {}
     per: dict[str, dict[str, Any]] = {}
+    clean_ev = evidence(clean_accuracy, n_test, seeds.get("clean")) if clean_accuracy is not None else None
+    if clean_ev is not None:
+        clean_accuracy = clean_ev["accuracy"]
     for name, r in attacks.items():
         if r.get("test_accuracy") is None:
             continue
-        acc = best_accuracy(r)
+        ev = evidence(best_accuracy(r), n_test, seeds.get(name), curve if name == "none" else None)
+        acc = ev["accuracy"]
         frac = acc / clean_accuracy if clean_accuracy else None
         reached = frac is not None and frac >= th.broken_fraction
         per[name] = {
-            "accuracy": acc,
+            "accuracy": acc, "interval": ev["interval"], "seeds": ev["seeds"], "seed_std": ev["seed_std"],
+            **({"epoch_spread": ev["epoch_spread"]} if name == "none" else {}),
             "test_accuracy": r.get("test_accuracy"),
             "test_accuracy_transformed_test": r.get("test_accuracy_transformed_test"),
             "recovered_fraction": frac,
@@ -196,10 +245,39 @@ def verdict(clean_accuracy: float | None, attacks: dict[str, dict[str, Any]],
                  (f", and {leak_why}" if leak_why else "")
     if failed and overall in ("holds", "leaks features"):
         overall, reason = "incomplete", f"{why_failed}; of the steps that ran, {reason}"
-    return {"overall": overall, "reason": reason, "broken_by": broken, "per_attack": per, "failed_steps": failed,
+    decisive, borderline, settle = _decisive(overall, per, broken), False, None
+    clean_iv = clean_ev["interval"] if clean_ev else None
+    line_iv = [th.broken_fraction * clean_iv[0], th.broken_fraction * clean_iv[1]] if clean_iv else None
+    if decisive is not None and line_iv is not None and per[decisive]["interval"] is not None:
+        d_iv = per[decisive]["interval"]
+        borderline = overlap(tuple(d_iv), tuple(line_iv))
+        if borderline:
+            n_seeds = max((len(v) for v in seeds.values() if v), default=1)
+            settle = _settle(level, n_seeds)
+            who = "standard training" if decisive == "none" else f"the {decisive} attack"
+            reason += (f". Borderline: {who}'s 95% interval [{100 * d_iv[0]:.1f}, {100 * d_iv[1]:.1f}]% overlaps "
+                       f"the threshold's [{100 * line_iv[0]:.1f}, {100 * line_iv[1]:.1f}]% "
+                       f"({100 * th.broken_fraction:.0f}% of the clean reference's); {settle} to settle it")
+    return {"overall": overall, "reason": reason, "borderline": borderline, "settle": settle,
+            "decisive": decisive, "clean_interval": clean_iv, "threshold_interval": line_iv, "n_test": n_test,
+            "clean_seeds": clean_ev["seeds"] if clean_ev else None, "broken_by": broken, "per_attack": per, "failed_steps": failed,
             "dfr": dfr, "dfr_gain_points": dfr["gain_points"] if dfr else None,
             "finetune": None if not finetune else {k: finetune.get(k) for k in (
                 "recovered_fraction", "recovered_fraction_k", "gain_points", "gain_k")},
             "clean_accuracy": clean_accuracy, "level": level,
             "thresholds": {"broken_fraction": th.broken_fraction, "leak_fraction": th.leak_fraction,
                            "leak_spread": th.leak_spread, "leak_points": th.leak_points}}
+
+
+def _decisive(overall: str, per: dict[str, dict[str, Any]], broken: list[str]) -> str | None:
+    """The accuracy whose comparison with the threshold made the verdict: standard training's for
+    "ineffective", the best breaking attack's for "broken", and for "holds" / "leaks features"
+    the figure that came closest to the line (an oracle's upper bound aside)."""
+    if overall == "ineffective":
+        return "none"
+    if overall == "broken":
+        return broken[0]
+    if overall in ("holds", "leaks features"):
+        real = [n for n, v in per.items() if v["verdict"] != "upper bound"]
+        return max(real, key=lambda n: per[n]["accuracy"]) if real else None
+    return None

@@ -22,7 +22,7 @@ from ..analyses.dfr import dfr_curve, load_indices, resolve_clean
 from ..analyses.separability import separability_of
 from ..attacks import ATTACKS
 from ..auditor import AuditConfig, Thresholds, run_audit
-from ..auditor.report import summary_text
+from ..auditor.report import summary_text, verdict_title
 from ..core.errors import UnlearnableError
 from ..core.files import write_json
 from ..data.resolve import load_data
@@ -192,6 +192,9 @@ def _full_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--attacks", default=None, type=names_in(ATTACKS, "attack"),
                    help="comma-separated attacks, all of them run (default: the level's panel, one attack "
                         "of each family, tried in turn until one breaks the protection)")
+    p.add_argument("--seeds", type=positive_int, default=1, metavar="N",
+                   help="rerun the decisive trainings (clean reference, standard training, the attack whose figure "
+                        "decided) on N seeds in all; their figures become mean +- std (default 1)")
     p.add_argument("--exhaustive", action="store_true",
                    help="run the level's whole panel instead of stopping at the first attack that breaks it")
     p.add_argument("--seed", type=seed_int, default=0)
@@ -226,7 +229,7 @@ def _full_run(args: argparse.Namespace) -> int:
                       attacks=tuple(a for a in args.attacks.split(",") if a) if args.attacks else None,
                       thresholds=Thresholds(args.broken_at, args.leak_points, args.leak_at, args.leak_spread),
                       device=args.device, dfr_procedure=args.dfr_procedure, dfr_indices=args.dfr_indices,
-                      exhaustive=args.exhaustive)
+                      exhaustive=args.exhaustive, seeds=args.seeds)
     r = run_audit(args.data, args.out, cfg, clean=args.clean, data_root=args.data_root,
                   progress=False if args.no_progress else None, cache=args.cache, restart=args.restart)
     print(summary_text([r]))
@@ -234,7 +237,7 @@ def _full_run(args: argparse.Namespace) -> int:
     for n, why in skipped.items():
         print(f"  {n}: skipped ({why})")
     v = r["verdict"]
-    print(f"verdict: {v['overall']} - {v['reason']}\nreport: {Path(args.out) / 'report.html'}")
+    print(f"verdict: {verdict_title(v)} - {v['reason']}\nreport: {Path(args.out) / 'report.html'}")
     # A step that failed is not a result: say which, on stderr, and exit non-zero.
     failed = r.get("failed_steps") or {}
     for name, why in failed.items():

@@ -5,6 +5,7 @@
     unlearnable reproduce table1 --dataset cifar10 --level paper --executor ray --address auto
     unlearnable reproduce table3 --dataset cifar10 --executor ray --address HEAD:6379 --artifacts s3://bucket/t3
     unlearnable reproduce table4 --dataset cifar10 --arch resnet18 --arch vgg16 --dry-run
+    unlearnable reproduce leaderboard --dataset fashion-mnist --level quick --subset 20000 --seeds 3
 
 Every cell is a job in the result store (--db); finished cells are never recomputed, so rerunning
 the same command after a kill continues where it stopped. Writes TABLE-DATASET.md/.csv/.html
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..attacks import ATTACKS
 from ..core.device import resolve_device
 from ..core.errors import UnlearnableError
 from ..data.resolve import load_data
@@ -46,6 +48,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="train on a seeded random subset of this many training images (default: all)")
     p.add_argument("--epochs", type=positive_int, default=None, help="override the level's training epochs")
     p.add_argument("--seed", type=seed_int, default=0, help="seed of every cell (default 0)")
+    p.add_argument("--seeds", type=positive_int, default=1, metavar="N",
+                   help="leaderboard: every cell on N seeds, --seed, --seed + 1, ... (default 1)")
+    p.add_argument("--attacks", default=None,
+                   help="leaderboard: comma-separated attack columns, or `all` (default: the level's panel)")
     p.add_argument("--executor", default="local", choices=list(EXECUTORS),
                    help="local (in process, sequential; default) or ray (one Ray task per cell)")
     p.add_argument("--address", default=None,
@@ -76,8 +82,11 @@ def run(args: argparse.Namespace) -> int:
         open_storage(args.artifacts)  # an unknown protocol or a missing package: one line, before any work
     methods = None if args.methods is None else [m.strip() for m in args.methods.split(",") if m.strip()]
     steps = None if args.steps is None else [s.strip() for s in args.steps.split(",") if s.strip()]
+    attacks = None if args.attacks is None else (
+        [a for a in ATTACKS if a != "none"] if args.attacks.strip() == "all"
+        else [a.strip() for a in args.attacks.split(",") if a.strip()])
     grid = build_grid(args.table, args.dataset, args.arch, args.level, methods, args.seed, args.subset, args.epochs,
-                      steps, args.data_root)
+                      steps, args.data_root, seeds=args.seeds, attacks=attacks)
     if args.dry_run:
         return dry_run(grid, args)
     progress = False if args.no_progress else None

@@ -13,6 +13,9 @@ Rows are the training sets ("clean" plus one per poison); columns follow the pap
     table6  linear separability of the images, mean +- std over repeats (Table 6)
     fig2    DFR accuracy over epochs (Fig. 2), the same jobs as table1
     steps   any registered audit steps and attacks as columns (`steps=["dfr", "attack:jpeg"]`)
+    leaderboard  standard training and every attack of the level's panel (or `attacks`) per
+            poison, on `seeds` seeds (seed, seed + 1, ...: each its own subset, poison and
+            initialization), rendered with the worst case per poison (`leaderboard.py`)
 
 Every cell is the job spec the audit's step registry (`unlearnable.auditor.steps.AUDITS`, and
 `attack:NAME` for every attack) makes for that row at that ladder level, so an audit and a grid
@@ -29,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..attacks import ATTACKS, panel
 from ..auditor.steps import AUDITS, Row, StepSkipped, attack_step, get_step, separability_spec
 from ..core.errors import UnlearnableError
 from ..core.registry import lookup, lookup_all
@@ -40,7 +44,7 @@ from ..ladder import level as get_level
 from ..models import MODELS, arch_signature
 from ..poisons import POISONS
 from ..runner.executors import run_jobs
-from ..runner.jobs import JobContext, Spec, expand, job_key
+from ..runner.jobs import JobContext, Spec, dependencies, expand, job_key
 from ..runner.scheduler import GridSummary
 from ..runner.storage import open_storage
 from ..runner.store import ResultStore
@@ -53,16 +57,19 @@ TABLES: dict[str, str] = {
     "table6": "Table 6: linear separability of the images (mean +- std over repeats)",
     "fig2": "Figure 2: DFR accuracy over training epochs",
     "steps": "Audit steps side by side",
+    "leaderboard": "Leaderboard: every poison against every attack of a level's panel, over seeds",
 }
 TABLE3_ATTACKS = ("none", "adv-train", "ortho-proj")
 
 
 @dataclass
 class Cell:
-    """One cell of a table: its row (training set), column, and the job spec that computes it."""
+    """One cell of a table: its row (training set), column, and the job spec that computes it
+    (on `seed`, for a table over several; None: the grid's one seed)."""
     row: str
     col: str
     spec: Spec
+    seed: int | None = None
 
     @property
     def key(self) -> str:
@@ -82,6 +89,8 @@ class Grid:
     rows: list[str]
     cols: list[str]
     cells: list[Cell] = field(default_factory=list)
+    seeds: list[int] | None = None  # a table over several seeds (the leaderboard)
+    crafting: dict[str, dict[str, str]] = field(default_factory=dict)  # row -> seed -> its poison job's key
 
     @property
     def grid_id(self) -> str:
@@ -90,9 +99,11 @@ class Grid:
 
     def layout(self) -> dict[str, Any]:
         """What the result store keeps to render the table later (`unlearnable results`)."""
+        over = {"seeds": self.seeds, "crafting": self.crafting} if self.seeds is not None else {}
         return {"table": self.table, "dataset": self.dataset, "archs": self.archs, "level": self.level,
                 "seed": self.seed, "subset": self.subset, "rows": self.rows, "cols": self.cols,
-                "cells": [{"row": c.row, "col": c.col, "key": c.key} for c in self.cells]}
+                "cells": [{"row": c.row, "col": c.col, "key": c.key, **({"seed": c.seed} if c.seed is not None else {})}
+                          for c in self.cells], **over}
 
     def jobs(self) -> list[Spec]:
         """Every job the grid needs, each once, dependencies before their dependents."""
@@ -107,7 +118,7 @@ def default_methods(level: str) -> list[str]:
 def build_grid(table: str, dataset: str, archs: list[str] | None = None, level: str = "quick",
                methods: list[str] | None = None, seed: int = 0, subset: int | None = None,
                epochs: int | None = None, steps: list[str] | None = None,
-               data_root: str | None = None) -> Grid:
+               data_root: str | None = None, seeds: int = 1, attacks: list[str] | None = None) -> Grid:
     """The cells of `table` for `dataset`.
 
     Args:
@@ -120,6 +131,8 @@ def build_grid(table: str, dataset: str, archs: list[str] | None = None, level: 
         subset: train on a seeded subset of this many training images (None: all).
         epochs: override the level's training epochs (every training job, adv-train included).
         steps: the columns of the "steps" table (audit step names, `attack:NAME`).
+        seeds: the leaderboard's number of seeds (seed, seed + 1, ...); 1 for every other table.
+        attacks: the leaderboard's attack columns (default the level's panel); "none" is always one.
     """
     lookup(TABLES, table, "table")
     lv = get_level(level)
@@ -136,21 +149,18 @@ def build_grid(table: str, dataset: str, archs: list[str] | None = None, level: 
             raise UnlearnableError("the steps table needs --steps (audit steps or attack:NAME)")
         for name in steps:
             get_step(name)
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or not 1 <= seeds <= 20:
+        raise UnlearnableError(f"--seeds must be an integer from 1 to 20, got {seeds!r}")
+    if seeds > 1 and table != "leaderboard":
+        raise UnlearnableError(f"--seeds {seeds}: only the leaderboard runs over several seeds; "
+                               f"run {table} once per --seed")
+    if attacks is not None and table != "leaderboard":
+        raise UnlearnableError(f"--attacks: only the leaderboard takes its attack columns; {table}'s are fixed")
     rows = ["clean"] + [m for m in dict.fromkeys(methods) if m != "clean"]
-
-    # The clean row by content: the seeded subset of the base that every poison row protects.
     full = load_data(dataset, "train", data_root)
-    sample = full.subset(random_subset(full, subset, seed)) if subset is not None and subset < len(full) else full
-    clean: Spec = {"content": content_id(sample), "clean": dataset, "_subset": subset, "_seed": seed}
     # The test and pool splits by content too: a base whose files change gets new jobs.
     test_ref, pool_ref = split_ref(dataset, load_data(dataset, "test", data_root), "test"), split_ref(dataset, full)
-
-    def row(m: str, arch: str) -> Row:
-        data = clean if m == "clean" else {"method": m, "params": {}, "dataset": dataset, "subset": subset,
-                                           "seed": seed, "level": level}
-        model = arch_signature(arch, sample.num_classes, sample.channels, sample.image_size)
-        return Row(data, clean, dataset, sample, lv, arch, model, seed, epochs, TABLE3_ATTACKS[1:],
-                   test_ref=test_ref, pool_ref=pool_ref)
+    row = _rows(full, dataset, lv, seed, subset, epochs, test_ref, pool_ref)
 
     def spec(r: Row, step: str) -> Spec | None:
         try:
@@ -184,10 +194,42 @@ def build_grid(table: str, dataset: str, archs: list[str] | None = None, level: 
             # Standard training is the `train` job: shared with table1's DFR runs.
             cells.append(Cell(m, "none", AUDITS["train-protected"].spec(r)))
             cells += [Cell(m, a, attack_step(a).spec(r)) for a in cols[1:]]
+    elif table == "leaderboard":
+        cols = ["none"] + [a for a in dict.fromkeys(panel(level) if attacks is None else attacks) if a != "none"]
+        lookup_all(ATTACKS, cols, "attack")
+        crafting: dict[str, dict[str, str]] = {}
+        for s in range(seed, seed + seeds):
+            row_s = row if s == seed else _rows(full, dataset, lv, s, subset, epochs, test_ref, pool_ref)
+            for m in rows:
+                r = row_s(m, archs[0])
+                train = AUDITS["train-protected"].spec(r)
+                cells.append(Cell(m, "none", train, s))
+                cells += [Cell(m, a, sp, s) for a in cols[1:] if (sp := spec(r, f"attack:{a}")) is not None]
+                made = [d for d in dependencies(train) if d["kind"] == "poison"]
+                if made:
+                    crafting.setdefault(m, {})[str(s)] = job_key(made[0])
+        return Grid(table, dataset, archs, level, seed, subset, rows, cols, cells,
+                    seeds=list(range(seed, seed + seeds)), crafting=crafting)
     else:
         cols = list(steps or [])
         cells = [Cell(m, st, sp) for m in rows for st in cols if (sp := spec(row(m, archs[0]), st)) is not None]
     return Grid(table, dataset, archs, level, seed, subset, rows, cols, cells)
+
+
+def _rows(full: Any, dataset: str, lv: Any, seed: int, subset: int | None, epochs: int | None,
+          test_ref: Spec, pool_ref: Spec) -> Callable[[str, str], Row]:
+    """The grid's row maker on `seed`: the clean row by content (the seeded subset of the base
+    that every poison row protects), a poison row by the spec that makes it."""
+    sample = full.subset(random_subset(full, subset, seed)) if subset is not None and subset < len(full) else full
+    clean: Spec = {"content": content_id(sample), "clean": dataset, "_subset": subset, "_seed": seed}
+
+    def row(m: str, arch: str) -> Row:
+        data = clean if m == "clean" else {"method": m, "params": {}, "dataset": dataset, "subset": subset,
+                                           "seed": seed, "level": lv.name}
+        model = arch_signature(arch, sample.num_classes, sample.channels, sample.image_size)
+        return Row(data, clean, dataset, sample, lv, arch, model, seed, epochs, TABLE3_ATTACKS[1:],
+                   test_ref=test_ref, pool_ref=pool_ref)
+    return row
 
 
 GRID_THREADS = 1  # threads per grid job unless asked otherwise: the same table on every executor

@@ -8,12 +8,15 @@ from typing import Any
 
 from ..core.files import atomic_file
 from ..runner.store import ResultStore
+from .leaderboard import leaderboard_csv, leaderboard_html
 from .tables import caption, html_page, plot_fig2, settings_note, table_data, to_csv, to_html_section, to_markdown
 
 
 def grid_jobs(layout: dict[str, Any], store: ResultStore) -> dict[str, dict[str, Any]]:
-    """key -> store row for every cell of a grid layout."""
-    return {c["key"]: j for c in layout["cells"] if (j := store.get(c["key"])) is not None}
+    """key -> store row for every cell of a grid layout (and the leaderboard's crafting jobs)."""
+    keys = [c["key"] for c in layout["cells"]] + [k for by_seed in (layout.get("crafting") or {}).values()
+                                                   for k in by_seed.values()]
+    return {k: j for k in keys if (j := store.get(k)) is not None}
 
 
 def write_outputs(layout: dict[str, Any], store: ResultStore, out: str | os.PathLike[str]) -> dict[str, Path]:
@@ -35,8 +38,11 @@ def write_outputs(layout: dict[str, Any], store: ResultStore, out: str | os.Path
         md += f"\n{note}\n"
     if fig is not None:
         md += f"\n![DFR accuracy over epochs]({fig.name})\n"
-    for kind, text in (("md", md), ("csv", to_csv(headers, rows)),
-                       ("html", html_page([to_html_section(headers, rows, title, fig, note)], title))):
+    if layout["table"] == "leaderboard":  # a line per cell and one colour-scaled page
+        csv_text, html = leaderboard_csv(layout, jobs), leaderboard_html(layout, jobs, title)
+    else:
+        csv_text, html = to_csv(headers, rows), html_page([to_html_section(headers, rows, title, fig, note)], title)
+    for kind, text in (("md", md), ("csv", csv_text), ("html", html)):
         with atomic_file(paths[kind], "w") as f:
             f.write(text)
     return paths

@@ -20,6 +20,7 @@ from ..poisons import POISONS
 from ..viz.html import figure as figure_html, page, table
 from ..viz.plots import pyplot, save_figure
 from .grid import TABLES
+from .leaderboard import leaderboard_data
 
 PAPER_TABLE1 = {"random-init": 35.97, "ue": 39.56, "ap": 69.99, "ar": 58.73, "ntga": 57.12, "rem": 41.02,
                 "lsp": 43.31, "ops-em": 38.98, "ops": 47.70, "ue-cw": 34.09, "regions": 48.09,
@@ -59,6 +60,8 @@ def _is_cifar10(layout: dict[str, Any]) -> bool:
 def table_data(layout: dict[str, Any], jobs: dict[str, dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
     """(headers, rows) of strings for a grid. `jobs`: key -> store row (status, result)."""
     t = layout["table"]
+    if t == "leaderboard":
+        return leaderboard_data(layout, jobs)
     cell = {(c["row"], c["col"]): jobs.get(c["key"]) for c in layout["cells"]}
     paper = _is_cifar10(layout)
 
@@ -161,8 +164,10 @@ def settings_note(layout: dict[str, Any], jobs: dict[str, dict[str, Any]]) -> st
 def caption(layout: dict[str, Any]) -> str:
     """A grid's caption: the table's title, the dataset, subset, architectures, level and seed."""
     sub = f", subset {layout['subset']}" if layout.get("subset") else ""
+    seeds = layout.get("seeds")
+    seed = f"seeds {', '.join(map(str, seeds))}" if seeds else f"seed {layout['seed']}"
     return (f"{TABLES[layout['table']]} — {layout['dataset']}{sub}, {', '.join(layout['archs'])}, "
-            f"level {layout.get('level', layout.get('budget'))}, seed {layout['seed']}")
+            f"level {layout.get('level', layout.get('budget'))}, {seed}")
 
 
 def to_markdown(headers: list[str], rows: list[list[str]], title: str = "") -> str:
