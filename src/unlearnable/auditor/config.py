@@ -18,6 +18,7 @@ from typing import Any
 from ..attacks import ATTACKS, panel
 from ..core.errors import UnlearnableError
 from ..core.files import refuse_dangling
+from ..core.stats import check_seeds
 from ..core.registry import lookup_all
 from ..ladder import recipe_for
 from ..train.recipe import Recipe
@@ -68,8 +69,7 @@ class AuditConfig:
     seeds: int = 1
 
     def __post_init__(self) -> None:
-        if isinstance(self.seeds, bool) or not isinstance(self.seeds, int) or not 1 <= self.seeds <= 20:
-            raise UnlearnableError(f"--seeds must be an integer from 1 to 20, got {self.seeds!r}")
+        check_seeds(self.seeds)
 
     @property
     def sequential(self) -> bool:

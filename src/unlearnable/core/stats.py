@@ -14,12 +14,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from scipy.stats import t as student_t
+
+from .errors import UnlearnableError
+
 Z95 = 1.959963984540054  # the standard normal's 97.5 % quantile
 
-# Student's t at 97.5 % for 1..30 degrees of freedom: the interval of a mean over a few seeds.
-_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
-         2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
-         2.045, 2.042)
+MAX_SEEDS = 20  # the most seeds an audit or a leaderboard reruns on (--seeds)
 
 
 def wilson(p: float, n: int, z: float = Z95) -> tuple[float, float]:
@@ -35,10 +36,17 @@ def wilson(p: float, n: int, z: float = Z95) -> tuple[float, float]:
 
 
 def t975(df: int) -> float:
-    """Student's t 97.5 % quantile for `df` degrees of freedom (the normal's beyond 30)."""
+    """Student's t 97.5 % quantile for `df` degrees of freedom: the interval of a mean over a few seeds."""
     if df < 1:
         raise ValueError(f"t975: df must be at least 1, got {df}")
-    return _T975[df - 1] if df <= len(_T975) else Z95
+    return float(student_t.ppf(0.975, df))
+
+
+def check_seeds(n: object) -> int:
+    """`n` as a number of seeds (1 to `MAX_SEEDS`), else the one-line error naming --seeds."""
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_SEEDS:
+        raise UnlearnableError(f"--seeds must be an integer from 1 to {MAX_SEEDS}, got {n!r}")
+    return n
 
 
 def mean_interval(values: Sequence[float]) -> tuple[float, float | None, tuple[float, float] | None]:

@@ -36,11 +36,13 @@ from ..attacks import ATTACKS, panel
 from ..auditor.steps import AUDITS, Row, StepSkipped, attack_step, get_step, separability_spec
 from ..core.errors import UnlearnableError
 from ..core.registry import lookup, lookup_all
+from ..core.stats import check_seeds
 from ..data.identity import content_id
+from ..data.imageset import ImageSet
 from ..data.resolve import load_data
 from ..data.subsets import random_subset
 from ..kinds.data import split_ref
-from ..ladder import level as get_level
+from ..ladder import Level, level as get_level
 from ..models import MODELS, arch_signature
 from ..poisons import POISONS
 from ..runner.executors import run_jobs
@@ -149,8 +151,7 @@ def build_grid(table: str, dataset: str, archs: list[str] | None = None, level: 
             raise UnlearnableError("the steps table needs --steps (audit steps or attack:NAME)")
         for name in steps:
             get_step(name)
-    if isinstance(seeds, bool) or not isinstance(seeds, int) or not 1 <= seeds <= 20:
-        raise UnlearnableError(f"--seeds must be an integer from 1 to 20, got {seeds!r}")
+    check_seeds(seeds)
     if seeds > 1 and table != "leaderboard":
         raise UnlearnableError(f"--seeds {seeds}: only the leaderboard runs over several seeds; "
                                f"run {table} once per --seed")
@@ -216,7 +217,7 @@ def build_grid(table: str, dataset: str, archs: list[str] | None = None, level: 
     return Grid(table, dataset, archs, level, seed, subset, rows, cols, cells)
 
 
-def _rows(full: Any, dataset: str, lv: Any, seed: int, subset: int | None, epochs: int | None,
+def _rows(full: ImageSet, dataset: str, lv: Level, seed: int, subset: int | None, epochs: int | None,
           test_ref: Spec, pool_ref: Spec) -> Callable[[str, str], Row]:
     """The grid's row maker on `seed`: the clean row by content (the seeded subset of the base
     that every poison row protects), a poison row by the spec that makes it."""
